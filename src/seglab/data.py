@@ -1,0 +1,273 @@
+"""Datasets as unbatched ``tf.data`` streams, batching, and the class-count pass over a split.
+
+Every dataset is a :class:`SegmentationData`: an unbatched train and val stream of
+``(image float32 HxWx3 in [0, 1], mask int32 HxW)`` plus the class names and ignore index. The
+rest of seglab (class weights, augmentation, the trainer) works on those streams only.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import tensorflow as tf
+
+SHAPES_NUM_CLASSES = 5
+
+
+@dataclass(frozen=True)
+class SegmentationData:
+    """A dataset split into unbatched train/val streams.
+
+    Attributes:
+        train: Unbatched ``(image, mask)`` training stream, in a fixed order.
+        val: Unbatched ``(image, mask)`` validation stream, in a fixed order.
+        class_names: One name per class index.
+        ignore_index: Mask value that counts in neither loss nor metrics.
+        image_shape: ``(height, width, channels)`` of every image.
+        num_train: Number of training images.
+        num_val: Number of validation images.
+    """
+
+    train: tf.data.Dataset
+    val: tf.data.Dataset
+    class_names: tuple[str, ...]
+    ignore_index: int
+    image_shape: tuple[int, int, int]
+    num_train: int
+    num_val: int
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+
+@dataclass(frozen=True)
+class ClassCounts:
+    """Per-class pixel statistics of one split, from a single streaming pass.
+
+    Attributes:
+        pixels: Pixels of each class, shape (C,).
+        images: Images that contain each class, shape (C,).
+        image_pixels: Valid pixels of the images that contain each class, shape (C,) (the
+            denominator of median-frequency balancing).
+        num_images: Images in the split.
+    """
+
+    pixels: np.ndarray
+    images: np.ndarray
+    image_pixels: np.ndarray
+    num_images: int
+
+    @property
+    def pixel_share(self) -> np.ndarray:
+        """Fraction of the split's labelled pixels that belong to each class."""
+        return self.pixels / max(int(self.pixels.sum()), 1)
+
+
+def class_counts(
+    dataset: tf.data.Dataset, num_classes: int, ignore_index: int, batch_size: int = 64
+) -> ClassCounts:
+    """Counts class pixels over a whole unbatched ``(image, mask, ...)`` stream.
+
+    Memory is O(batch), never the dataset. Raises on a label outside ``[0, num_classes)`` that is
+    not the ignore index, naming the sample and the value.
+    """
+    pixels = np.zeros(num_classes, np.int64)
+    images = np.zeros(num_classes, np.int64)
+    image_pixels = np.zeros(num_classes, np.int64)
+    seen = 0
+    for batch in dataset.map(lambda *x: x[1]).batch(batch_size):
+        masks = batch.numpy().reshape(batch.shape[0], -1).astype(np.int64)
+        valid = masks != ignore_index
+        bad = valid & ((masks < 0) | (masks >= num_classes))
+        if bad.any():
+            index, pixel = np.argwhere(bad)[0]
+            raise ValueError(
+                f"mask of sample {seen + index} has label {masks[index, pixel]}, but valid labels "
+                f"are 0..{num_classes - 1} (and ignore_index={ignore_index}); check the data's "
+                "class_names or the mask files"
+            )
+        # One bincount per image, offset by the image's row: per-image presence in one call.
+        offsets = np.arange(masks.shape[0])[:, None] * num_classes
+        flat = np.where(valid, masks + offsets, -1)[valid]
+        per_image = np.bincount(flat, minlength=masks.shape[0] * num_classes).reshape(
+            masks.shape[0], num_classes
+        )
+        present = per_image > 0
+        pixels += per_image.sum(axis=0)
+        images += present.sum(axis=0)
+        image_pixels += (present * valid.sum(axis=1, keepdims=True)).sum(axis=0)
+        seen += masks.shape[0]
+    if seen == 0:
+        raise ValueError("the training split is empty: no images to count classes on")
+    return ClassCounts(pixels=pixels, images=images, image_pixels=image_pixels, num_images=seen)
+
+
+def batches(
+    dataset: tf.data.Dataset,
+    batch_size: int,
+    *,
+    shuffle_seed: int | None = None,
+    buffer_size: int = 1024,
+) -> tf.data.Dataset:
+    """Batches an unbatched stream; shuffles anew every epoch when ``shuffle_seed`` is given."""
+    if shuffle_seed is not None:
+        dataset = dataset.shuffle(buffer_size, seed=shuffle_seed, reshuffle_each_iteration=True)
+    return dataset.batch(batch_size).prefetch(tf.data.AUTOTUNE)
+
+
+def from_arrays(
+    train: tuple[np.ndarray, np.ndarray],
+    val: tuple[np.ndarray, np.ndarray],
+    class_names: Sequence[str],
+    ignore_index: int,
+) -> SegmentationData:
+    """Wraps in-memory uint8 images (N,H,W,3) and integer masks (N,H,W) as a dataset."""
+    for split, (images, masks) in {"train": train, "val": val}.items():
+        if len(images) == 0:
+            raise ValueError(f"the {split} split is empty")
+        if images.shape[:3] != masks.shape:
+            raise ValueError(
+                f"{split} images {images.shape} and masks {masks.shape} differ in size"
+            )
+
+    def stream(images: np.ndarray, masks: np.ndarray) -> tf.data.Dataset:
+        ds = tf.data.Dataset.from_tensor_slices((images, masks.astype(np.int32)))
+        return ds.map(lambda x, y: (tf.cast(x, tf.float32) / 255.0, y))
+
+    return SegmentationData(
+        train=stream(*train),
+        val=stream(*val),
+        class_names=tuple(class_names),
+        ignore_index=ignore_index,
+        image_shape=tuple(int(s) for s in train[0].shape[1:]),
+        num_train=len(train[0]),
+        num_val=len(val[0]),
+    )
+
+
+def shapes(
+    class_names: Sequence[str] = ("background", "disk", "square", "bar", "speck"),
+    image_size: int = 64,
+    num_train: int = 800,
+    num_val: int = 200,
+    seed: int = 0,
+    object_probability: float = 0.7,
+    rare_image_fraction: float = 0.25,
+    rare_size: int = 3,
+    rare_max_count: int = 2,
+    rare_contrast: float = 0.35,
+    noise: float = 0.05,
+    ignore_index: int = 255,
+) -> SegmentationData:
+    """Synthetic imbalanced shapes: the dataset on which plain CE hides a failing class.
+
+    Classes, in index order: background (textured, ~90 % of pixels), a disk, a square, a thin
+    bar, and a rare speck: ``rare_size``-pixel squares, at most ``rare_max_count`` of them, in
+    ``rare_image_fraction`` of the images, whose colour departs from the local background by
+    ``rare_contrast``. With the defaults the speck covers ~0.1 % of the training pixels.
+
+    Train and val come from independent seeded generators (``[seed, 0]`` and ``[seed, 1]``), so
+    the validation set does not change when ``num_train`` does.
+
+    Args:
+        class_names: Five names, for background, disk, square, bar and speck.
+        image_size: Height and width in pixels.
+        num_train: Training images.
+        num_val: Validation images.
+        seed: Seed of the generator; the same seed gives the same arrays.
+        object_probability: Chance that each of disk, square and bar appears in an image.
+        rare_image_fraction: Fraction of images that contain the rare class.
+        rare_size: Side of one rare speck in pixels.
+        rare_max_count: Most specks in one image (1 to this many).
+        rare_contrast: Colour distance of a speck from its background, in [0, 1].
+        noise: Standard deviation of the pixel noise.
+        ignore_index: Label that counts in neither loss nor metrics (unused by this generator).
+    """
+    if len(class_names) != SHAPES_NUM_CLASSES:
+        raise ValueError(
+            f"data.class_names must name {SHAPES_NUM_CLASSES} classes (background, disk, square, "
+            f"bar, speck) for data=shapes, got {len(class_names)}: {list(class_names)}"
+        )
+    if image_size < 16:
+        raise ValueError(f"data.image_size must be at least 16 for data=shapes, got {image_size}")
+    for name, value in {
+        "object_probability": object_probability,
+        "rare_image_fraction": rare_image_fraction,
+        "rare_contrast": rare_contrast,
+    }.items():
+        if not 0.0 <= value <= 1.0:
+            raise ValueError(f"data.{name} must be in [0, 1], got {value}")
+    params = dict(
+        image_size=image_size,
+        object_probability=object_probability,
+        rare_image_fraction=rare_image_fraction,
+        rare_size=rare_size,
+        rare_max_count=rare_max_count,
+        rare_contrast=rare_contrast,
+        noise=noise,
+    )
+    train = _draw_shapes(num_train, np.random.default_rng([seed, 0]), **params)
+    val = _draw_shapes(num_val, np.random.default_rng([seed, 1]), **params)
+    return from_arrays(train, val, class_names, ignore_index)
+
+
+_CLASS_COLOURS = np.array([[0.85, 0.25, 0.2], [0.25, 0.75, 0.3], [0.2, 0.35, 0.9]])
+_SPECK_DIRECTION = np.array([1.0, 1.0, -0.6]) / np.linalg.norm([1.0, 1.0, -0.6])
+
+
+def _draw_shapes(
+    count: int,
+    rng: np.random.Generator,
+    *,
+    image_size: int,
+    object_probability: float,
+    rare_image_fraction: float,
+    rare_size: int,
+    rare_max_count: int,
+    rare_contrast: float,
+    noise: float,
+) -> tuple[np.ndarray, np.ndarray]:
+    size = image_size
+    yy, xx = np.mgrid[0:size, 0:size]
+    images = np.empty((count, size, size, 3), np.uint8)
+    masks = np.zeros((count, size, size), np.uint8)
+    scale = size / 64  # object sizes are set for 64 px and scale with the image
+    for i in range(count):
+        # Background: a grey gradient, so the speck can't be found by one global colour.
+        base = rng.uniform(0.3, 0.6)
+        tilt = rng.uniform(-0.15, 0.15, size=2)
+        image = base + tilt[0] * (yy / size - 0.5) + tilt[1] * (xx / size - 0.5)
+        image = np.repeat(image[..., None], 3, axis=-1)
+        mask = np.zeros((size, size), np.uint8)
+        shapes_here = rng.random(3) < object_probability
+        if shapes_here[0]:
+            r = rng.uniform(5, 9) * scale
+            cy, cx = rng.uniform(r, size - r, size=2)
+            mask[(yy - cy) ** 2 + (xx - cx) ** 2 <= r**2] = 1
+        if shapes_here[1]:
+            side = int(rng.integers(6, 15) * scale)
+            y0, x0 = rng.integers(0, size - side, size=2)
+            mask[y0 : y0 + side, x0 : x0 + side] = 2
+        if shapes_here[2]:
+            length, width = int(rng.integers(15, 41) * scale), max(int(2 * scale), 2)
+            y0, x0 = rng.integers(0, size - length, size=2)
+            if rng.random() < 0.5:
+                mask[y0 : y0 + width, x0 : x0 + length] = 3
+            else:
+                mask[y0 : y0 + length, x0 : x0 + width] = 3
+        for c in range(1, 4):
+            colour = np.clip(_CLASS_COLOURS[c - 1] + rng.normal(0, 0.05, 3), 0, 1)
+            image[mask == c] = colour
+        if rng.random() < rare_image_fraction:
+            for _ in range(rng.integers(1, rare_max_count + 1)):
+                y0, x0 = rng.integers(0, size - rare_size, size=2)
+                region = (slice(y0, y0 + rare_size), slice(x0, x0 + rare_size))
+                mask[region] = 4
+                image[region] = np.clip(image[region] + rare_contrast * _SPECK_DIRECTION, 0, 1)
+        image += rng.normal(0, noise, image.shape)
+        images[i] = np.clip(image * 255 + 0.5, 0, 255).astype(np.uint8)
+        masks[i] = mask
+    return images, masks

@@ -1,0 +1,163 @@
+"""Per-class segmentation scores from a confusion matrix streamed over a whole split.
+
+IoU and Dice are computed once from the confusion matrix summed over every validation pixel,
+never as a mean of per-batch scores (which over-weights small batches and rare-class batches).
+
+NaN rule: a class absent from both the truth and the prediction has ``TP + FP + FN = 0``; its
+IoU and Dice are NaN (undefined, not 0 and not 1) and it is left out of ``miou``, ``min_iou`` and
+the worst class. A class absent from the truth but predicted somewhere scores 0.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import keras
+import numpy as np
+import pandas as pd
+from keras import ops
+
+
+@keras.saving.register_keras_serializable(package="seglab")
+class ConfusionMatrix(keras.metrics.Metric):
+    """Streams a (C, C) confusion matrix (rows: truth, columns: argmax prediction).
+
+    Memory is O(C^2), independent of the dataset. Pixels labelled ``ignore_index`` are skipped;
+    ``sample_weight`` is ignored on purpose: the matrix counts pixels, so class weights applied
+    to the loss never distort the scores. Its ``result()`` is the mIoU (NaN-aware); read the
+    whole matrix with :meth:`matrix`.
+
+    Args:
+        num_classes: Number of classes C.
+        ignore_index: Mask label to skip (``None``: none).
+        name: Metric name (the key in Keras logs).
+    """
+
+    def __init__(
+        self, num_classes: int, ignore_index: int | None = None, name: str = "miou", **kwargs: Any
+    ) -> None:
+        super().__init__(name=name, **kwargs)
+        self.num_classes = num_classes
+        self.ignore_index = ignore_index
+        self.counts = self.add_variable(
+            shape=(num_classes, num_classes), initializer="zeros", dtype="int64", name="counts"
+        )
+
+    def update_state(self, y_true: Any, y_pred: Any, sample_weight: Any = None) -> None:
+        del sample_weight  # pixels are counted, not weighted
+        y_true = ops.convert_to_tensor(y_true)
+        if len(y_true.shape) == len(y_pred.shape):
+            y_true = ops.squeeze(y_true, axis=-1)
+        truth = ops.reshape(ops.cast(y_true, "int32"), (-1,))
+        pred = ops.reshape(ops.cast(ops.argmax(y_pred, axis=-1), "int32"), (-1,))
+        c = self.num_classes
+        valid = (truth >= 0) & (truth < c)
+        if self.ignore_index is not None:
+            valid = valid & (truth != self.ignore_index)
+        # Invalid pixels go to bin c*c, which the slice below drops.
+        flat = ops.where(valid, truth * c + pred, c * c)
+        counts = ops.bincount(flat, minlength=c * c + 1)[: c * c]
+        self.counts.assign_add(ops.reshape(ops.cast(counts, "int64"), (c, c)))
+
+    def result(self) -> Any:
+        cm = ops.cast(self.counts, "float64")
+        tp = ops.diagonal(cm)
+        union = ops.sum(cm, axis=0) + ops.sum(cm, axis=1) - tp
+        present = ops.cast(union > 0, "float64")
+        iou = ops.divide_no_nan(tp, union)
+        return ops.cast(ops.divide_no_nan(ops.sum(iou * present), ops.sum(present)), "float32")
+
+    def matrix(self) -> np.ndarray:
+        """The accumulated confusion matrix as int64 numpy (rows truth, columns prediction)."""
+        return np.asarray(ops.convert_to_numpy(self.counts), dtype=np.int64)
+
+    def reset_state(self) -> None:
+        self.counts.assign(ops.zeros_like(self.counts))
+
+    def get_config(self) -> dict[str, Any]:
+        return {
+            **super().get_config(),
+            "num_classes": self.num_classes,
+            "ignore_index": self.ignore_index,
+        }
+
+
+@dataclass(frozen=True)
+class Scores:
+    """Scores of one split, all derived from its confusion matrix.
+
+    Attributes:
+        iou: Per-class IoU = TP / (TP + FP + FN), NaN where undefined.
+        dice: Per-class Dice = 2TP / (2TP + FP + FN), NaN where undefined.
+        support: True pixels of each class.
+        miou: Mean IoU over defined classes.
+        min_iou: IoU of the worst defined class.
+        worst_class: Index of that class (-1 when no class is defined).
+        pixel_acc: Correct pixels / all counted pixels.
+    """
+
+    iou: np.ndarray
+    dice: np.ndarray
+    support: np.ndarray
+    miou: float
+    min_iou: float
+    worst_class: int
+    pixel_acc: float
+
+
+def scores_from_confusion(cm: np.ndarray) -> Scores:
+    """Per-class IoU and Dice, mIoU, worst class and pixel accuracy from a confusion matrix."""
+    cm = np.asarray(cm, dtype=np.float64)
+    tp = np.diag(cm)
+    fp = cm.sum(axis=0) - tp
+    fn = cm.sum(axis=1) - tp
+    with np.errstate(invalid="ignore", divide="ignore"):
+        iou = np.where(tp + fp + fn > 0, tp / (tp + fp + fn), np.nan)
+        dice = np.where(tp + fp + fn > 0, 2 * tp / (2 * tp + fp + fn), np.nan)
+    defined = ~np.isnan(iou)
+    total = cm.sum()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN slices -> NaN, on purpose
+        miou = float(np.nanmean(iou)) if defined.any() else float("nan")
+        min_iou = float(np.nanmin(iou)) if defined.any() else float("nan")
+    return Scores(
+        iou=iou,
+        dice=dice,
+        support=cm.sum(axis=1).astype(np.int64),
+        miou=miou,
+        min_iou=min_iou,
+        worst_class=int(np.nanargmin(iou)) if defined.any() else -1,
+        pixel_acc=float(tp.sum() / total) if total else float("nan"),
+    )
+
+
+def hidden_failure(
+    scores: Scores, worst_iou_below: float, pixel_acc_above: float, miou_above: float
+) -> bool:
+    """The mismatch seglab exists to flag: one class fails while the aggregates look good.
+
+    True when the worst class's IoU is below ``worst_iou_below`` while pixel accuracy is above
+    ``pixel_acc_above`` or mIoU is above ``miou_above``.
+    """
+    if np.isnan(scores.min_iou):
+        return False
+    looks_good = scores.pixel_acc > pixel_acc_above or scores.miou > miou_above
+    return bool(scores.min_iou < worst_iou_below and looks_good)
+
+
+def per_class_table(
+    scores: Scores, class_names: Sequence[str], train_pixel_share: np.ndarray
+) -> pd.DataFrame:
+    """One row per class: training pixel share, val IoU and Dice, val pixels."""
+    return pd.DataFrame(
+        {
+            "class": list(class_names),
+            "train_pixel_share": np.asarray(train_pixel_share, dtype=float),
+            "val_iou": scores.iou,
+            "val_dice": scores.dice,
+            "val_pixels": scores.support,
+        }
+    )

@@ -1,0 +1,81 @@
+"""The U-Net every seglab experiment trains (Ronneberger et al. 2015), in Keras 3."""
+
+from __future__ import annotations
+
+import keras
+from keras import layers
+
+
+def build_unet(
+    input_shape: tuple[int, int, int],
+    num_classes: int,
+    depth: int = 3,
+    base_filters: int = 8,
+    dropout: float = 0.0,
+    batch_norm: bool = True,
+) -> keras.Model:
+    """Builds a U-Net that outputs per-pixel softmax probabilities.
+
+    Each level has two 3x3 conv blocks (conv, optional batch norm, ReLU); the encoder halves the
+    resolution and doubles the filters ``depth`` times, the decoder mirrors it with transposed
+    convolutions and skip connections. The softmax runs in float32 so the model stays
+    numerically safe under a ``mixed_float16`` policy.
+
+    Args:
+        input_shape: ``(height, width, channels)``; height and width must be multiples of
+            ``2**depth``.
+        num_classes: Number of output classes (softmax channels).
+        depth: Number of down-sampling steps.
+        base_filters: Filters of the first level; level ``k`` has ``base_filters * 2**k``.
+        dropout: Dropout rate in the bottleneck (0 disables it).
+        batch_norm: Whether conv blocks use batch normalization.
+
+    Returns:
+        A model mapping (B, H, W, channels) images to (B, H, W, num_classes) probabilities.
+
+    Raises:
+        ValueError: On a size that ``2**depth`` does not divide, or a non-positive argument.
+    """
+    height, width, _ = input_shape
+    if depth < 1:
+        raise ValueError(f"model.depth must be >= 1, got {depth}")
+    if base_filters < 1:
+        raise ValueError(f"model.base_filters must be >= 1, got {base_filters}")
+    if num_classes < 2:
+        raise ValueError(f"a segmentation model needs at least 2 classes, got {num_classes}")
+    if not 0.0 <= dropout < 1.0:
+        raise ValueError(f"model.dropout must be in [0, 1), got {dropout}")
+    step = 2**depth
+    if height % step or width % step:
+        raise ValueError(
+            f"model.depth={depth} needs image height and width divisible by 2**{depth}={step}, "
+            f"got {height}x{width}; choose an image size that is a multiple of {step} "
+            "or a smaller model.depth"
+        )
+
+    def conv_block(x: keras.KerasTensor, filters: int) -> keras.KerasTensor:
+        for _ in range(2):
+            x = layers.Conv2D(filters, 3, padding="same", use_bias=not batch_norm)(x)
+            if batch_norm:
+                x = layers.BatchNormalization()(x)
+            x = layers.Activation("relu")(x)
+        return x
+
+    inputs = keras.Input(shape=input_shape, name="image")
+    x = inputs
+    skips = []
+    for level in range(depth):
+        x = conv_block(x, base_filters * 2**level)
+        skips.append(x)
+        x = layers.MaxPooling2D(2)(x)
+    x = conv_block(x, base_filters * 2**depth)
+    if dropout:
+        x = layers.Dropout(dropout)(x)
+    for level in reversed(range(depth)):
+        filters = base_filters * 2**level
+        x = layers.Conv2DTranspose(filters, 2, strides=2, padding="same")(x)
+        x = layers.Concatenate()([x, skips[level]])
+        x = conv_block(x, filters)
+    logits = layers.Conv2D(num_classes, 1, name="logits")(x)
+    probabilities = layers.Activation("softmax", dtype="float32", name="probabilities")(logits)
+    return keras.Model(inputs, probabilities, name="unet")

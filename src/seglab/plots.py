@@ -1,0 +1,138 @@
+"""Matplotlib figures from plain arrays: no MLflow, no TensorFlow."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import matplotlib
+
+matplotlib.use("Agg")  # headless: figures are written to files and MLflow, never shown
+
+import matplotlib.pyplot as plt
+import numpy as np
+from matplotlib.figure import Figure
+
+PALETTE = np.array(
+    [
+        [0.15, 0.15, 0.15],
+        [0.90, 0.30, 0.25],
+        [0.30, 0.75, 0.35],
+        [0.25, 0.45, 0.95],
+        [1.00, 0.85, 0.10],
+        [0.70, 0.35, 0.85],
+        [0.10, 0.80, 0.80],
+        [0.95, 0.55, 0.10],
+        [0.60, 0.60, 0.60],
+        [0.55, 0.30, 0.15],
+    ]
+)
+IGNORE_COLOUR = np.array([1.0, 1.0, 1.0])
+
+
+def palette(num_classes: int) -> np.ndarray:
+    """``num_classes`` distinct RGB colours, class 0 (usually background) dark."""
+    if num_classes <= len(PALETTE):
+        return PALETTE[:num_classes]
+    extra = plt.get_cmap("tab20")(np.linspace(0, 1, num_classes - len(PALETTE)))[:, :3]
+    return np.vstack([PALETTE, extra])
+
+
+def colourize(mask: np.ndarray, num_classes: int) -> np.ndarray:
+    """RGB image of an index mask; labels outside ``[0, num_classes)`` (ignore) are white."""
+    colours = np.vstack([palette(num_classes), IGNORE_COLOUR])
+    index = np.where((mask >= 0) & (mask < num_classes), mask, num_classes)
+    return colours[index]
+
+
+def loss_and_class_iou(
+    epochs: Sequence[int],
+    losses: Mapping[str, Sequence[float]],
+    class_iou: Mapping[str, Sequence[float]],
+    title: str = "",
+) -> Figure:
+    """Loss curves above every class's IoU curve, on one shared epoch axis.
+
+    The point of the figure: the loss falls while one class's IoU stays flat near 0.
+    """
+    fig, (ax_loss, ax_iou) = plt.subplots(2, 1, figsize=(7, 6.5), sharex=True)
+    for name, values in losses.items():
+        ax_loss.plot(epochs, values, marker="o", label=name)
+    ax_loss.set_ylabel("loss")
+    ax_loss.set_yscale("log")
+    ax_loss.legend()
+    ax_loss.grid(alpha=0.3)
+    colours = palette(len(class_iou))
+    final = {name: values[-1] for name, values in class_iou.items()}
+    defined = {name: value for name, value in final.items() if not np.isnan(value)}
+    worst = min(defined, key=defined.get) if defined else None
+    for colour, (name, values) in zip(colours, class_iou.items(), strict=True):
+        ax_iou.plot(
+            epochs,
+            values,
+            marker="o",
+            color=colour,
+            linewidth=3 if name == worst else 1.5,
+            label=f"{name} (worst)" if name == worst else name,
+        )
+    ax_iou.set_ylim(-0.02, 1.02)
+    ax_iou.set_ylabel("val IoU")
+    ax_iou.set_xlabel("epoch")
+    ax_iou.legend(loc="lower right", fontsize="small")
+    ax_iou.grid(alpha=0.3)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def confusion_matrix(cm: np.ndarray, class_names: Sequence[str]) -> Figure:
+    """Row-normalised confusion matrix (each row: where that true class's pixels went)."""
+    cm = np.asarray(cm, dtype=float)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        normalised = cm / cm.sum(axis=1, keepdims=True)
+    size = max(4.0, 0.7 * len(class_names) + 2)
+    fig, ax = plt.subplots(figsize=(size + 1, size))
+    image = ax.imshow(np.nan_to_num(normalised), vmin=0, vmax=1, cmap="Blues")
+    ax.set_xticks(range(len(class_names)), class_names, rotation=45, ha="right")
+    ax.set_yticks(range(len(class_names)), class_names)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    for (row, col), value in np.ndenumerate(normalised):
+        if not np.isnan(value):
+            ax.text(
+                col,
+                row,
+                f"{value:.2f}",
+                ha="center",
+                va="center",
+                color="white" if value > 0.5 else "black",
+                fontsize="small",
+            )
+    fig.colorbar(image, ax=ax, fraction=0.046)
+    ax.set_title("validation confusion matrix (row-normalised)")
+    fig.tight_layout()
+    return fig
+
+
+def overlays(
+    images: np.ndarray, truths: np.ndarray, predictions: np.ndarray, class_names: Sequence[str]
+) -> Figure:
+    """One row per sample: image, true mask, predicted mask."""
+    rows = len(images)
+    fig, axes = plt.subplots(rows, 3, figsize=(6, 2 * rows), squeeze=False)
+    num_classes = len(class_names)
+    for row, (image, truth, pred) in enumerate(zip(images, truths, predictions, strict=True)):
+        for ax, panel, title in zip(
+            axes[row],
+            (image, colourize(truth, num_classes), colourize(pred, num_classes)),
+            ("image", "truth", "prediction"),
+            strict=True,
+        ):
+            ax.imshow(np.clip(panel, 0, 1), interpolation="nearest")
+            ax.set_axis_off()
+            if row == 0:
+                ax.set_title(title)
+    handles = [plt.Rectangle((0, 0), 1, 1, color=colour) for colour in palette(num_classes)]
+    fig.legend(handles, class_names, loc="lower center", ncol=min(num_classes, 5), fontsize="small")
+    fig.tight_layout(rect=(0, 0.05, 1, 1))
+    return fig

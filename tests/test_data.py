@@ -1,0 +1,94 @@
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from seglab.data import class_counts, from_arrays, shapes
+
+
+def arrays(dataset: tf.data.Dataset) -> tuple[np.ndarray, np.ndarray]:
+    images, masks = zip(*dataset.as_numpy_iterator(), strict=True)
+    return np.stack(images), np.stack(masks)
+
+
+def test_shapes_is_deterministic_for_a_seed():
+    first, second = shapes(num_train=12, num_val=4, seed=3), shapes(num_train=12, num_val=4, seed=3)
+    for a, b in zip(
+        arrays(first.train) + arrays(first.val),
+        arrays(second.train) + arrays(second.val),
+        strict=True,
+    ):
+        np.testing.assert_array_equal(a, b)
+    other = shapes(num_train=12, num_val=4, seed=4)
+    assert not np.array_equal(arrays(first.train)[1], arrays(other.train)[1])
+
+
+def test_validation_split_does_not_depend_on_num_train():
+    small, large = shapes(num_train=4, num_val=6), shapes(num_train=20, num_val=6)
+    np.testing.assert_array_equal(arrays(small.val)[1], arrays(large.val)[1])
+
+
+def test_default_shapes_have_a_rare_class_under_half_a_percent_absent_from_most_images():
+    data = shapes()
+    counts = class_counts(data.train, data.num_classes, data.ignore_index)
+    share = counts.pixel_share
+    assert data.class_names == ("background", "disk", "square", "bar", "speck")
+    assert 0 < share[4] <= 0.005
+    assert counts.images[4] < 0.5 * counts.num_images
+    assert share[0] > 0.85
+    assert all(share[c] > 5 * share[4] for c in (1, 2, 3))
+    images, _ = arrays(data.train.take(2))
+    assert images.shape == (2, 64, 64, 3) and images.dtype == np.float32
+    assert 0.0 <= images.min() and images.max() <= 1.0
+
+
+def test_class_counts_equal_numpy_counts_and_skip_ignore():
+    rng = np.random.default_rng(0)
+    masks = rng.integers(0, 3, size=(7, 5, 6)).astype(np.uint8)
+    masks[0] = 0  # image without class 1 or 2
+    masks[1, :2] = 255  # ignored pixels
+    images = np.zeros((7, 5, 6, 3), np.uint8)
+    data = from_arrays((images, masks), (images[:1], masks[:1]), ["a", "b", "c"], 255)
+    counts = class_counts(data.train, 3, 255, batch_size=3)
+    valid = masks != 255
+    np.testing.assert_array_equal(counts.pixels, [(masks == c).sum() for c in range(3)])
+    np.testing.assert_array_equal(
+        counts.images, [sum((m == c).any() for m in masks) for c in range(3)]
+    )
+    np.testing.assert_array_equal(
+        counts.image_pixels,
+        [
+            sum(v.sum() for m, v in zip(masks, valid, strict=True) if (m == c).any())
+            for c in range(3)
+        ],
+    )
+    assert counts.num_images == 7
+    assert counts.pixel_share.sum() == pytest.approx(1.0)
+
+
+def test_class_counts_name_the_sample_and_the_bad_label():
+    masks = np.zeros((3, 4, 4), np.uint8)
+    masks[2, 1, 1] = 7
+    images = np.zeros((3, 4, 4, 3), np.uint8)
+    data = from_arrays((images, masks), (images, masks), ["a", "b"], 255)
+    with pytest.raises(ValueError, match=r"sample 2 has label 7, but valid labels are 0\.\.1"):
+        class_counts(data.train, 2, 255)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"class_names": ["a", "b"]}, r"data.class_names must name 5 classes"),
+        ({"rare_contrast": 1.5}, r"data.rare_contrast must be in \[0, 1\], got 1.5"),
+        ({"image_size": 8}, r"data.image_size must be at least 16"),
+        ({"num_train": 0}, r"the train split is empty"),
+    ],
+)
+def test_shapes_rejects_bad_options_by_name(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        shapes(**{"num_train": 2, "num_val": 2, **kwargs})
+
+
+def test_from_arrays_rejects_image_mask_size_mismatch():
+    images, masks = np.zeros((2, 8, 8, 3), np.uint8), np.zeros((2, 8, 6), np.uint8)
+    with pytest.raises(ValueError, match=r"train images \(2, 8, 8, 3\) and masks \(2, 8, 6\)"):
+        from_arrays((images, masks), (images, masks), ["a", "b"], 255)

@@ -1,0 +1,145 @@
+import keras
+import numpy as np
+import pytest
+from sklearn.metrics import jaccard_score
+
+from seglab.metrics import ConfusionMatrix, Scores, hidden_failure, scores_from_confusion
+
+C = 5
+IGNORE = 255
+
+
+def probabilities_for(labels: np.ndarray, num_classes: int = C) -> np.ndarray:
+    """Softmax-like probabilities whose argmax is ``labels``."""
+    probs = np.full((*labels.shape, num_classes), 0.1 / num_classes, np.float32)
+    np.put_along_axis(probs, labels[..., None], 0.9, axis=-1)
+    return probs
+
+
+def random_batches(seed: int):
+    """Batches of different sizes; class 3 never appears in truth, class 4 never at all."""
+    rng = np.random.default_rng(seed)
+    batches = []
+    for size in (3, 1, 4):
+        truth = rng.choice([0, 1, 2], size=(size, 6, 7), p=[0.7, 0.2, 0.1])
+        pred = rng.choice([0, 1, 2, 3], size=(size, 6, 7), p=[0.6, 0.2, 0.1, 0.1])
+        truth[rng.random(truth.shape) < 0.05] = IGNORE
+        batches.append((truth, pred))
+    return batches
+
+
+def numpy_confusion(batches) -> np.ndarray:
+    cm = np.zeros((C, C), np.int64)
+    for truth, pred in batches:
+        keep = truth != IGNORE
+        np.add.at(cm, (truth[keep], pred[keep]), 1)
+    return cm
+
+
+def streamed(batches) -> ConfusionMatrix:
+    metric = ConfusionMatrix(C, ignore_index=IGNORE)
+    for truth, pred in batches:
+        metric.update_state(truth, probabilities_for(pred))
+    return metric
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_streamed_confusion_matrix_equals_numpy_over_batches_of_different_sizes(seed):
+    batches = random_batches(seed)
+    np.testing.assert_array_equal(streamed(batches).matrix(), numpy_confusion(batches))
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_per_class_iou_equals_sklearn_and_keras_iou(seed):
+    batches = random_batches(seed)
+    scores = scores_from_confusion(streamed(batches).matrix())
+    truth = np.concatenate([t.ravel() for t, _ in batches])
+    pred = np.concatenate([p.ravel() for _, p in batches])
+    keep = truth != IGNORE
+    # Classes 0-3 are defined; class 4 (never true, never predicted) is NaN, tested below.
+    expected = jaccard_score(truth[keep], pred[keep], labels=list(range(C - 1)), average=None)
+    np.testing.assert_allclose(scores.iou[: C - 1], expected, rtol=1e-12)
+    for c in range(C - 1):  # keras.metrics.IoU scores an undefined class 0, so skip class 4
+        oracle = keras.metrics.IoU(C, target_class_ids=[c], ignore_class=IGNORE)
+        for t, p in batches:
+            oracle.update_state(t, p)
+        assert scores.iou[c] == pytest.approx(float(oracle.result()), abs=1e-6)
+    mean_oracle = keras.metrics.IoU(C, target_class_ids=list(range(C)), ignore_class=IGNORE)
+    for t, p in batches:
+        mean_oracle.update_state(t, p)
+    assert scores.miou == pytest.approx(float(mean_oracle.result()), abs=1e-6)
+
+
+def test_class_absent_from_truth_and_prediction_is_nan_and_left_out_of_means():
+    scores = scores_from_confusion(numpy_confusion(random_batches(0)))
+    assert np.isnan(scores.iou[4]) and np.isnan(scores.dice[4])
+    assert scores.iou[3] == 0.0  # predicted but never true: a real failure, not NaN
+    assert scores.miou == pytest.approx(np.mean(scores.iou[:4]))
+    assert scores.min_iou == 0.0 and scores.worst_class == 3
+
+
+def test_dice_and_pixel_accuracy_equal_their_formulas():
+    cm = numpy_confusion(random_batches(1))
+    scores = scores_from_confusion(cm)
+    tp, fp, fn = np.diag(cm), cm.sum(0) - np.diag(cm), cm.sum(1) - np.diag(cm)
+    for c in range(4):
+        assert scores.dice[c] == pytest.approx(2 * tp[c] / (2 * tp[c] + fp[c] + fn[c]))
+        # Dice and IoU are tied: D = 2J / (1 + J)
+        assert scores.dice[c] == pytest.approx(2 * scores.iou[c] / (1 + scores.iou[c]))
+    assert scores.pixel_acc == pytest.approx(tp.sum() / cm.sum())
+
+
+def test_perfect_prediction_scores_one_and_all_wrong_scores_zero():
+    truth = np.array([[[0, 1], [2, 2]]])
+    perfect = scores_from_confusion(streamed([(truth, truth)]).matrix())
+    np.testing.assert_array_equal(perfect.iou[:3], 1.0)
+    assert perfect.miou == 1.0 and perfect.pixel_acc == 1.0
+    wrong = scores_from_confusion(streamed([(truth, (truth + 1) % 3)]).matrix())
+    np.testing.assert_array_equal(wrong.iou[:3], 0.0)
+    assert wrong.pixel_acc == 0.0 and wrong.miou == 0.0
+
+
+def test_confusion_matrix_counts_pixels_not_sample_weights():
+    truth = np.array([[[0, 1], [1, 1]]])
+    weighted = ConfusionMatrix(2)
+    weighted.update_state(
+        truth, probabilities_for(truth, 2), sample_weight=np.full(truth.shape, 7.0)
+    )
+    np.testing.assert_array_equal(weighted.matrix(), [[1, 0], [0, 3]])
+
+
+def test_metric_result_is_the_nan_aware_miou_and_reset_clears_it():
+    batches = random_batches(2)
+    metric = streamed(batches)
+    assert float(metric.result()) == pytest.approx(scores_from_confusion(metric.matrix()).miou)
+    metric.reset_state()
+    assert metric.matrix().sum() == 0
+
+
+def test_all_ignored_input_is_undefined_not_zero():
+    scores = scores_from_confusion(
+        streamed([(np.full((1, 2, 2), IGNORE), np.zeros((1, 2, 2), int))]).matrix()
+    )
+    assert np.isnan(scores.miou) and np.isnan(scores.pixel_acc) and scores.worst_class == -1
+
+
+def scores_with(min_iou: float, pixel_acc: float, miou: float) -> Scores:
+    return Scores(
+        np.array([min_iou]), np.array([min_iou]), np.array([1]), miou, min_iou, 0, pixel_acc
+    )
+
+
+@pytest.mark.parametrize(
+    ("min_iou", "pixel_acc", "miou", "expected"),
+    [
+        (0.0, 0.99, 0.76, True),  # the demo's situation
+        (0.05, 0.95, 0.30, True),  # pixel accuracy alone looks good
+        (0.05, 0.50, 0.60, True),  # mIoU alone looks good
+        (0.05, 0.50, 0.30, False),  # everything looks bad: not hidden
+        (0.20, 0.99, 0.90, False),  # worst class above the threshold
+        (float("nan"), 0.99, 0.9, False),
+    ],
+)
+def test_hidden_failure_rule(min_iou, pixel_acc, miou, expected):
+    rule = {"worst_iou_below": 0.1, "pixel_acc_above": 0.9, "miou_above": 0.5}
+    assert hidden_failure(scores_with(min_iou, pixel_acc, miou), **rule) is expected
