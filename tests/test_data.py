@@ -38,7 +38,7 @@ def test_default_shapes_have_a_rare_class_under_half_a_percent_absent_from_most_
     assert all(share[c] > 5 * share[4] for c in (1, 2, 3))
     images, _ = arrays(data.train.take(2))
     assert images.shape == (2, 64, 64, 3) and images.dtype == np.float32
-    assert 0.0 <= images.min() and images.max() <= 1.0
+    assert images.min() >= 0.0 and images.max() <= 1.0
 
 
 def test_class_counts_equal_numpy_counts_and_skip_ignore():

@@ -13,6 +13,7 @@ def build_unet(
     base_filters: int = 8,
     dropout: float = 0.0,
     batch_norm: bool = True,
+    batch_norm_momentum: float = 0.9,
 ) -> keras.Model:
     """Builds a U-Net that outputs per-pixel softmax probabilities.
 
@@ -29,6 +30,9 @@ def build_unet(
         base_filters: Filters of the first level; level ``k`` has ``base_filters * 2**k``.
         dropout: Dropout rate in the bottleneck (0 disables it).
         batch_norm: Whether conv blocks use batch normalization.
+        batch_norm_momentum: Momentum of the moving statistics used at validation. Keras'
+            0.99 needs hundreds of steps to catch up, so short runs validate with stale
+            statistics; 0.9 tracks them within an epoch.
 
     Returns:
         A model mapping (B, H, W, channels) images to (B, H, W, num_classes) probabilities.
@@ -57,7 +61,7 @@ def build_unet(
         for _ in range(2):
             x = layers.Conv2D(filters, 3, padding="same", use_bias=not batch_norm)(x)
             if batch_norm:
-                x = layers.BatchNormalization()(x)
+                x = layers.BatchNormalization(momentum=batch_norm_momentum)(x)
             x = layers.Activation("relu")(x)
         return x
 

@@ -64,11 +64,15 @@ def print_summary(
         val_iou=table.val_iou.map("{:.3f}".format),
         val_dice=table.val_dice.map("{:.3f}".format),
     )
-    print(f"\nval/loss {final.val_loss:.4f}   val/pixel_acc {final.scores.pixel_acc:.3%}   "
-          f"val/miou {final.scores.miou:.3f}   val/min_iou {final.scores.min_iou:.3f}")
+    print(
+        f"\nval/loss {final.val_loss:.4f}   val/pixel_acc {final.scores.pixel_acc:.3%}   "
+        f"val/miou {final.scores.miou:.3f}   val/min_iou {final.scores.min_iou:.3f}"
+    )
     print(shown.to_string(index=False))
-    print(f"worst class: {tags['seglab.worst_class']}   hidden failure: "
-          f"{tags['seglab.hidden_failure']}")
+    print(
+        f"worst class: {tags['seglab.worst_class']}   hidden failure: "
+        f"{tags['seglab.hidden_failure']}"
+    )
     print(f"MLflow run {tracker.run_id} in experiment '{tracker.experiment_name}' at {tracker.uri}")
 
 

@@ -1,0 +1,43 @@
+# seglab: `make demo` and `make test` are all a newcomer needs; both install first if needed.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+export TF_CPP_MIN_LOG_LEVEL ?= 2
+PORT ?= 5000
+
+.DEFAULT_GOAL := help
+.PHONY: help install demo test lint format ui clean
+
+help: ## List the targets
+	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  make %-8s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+install: $(STAMP) ## Create .venv and install seglab with its dev extra (idempotent)
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+demo: install ## Train plain CE on imbalanced shapes: low loss, one class at IoU 0
+	$(PY) -m seglab.train
+	@echo "Open the MLflow UI:  make ui   (then http://127.0.0.1:$(PORT))"
+
+test: install lint ## Lint, then run the whole test suite (what CI runs)
+	$(PY) -m pytest
+
+lint: install ## ruff check and ruff format --check
+	$(VENV)/bin/ruff check src tests benchmarks
+	$(VENV)/bin/ruff format --check src tests benchmarks
+
+format: install ## Apply ruff fixes and formatting
+	$(VENV)/bin/ruff check --fix src tests benchmarks
+	$(VENV)/bin/ruff format src tests benchmarks
+
+ui: install ## MLflow UI on the project's store (outputs/mlflow.db)
+	$(VENV)/bin/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/outputs/mlflow.db \
+		--host 127.0.0.1 --port $(PORT)
+
+clean: ## Remove runs, sweeps and the MLflow store under outputs/
+	find outputs -mindepth 1 ! -name .gitkeep -exec rm -rf {} +
