@@ -5,6 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 PORT ?= 5000
+LINT_PATHS := $(wildcard src tests benchmarks)
 
 .DEFAULT_GOAL := help
 .PHONY: help install demo test lint format ui clean
@@ -28,12 +29,12 @@ test: install lint ## Lint, then run the whole test suite (what CI runs)
 	$(PY) -m pytest
 
 lint: install ## ruff check and ruff format --check
-	$(VENV)/bin/ruff check src tests benchmarks
-	$(VENV)/bin/ruff format --check src tests benchmarks
+	$(VENV)/bin/ruff check $(LINT_PATHS)
+	$(VENV)/bin/ruff format --check $(LINT_PATHS)
 
 format: install ## Apply ruff fixes and formatting
-	$(VENV)/bin/ruff check --fix src tests benchmarks
-	$(VENV)/bin/ruff format src tests benchmarks
+	$(VENV)/bin/ruff check --fix $(LINT_PATHS)
+	$(VENV)/bin/ruff format $(LINT_PATHS)
 
 ui: install ## MLflow UI on the project's store (outputs/mlflow.db)
 	$(VENV)/bin/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/outputs/mlflow.db \
