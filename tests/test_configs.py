@@ -7,6 +7,7 @@ from hydra import compose, initialize_config_dir
 from hydra.utils import get_object, instantiate
 from omegaconf import OmegaConf
 
+from seglab.losses import build_loss
 from seglab.paths import config_dir
 
 GROUPS = sorted(p.name for p in config_dir().iterdir() if p.is_dir() and p.name != "hydra")
@@ -19,7 +20,7 @@ def compose_train(*overrides: str, hydra_config: bool = False):
 
 
 def test_the_groups_mirror_the_modules():
-    assert {"data", "model", "loss", "trainer", "tracking"} <= set(GROUPS)
+    assert {"data", "model", "loss", "class_weights", "trainer", "tracking"} <= set(GROUPS)
 
 
 @pytest.mark.parametrize(("group", "option"), OPTIONS, ids=[f"{g}={o}" for g, o in OPTIONS])
@@ -45,7 +46,7 @@ def test_smoke_trainer_shrinks_data_and_model_and_everything_instantiates(tmp_pa
     assert cfg.trainer.epochs == 2 and cfg.data.image_size == 32 and cfg.model.depth == 2
     data = instantiate(cfg.data)
     model = instantiate(cfg.model, input_shape=data.image_shape, num_classes=data.num_classes)
-    loss = instantiate(cfg.loss, ignore_index=data.ignore_index)
+    loss = build_loss(instantiate(cfg.loss), None, data.ignore_index)
     trainer = instantiate(cfg.trainer)
     tracker = instantiate(cfg.tracking)
     assert model.output_shape == (None, 32, 32, 5)

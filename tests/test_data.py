@@ -2,7 +2,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from seglab.data import class_counts, from_arrays, shapes
+from seglab.class_weights import batch_inverse_frequency
+from seglab.data import batches, cached_class_counts, class_counts, from_arrays, shapes
 
 
 def arrays(dataset: tf.data.Dataset) -> tuple[np.ndarray, np.ndarray]:
@@ -92,3 +93,41 @@ def test_from_arrays_rejects_image_mask_size_mismatch():
     images, masks = np.zeros((2, 8, 8, 3), np.uint8), np.zeros((2, 8, 6), np.uint8)
     with pytest.raises(ValueError, match=r"train images \(2, 8, 8, 3\) and masks \(2, 8, 6\)"):
         from_arrays((images, masks), (images, masks), ["a", "b"], 255)
+
+
+def test_pixel_weights_are_the_class_weight_of_each_pixel_and_zero_on_ignore():
+    masks = np.array([[[0, 1], [2, 255]]], np.uint8)
+    images = np.zeros((1, 2, 2, 3), np.uint8)
+    data = from_arrays((images, masks), (images, masks), ["a", "b", "c"], 255)
+    ((_, mask, weights),) = batches(data.train, 1, class_weights=np.array([0.5, 2, 7])).take(1)
+    np.testing.assert_array_equal(weights.numpy(), [[[0.5, 2], [7, 0]]])
+    np.testing.assert_array_equal(mask.numpy(), masks)
+
+
+def test_batch_weights_equal_the_numpy_per_batch_reference():
+    rng = np.random.default_rng(1)
+    masks = rng.choice([0, 1, 2, 255], size=(6, 5, 5), p=[0.8, 0.15, 0.02, 0.03]).astype(np.uint8)
+    images = np.zeros((6, 5, 5, 3), np.uint8)
+    data = from_arrays((images, masks), (images, masks), ["a", "b", "c"], 255)
+    for _, mask, weights in batches(data.train, 3, batch_weights=True, num_classes=3):
+        mask = mask.numpy()
+        expected = batch_inverse_frequency(mask, 3, 255)
+        np.testing.assert_allclose(
+            weights.numpy(), np.where(mask == 255, 0, expected[np.minimum(mask, 2)]), rtol=1e-6
+        )
+
+
+def test_class_counts_are_cached_per_key(tmp_path, monkeypatch):
+    data = shapes(num_train=6, num_val=2, image_size=16)
+    first = cached_class_counts(data.train, 5, 255, {"seed": 0}, tmp_path)
+    assert len(list(tmp_path.glob("class_counts-*.json"))) == 1
+
+    def fail(*args, **kwargs):
+        raise AssertionError("recounted although cached")
+
+    monkeypatch.setattr("seglab.data.class_counts", fail)
+    again = cached_class_counts(data.train, 5, 255, {"seed": 0}, tmp_path)
+    np.testing.assert_array_equal(first.pixels, again.pixels)
+    assert first.num_images == again.num_images == 6
+    with pytest.raises(AssertionError, match="recounted"):
+        cached_class_counts(data.train, 5, 255, {"seed": 1}, tmp_path)

@@ -1,80 +1,390 @@
+"""Every loss against an independent NumPy formula, Keras built-ins, edge cases and properties."""
+
+from functools import partial
+
 import keras
 import numpy as np
 import pytest
+import tensorflow as tf
 
-from seglab.losses import CrossEntropy, pixel_cross_entropy
+from seglab.losses import (
+    BCEMinusDice,
+    CEDice,
+    CrossEntropy,
+    Dice,
+    FocalLoss,
+    FocalTversky,
+    GeneralizedDice,
+    Lovasz,
+    Tversky,
+    build_loss,
+)
+from seglab.metrics import scores_from_confusion
 
+C = 4
 IGNORE = 255
+EPS = 1e-7
 
 
-def random_case(seed: int, classes: int = 4, shape=(2, 5, 6)):
+# ---------------------------------------------------------------- NumPy references (the papers)
+def np_inputs(labels, probs, ignore=None):
+    valid = np.ones(labels.shape, bool) if ignore is None else labels != ignore
+    one_hot = np.eye(probs.shape[-1])[np.where(valid, labels, 0)] * valid[..., None]
+    return one_hot, valid.astype(float), probs.astype(np.float64)
+
+
+def np_pixel_mean(per_pixel, valid, weights=None):
+    w = valid if weights is None else valid * weights
+    return (per_pixel * w).sum() / valid.sum()
+
+
+def np_ce(labels, probs, weights=None, ignore=None):
+    g, v, p = np_inputs(labels, probs, ignore)
+    p = np.clip(p / p.sum(-1, keepdims=True), EPS, 1 - EPS)
+    return np_pixel_mean(-(g * np.log(p)).sum(-1), v, weights)
+
+
+def np_focal(labels, probs, gamma=2.0, alpha=0.25, ignore=None):
+    g, v, p = np_inputs(labels, probs, ignore)
+    p = np.clip(p / p.sum(-1, keepdims=True), EPS, 1 - EPS)
+    return np_pixel_mean((g * alpha * (1 - p) ** gamma * -np.log(p)).sum(-1), v)
+
+
+def class_mean(losses, weights=None, include_background=True):
+    w = np.ones(len(losses)) if weights is None else np.asarray(weights, float).copy()
+    if not include_background:
+        w[0] = 0
+    return (w * losses).sum() / w.sum()
+
+
+def np_dice(
+    labels, probs, smooth=1e-5, squared=False, weights=None, include_background=True, ignore=None
+):
+    g, v, p = np_inputs(labels, probs, ignore)
+    p = p * v[..., None]
+    axes = (0, 1, 2)
+    dice = (2 * (g * p).sum(axes) + smooth) / (
+        (p ** (2 if squared else 1)).sum(axes) + g.sum(axes) + smooth
+    )
+    return class_mean(1 - dice, weights, include_background)
+
+
+def np_generalized_dice(labels, probs, smooth=1e-5, ignore=None):
+    g, v, p = np_inputs(labels, probs, ignore)
+    p = p * v[..., None]
+    volume = g.sum((0, 1, 2))
+    with np.errstate(divide="ignore"):
+        w = 1.0 / volume**2
+    w[~np.isfinite(w)] = w[np.isfinite(w)].max()
+    intersection, union = (g * p).sum((0, 1, 2)), (g + p).sum((0, 1, 2))
+    return 1 - (2 * (w * intersection).sum() + smooth) / ((w * union).sum() + smooth)
+
+
+def np_tversky(labels, probs, alpha=0.3, beta=0.7, smooth=1e-5, gamma=1.0, ignore=None):
+    g, v, p = np_inputs(labels, probs, ignore)
+    p = p * v[..., None]
+    axes = (0, 1, 2)
+    tp, fp, fn = (g * p).sum(axes), (p * (1 - g)).sum(axes), ((1 - p) * g).sum(axes)
+    ti = (tp + smooth) / (tp + alpha * fp + beta * fn + smooth)
+    return np.mean(np.maximum(1 - ti, 1e-7 if gamma != 1.0 else 0) ** gamma)
+
+
+def np_lovasz_grad(gt_sorted):
+    """Transcribed from bermanmaxim/LovaszSoftmax (lovasz_losses.py)."""
+    gts = gt_sorted.sum()
+    intersection = gts - gt_sorted.cumsum(0)
+    union = gts + (1 - gt_sorted).cumsum(0)
+    jaccard = 1.0 - intersection / union
+    jaccard[1:] = jaccard[1:] - jaccard[:-1]
+    return jaccard
+
+
+def np_lovasz(labels, probs, ignore=None):
+    """lovasz_softmax_flat, classes='present': ignored pixels dropped, as the reference does."""
+    keep = np.ones(labels.shape, bool) if ignore is None else labels != ignore
+    lab, p = labels[keep], probs[keep].astype(np.float64)
+    losses = []
+    for c in range(p.shape[-1]):
+        fg = (lab == c).astype(float)
+        if fg.sum() == 0:
+            continue
+        errors = np.abs(fg - p[:, c])
+        order = np.argsort(-errors, kind="stable")
+        losses.append(errors[order] @ np_lovasz_grad(fg[order]))
+    return float(np.mean(losses)) if losses else 0.0
+
+
+def np_bce_minus_dice(labels, probs, smooth=1.0, weights=None, ignore=None):
+    g, v, p = np_inputs(labels, probs, ignore)
+    pc = np.clip(p, EPS, 1 - EPS)
+    bce = -(g * np.log(pc) + (1 - g) * np.log(1 - pc)).mean(-1)
+    pm = p * v[..., None]
+    dice = (2 * (g * pm).sum() + smooth) / (g.sum() + pm.sum() + smooth)
+    return np_pixel_mean(bce - 1 - dice, v, weights)
+
+
+# ------------------------------------------------------------------------------ the table
+LOSSES = {
+    "ce": (CrossEntropy, np_ce),
+    "focal": (FocalLoss, np_focal),
+    "focal_gamma0": (partial(FocalLoss, gamma=0.0, alpha=1.0), np_ce),  # property: = CE
+    "dice": (Dice, np_dice),
+    "dice_squared_no_bg": (
+        partial(Dice, squared=True, include_background=False),
+        partial(np_dice, squared=True, include_background=False),
+    ),
+    "generalized_dice": (GeneralizedDice, np_generalized_dice),
+    "tversky": (Tversky, np_tversky),
+    "tversky_half_is_dice": (partial(Tversky, alpha=0.5, beta=0.5), np_dice),  # property
+    "focal_tversky": (FocalTversky, partial(np_tversky, gamma=0.75)),
+    "lovasz": (Lovasz, np_lovasz),
+    "ce_dice": (
+        partial(CEDice, dice_weight=0.5),
+        lambda y, p, ignore=None: np_ce(y, p, ignore=ignore) + 0.5 * np_dice(y, p, ignore=ignore),
+    ),
+    "bce_minus_dice": (BCEMinusDice, np_bce_minus_dice),
+}
+NAMES = sorted(LOSSES)
+
+
+def random_case(seed: int, shape=(2, 6, 7), absent: int | None = 3):
+    """Random softmax probabilities and labels with a rare class 2 and an absent class."""
     rng = np.random.default_rng(seed)
-    logits = rng.normal(size=(*shape, classes))
+    logits = rng.normal(size=(*shape, C)) * 2
     probs = (np.exp(logits) / np.exp(logits).sum(-1, keepdims=True)).astype(np.float32)
-    labels = rng.integers(0, classes, size=shape)
+    choices = [c for c in range(C) if c != absent]
+    share = np.array([0.7, 0.25, 0.05, 0.0])[choices]
+    labels = rng.choice(choices, size=shape, p=share / share.sum())
     return labels, probs
 
 
-def numpy_ce(labels, probs, weights=None):
-    """-log p[y] per pixel, mean over all pixels (Keras' sum_over_batch_size)."""
-    p = np.clip(np.take_along_axis(probs, labels[..., None], -1)[..., 0], 1e-7, 1 - 1e-7)
-    w = np.ones(labels.shape) if weights is None else weights
-    return float((-np.log(p) * w).sum() / labels.size)
+def make(name, **kwargs):
+    return LOSSES[name][0](**kwargs)
 
 
-@pytest.mark.parametrize("seed", [0, 1, 2])
-def test_cross_entropy_equals_numpy_formula_and_keras(seed):
+@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("seed", [0, 1])
+def test_loss_equals_its_numpy_formula(name, seed):
     labels, probs = random_case(seed)
-    ours = float(CrossEntropy()(labels, probs))
-    assert ours == pytest.approx(numpy_ce(labels, probs), rel=1e-5)
-    keras_ce = float(keras.losses.SparseCategoricalCrossentropy()(labels, probs))
-    assert ours == pytest.approx(keras_ce, rel=1e-5)
+    assert float(make(name)(labels, probs)) == pytest.approx(
+        LOSSES[name][1](labels, probs), rel=1e-5, abs=1e-6
+    )
 
 
-def test_cross_entropy_with_pixel_sample_weight_equals_keras():
+@pytest.mark.parametrize("name", NAMES)
+def test_ignored_pixels_count_nowhere(name):
+    labels, probs = random_case(2)
+    labels[:, :2] = IGNORE
+    assert float(make(name, ignore_index=IGNORE)(labels, probs)) == pytest.approx(
+        LOSSES[name][1](labels, probs, ignore=IGNORE), rel=1e-5, abs=1e-6
+    )
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_per_class_terms_sum_to_the_loss(name):
     labels, probs = random_case(3)
-    weights = np.random.default_rng(3).uniform(0, 3, size=labels.shape).astype(np.float32)
-    ours = float(CrossEntropy()(labels, probs, sample_weight=weights))
-    keras_ce = float(
-        keras.losses.SparseCategoricalCrossentropy()(labels, probs, sample_weight=weights)
-    )
-    assert ours == pytest.approx(keras_ce, rel=1e-5)
-    assert ours == pytest.approx(numpy_ce(labels, probs, weights), rel=1e-5)
+    weights = np.random.default_rng(3).uniform(0.5, 2, labels.shape).astype(np.float32)
+    loss = make(name)
+    terms = np.asarray(loss.per_class(labels, probs, weights))
+    assert terms.shape == (C,)
+    assert terms.sum() == pytest.approx(float(loss(labels, probs, weights)), rel=1e-5, abs=1e-6)
 
 
-def test_ignored_pixels_contribute_nothing():
+@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize(
+    "case", ["random", "perfect", "all_wrong", "absent_class", "all_ignored", "single_class"]
+)
+def test_gradients_are_finite(name, case):
     labels, probs = random_case(4)
-    ignored = labels.copy()
-    ignored[:, :2] = IGNORE
-    weights = (ignored != IGNORE).astype(np.float32)
-    ours = float(CrossEntropy(ignore_index=IGNORE)(ignored, probs))
-    assert ours == pytest.approx(numpy_ce(labels, probs, weights), rel=1e-5)
-    per_pixel = np.asarray(pixel_cross_entropy(ignored, probs, IGNORE))
-    assert (per_pixel[:, :2] == 0).all() and (per_pixel[:, 2:] > 0).all()
-
-
-def test_all_ignored_batch_gives_zero_loss_and_zero_gradient():
-    import tensorflow as tf
-
-    labels = np.full((1, 3, 3), IGNORE)
-    probs = tf.Variable(np.full((1, 3, 3, 2), 0.5, np.float32))
+    if case == "perfect":
+        probs = np.eye(C, dtype=np.float32)[labels]
+    elif case == "all_wrong":
+        probs = np.eye(C, dtype=np.float32)[(labels + 1) % C]
+    elif case == "all_ignored":
+        labels = np.full(labels.shape, IGNORE)
+    elif case == "single_class":
+        labels = np.zeros(labels.shape, int)
+    variable = tf.Variable(probs)
     with tf.GradientTape() as tape:
-        loss = CrossEntropy(ignore_index=IGNORE)(labels, probs)
-    assert float(loss) == 0.0
-    np.testing.assert_array_equal(tape.gradient(loss, probs).numpy(), 0.0)
+        value = make(name, ignore_index=IGNORE)(labels, variable)
+    gradient = tape.gradient(value, variable)
+    assert np.isfinite(float(value))
+    assert gradient is not None and np.isfinite(gradient.numpy()).all()
 
 
-def test_perfect_prediction_is_near_zero_and_mask_with_channel_axis_is_accepted():
-    labels = np.array([[[0, 1], [1, 0]]])
-    probs = np.eye(2, dtype=np.float32)[labels]
-    assert float(CrossEntropy()(labels, probs)) == pytest.approx(-np.log(1 - 1e-7), abs=1e-6)
-    assert float(CrossEntropy()(labels[..., None], probs)) == pytest.approx(
-        float(CrossEntropy()(labels, probs))
+REGION = ["dice", "generalized_dice", "tversky", "focal_tversky", "lovasz"]
+
+
+@pytest.mark.parametrize("name", REGION)
+def test_region_loss_is_zero_for_a_perfect_and_one_for_an_all_wrong_prediction(name):
+    labels, _ = random_case(5, absent=None)
+    perfect = np.eye(C, dtype=np.float32)[labels]
+    wrong = np.eye(C, dtype=np.float32)[(labels + 1) % C]
+    assert float(make(name)(labels, perfect)) == pytest.approx(0.0, abs=1e-5)
+    assert float(make(name)(labels, wrong)) == pytest.approx(1.0, abs=1e-5)  # focal: 1^gamma
+
+
+def test_pixel_losses_are_near_zero_for_a_perfect_prediction():
+    labels, _ = random_case(5)
+    perfect = np.eye(C, dtype=np.float32)[labels]
+    assert float(CrossEntropy()(labels, perfect)) == pytest.approx(0.0, abs=1e-6)
+    assert float(FocalLoss()(labels, perfect)) == pytest.approx(0.0, abs=1e-6)
+
+
+# ------------------------------------------------------------------ Keras built-ins as oracles
+def test_cross_entropy_equals_keras_with_and_without_pixel_sample_weight():
+    labels, probs = random_case(6)
+    weights = np.random.default_rng(6).uniform(0, 3, labels.shape).astype(np.float32)
+    oracle = keras.losses.SparseCategoricalCrossentropy()
+    assert float(CrossEntropy()(labels, probs)) == pytest.approx(
+        float(oracle(labels, probs)), rel=1e-5
+    )
+    assert float(CrossEntropy()(labels, probs, weights)) == pytest.approx(
+        float(oracle(labels, probs, sample_weight=weights)), rel=1e-5
     )
 
 
-def test_cross_entropy_config_round_trip():
-    loss = CrossEntropy(ignore_index=IGNORE, name="ce")
-    clone = CrossEntropy.from_config(loss.get_config())
-    assert clone.ignore_index == IGNORE and clone.name == "ce"
-    assert keras.losses.deserialize(keras.losses.serialize(loss)).ignore_index == IGNORE
+def test_focal_equals_keras_categorical_focal_crossentropy():
+    labels, probs = random_case(7)
+    one_hot = np.eye(C, dtype=np.float32)[labels]
+    oracle = keras.losses.CategoricalFocalCrossentropy(alpha=0.4, gamma=1.5)
+    assert float(FocalLoss(gamma=1.5, alpha=0.4)(labels, probs)) == pytest.approx(
+        float(oracle(one_hot, probs)), rel=1e-5
+    )
+
+
+def test_dice_equals_keras_dice_reduced_per_class():
+    labels, probs = random_case(8, absent=None)
+    one_hot = np.eye(C, dtype=np.float32)[labels]
+    oracle = keras.losses.Dice(axis=(0, 1, 2))
+    assert float(Dice(smooth=0.0)(labels, probs)) == pytest.approx(
+        float(oracle(one_hot, probs)), rel=1e-5
+    )
+
+
+def test_tversky_equals_keras_tversky_with_alpha_and_beta_swapped():
+    """Keras 3 names sum((1 - p) g) "fp": its alpha weights false negatives."""
+    labels, probs = random_case(9, absent=None)
+    one_hot = np.eye(C, dtype=np.float32)[labels]
+    ours = float(Tversky(alpha=0.3, beta=0.7, smooth=0.0)(labels, probs))
+    swapped = keras.losses.Tversky(alpha=0.7, beta=0.3, axis=(0, 1, 2))(one_hot, probs)
+    same_names = keras.losses.Tversky(alpha=0.3, beta=0.7, axis=(0, 1, 2))(one_hot, probs)
+    assert ours == pytest.approx(float(swapped), rel=1e-5)
+    assert ours != pytest.approx(float(same_names), rel=1e-3)
+
+
+def test_tversky_alpha_penalises_false_positives():
+    labels = np.zeros((1, 4, 4), int)
+    labels[0, 0, :2] = 1  # two pixels of class 1
+    over = np.eye(2, dtype=np.float32)[np.ones_like(labels)]  # predicts 1 everywhere: FP only
+    assert float(Tversky(alpha=0.9, beta=0.1)(labels, over)) > float(
+        Tversky(alpha=0.1, beta=0.9)(labels, over)
+    )
+
+
+def test_keras_pooled_dice_hides_a_missed_class_that_per_class_dice_shows():
+    """The research note's measurement: one pixel of class 2, missed entirely."""
+    labels = np.zeros((1, 64, 64), int)
+    labels[0, :32] = 1
+    labels[0, 40, 40] = 2
+    pred_labels = labels.copy()
+    pred_labels[0, 40, 40] = 0
+    probs = np.eye(3, dtype=np.float32)[pred_labels]
+    pooled = float(keras.losses.Dice()(np.eye(3, dtype=np.float32)[labels], probs))
+    per_class = float(Dice()(labels, probs))
+    assert pooled == pytest.approx(1 / 4096, rel=0.05)  # ~0.0002: looks perfect
+    assert per_class == pytest.approx(1 / 3, rel=1e-3)  # one of three classes fails
+
+
+# --------------------------------------------------------------------------------- properties
+def test_lovasz_on_hard_predictions_is_one_minus_iou():
+    labels, probs = random_case(10)
+    hard = probs.argmax(-1)
+    cm = np.zeros((C, C), int)
+    np.add.at(cm, (labels.ravel(), hard.ravel()), 1)
+    iou = scores_from_confusion(cm).iou
+    present = np.bincount(labels.ravel(), minlength=C) > 0
+    expected = np.mean(1 - iou[present])
+    assert float(Lovasz()(labels, np.eye(C, dtype=np.float32)[hard])) == pytest.approx(expected)
+
+
+@pytest.mark.parametrize(
+    "name", ["dice", "generalized_dice", "tversky", "focal_tversky", "lovasz", "ce_dice"]
+)
+@pytest.mark.parametrize("value", [1.0, 3.0])
+def test_uniform_class_weights_equal_no_weights(name, value):
+    labels, probs = random_case(11)
+    assert float(make(name, class_weights=[value] * C)(labels, probs)) == pytest.approx(
+        float(make(name)(labels, probs)), rel=1e-6
+    )
+
+
+@pytest.mark.parametrize("name", ["ce", "focal", "ce_dice", "bce_minus_dice"])
+def test_uniform_pixel_weights_equal_no_weights(name):
+    labels, probs = random_case(12)
+    ones = np.ones(labels.shape, np.float32)
+    assert float(make(name)(labels, probs, ones)) == pytest.approx(
+        float(make(name)(labels, probs)), rel=1e-6
+    )
+
+
+def test_class_weights_move_the_region_mean_towards_the_weighted_class():
+    labels, probs = random_case(13)
+    weights = [1.0, 1.0, 10.0, 1.0]
+    losses = 1 - np.array([1 - np_dice(labels, probs, weights=np.eye(C)[c]) for c in range(C)])
+    assert float(Dice(class_weights=weights)(labels, probs)) == pytest.approx(
+        (np.array(weights) * losses).sum() / sum(weights), rel=1e-5
+    )
+
+
+def test_class_weights_of_the_wrong_length_are_rejected_by_name():
+    labels, probs = random_case(14)
+    with pytest.raises(ValueError, match="Dice has 3 class_weights but the model predicts 4"):
+        Dice(class_weights=[1, 2, 3])(labels, probs)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_config_round_trip(name):
+    loss = make(name, ignore_index=IGNORE)
+    clone = keras.losses.deserialize(keras.losses.serialize(loss))
+    assert type(clone) is type(loss)
+    assert clone.get_config() == loss.get_config()
+    labels, probs = random_case(15)
+    assert float(clone(labels, probs)) == pytest.approx(float(loss(labels, probs)))
+
+
+@pytest.mark.parametrize(
+    ("factory", "gets_weights"),
+    [
+        (CrossEntropy, False),
+        (FocalLoss, False),
+        (Dice, True),
+        (Lovasz, True),
+        (CEDice, True),
+        (partial(Tversky, alpha=0.5), True),
+        (BCEMinusDice, False),
+    ],
+)
+def test_build_loss_routes_class_weights_only_to_losses_that_take_them(factory, gets_weights):
+    loss = build_loss(factory, np.array([1.0, 2.0, 3.0, 4.0]), IGNORE)
+    assert loss.ignore_index == IGNORE
+    weights = (
+        loss.dice.class_weights
+        if isinstance(loss, CEDice)
+        else getattr(loss, "class_weights", None)
+    )
+    assert (weights == [1.0, 2.0, 3.0, 4.0]) is gets_weights
+    assert loss.pixel_weighted is not (gets_weights and not isinstance(loss, CEDice))
+
+
+@pytest.mark.parametrize(
+    ("factory", "message"),
+    [
+        (partial(FocalLoss, gamma=-1), "loss.gamma must be >= 0"),
+        (partial(Tversky, alpha=-0.1), "loss.alpha and loss.beta must be >= 0"),
+        (partial(FocalTversky, gamma=0), "loss.gamma must be > 0"),
+    ],
+)
+def test_bad_loss_options_are_rejected_by_name(factory, message):
+    with pytest.raises(ValueError, match=message):
+        factory()

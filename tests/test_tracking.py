@@ -6,6 +6,7 @@ from mlflow.tracking import MlflowClient
 
 from seglab.metrics import scores_from_confusion
 from seglab.tracking import MlflowTracker, epoch_metrics, flatten
+from seglab.trainer import EpochRecord
 
 
 def test_uri_precedence_is_config_then_environment_then_default(monkeypatch):
@@ -16,11 +17,15 @@ def test_uri_precedence_is_config_then_environment_then_default(monkeypatch):
 
 
 def test_epoch_metrics_are_keyed_by_path_per_class():
-    scores = scores_from_confusion(np.array([[8, 0], [2, 0]]))
-    metrics = epoch_metrics(0.5, 0.25, scores, ["bg", "rare"])
+    cm = np.array([[8, 0], [2, 0]])
+    record = EpochRecord(3, 0.5, 0.25, 0.3, np.array([0.6, 0.4]), cm, scores_from_confusion(cm), 1)
+    metrics = epoch_metrics(record, ["bg", "rare"])
     assert metrics == {
         "train/loss": 0.5,
         "val/loss": 0.25,
+        "val/ce": 0.3,
+        "val/loss_share/bg": 0.6,
+        "val/loss_share/rare": 0.4,
         "val/miou": pytest.approx(0.4),
         "val/min_iou": 0.0,
         "val/pixel_acc": pytest.approx(0.8),

@@ -11,10 +11,11 @@ CLASSES = ["background", "disk", "square", "bar", "speck"]
 EPOCH_KEYS = [
     "train/loss",
     "val/loss",
+    "val/ce",
     "val/miou",
     "val/min_iou",
     "val/pixel_acc",
-    *(f"val/{kind}/{name}" for kind in ("iou", "dice") for name in CLASSES),
+    *(f"val/{kind}/{name}" for kind in ("iou", "dice", "loss_share") for name in CLASSES),
 ]
 
 
@@ -41,7 +42,7 @@ def train(tmp_path, *overrides: str) -> subprocess.CompletedProcess:
 @pytest.fixture(scope="module")
 def smoke_run(tmp_path_factory):
     tmp_path = tmp_path_factory.mktemp("run")
-    result = train(tmp_path)
+    result = train(tmp_path, "class_weights=median_frequency")
     assert result.returncode == 0, result.stderr[-3000:]
     client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
     runs = client.search_runs([client.get_experiment_by_name("seglab").experiment_id])
@@ -70,10 +71,14 @@ def test_config_is_logged_as_params_and_artifact_with_figures_tables_and_tags(sm
     assert run.data.params["trainer.epochs"] == "2"
     assert run.data.params["data.image_size"] == "32"
     assert run.data.params["loss._target_"] == "seglab.losses.CrossEntropy"
+    assert run.data.params["class_weights.scheme"] == "median_frequency"
+    weights = [float(run.data.params[f"class_weight/{name}"]) for name in CLASSES]
+    assert weights[4] > weights[1] > weights[0] > 0
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
     artifacts |= {a.path for a in client.list_artifacts(run.info.run_id, "figures")}
     assert {
         "config.yaml",
+        "class_weights.csv",
         "per_class.csv",
         "confusion_matrix.csv",
         "figures/loss_vs_class_iou.png",
@@ -90,7 +95,13 @@ def test_terminal_prints_the_per_class_table_with_the_loss(smoke_run):
     _, result, _, runs = smoke_run
     out = result.stdout
     assert "epoch 2/2" in out and "val/loss" in out
-    assert "class train_pixel_share val_iou val_dice" in out
+    assert "class train_pixel_share class_weight val_iou val_dice val_loss_share" in out
     for name in CLASSES:
         assert f"\n{name:>10} " in out
     assert f"MLflow run {runs[0].info.run_id}" in out
+
+
+@pytest.mark.slow
+def test_counts_are_cached_so_a_second_run_reuses_them(smoke_run):
+    tmp_path, _, _, _ = smoke_run
+    assert len(list((tmp_path / "cache").glob("class_counts-*.json"))) == 2  # train and val

@@ -1,23 +1,34 @@
 import keras
 import numpy as np
 import pytest
+from omegaconf import OmegaConf
 
 from seglab.data import batches, shapes
-from seglab.losses import CrossEntropy
+from seglab.losses import CrossEntropy, Dice, Lovasz
 from seglab.metrics import scores_from_confusion
 from seglab.model import build_unet
-from seglab.trainer import Trainer, predict_samples
+from seglab.trainer import Trainer, predict_samples, reject_keras_class_weight
+
+WEIGHTS = np.array([0.5, 1.0, 2.0, 3.0, 20.0], np.float32)
+
+
+def fit_small(loss, epochs=2, **fit_kwargs):
+    keras.utils.set_random_seed(0)
+    data = shapes(image_size=32, num_train=12, num_val=10, rare_image_fraction=0.6)
+    model = build_unet(data.image_shape, data.num_classes, depth=2, base_filters=4)
+    trainer = Trainer(lambda: keras.optimizers.Adam(3e-3), epochs=epochs, batch_size=4)
+    seen = []
+    records = trainer.fit(model, loss, data, on_epoch=seen.append, **fit_kwargs)
+    return data, model, records, seen
+
+
+def val_arrays(data):
+    return (np.stack(x) for x in zip(*data.val.as_numpy_iterator(), strict=True))
 
 
 @pytest.fixture(scope="module")
 def fitted():
-    keras.utils.set_random_seed(0)
-    data = shapes(image_size=32, num_train=12, num_val=10)
-    model = build_unet(data.image_shape, data.num_classes, depth=2, base_filters=4)
-    trainer = Trainer(lambda: keras.optimizers.Adam(3e-3), epochs=2, batch_size=4)
-    seen = []
-    records = trainer.fit(model, CrossEntropy(ignore_index=255), data, on_epoch=seen.append)
-    return data, model, records, seen
+    return fit_small(CrossEntropy(ignore_index=255), class_weights=WEIGHTS)
 
 
 def test_one_record_per_epoch_is_passed_to_on_epoch(fitted):
@@ -30,7 +41,7 @@ def test_epoch_end_confusion_matrix_is_exactly_the_validation_set(fitted):
     """Guards the Keras ordering the recorder relies on: validation runs (metrics reset)
     right before on_epoch_end, so the matrix holds every val pixel and nothing else."""
     data, model, records, _ = fitted
-    images, masks = (np.stack(x) for x in zip(*data.val.as_numpy_iterator(), strict=True))
+    images, masks = val_arrays(data)
     predicted = model.predict(images, verbose=0).argmax(-1)
     expected = np.zeros((5, 5), np.int64)
     np.add.at(expected, (masks.ravel(), predicted.ravel()), 1)
@@ -39,19 +50,71 @@ def test_epoch_end_confusion_matrix_is_exactly_the_validation_set(fitted):
     np.testing.assert_array_equal(records[-1].scores.iou, scores_from_confusion(expected).iou)
 
 
-def test_recorded_val_loss_equals_evaluate(fitted):
+def test_val_loss_is_the_weighted_objective_and_val_ce_the_unweighted_ce(fitted):
     data, model, records, _ = fitted
-    assert records[-1].val_loss == pytest.approx(
-        model.evaluate(batches(data.val, 4), verbose=0, return_dict=True)["loss"], rel=1e-5
+    images, masks = val_arrays(data)
+    probs = model.predict(images, verbose=0)
+    weighted = keras.losses.SparseCategoricalCrossentropy()(masks, probs, WEIGHTS[masks])
+    plain = keras.losses.SparseCategoricalCrossentropy()(masks, probs)
+    # Keras averages batch losses weighted by batch size; batches of 4, 4, 2 of equal pixels
+    # make that the pixel mean.
+    assert records[-1].val_loss == pytest.approx(float(weighted), rel=1e-4)
+    assert records[-1].val_ce == pytest.approx(float(plain), rel=1e-4)
+    evaluated = model.evaluate(
+        batches(data.val, 4, class_weights=WEIGHTS), verbose=0, return_dict=True
     )
+    assert records[-1].val_loss == pytest.approx(evaluated["loss"], rel=1e-5)
+
+
+def test_loss_share_is_each_true_class_fraction_of_the_val_loss(fitted):
+    data, model, records, _ = fitted
+    images, masks = val_arrays(data)
+    probs = model.predict(images, verbose=0)
+    pixel = -np.log(np.clip(np.take_along_axis(probs, masks[..., None], -1)[..., 0], 1e-7, 1))
+    weighted = pixel * WEIGHTS[masks]
+    expected = np.array([weighted[masks == c].sum() for c in range(5)]) / weighted.sum()
+    np.testing.assert_allclose(records[-1].loss_share, expected, rtol=1e-3)
+    assert records[-1].loss_share.sum() == pytest.approx(1.0)
+
+
+def test_region_loss_share_is_its_per_class_terms():
+    data, model, records, _ = fit_small(Dice(ignore_index=255), epochs=1)
+    images, masks = val_arrays(data)
+    probs = model.predict(images, verbose=0)
+    terms = np.zeros(5)
+    for start in range(0, len(images), 4):  # Keras' batches: per-batch Dice, batch-size weighted
+        sl = slice(start, start + 4)
+        terms += np.asarray(Dice(ignore_index=255).per_class(masks[sl], probs[sl])) * len(
+            images[sl]
+        )
+    np.testing.assert_allclose(records[-1].loss_share, terms / terms.sum(), rtol=1e-3)
 
 
 def test_predict_samples_puts_images_with_the_preferred_class_first(fitted):
     data, model, _, _ = fitted
-    images, truths, predictions = predict_samples(model, data, count=3, prefer_class=4)
-    assert images.shape == (3, 32, 32, 3) and predictions.shape == truths.shape == (3, 32, 32)
-    has_rare = [(t == 4).any() for t in truths]
-    assert has_rare == sorted(has_rare, reverse=True)
+    images, truths, predictions = predict_samples(model, data, count=8, prefer_class=4)
+    assert images.shape == (8, 32, 32, 3) and predictions.shape == truths.shape == (8, 32, 32)
+    has_rare = [bool((t == 4).any()) for t in truths]
+    assert has_rare == sorted(has_rare, reverse=True) and any(has_rare) and not all(has_rare)
+
+
+KERAS_TRAP = "fails in Keras 3 with 'TypeError: only 0-dimensional arrays"
+
+
+def test_keras_class_weight_is_rejected_with_the_reason_and_the_alternative():
+    with pytest.raises(ValueError, match=KERAS_TRAP) as error:
+        Trainer(lambda: keras.optimizers.Adam(), class_weight={0: 1.0})
+    assert "class_weights=<none|inverse_frequency" in str(error.value)
+    with pytest.raises(ValueError, match=r"Trainer.fit\(class_weight=...\)"):
+        Trainer(lambda: keras.optimizers.Adam()).fit(None, None, None, class_weight={0: 1})
+    config = OmegaConf.create({"trainer": {"epochs": 1}, "loss": {"class_weight": [1, 2]}})
+    with pytest.raises(ValueError, match=r"config key loss.class_weight: Keras' class_weight"):
+        reject_keras_class_weight(OmegaConf.to_container(config))
+
+
+def test_per_batch_weights_need_a_pixelwise_loss():
+    with pytest.raises(ValueError, match=r"per_batch .* loss 'lovasz' takes no pixel weights"):
+        fit_small(Lovasz(), epochs=1, per_batch=True)
 
 
 @pytest.mark.parametrize(

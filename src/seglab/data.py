@@ -7,11 +7,18 @@ rest of seglab (class weights, augmentation, the trainer) works on those streams
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
+import hashlib
+import json
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import tensorflow as tf
+
+from seglab.class_weights import ClassCounts
 
 SHAPES_NUM_CLASSES = 5
 
@@ -41,29 +48,6 @@ class SegmentationData:
     @property
     def num_classes(self) -> int:
         return len(self.class_names)
-
-
-@dataclass(frozen=True)
-class ClassCounts:
-    """Per-class pixel statistics of one split, from a single streaming pass.
-
-    Attributes:
-        pixels: Pixels of each class, shape (C,).
-        images: Images that contain each class, shape (C,).
-        image_pixels: Valid pixels of the images that contain each class, shape (C,) (the
-            denominator of median-frequency balancing).
-        num_images: Images in the split.
-    """
-
-    pixels: np.ndarray
-    images: np.ndarray
-    image_pixels: np.ndarray
-    num_images: int
-
-    @property
-    def pixel_share(self) -> np.ndarray:
-        """Fraction of the split's labelled pixels that belong to each class."""
-        return self.pixels / max(int(self.pixels.sum()), 1)
 
 
 def class_counts(
@@ -105,17 +89,102 @@ def class_counts(
     return ClassCounts(pixels=pixels, images=images, image_pixels=image_pixels, num_images=seen)
 
 
+def cached_class_counts(
+    dataset: tf.data.Dataset,
+    num_classes: int,
+    ignore_index: int,
+    key: Mapping[str, Any],
+    cache_dir: str | Path | None,
+) -> ClassCounts:
+    """:func:`class_counts`, cached on disk under a hash of ``key``.
+
+    Pass the resolved data config (plus the split name) as ``key``: any change to the data
+    (size, seed, class names, paths) recounts, and nothing else does. ``cache_dir=None``
+    always counts.
+    """
+    if cache_dir is None:
+        return class_counts(dataset, num_classes, ignore_index)
+    digest = hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()
+    path = Path(cache_dir) / f"class_counts-{digest[:16]}.json"
+    if path.is_file():
+        saved = json.loads(path.read_text())
+        return ClassCounts(
+            pixels=np.array(saved["pixels"], np.int64),
+            images=np.array(saved["images"], np.int64),
+            image_pixels=np.array(saved["image_pixels"], np.int64),
+            num_images=int(saved["num_images"]),
+        )
+    counts = class_counts(dataset, num_classes, ignore_index)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fields = {k: v.tolist() if isinstance(v, np.ndarray) else v for k, v in asdict(counts).items()}
+    tmp = path.with_suffix(f".{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(fields))
+    tmp.replace(path)  # atomic: parallel sweep jobs never read half a file
+    return counts
+
+
+def pixel_weight_map(mask: tf.Tensor, class_weights: tf.Tensor, ignore_index: int) -> tf.Tensor:
+    """``w[mask]`` with ignored pixels weighted 0 (the TF segmentation tutorial's map)."""
+    ignored = tf.equal(mask, ignore_index)
+    weights = tf.gather(class_weights, tf.where(ignored, tf.zeros_like(mask), mask))
+    return tf.where(ignored, tf.zeros_like(weights), weights)
+
+
+def batch_weight_map(masks: tf.Tensor, num_classes: int, ignore_index: int) -> tf.Tensor:
+    """The per-batch pitfall in tf.data: ``N_b / (C * n_c,b)`` from this batch's masks only.
+
+    See :func:`seglab.class_weights.batch_inverse_frequency` (its NumPy reference).
+    """
+    valid = tf.not_equal(masks, ignore_index)
+    counts = tf.math.bincount(
+        tf.boolean_mask(masks, valid),
+        minlength=num_classes,
+        maxlength=num_classes,
+        dtype=tf.float32,
+    )
+    total = tf.reduce_sum(counts)
+    weights = tf.math.divide_no_nan(total, num_classes * counts)
+    return pixel_weight_map(masks, weights, ignore_index)
+
+
 def batches(
     dataset: tf.data.Dataset,
     batch_size: int,
     *,
     shuffle_seed: int | None = None,
     buffer_size: int = 1024,
+    class_weights: np.ndarray | None = None,
+    batch_weights: bool = False,
+    num_classes: int | None = None,
+    ignore_index: int = 255,
 ) -> tf.data.Dataset:
-    """Batches an unbatched stream; shuffles anew every epoch when ``shuffle_seed`` is given."""
+    """Batches an unbatched ``(image, mask)`` stream, optionally with pixel weights.
+
+    Args:
+        dataset: Unbatched ``(image, mask)`` stream.
+        batch_size: Images per batch.
+        shuffle_seed: Shuffle anew every epoch with this seed (``None``: keep the order).
+        buffer_size: Shuffle buffer.
+        class_weights: Dataset-level weights (C,): yields ``(image, mask, w[mask])``.
+        batch_weights: Weights recomputed from each batch (the pitfall): yields
+            ``(image, mask, weights)``; needs ``num_classes``.
+        num_classes: Number of classes, for ``batch_weights``.
+        ignore_index: Mask label whose pixels get weight 0.
+    """
+    if class_weights is not None and batch_weights:
+        raise ValueError("give dataset class_weights or batch_weights, not both")
     if shuffle_seed is not None:
         dataset = dataset.shuffle(buffer_size, seed=shuffle_seed, reshuffle_each_iteration=True)
-    return dataset.batch(batch_size).prefetch(tf.data.AUTOTUNE)
+    if class_weights is not None:
+        table = tf.constant(class_weights, tf.float32)
+        dataset = dataset.map(
+            lambda x, y: (x, y, pixel_weight_map(y, table, ignore_index)),
+            num_parallel_calls=tf.data.AUTOTUNE,
+        )
+    dataset = dataset.batch(batch_size)
+    if batch_weights:
+        dataset = dataset.map(lambda x, y: (x, y, batch_weight_map(y, num_classes, ignore_index)))
+    return dataset.prefetch(tf.data.AUTOTUNE)
 
 
 def from_arrays(

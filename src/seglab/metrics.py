@@ -85,6 +85,65 @@ class ConfusionMatrix(keras.metrics.Metric):
         }
 
 
+@keras.saving.register_keras_serializable(package="seglab")
+class PerClassLoss(keras.metrics.Metric):
+    """Streams a loss's per-class terms over a split: how much of the loss each class carries.
+
+    Accumulates ``loss.per_class(y_true, y_pred, sample_weight) * batch_size`` per batch, the
+    same batch-size weighting Keras uses for ``val_loss``, so the terms of the whole split sum
+    to the reported loss. ``result()`` is that loss; :meth:`shares` gives each class's fraction.
+
+    Args:
+        loss: A ``seglab.losses.SegmentationLoss`` (anything with ``per_class``).
+        num_classes: Number of classes C.
+        use_sample_weight: Pass the pixel weights on (``False``: the unweighted loss, e.g. an
+            unweighted CE that is comparable across runs with different class weights).
+        name: Metric name (the key in Keras logs).
+    """
+
+    def __init__(
+        self,
+        loss: Any,
+        num_classes: int,
+        use_sample_weight: bool = True,
+        name: str = "loss_terms",
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(name=name, **kwargs)
+        self.loss = loss
+        self.use_sample_weight = use_sample_weight
+        self.totals = self.add_variable(
+            shape=(num_classes,), initializer="zeros", dtype="float64", name="totals"
+        )
+        self.count = self.add_variable(shape=(), initializer="zeros", dtype="float64", name="count")
+
+    def update_state(self, y_true: Any, y_pred: Any, sample_weight: Any = None) -> None:
+        terms = self.loss.per_class(
+            y_true, y_pred, sample_weight if self.use_sample_weight else None
+        )
+        batch = ops.cast(ops.shape(y_pred)[0], "float64")
+        self.totals.assign_add(ops.cast(terms, "float64") * batch)
+        self.count.assign_add(batch)
+
+    def result(self) -> Any:
+        return ops.cast(ops.divide_no_nan(ops.sum(self.totals), self.count), "float32")
+
+    def terms(self) -> np.ndarray:
+        """Per-class terms of the split (they sum to the loss)."""
+        count = float(ops.convert_to_numpy(self.count))
+        return np.asarray(ops.convert_to_numpy(self.totals)) / max(count, 1.0)
+
+    def shares(self) -> np.ndarray:
+        """Each class's fraction of the loss (terms / their sum; NaN when the sum is 0)."""
+        terms = self.terms()
+        total = terms.sum()
+        return terms / total if total else np.full_like(terms, np.nan)
+
+    def reset_state(self) -> None:
+        self.totals.assign(ops.zeros_like(self.totals))
+        self.count.assign(ops.zeros_like(self.count))
+
+
 @dataclass(frozen=True)
 class Scores:
     """Scores of one split, all derived from its confusion matrix.
@@ -149,15 +208,22 @@ def hidden_failure(
 
 
 def per_class_table(
-    scores: Scores, class_names: Sequence[str], train_pixel_share: np.ndarray
+    scores: Scores,
+    class_names: Sequence[str],
+    train_pixel_share: np.ndarray,
+    loss_share: np.ndarray,
+    class_weights: np.ndarray | None = None,
 ) -> pd.DataFrame:
-    """One row per class: training pixel share, val IoU and Dice, val pixels."""
+    """One row per class: training pixel share, class weight, val IoU, Dice, loss share."""
+    weights = np.ones(len(class_names)) if class_weights is None else class_weights
     return pd.DataFrame(
         {
             "class": list(class_names),
             "train_pixel_share": np.asarray(train_pixel_share, dtype=float),
+            "class_weight": np.asarray(weights, dtype=float),
             "val_iou": scores.iou,
             "val_dice": scores.dice,
+            "val_loss_share": np.asarray(loss_share, dtype=float),
             "val_pixels": scores.support,
         }
     )

@@ -12,14 +12,15 @@ def build_unet(
     depth: int = 3,
     base_filters: int = 8,
     dropout: float = 0.0,
+    output_activation: str = "softmax",
     batch_norm: bool = True,
     batch_norm_momentum: float = 0.9,
 ) -> keras.Model:
-    """Builds a U-Net that outputs per-pixel softmax probabilities.
+    """Builds a U-Net that outputs per-pixel class probabilities.
 
     Each level has two 3x3 conv blocks (conv, optional batch norm, ReLU); the encoder halves the
     resolution and doubles the filters ``depth`` times, the decoder mirrors it with transposed
-    convolutions and skip connections. The softmax runs in float32 so the model stays
+    convolutions and skip connections. The output activation runs in float32 so the model stays
     numerically safe under a ``mixed_float16`` policy.
 
     Args:
@@ -29,6 +30,9 @@ def build_unet(
         depth: Number of down-sampling steps.
         base_filters: Filters of the first level; level ``k`` has ``base_filters * 2**k``.
         dropout: Dropout rate in the bottleneck (0 disables it).
+        output_activation: ``softmax`` (one distribution per pixel) or ``sigmoid``
+            (independent per-class probabilities, as in user report 5); metrics take the argmax
+            either way.
         batch_norm: Whether conv blocks use batch normalization.
         batch_norm_momentum: Momentum of the moving statistics used at validation. Keras'
             0.99 needs hundreds of steps to catch up, so short runs validate with stale
@@ -47,6 +51,10 @@ def build_unet(
         raise ValueError(f"model.base_filters must be >= 1, got {base_filters}")
     if num_classes < 2:
         raise ValueError(f"a segmentation model needs at least 2 classes, got {num_classes}")
+    if output_activation not in ("softmax", "sigmoid"):
+        raise ValueError(
+            f"model.output_activation must be 'softmax' or 'sigmoid', got {output_activation!r}"
+        )
     if not 0.0 <= dropout < 1.0:
         raise ValueError(f"model.dropout must be in [0, 1), got {dropout}")
     step = 2**depth
@@ -81,5 +89,7 @@ def build_unet(
         x = layers.Concatenate()([x, skips[level]])
         x = conv_block(x, filters)
     logits = layers.Conv2D(num_classes, 1, name="logits")(x)
-    probabilities = layers.Activation("softmax", dtype="float32", name="probabilities")(logits)
+    probabilities = layers.Activation(output_activation, dtype="float32", name="probabilities")(
+        logits
+    )
     return keras.Model(inputs, probabilities, name="unet")

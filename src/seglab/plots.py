@@ -58,7 +58,8 @@ def loss_and_class_iou(
     for name, values in losses.items():
         ax_loss.plot(epochs, values, marker="o", label=name)
     ax_loss.set_ylabel("loss")
-    ax_loss.set_yscale("log")
+    if all(np.min(values) > 0 for values in losses.values()):
+        ax_loss.set_yscale("log")  # a loss that can go negative (bce_minus_dice) stays linear
     ax_loss.legend()
     ax_loss.grid(alpha=0.3)
     colours = palette(len(class_iou))

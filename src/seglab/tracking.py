@@ -5,8 +5,8 @@ Tracking URI, first match wins: ``tracking.tracking_uri`` set in the config, the
 unchanged), then ``sqlite:///<project root>/outputs/mlflow.db``.
 
 Metric keys are paths, logged with ``step = epoch`` (1-based: step 3 is the state after the third
-epoch): ``train/loss``, ``val/loss``, ``val/iou/<class>``, ``val/dice/<class>``, ``val/miou``,
-``val/min_iou``, ``val/pixel_acc``.
+epoch): ``train/loss``, ``val/loss``, ``val/ce``, ``val/iou/<class>``, ``val/dice/<class>``,
+``val/loss_share/<class>``, ``val/miou``, ``val/min_iou``, ``val/pixel_acc``.
 """
 
 from __future__ import annotations
@@ -29,7 +29,8 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from seglab import plots
-from seglab.metrics import Scores, hidden_failure, per_class_table
+from seglab.class_weights import ClassCounts
+from seglab.metrics import hidden_failure, per_class_table
 from seglab.trainer import EpochRecord
 
 TAG_FAILURE_REASON = "seglab.failure_reason"
@@ -41,20 +42,21 @@ MAX_PARAM_LENGTH = 6000
 log = logging.getLogger(__name__)
 
 
-def epoch_metrics(
-    train_loss: float, val_loss: float, scores: Scores, class_names: Sequence[str]
-) -> dict[str, float]:
+def epoch_metrics(record: EpochRecord, class_names: Sequence[str]) -> dict[str, float]:
     """The metric dict logged for one epoch, keyed by metric path."""
+    scores = record.scores
     metrics = {
-        "train/loss": train_loss,
-        "val/loss": val_loss,
+        "train/loss": record.train_loss,
+        "val/loss": record.val_loss,
+        "val/ce": record.val_ce,
         "val/miou": scores.miou,
         "val/min_iou": scores.min_iou,
         "val/pixel_acc": scores.pixel_acc,
     }
-    for name, iou, dice in zip(class_names, scores.iou, scores.dice, strict=True):
-        metrics[f"val/iou/{name}"] = float(iou)
-        metrics[f"val/dice/{name}"] = float(dice)
+    for c, name in enumerate(class_names):
+        metrics[f"val/iou/{name}"] = float(scores.iou[c])
+        metrics[f"val/dice/{name}"] = float(scores.dice[c])
+        metrics[f"val/loss_share/{name}"] = float(record.loss_share[c])
     return metrics
 
 
@@ -180,11 +182,34 @@ class MlflowTracker:
         frame.to_csv(buffer, index=False)
         self.log_text(buffer.getvalue(), artifact_file)
 
+    def log_class_weights(
+        self,
+        class_names: Sequence[str],
+        counts: ClassCounts,
+        weights: np.ndarray | None,
+        scheme: str,
+    ) -> None:
+        """Params ``class_weight/<class>`` (the scheme name when there are no dataset weights)
+        and ``class_weights.csv`` with the training counts they came from."""
+        shown = [scheme] * len(class_names) if weights is None else [f"{w:.6g}" for w in weights]
+        self.log_params({f"class_weight/{n}": w for n, w in zip(class_names, shown, strict=True)})
+        table = pd.DataFrame(
+            {
+                "class": list(class_names),
+                "train_pixels": counts.pixels,
+                "train_pixel_share": counts.pixel_share,
+                "train_images": counts.images,
+                "weight": np.nan if weights is None else weights,
+            }
+        )
+        self.log_table(table, "class_weights.csv")
+
     def log_summary(
         self,
         history: Sequence[EpochRecord],
         class_names: Sequence[str],
         train_pixel_share: np.ndarray,
+        class_weights: np.ndarray | None,
         samples: tuple[np.ndarray, np.ndarray, np.ndarray],
         rule: Mapping[str, float],
     ) -> tuple[pd.DataFrame, dict[str, str]]:
@@ -216,7 +241,9 @@ class MlflowTracker:
             "confusion_matrix.csv",
         )
         self.log_figure(plots.overlays(*samples, class_names), "figures/val_overlays.png")
-        table = per_class_table(final.scores, class_names, train_pixel_share)
+        table = per_class_table(
+            final.scores, class_names, train_pixel_share, final.loss_share, class_weights
+        )
         self.log_table(table, "per_class.csv")
         worst = final.scores.worst_class
         tags = {

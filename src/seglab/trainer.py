@@ -3,15 +3,36 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import keras
 import numpy as np
 
 from seglab.data import SegmentationData, batches
-from seglab.metrics import ConfusionMatrix, Scores, scores_from_confusion
+from seglab.losses import CrossEntropy, SegmentationLoss
+from seglab.metrics import ConfusionMatrix, PerClassLoss, Scores, scores_from_confusion
+
+CLASS_WEIGHT_ERROR = (
+    "Keras' class_weight is not supported: fit(class_weight=...) looks up one weight per "
+    "sample from its label and, on (B, H, W) segmentation masks, fails in Keras 3 with "
+    "'TypeError: only 0-dimensional arrays can be converted to Python scalars'. seglab applies "
+    "class weights itself: as per-pixel sample_weight maps for pixelwise losses and inside the "
+    "mean over classes for region losses. Choose a scheme with "
+    "class_weights=<none|inverse_frequency|inverse_sqrt|median_frequency|enet|"
+    "effective_number|manual|per_batch> (manual: class_weights.weights=[...])."
+)
+
+
+def reject_keras_class_weight(config: Mapping[str, Any], path: str = "") -> None:
+    """Raises :data:`CLASS_WEIGHT_ERROR` if any key of a (nested) config is ``class_weight``."""
+    for key, value in config.items():
+        if key == "class_weight":
+            raise ValueError(f"config key {path}{key}: {CLASS_WEIGHT_ERROR}")
+        if isinstance(value, Mapping):
+            reject_keras_class_weight(value, f"{path}{key}.")
 
 
 @dataclass(frozen=True)
@@ -22,6 +43,10 @@ class EpochRecord:
         epoch: 1-based epoch number (the MLflow step).
         train_loss: Mean training loss over the epoch's batches.
         val_loss: Loss over the whole validation set.
+        val_ce: Unweighted cross-entropy over the validation set (comparable across losses
+            and class weights).
+        loss_share: Each class's fraction of ``val_loss`` (pixel losses: the pixels of that
+            true class; region losses: that class's term).
         confusion: Validation confusion matrix over every validation pixel.
         scores: Per-class scores derived from ``confusion``.
         seconds: Wall time of the epoch, validation included.
@@ -30,6 +55,8 @@ class EpochRecord:
     epoch: int
     train_loss: float
     val_loss: float
+    val_ce: float
+    loss_share: np.ndarray
     confusion: np.ndarray
     scores: Scores
     seconds: float
@@ -44,10 +71,16 @@ class EpochRecorder(keras.callbacks.Callback):
     """
 
     def __init__(
-        self, confusion: ConfusionMatrix, on_epoch: Callable[[EpochRecord], None] | None = None
+        self,
+        confusion: ConfusionMatrix,
+        loss_terms: PerClassLoss,
+        ce: PerClassLoss,
+        on_epoch: Callable[[EpochRecord], None] | None = None,
     ) -> None:
         super().__init__()
         self.confusion = confusion
+        self.loss_terms = loss_terms
+        self.ce = ce
         self.on_epoch = on_epoch
         self.records: list[EpochRecord] = []
         self._start = 0.0
@@ -62,6 +95,8 @@ class EpochRecorder(keras.callbacks.Callback):
             epoch=epoch + 1,
             train_loss=float(logs["loss"]),
             val_loss=float(logs["val_loss"]),
+            val_ce=float(self.ce.result()),
+            loss_share=self.loss_terms.shares(),
             confusion=cm,
             scores=scores_from_confusion(cm),
             seconds=time.perf_counter() - self._start,
@@ -91,7 +126,10 @@ class Trainer:
         seed: int = 0,
         steps_per_execution: int = 1,
         jit_compile: bool = False,
+        class_weight: Any = None,
     ) -> None:
+        if class_weight is not None:
+            raise ValueError(f"trainer.class_weight: {CLASS_WEIGHT_ERROR}")
         if epochs < 1:
             raise ValueError(f"trainer.epochs must be >= 1, got {epochs}")
         if batch_size < 1:
@@ -106,24 +144,59 @@ class Trainer:
     def fit(
         self,
         model: keras.Model,
-        loss: keras.losses.Loss,
+        loss: SegmentationLoss,
         data: SegmentationData,
+        *,
+        class_weights: np.ndarray | None = None,
+        per_batch: bool = False,
         on_epoch: Callable[[EpochRecord], None] | None = None,
         callbacks: Sequence[keras.callbacks.Callback] = (),
+        class_weight: Any = None,
     ) -> list[EpochRecord]:
-        """Trains ``model`` on ``data.train`` and scores ``data.val`` after every epoch."""
-        confusion = ConfusionMatrix(data.num_classes, data.ignore_index)
+        """Trains ``model`` on ``data.train`` and scores ``data.val`` after every epoch.
+
+        Args:
+            model: The model to train.
+            loss: A seglab loss (already holding its class weights if it is a region loss).
+            data: Train and val streams.
+            class_weights: Dataset class weights (C,); a pixelwise loss gets them as
+                per-pixel ``sample_weight`` maps, on the train and val streams alike.
+            per_batch: Recompute the weights from each batch (the pitfall, pixel losses only).
+            on_epoch: Called with each epoch's record.
+            callbacks: Extra Keras callbacks.
+            class_weight: Keras' argument; always rejected with an explanation.
+        """
+        if class_weight is not None:
+            raise ValueError(f"Trainer.fit(class_weight=...): {CLASS_WEIGHT_ERROR}")
+        if per_batch and not loss.pixel_weighted:
+            raise ValueError(
+                f"class_weights=per_batch builds per-pixel weight maps, but loss {loss.name!r} "
+                "takes no pixel weights; use it with a pixelwise loss (ce, focal, ce_dice)"
+            )
+        num_classes = data.num_classes
+        confusion = ConfusionMatrix(num_classes, data.ignore_index)
+        loss_terms = PerClassLoss(loss, num_classes, name="loss_terms")
+        ce = PerClassLoss(CrossEntropy(data.ignore_index), num_classes, False, name="ce")
         model.compile(
             optimizer=self.optimizer(),
             loss=loss,
-            metrics=[confusion],
+            metrics=[confusion, ce],
+            weighted_metrics=[loss_terms],  # Keras passes sample_weight to these only
             steps_per_execution=self.steps_per_execution,
             jit_compile=self.jit_compile,
         )
-        recorder = EpochRecorder(confusion, on_epoch)
+        stream = partial(
+            batches,
+            batch_size=self.batch_size,
+            class_weights=class_weights if loss.pixel_weighted else None,
+            batch_weights=per_batch,
+            num_classes=num_classes,
+            ignore_index=data.ignore_index,
+        )
+        recorder = EpochRecorder(confusion, loss_terms, ce, on_epoch)
         model.fit(
-            batches(data.train, self.batch_size, shuffle_seed=self.seed),
-            validation_data=batches(data.val, self.batch_size),
+            stream(data.train, shuffle_seed=self.seed),
+            validation_data=stream(data.val),
             epochs=self.epochs,
             shuffle=False,  # the tf.data stream shuffles itself, seeded
             callbacks=[recorder, *callbacks],

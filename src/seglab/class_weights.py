@@ -1,0 +1,233 @@
+"""Class-weight schemes: pure functions from whole-training-set counts to one weight per class.
+
+Weights are computed once from the whole training set (``seglab.data.class_counts``). Weights
+recomputed from each batch are a known failure mode (a class absent from a batch, or present
+with a handful of pixels, gets an extreme weight); the ``per_batch`` scheme reproduces it on
+purpose, see :func:`batch_inverse_frequency`.
+
+How weights reach the loss: pixelwise losses (CE, focal) receive a per-pixel ``sample_weight``
+map ``w[mask]`` built in ``tf.data``; region losses (Dice, Tversky, ...) take the weights as
+``class_weights`` in their mean over classes. Keras' ``fit(class_weight=...)`` is never used: it
+fails on (B, H, W) masks.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+SCHEMES = (
+    "none",
+    "inverse_frequency",
+    "inverse_sqrt",
+    "median_frequency",
+    "enet",
+    "effective_number",
+    "manual",
+    "per_batch",
+)
+NORMALIZATIONS = ("none", "mean", "pixel")
+
+
+@dataclass(frozen=True)
+class ClassCounts:
+    """Per-class pixel statistics of one split, from a single streaming pass.
+
+    Attributes:
+        pixels: Pixels of each class, shape (C,).
+        images: Images that contain each class, shape (C,).
+        image_pixels: Labelled pixels of the images that contain each class, shape (C,) (the
+            denominator of median-frequency balancing).
+        num_images: Images in the split.
+    """
+
+    pixels: np.ndarray
+    images: np.ndarray
+    image_pixels: np.ndarray
+    num_images: int
+
+    @property
+    def pixel_share(self) -> np.ndarray:
+        """Fraction of the split's labelled pixels that belong to each class."""
+        return self.pixels / max(int(self.pixels.sum()), 1)
+
+
+def inverse_frequency(counts: ClassCounts) -> np.ndarray:
+    """``w_c = N / (C * n_c)``, scikit-learn's "balanced" weights."""
+    n = counts.pixels.astype(float)
+    with np.errstate(divide="ignore"):
+        return n.sum() / (len(n) * n)
+
+
+def inverse_sqrt(counts: ClassCounts) -> np.ndarray:
+    """``w_c = 1 / sqrt(p_c)``, a milder inverse frequency (p_c: pixel share)."""
+    with np.errstate(divide="ignore"):
+        return 1.0 / np.sqrt(counts.pixel_share)
+
+
+def median_frequency(counts: ClassCounts) -> np.ndarray:
+    """Median frequency balancing (Eigen & Fergus 2015).
+
+    ``f_c = pixels of c / pixels of the images that contain c``; ``w_c = median(f) / f_c``, the
+    median over the classes present in the training set.
+    """
+    with np.errstate(divide="ignore", invalid="ignore"):
+        freq = counts.pixels / counts.image_pixels.astype(float)
+        return np.median(freq[counts.pixels > 0]) / freq
+
+
+def enet(counts: ClassCounts, k: float = 1.02) -> np.ndarray:
+    """ENet weighting (Paszke et al. 2016): ``w_c = 1 / ln(k + p_c)``.
+
+    Bounded above by ``1 / ln(k)`` (about 50.5 for k = 1.02), so a very rare class cannot
+    dominate; defined for absent classes too.
+    """
+    if k <= 1.0:
+        raise ValueError(f"class_weights.k must be > 1 (ln(k + p) must stay positive), got {k}")
+    return 1.0 / np.log(k + counts.pixel_share)
+
+
+def effective_number(counts: ClassCounts, beta: float = 0.9999) -> np.ndarray:
+    """Class-balanced weights (Cui et al. 2019): ``w_c = (1 - beta) / (1 - beta**n_c)``.
+
+    ``n_c`` is the pixel count; with ``beta -> 1`` this tends to inverse frequency, with
+    ``beta = 0`` to uniform weights.
+    """
+    if not 0.0 <= beta < 1.0:
+        raise ValueError(f"class_weights.beta must be in [0, 1), got {beta}")
+    with np.errstate(divide="ignore"):
+        return (1.0 - beta) / (1.0 - np.power(beta, counts.pixels.astype(float)))
+
+
+def manual(
+    weights: Sequence[float] | Mapping[str, float], class_names: Sequence[str]
+) -> np.ndarray:
+    """Weights given by hand: a list in class order, or a mapping by class name (missing: 1)."""
+    if isinstance(weights, Mapping):
+        unknown = sorted(set(weights) - set(class_names))
+        if unknown:
+            raise ValueError(
+                f"class_weights.weights names unknown classes {unknown}; "
+                f"the classes are {list(class_names)}"
+            )
+        return np.array([float(weights.get(name, 1.0)) for name in class_names])
+    if len(weights) != len(class_names):
+        raise ValueError(
+            f"class_weights.weights has {len(weights)} values but there are "
+            f"{len(class_names)} classes {list(class_names)}"
+        )
+    return np.asarray(weights, dtype=float)
+
+
+def batch_inverse_frequency(masks: np.ndarray, num_classes: int, ignore_index: int) -> np.ndarray:
+    """The per-batch pitfall: inverse frequency ``N_b / (C * n_c,b)`` from one batch's masks.
+
+    A class with a few pixels in the batch gets a weight in the thousands, and the weights jump
+    from batch to batch. Classes absent from the batch get 0 (they have no pixels to weight).
+    NumPy reference of ``seglab.data.with_batch_weights``.
+    """
+    labels = masks[masks != ignore_index]
+    n = np.bincount(labels.ravel(), minlength=num_classes).astype(float)
+    with np.errstate(divide="ignore"):
+        return np.where(n > 0, n.sum() / (num_classes * n), 0.0)
+
+
+def normalize(weights: np.ndarray, how: str, pixel_share: np.ndarray) -> np.ndarray:
+    """Rescales weights: ``mean`` makes their mean over classes 1; ``pixel`` makes the mean
+    weight of a training pixel 1 (``sum_c p_c w_c = 1``), so a weighted pixel loss keeps the
+    scale of the unweighted one; ``none`` leaves them."""
+    if how == "none":
+        return weights
+    if how == "mean":
+        return weights / weights.mean()
+    if how == "pixel":
+        return weights / float(np.sum(pixel_share * weights))
+    raise ValueError(f"class_weights.normalize={how!r} is not one of {list(NORMALIZATIONS)}")
+
+
+class WeightScheme:
+    """A configured scheme: ``scheme(counts, class_names)`` -> weights (C,) or ``None``.
+
+    Args:
+        scheme: One of :data:`SCHEMES`. ``none`` returns ``None`` (no weighting); ``per_batch``
+            also returns ``None`` and sets :attr:`per_batch` (weights made per batch in tf.data).
+        normalize: ``pixel`` (default), ``mean`` or ``none``; see :func:`normalize`.
+        clip_max: Upper bound applied after normalization (``None``: no bound).
+        weights: For ``manual``: a list in class order or a mapping by class name.
+        k: ENet's constant.
+        beta: Effective number's beta.
+
+    Classes absent from the training set get the largest finite weight (their weight only
+    matters to region losses, where it scales the penalty for predicting them), with a warning.
+    """
+
+    def __init__(
+        self,
+        scheme: str = "none",
+        normalize: str = "pixel",
+        clip_max: float | None = None,
+        weights: Sequence[float] | Mapping[str, float] | None = None,
+        k: float = 1.02,
+        beta: float = 0.9999,
+    ) -> None:
+        if scheme not in SCHEMES:
+            raise ValueError(f"class_weights.scheme={scheme!r} is not one of {list(SCHEMES)}")
+        if normalize not in NORMALIZATIONS:
+            raise ValueError(
+                f"class_weights.normalize={normalize!r} is not one of {list(NORMALIZATIONS)}"
+            )
+        if clip_max is not None and not clip_max > 0:
+            raise ValueError(f"class_weights.clip_max must be > 0, got {clip_max}")
+        if scheme == "manual" and weights is None:
+            raise ValueError("class_weights=manual needs class_weights.weights (list or mapping)")
+        self.scheme = scheme
+        self.normalization = normalize
+        self.clip_max = clip_max
+        self.weights = weights
+        self.k = k
+        self.beta = beta
+
+    @property
+    def per_batch(self) -> bool:
+        return self.scheme == "per_batch"
+
+    def __call__(self, counts: ClassCounts, class_names: Sequence[str]) -> np.ndarray | None:
+        if self.scheme in ("none", "per_batch"):
+            return None
+        if self.scheme == "manual":
+            raw = manual(self.weights, class_names)
+        elif self.scheme == "enet":
+            raw = enet(counts, self.k)
+        elif self.scheme == "effective_number":
+            raw = effective_number(counts, self.beta)
+        else:
+            raw = {
+                "inverse_frequency": inverse_frequency,
+                "inverse_sqrt": inverse_sqrt,
+                "median_frequency": median_frequency,
+            }[self.scheme](counts)
+        weights = self._fill_absent(np.asarray(raw, dtype=float), counts, class_names)
+        if (weights < 0).any() or not np.isfinite(weights).all():
+            shown = dict(zip(class_names, weights.tolist(), strict=True))
+            raise ValueError(f"class weights must be finite and >= 0, got {shown}")
+        weights = normalize(weights, self.normalization, counts.pixel_share)
+        if self.clip_max is not None:
+            weights = np.minimum(weights, self.clip_max)
+        return weights
+
+    def _fill_absent(
+        self, weights: np.ndarray, counts: ClassCounts, class_names: Sequence[str]
+    ) -> np.ndarray:
+        absent = counts.pixels == 0
+        if not absent.any() or self.scheme == "manual":
+            return weights
+        warnings.warn(
+            f"classes {np.asarray(class_names)[absent].tolist()} never occur in the "
+            "training set; they get the largest finite weight",
+            stacklevel=3,
+        )
+        finite = weights[~absent & np.isfinite(weights)]
+        return np.where(absent, finite.max() if finite.size else 1.0, weights)

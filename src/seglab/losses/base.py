@@ -1,0 +1,187 @@
+"""The contract every seglab loss follows: the loss is the sum of C per-class terms.
+
+``loss(y_true, y_pred, sample_weight) == sum(loss.per_class(y_true, y_pred, sample_weight))``.
+The per-class terms say how much of the loss each class carries (logged as
+``val/loss_share/<class>``): the number that explains why a failing rare class barely moves the
+mean loss.
+
+Targets are integer masks (B, H, W) (or (B, H, W, 1)); predictions are probabilities
+(B, H, W, C). Pixels labelled ``ignore_index`` count nowhere: not in a pixel mean, not in a
+region sum.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, ClassVar
+
+import keras
+import tensorflow as tf
+from keras import ops
+
+EPSILON = 1e-7
+
+
+def prepare(y_true: Any, y_pred: Any, ignore_index: int | None) -> tuple[Any, Any, Any]:
+    """One-hot targets, the valid-pixel mask, and float32 probabilities.
+
+    Returns:
+        ``(one_hot (B,H,W,C), valid (B,H,W), probs (B,H,W,C))``; ignored pixels are all-zero
+        rows of ``one_hot`` and have ``valid == 0``.
+    """
+    probs = ops.cast(y_pred, "float32")
+    y_true = ops.convert_to_tensor(y_true)
+    if len(y_true.shape) == len(probs.shape):
+        y_true = ops.squeeze(y_true, axis=-1)
+    labels = ops.cast(y_true, "int32")
+    if ignore_index is None:
+        valid = ops.ones(ops.shape(labels), "float32")
+    else:
+        valid = ops.cast(ops.not_equal(labels, ignore_index), "float32")
+        labels = ops.where(ops.not_equal(labels, ignore_index), labels, 0)
+    one_hot = ops.one_hot(labels, ops.shape(probs)[-1], dtype="float32") * valid[..., None]
+    return one_hot, valid, probs
+
+
+def clipped_probabilities(probs: Any) -> Any:
+    """Renormalised and clipped to ``[eps, 1 - eps]``, as Keras' probability losses do."""
+    probs = probs / ops.sum(probs, axis=-1, keepdims=True)
+    return ops.clip(probs, EPSILON, 1.0 - EPSILON)
+
+
+def scale_for_replicas(value: Any) -> Any:
+    """Divides by the number of replicas, as Keras' own losses do under ``tf.distribute``
+    (Keras' trainer multiplies the loss back for reporting)."""
+    replicas = tf.distribute.get_strategy().num_replicas_in_sync
+    return value / replicas if replicas > 1 else value
+
+
+class SegmentationLoss(keras.losses.Loss):
+    """Base class: subclasses implement :meth:`per_class`.
+
+    Class attributes say how class weights reach the loss:
+
+    * ``pixel_weighted``: the loss multiplies a per-pixel ``sample_weight`` map (pixelwise
+      losses; seglab builds ``w[mask]`` in ``tf.data``).
+    * ``class_weighted``: the constructor takes ``class_weights`` for its mean over classes
+      (region losses).
+
+    Args:
+        ignore_index: Mask label that counts nowhere (``None``: every label counts).
+        name: Loss name.
+    """
+
+    pixel_weighted: ClassVar[bool] = False
+    class_weighted: ClassVar[bool] = False
+
+    def __init__(self, ignore_index: int | None = None, name: str | None = None, **kwargs: Any):
+        super().__init__(name=name, **kwargs)
+        self.ignore_index = ignore_index
+
+    def per_class(self, y_true: Any, y_pred: Any, sample_weight: Any = None) -> Any:
+        """The (C,) per-class terms whose sum is the loss."""
+        raise NotImplementedError
+
+    def __call__(self, y_true: Any, y_pred: Any, sample_weight: Any = None) -> Any:
+        return scale_for_replicas(ops.sum(self.per_class(y_true, y_pred, sample_weight)))
+
+    def call(self, y_true: Any, y_pred: Any) -> Any:
+        return ops.sum(self.per_class(y_true, y_pred))
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), "ignore_index": self.ignore_index}
+
+
+class PixelLoss(SegmentationLoss):
+    """A pixelwise loss: ``L = sum_i w_i * l_i / N_valid``.
+
+    ``l_i`` is :meth:`pixel_loss`, ``w_i`` the per-pixel sample weight (1 without class weights)
+    and ``N_valid`` the number of non-ignored pixels. Without ignored pixels this is Keras'
+    ``sum_over_batch_size`` reduction, so ``CrossEntropy`` equals
+    ``keras.losses.SparseCategoricalCrossentropy`` with the same ``sample_weight``. The
+    per-class term of class c sums over the pixels whose true class is c.
+    """
+
+    pixel_weighted = True
+
+    def pixel_loss(self, one_hot: Any, probs: Any) -> Any:
+        """(B, H, W) loss of each pixel."""
+        raise NotImplementedError
+
+    def per_class(self, y_true: Any, y_pred: Any, sample_weight: Any = None) -> Any:
+        one_hot, valid, probs = prepare(y_true, y_pred, self.ignore_index)
+        weights = valid if sample_weight is None else valid * ops.cast(sample_weight, "float32")
+        weighted = self.pixel_loss(one_hot, probs) * weights
+        totals = ops.sum(one_hot * weighted[..., None], axis=(0, 1, 2))
+        return ops.divide_no_nan(totals, ops.sum(valid))
+
+
+class RegionLoss(SegmentationLoss):
+    """A loss reduced per class over the whole batch, then averaged over classes.
+
+    ``L = sum_c w_c * l_c / sum_c w_c`` where ``l_c`` is :meth:`class_losses` and ``w_c`` the
+    class weights (uniform by default; background excluded with ``include_background=False``).
+    Reducing per class first is what keeps a rare class visible; pooling every class into one
+    overlap (Keras' ``Dice()`` default) hides it like the mean CE does.
+
+    Args:
+        class_weights: Weights of the mean over classes (``None``: uniform).
+        include_background: Whether class 0 takes part in the mean.
+        ignore_index: Mask label that counts nowhere.
+        name: Loss name.
+    """
+
+    class_weighted = True
+
+    def __init__(
+        self,
+        class_weights: Sequence[float] | None = None,
+        include_background: bool = True,
+        ignore_index: int | None = None,
+        name: str | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(ignore_index=ignore_index, name=name, **kwargs)
+        self.class_weights = None if class_weights is None else [float(w) for w in class_weights]
+        self.include_background = include_background
+
+    def class_losses(self, one_hot: Any, probs: Any) -> Any:
+        """(C,) loss of each class from masked one-hot targets and probabilities."""
+        raise NotImplementedError
+
+    def mean_weights(self, num_classes: int) -> Any:
+        """Weights of the mean over classes, background zeroed when excluded."""
+        if self.class_weights is None:
+            weights = ops.ones((num_classes,), "float32")
+        else:
+            if len(self.class_weights) != num_classes:
+                raise ValueError(
+                    f"{type(self).__name__} has {len(self.class_weights)} class_weights but the "
+                    f"model predicts {num_classes} classes"
+                )
+            weights = ops.convert_to_tensor(self.class_weights, "float32")
+        if not self.include_background:
+            weights = weights * ops.cast(ops.arange(num_classes) > 0, "float32")
+        return weights
+
+    def per_class(self, y_true: Any, y_pred: Any, sample_weight: Any = None) -> Any:
+        del sample_weight  # class weights act inside the mean over classes, not per pixel
+        one_hot, valid, probs = prepare(y_true, y_pred, self.ignore_index)
+        probs = probs * valid[..., None]
+        weights = self.mean_weights(probs.shape[-1])
+        return weights * self.class_losses(one_hot, probs) / ops.sum(weights)
+
+    def get_config(self) -> dict[str, Any]:
+        return {
+            **super().get_config(),
+            "class_weights": self.class_weights,
+            "include_background": self.include_background,
+        }
+
+
+def overlaps(one_hot: Any, probs: Any) -> tuple[Any, Any, Any]:
+    """Soft TP, FP, FN per class, summed over batch and pixels."""
+    tp = ops.sum(one_hot * probs, axis=(0, 1, 2))
+    fp = ops.sum(probs, axis=(0, 1, 2)) - tp
+    fn = ops.sum(one_hot, axis=(0, 1, 2)) - tp
+    return tp, fp, fn

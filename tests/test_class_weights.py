@@ -1,0 +1,139 @@
+"""Each scheme against hand-computed values on a small count table, plus its options."""
+
+import numpy as np
+import pytest
+
+from seglab.class_weights import (
+    ClassCounts,
+    WeightScheme,
+    batch_inverse_frequency,
+    effective_number,
+    enet,
+    inverse_frequency,
+    inverse_sqrt,
+    median_frequency,
+)
+
+NAMES = ["bg", "thing", "rare"]
+# 5 images x 20 pixels: bg 60 px in all 5 images, thing 30 px in 3, rare 10 px in 1.
+COUNTS = ClassCounts(
+    pixels=np.array([60, 30, 10]),
+    images=np.array([5, 3, 1]),
+    image_pixels=np.array([100, 60, 20]),
+    num_images=5,
+)
+
+
+@pytest.mark.parametrize(
+    ("scheme", "expected"),
+    [
+        (inverse_frequency, [100 / 180, 100 / 90, 100 / 30]),  # N / (C n_c)
+        (inverse_sqrt, [0.6**-0.5, 0.3**-0.5, 0.1**-0.5]),  # 1 / sqrt(p_c)
+        # f = 60/100, 30/60, 10/20 = 0.6, 0.5, 0.5; median 0.5
+        (median_frequency, [0.5 / 0.6, 1.0, 1.0]),
+        (enet, [2.072856, 3.601894, 8.823891]),  # 1 / ln(1.02 + p_c)
+        (lambda c: effective_number(c, beta=0.9), [0.100180, 0.104427, 0.153534]),
+    ],
+    ids=["inverse_frequency", "inverse_sqrt", "median_frequency", "enet", "effective_number"],
+)
+def test_scheme_equals_hand_computed_values(scheme, expected):
+    np.testing.assert_allclose(scheme(COUNTS), expected, rtol=1e-5)
+
+
+def test_inverse_frequency_is_already_pixel_normalised():
+    weights = inverse_frequency(COUNTS)
+    assert np.sum(COUNTS.pixel_share * weights) == pytest.approx(1.0)
+
+
+def test_effective_number_spans_uniform_to_inverse_frequency():
+    assert np.ptp(effective_number(COUNTS, beta=0.0)) == 0
+    near_one = effective_number(COUNTS, beta=1 - 1e-9)
+    np.testing.assert_allclose(near_one / near_one[0], [1, 2, 6], rtol=1e-4)
+
+
+@pytest.mark.parametrize(
+    ("normalize", "check"),
+    [
+        ("mean", lambda w: np.mean(w)),
+        ("pixel", lambda w: np.sum(COUNTS.pixel_share * w)),
+    ],
+)
+def test_normalisation_makes_the_chosen_mean_one(normalize, check):
+    weights = WeightScheme("median_frequency", normalize=normalize)(COUNTS, NAMES)
+    assert check(weights) == pytest.approx(1.0)
+    ratio = median_frequency(COUNTS)
+    np.testing.assert_allclose(weights / weights[2], ratio / ratio[2])
+
+
+def test_no_normalisation_keeps_the_paper_values():
+    np.testing.assert_allclose(
+        WeightScheme("median_frequency", normalize="none")(COUNTS, NAMES), [5 / 6, 1, 1]
+    )
+
+
+def test_clip_max_bounds_the_weights_after_normalisation():
+    weights = WeightScheme("inverse_frequency", normalize="none", clip_max=2.0)(COUNTS, NAMES)
+    np.testing.assert_allclose(weights, [100 / 180, 100 / 90, 2.0])
+
+
+def test_none_and_per_batch_give_no_dataset_weights():
+    assert WeightScheme("none")(COUNTS, NAMES) is None
+    per_batch = WeightScheme("per_batch")
+    assert per_batch(COUNTS, NAMES) is None and per_batch.per_batch
+
+
+@pytest.mark.parametrize(
+    "scheme", ["inverse_frequency", "median_frequency", "enet", "effective_number", "inverse_sqrt"]
+)
+def test_uniform_counts_give_uniform_weights(scheme):
+    uniform = ClassCounts(np.array([10, 10, 10]), np.array([2, 2, 2]), np.array([30, 30, 30]), 3)
+    np.testing.assert_allclose(WeightScheme(scheme)(uniform, NAMES), 1.0)
+
+
+def test_manual_weights_by_list_and_by_name():
+    by_list = WeightScheme("manual", normalize="none", weights=[1, 1, 1000])(COUNTS, NAMES)
+    by_name = WeightScheme("manual", normalize="none", weights={"rare": 1000})(COUNTS, NAMES)
+    np.testing.assert_array_equal(by_list, [1, 1, 1000])
+    np.testing.assert_array_equal(by_name, [1, 1, 1000])
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"scheme": "manual", "weights": [1, 2]}, r"has 2 values but there are 3 classes"),
+        ({"scheme": "manual", "weights": {"rair": 2}}, r"names unknown classes \['rair'\]"),
+        ({"scheme": "manual", "weights": [1, -1, 1]}, r"must be finite and >= 0"),
+        ({"scheme": "manual", "weights": [1, float("nan"), 1]}, r"must be finite and >= 0"),
+        ({"scheme": "manual"}, r"needs class_weights.weights"),
+        ({"scheme": "balanced"}, r"class_weights.scheme='balanced' is not one of \['none'"),
+        ({"scheme": "enet", "normalize": "sum"}, r"normalize='sum' is not one of"),
+        ({"scheme": "enet", "k": 1.0}, r"class_weights.k must be > 1"),
+        ({"scheme": "effective_number", "beta": 1.0}, r"class_weights.beta must be in \[0, 1\)"),
+        ({"scheme": "enet", "clip_max": 0}, r"clip_max must be > 0"),
+    ],
+)
+def test_bad_options_are_rejected_by_name(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        WeightScheme(**kwargs)(COUNTS, NAMES)
+
+
+def test_a_class_absent_from_training_gets_the_largest_finite_weight_with_a_warning():
+    counts = ClassCounts(np.array([90, 10, 0]), np.array([5, 1, 0]), np.array([100, 20, 0]), 5)
+    with pytest.warns(UserWarning, match=r"\['rare'\] never occur in the training set"):
+        weights = WeightScheme("inverse_frequency", normalize="none")(counts, NAMES)
+    np.testing.assert_allclose(weights, [100 / 270, 100 / 30, 100 / 30])
+
+
+def test_per_batch_weights_differ_from_dataset_weights_on_a_skewed_batch():
+    """The pitfall: a batch with 2 rare pixels gives the rare class a huge weight."""
+    masks = np.zeros((2, 10, 10), int)
+    masks[0, 0, :2] = 2
+    masks[1, :5] = 1
+    masks[1, 9, 9] = 255
+    batch = batch_inverse_frequency(masks, 3, 255)
+    # 199 labelled pixels: bg 147, thing 50, rare 2
+    np.testing.assert_allclose(batch, [199 / (3 * 147), 199 / (3 * 50), 199 / (3 * 2)])
+    dataset = inverse_frequency(COUNTS)
+    assert batch[2] / batch[0] > 10 * dataset[2] / dataset[0]
+    absent = batch_inverse_frequency(np.zeros((1, 4, 4), int), 3, 255)
+    np.testing.assert_array_equal(absent, [1 / 3, 0, 0])
