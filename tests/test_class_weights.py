@@ -137,3 +137,12 @@ def test_per_batch_weights_differ_from_dataset_weights_on_a_skewed_batch():
     assert batch[2] / batch[0] > 10 * dataset[2] / dataset[0]
     absent = batch_inverse_frequency(np.zeros((1, 4, 4), int), 3, 255)
     np.testing.assert_array_equal(absent, [1 / 3, 0, 0])
+
+
+def test_image_boost_resolves_its_class_by_name():
+    assert WeightScheme(image_boost_class="rare", image_boost=5).boost(NAMES) == (2, 5.0)
+    assert WeightScheme().boost(NAMES) is None
+    with pytest.raises(ValueError, match=r"image_boost_class='rair' is not a class"):
+        WeightScheme(image_boost_class="rair").boost(NAMES)
+    with pytest.raises(ValueError, match=r"class_weights.image_boost must be > 0"):
+        WeightScheme(image_boost=0)

@@ -42,7 +42,7 @@ def train(tmp_path, *overrides: str) -> subprocess.CompletedProcess:
 @pytest.fixture(scope="module")
 def smoke_run(tmp_path_factory):
     tmp_path = tmp_path_factory.mktemp("run")
-    result = train(tmp_path, "class_weights=median_frequency")
+    result = train(tmp_path, "class_weights=median_frequency", "augment=light")
     assert result.returncode == 0, result.stderr[-3000:]
     client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
     runs = client.search_runs([client.get_experiment_by_name("seglab").experiment_id])
@@ -84,6 +84,7 @@ def test_config_is_logged_as_params_and_artifact_with_figures_tables_and_tags(sm
         "figures/loss_vs_class_iou.png",
         "figures/confusion_matrix.png",
         "figures/val_overlays.png",
+        "figures/augmented_samples.png",
     } <= artifacts
     assert run.data.tags["seglab.worst_class"] in CLASSES
     assert run.data.tags["seglab.hidden_failure"] in {"true", "false"}

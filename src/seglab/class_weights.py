@@ -159,6 +159,9 @@ class WeightScheme:
         weights: For ``manual``: a list in class order or a mapping by class name.
         k: ENet's constant.
         beta: Effective number's beta.
+        image_boost_class: Name of a class whose images get an image-level weight (training
+            only; pixelwise losses), as user report 1 boosts the images that contain the object.
+        image_boost: That image-level weight (multiplies the image's pixel weights).
 
     Classes absent from the training set get the largest finite weight (their weight only
     matters to region losses, where it scales the penalty for predicting them), with a warning.
@@ -172,6 +175,8 @@ class WeightScheme:
         weights: Sequence[float] | Mapping[str, float] | None = None,
         k: float = 1.02,
         beta: float = 0.9999,
+        image_boost_class: str | None = None,
+        image_boost: float = 1.0,
     ) -> None:
         if scheme not in SCHEMES:
             raise ValueError(f"class_weights.scheme={scheme!r} is not one of {list(SCHEMES)}")
@@ -181,6 +186,8 @@ class WeightScheme:
             )
         if clip_max is not None and not clip_max > 0:
             raise ValueError(f"class_weights.clip_max must be > 0, got {clip_max}")
+        if not image_boost > 0:
+            raise ValueError(f"class_weights.image_boost must be > 0, got {image_boost}")
         if scheme == "manual" and weights is None:
             raise ValueError("class_weights=manual needs class_weights.weights (list or mapping)")
         self.scheme = scheme
@@ -189,10 +196,23 @@ class WeightScheme:
         self.weights = weights
         self.k = k
         self.beta = beta
+        self.image_boost_class = image_boost_class
+        self.image_boost = image_boost
 
     @property
     def per_batch(self) -> bool:
         return self.scheme == "per_batch"
+
+    def boost(self, class_names: Sequence[str]) -> tuple[int, float] | None:
+        """``(class index, factor)`` of the image-level boost, or ``None``."""
+        if self.image_boost_class is None:
+            return None
+        if self.image_boost_class not in class_names:
+            raise ValueError(
+                f"class_weights.image_boost_class={self.image_boost_class!r} is not a class; "
+                f"the classes are {list(class_names)}"
+            )
+        return list(class_names).index(self.image_boost_class), float(self.image_boost)
 
     def __call__(self, counts: ClassCounts, class_names: Sequence[str]) -> np.ndarray | None:
         if self.scheme in ("none", "per_batch"):

@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 import tensorflow as tf
 
+from seglab.augment import Augmenter
 from seglab.class_weights import ClassCounts
 
 SHAPES_NUM_CLASSES = 5
@@ -153,34 +154,55 @@ def batches(
     *,
     shuffle_seed: int | None = None,
     buffer_size: int = 1024,
+    augment: Augmenter | None = None,
     class_weights: np.ndarray | None = None,
     batch_weights: bool = False,
+    image_boost: tuple[int, float] | None = None,
     num_classes: int | None = None,
     ignore_index: int = 255,
 ) -> tf.data.Dataset:
-    """Batches an unbatched ``(image, mask)`` stream, optionally with pixel weights.
+    """Batches an unbatched ``(image, mask)`` stream, optionally augmented and weighted.
+
+    Order: shuffle, image weight (from the original mask), augment, pixel weights (from the
+    augmented mask, so they stay aligned with it), batch, per-batch weights.
 
     Args:
         dataset: Unbatched ``(image, mask)`` stream.
         batch_size: Images per batch.
-        shuffle_seed: Shuffle anew every epoch with this seed (``None``: keep the order).
+        shuffle_seed: Shuffle anew every epoch with this seed (``None``: keep the order). Also
+            seeds the augmentation draws.
         buffer_size: Shuffle buffer.
+        augment: Joint image/mask augmentation (training streams only).
         class_weights: Dataset-level weights (C,): yields ``(image, mask, w[mask])``.
         batch_weights: Weights recomputed from each batch (the pitfall): yields
             ``(image, mask, weights)``; needs ``num_classes``.
-        num_classes: Number of classes, for ``batch_weights``.
+        image_boost: ``(class index, factor)``: the pixel weights of an image that contains
+            that class are multiplied by ``factor`` (an image-level sample weight; it is
+            decided before augmentation and survives it unchanged).
+        num_classes: Number of classes, for ``batch_weights`` and ``image_boost``.
         ignore_index: Mask label whose pixels get weight 0.
     """
-    if class_weights is not None and batch_weights:
-        raise ValueError("give dataset class_weights or batch_weights, not both")
+    if batch_weights and (class_weights is not None or image_boost is not None):
+        raise ValueError("per-batch weights cannot be combined with dataset or image weights")
     if shuffle_seed is not None:
         dataset = dataset.shuffle(buffer_size, seed=shuffle_seed, reshuffle_each_iteration=True)
-    if class_weights is not None:
-        table = tf.constant(class_weights, tf.float32)
+    if image_boost is not None:
+        boosted, factor = image_boost
         dataset = dataset.map(
-            lambda x, y: (x, y, pixel_weight_map(y, table, ignore_index)),
-            num_parallel_calls=tf.data.AUTOTUNE,
+            lambda x, y: (x, y, tf.where(tf.reduce_any(tf.equal(y, boosted)), factor, 1.0))
         )
+    if augment is not None:
+        dataset = augment.stream(dataset, seed=shuffle_seed or 0)
+    if class_weights is not None or image_boost is not None:
+        table = tf.constant(
+            np.ones(num_classes) if class_weights is None else class_weights, tf.float32
+        )
+
+        def weigh(x: tf.Tensor, y: tf.Tensor, *image_weight: tf.Tensor) -> tuple[tf.Tensor, ...]:
+            weights = pixel_weight_map(y, table, ignore_index)
+            return x, y, weights * image_weight[0] if image_weight else weights
+
+        dataset = dataset.map(weigh, num_parallel_calls=tf.data.AUTOTUNE)
     dataset = dataset.batch(batch_size)
     if batch_weights:
         dataset = dataset.map(lambda x, y: (x, y, batch_weight_map(y, num_classes, ignore_index)))

@@ -137,3 +137,32 @@ def overlays(
     fig.legend(handles, class_names, loc="lower center", ncol=min(num_classes, 5), fontsize="small")
     fig.tight_layout(rect=(0, 0.05, 1, 1))
     return fig
+
+
+def augmentation_grid(
+    images: Sequence[Sequence[np.ndarray]],
+    masks: Sequence[Sequence[np.ndarray]],
+    class_names: Sequence[str],
+    title: str = "",
+) -> Figure:
+    """Rows of samples, columns of draws: each image with its (moved) mask blended on top.
+
+    Ignored pixels (filled in from outside the image) show white.
+    """
+    rows, cols = len(images), len(images[0])
+    fig, axes = plt.subplots(rows, cols, figsize=(2 * cols, 2 * rows), squeeze=False)
+    for row in range(rows):
+        for col in range(cols):
+            mask = masks[row][col]
+            blend = 0.55 * np.clip(images[row][col], 0, 1) + 0.45 * colourize(
+                mask, len(class_names)
+            )
+            blend[mask >= len(class_names)] = IGNORE_COLOUR
+            axes[row][col].imshow(blend, interpolation="nearest")
+            axes[row][col].set_axis_off()
+            if row == 0:
+                axes[row][col].set_title("original" if col == 0 else f"epoch {col}")
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return fig

@@ -29,7 +29,9 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from seglab import plots
+from seglab.augment import Augmenter, preview
 from seglab.class_weights import ClassCounts
+from seglab.data import SegmentationData
 from seglab.metrics import hidden_failure, per_class_table
 from seglab.trainer import EpochRecord
 
@@ -203,6 +205,13 @@ class MlflowTracker:
             }
         )
         self.log_table(table, "class_weights.csv")
+
+    def log_augmentation(self, augmenter: Augmenter, data: SegmentationData, seed: int) -> None:
+        """``figures/augmented_samples.png``: training samples as three epochs draw them."""
+        images, masks = preview(augmenter, data.train, seed=seed)
+        title = f"augment strength {augmenter.strength:g}"
+        figure = plots.augmentation_grid(images, masks, data.class_names, title)
+        self.log_figure(figure, "figures/augmented_samples.png")
 
     def log_summary(
         self,

@@ -35,6 +35,7 @@ def run(cfg: DictConfig) -> EpochRecord:
     )
     scheme = instantiate(cfg.class_weights)
     weights = scheme(counts, data.class_names)
+    augmenter = instantiate(cfg.augment, ignore_index=data.ignore_index)
     model = instantiate(cfg.model, input_shape=data.image_shape, num_classes=data.num_classes)
     loss = build_loss(instantiate(cfg.loss), weights, data.ignore_index)
     trainer = instantiate(cfg.trainer)
@@ -54,12 +55,16 @@ def run(cfg: DictConfig) -> EpochRecord:
     with tracker.start_run():
         tracker.log_config(OmegaConf.to_container(cfg, resolve=True), OmegaConf.to_yaml(cfg))
         tracker.log_class_weights(data.class_names, counts, weights, scheme.scheme)
+        if not augmenter.is_identity:
+            tracker.log_augmentation(augmenter, data, cfg.trainer.seed)
         history = trainer.fit(
             model,
             loss,
             data,
             class_weights=weights,
             per_batch=scheme.per_batch,
+            image_boost=scheme.boost(data.class_names),
+            augment=augmenter,
             on_epoch=on_epoch,
         )
         final = history[-1]

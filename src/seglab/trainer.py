@@ -10,7 +10,9 @@ from typing import Any
 
 import keras
 import numpy as np
+import tensorflow as tf
 
+from seglab.augment import Augmenter
 from seglab.data import SegmentationData, batches
 from seglab.losses import CrossEntropy, SegmentationLoss
 from seglab.metrics import ConfusionMatrix, PerClassLoss, Scores, scores_from_confusion
@@ -141,6 +143,39 @@ class Trainer:
         self.steps_per_execution = steps_per_execution
         self.jit_compile = jit_compile
 
+    def streams(
+        self,
+        data: SegmentationData,
+        loss: SegmentationLoss,
+        *,
+        class_weights: np.ndarray | None = None,
+        per_batch: bool = False,
+        image_boost: tuple[int, float] | None = None,
+        augment: Augmenter | None = None,
+    ) -> tuple[tf.data.Dataset, tf.data.Dataset]:
+        """The batched training and validation streams :meth:`fit` trains on.
+
+        The training stream is shuffled, augmented and image-boosted; the validation stream is
+        none of these: it only carries the same pixel weights, so ``val/loss`` is the objective.
+        """
+
+        if (per_batch or image_boost) and not loss.pixel_weighted:
+            option = "per_batch" if per_batch else "image_boost_class"
+            raise ValueError(
+                f"class_weights {option} builds per-pixel weight maps, but loss {loss.name!r} "
+                "takes no pixel weights; use it with a pixelwise loss (ce, focal, ce_dice)"
+            )
+        stream = partial(
+            batches,
+            batch_size=self.batch_size,
+            class_weights=class_weights if loss.pixel_weighted else None,
+            batch_weights=per_batch,
+            num_classes=data.num_classes,
+            ignore_index=data.ignore_index,
+        )
+        train = stream(data.train, shuffle_seed=self.seed, augment=augment, image_boost=image_boost)
+        return train, stream(data.val)
+
     def fit(
         self,
         model: keras.Model,
@@ -149,6 +184,8 @@ class Trainer:
         *,
         class_weights: np.ndarray | None = None,
         per_batch: bool = False,
+        image_boost: tuple[int, float] | None = None,
+        augment: Augmenter | None = None,
         on_epoch: Callable[[EpochRecord], None] | None = None,
         callbacks: Sequence[keras.callbacks.Callback] = (),
         class_weight: Any = None,
@@ -162,17 +199,14 @@ class Trainer:
             class_weights: Dataset class weights (C,); a pixelwise loss gets them as
                 per-pixel ``sample_weight`` maps, on the train and val streams alike.
             per_batch: Recompute the weights from each batch (the pitfall, pixel losses only).
+            image_boost: ``(class index, factor)`` image-level weight, training stream only.
+            augment: Joint augmentation of the training stream (validation never is).
             on_epoch: Called with each epoch's record.
             callbacks: Extra Keras callbacks.
             class_weight: Keras' argument; always rejected with an explanation.
         """
         if class_weight is not None:
             raise ValueError(f"Trainer.fit(class_weight=...): {CLASS_WEIGHT_ERROR}")
-        if per_batch and not loss.pixel_weighted:
-            raise ValueError(
-                f"class_weights=per_batch builds per-pixel weight maps, but loss {loss.name!r} "
-                "takes no pixel weights; use it with a pixelwise loss (ce, focal, ce_dice)"
-            )
         num_classes = data.num_classes
         confusion = ConfusionMatrix(num_classes, data.ignore_index)
         loss_terms = PerClassLoss(loss, num_classes, name="loss_terms")
@@ -185,18 +219,18 @@ class Trainer:
             steps_per_execution=self.steps_per_execution,
             jit_compile=self.jit_compile,
         )
-        stream = partial(
-            batches,
-            batch_size=self.batch_size,
-            class_weights=class_weights if loss.pixel_weighted else None,
-            batch_weights=per_batch,
-            num_classes=num_classes,
-            ignore_index=data.ignore_index,
+        train, val = self.streams(
+            data,
+            loss,
+            class_weights=class_weights,
+            per_batch=per_batch,
+            image_boost=image_boost,
+            augment=augment,
         )
         recorder = EpochRecorder(confusion, loss_terms, ce, on_epoch)
         model.fit(
-            stream(data.train, shuffle_seed=self.seed),
-            validation_data=stream(data.val),
+            train,
+            validation_data=val,
             epochs=self.epochs,
             shuffle=False,  # the tf.data stream shuffles itself, seeded
             callbacks=[recorder, *callbacks],

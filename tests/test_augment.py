@@ -1,0 +1,191 @@
+"""Augmentation moves image and mask together, on the training stream only."""
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from seglab.augment import Augmenter, preview
+from seglab.data import batches, from_arrays, shapes
+from seglab.losses import CrossEntropy, Dice
+from seglab.trainer import Trainer
+
+IGNORE = 255
+C = 5
+
+
+def label_encoded(count=6, size=32, seed=0):
+    """Images whose pixel values encode their mask label: channel 0 = label / 8."""
+    rng = np.random.default_rng(seed)
+    masks = np.zeros((count, size, size), np.uint8)
+    for mask in masks:
+        for label in range(1, C):
+            y, x = rng.integers(0, size - 8, 2)
+            mask[y : y + rng.integers(3, 9), x : x + rng.integers(3, 9)] = label
+    images = np.repeat((masks * 32)[..., None], 3, axis=-1).astype(np.uint8)
+    return from_arrays((images, masks), (images, masks), [str(c) for c in range(C)], IGNORE)
+
+
+def augmented(data, augmenter, seed=0, epochs=1):
+    stream = augmenter.stream(data.train, seed)
+    out = []
+    for _ in range(epochs):
+        images, masks = zip(*stream.as_numpy_iterator(), strict=True)
+        out.append((np.stack(images), np.stack(masks)))
+    return out
+
+
+GEOMETRIC_ONLY = {"brightness": 0.0, "contrast": 0.0}
+
+
+@pytest.mark.parametrize("strength", [0.25, 0.5, 1.0])
+@pytest.mark.parametrize("seed", [0, 1])
+def test_every_labelled_pixel_still_matches_its_image_pixel(strength, seed):
+    data = label_encoded(seed=seed)
+    augmenter = Augmenter(strength, interpolation="nearest", **GEOMETRIC_ONLY)
+    ((images, masks),) = augmented(data, augmenter, seed)
+    labelled = masks != IGNORE
+    assert labelled.mean() > 0.3  # a real test: most pixels stay labelled
+    decoded = np.rint(images[..., 0] * 255 / 32)
+    np.testing.assert_array_equal(decoded[labelled], masks[labelled])
+    assert not np.array_equal(masks, np.stack([m for _, m in data.train.as_numpy_iterator()]))
+
+
+def test_bilinear_images_stay_aligned_with_nearest_masks():
+    data = label_encoded(seed=3)
+    ((images, masks),) = augmented(data, Augmenter(0.5, **GEOMETRIC_ONLY), seed=3)
+    labelled = masks != IGNORE
+    decoded = np.rint(images[..., 0] * 255 / 32)
+    assert (decoded[labelled] == masks[labelled]).mean() > 0.9  # all but blended edges
+
+
+@pytest.mark.parametrize("strength", [0.5, 1.0])
+def test_labels_after_augmentation_are_valid_labels_or_ignore(strength):
+    data = shapes(image_size=32, num_train=8, num_val=2)
+    ((_, masks),) = augmented(data, Augmenter(strength), seed=2)
+    assert set(np.unique(masks)) <= set(range(C)) | {IGNORE}
+    assert IGNORE in masks  # rotations and shifts pull in pixels from outside
+
+
+def test_strength_zero_is_the_identity():
+    data = shapes(image_size=32, num_train=4, num_val=2)
+    augmenter = Augmenter(0.0)
+    assert augmenter.is_identity and augmenter.stream(data.train, 0) is data.train
+    for image, mask in data.train.take(2):
+        moved_image, moved_mask = augmenter(image, mask, tf.constant([1, 2]))
+        np.testing.assert_array_equal(moved_image.numpy(), image.numpy())
+        np.testing.assert_array_equal(moved_mask.numpy(), mask.numpy())
+
+
+def test_photometric_changes_touch_the_image_only():
+    data = label_encoded()
+    only_colour = Augmenter(1.0, rotation=0, zoom=0, translation=0, flip=0)
+    ((images, masks),) = augmented(data, only_colour)
+    originals = [(i, m) for i, m in data.train.as_numpy_iterator()]
+    np.testing.assert_array_equal(masks, np.stack([m for _, m in originals]))
+    assert not np.allclose(images, np.stack([i for i, _ in originals]))
+    assert images.min() >= 0 and images.max() <= 1
+
+
+def test_every_epoch_draws_anew_and_the_same_seed_repeats_the_sequence():
+    data = shapes(image_size=32, num_train=6, num_val=2)
+    first, second = augmented(data, Augmenter(0.5), seed=7, epochs=2)
+    assert not np.array_equal(first[1], second[1])
+    again_first, again_second = augmented(data, Augmenter(0.5), seed=7, epochs=2)
+    np.testing.assert_array_equal(first[0], again_first[0])
+    np.testing.assert_array_equal(second[1], again_second[1])
+    other = augmented(data, Augmenter(0.5), seed=8)[0]
+    assert not np.array_equal(first[1], other[1])
+
+
+def test_pixel_weights_are_built_from_the_augmented_mask():
+    data = label_encoded()
+    weights = np.array([0.5, 1, 2, 3, 4], np.float32)
+    stream = batches(
+        data.train,
+        3,
+        shuffle_seed=1,
+        augment=Augmenter(1.0),
+        class_weights=weights,
+        num_classes=C,
+    )
+    for _, masks, pixel_weights in stream:
+        masks = masks.numpy()
+        expected = np.where(masks == IGNORE, 0, weights[np.minimum(masks, C - 1)])
+        np.testing.assert_array_equal(pixel_weights.numpy(), expected)
+        assert (masks == IGNORE).any()
+
+
+def test_image_boost_is_decided_before_augmentation_and_survives_it():
+    data = label_encoded(count=8)
+    originals = [m for _, m in data.train.as_numpy_iterator()]
+    contains = [bool((m == 4).any()) for m in originals]
+    stream = batches(
+        data.train,
+        8,
+        augment=Augmenter(1.0),
+        image_boost=(4, 5.0),
+        num_classes=C,
+    )
+    ((_, masks, weights),) = list(stream)
+    for mask, weight, boosted in zip(masks.numpy(), weights.numpy(), contains, strict=True):
+        labelled = mask != IGNORE
+        np.testing.assert_array_equal(weight[labelled], 5.0 if boosted else 1.0)
+        np.testing.assert_array_equal(weight[~labelled], 0.0)
+
+
+def trainer():
+    return Trainer(lambda: keras.optimizers.Adam(), batch_size=4)
+
+
+def test_validation_batches_are_identical_with_and_without_augmentation_or_boost():
+    data = shapes(image_size=32, num_train=8, num_val=6)
+    loss = CrossEntropy(ignore_index=IGNORE)
+    weights = np.linspace(1, 2, C).astype(np.float32)
+    _, plain = trainer().streams(data, loss, class_weights=weights)
+    train, val = trainer().streams(
+        data, loss, class_weights=weights, augment=Augmenter(1.0), image_boost=(4, 10.0)
+    )
+    for a, b in zip(plain, val, strict=True):
+        for x, y in zip(a, b, strict=True):
+            np.testing.assert_array_equal(x.numpy(), y.numpy())
+    train_masks = np.concatenate([m.numpy() for _, m, _ in train])
+    assert IGNORE in train_masks  # the training stream is augmented
+
+
+def test_image_boost_needs_a_pixelwise_loss():
+    data = shapes(image_size=32, num_train=4, num_val=2)
+    with pytest.raises(ValueError, match="image_boost_class builds per-pixel weight maps"):
+        trainer().streams(data, Dice(), image_boost=(4, 2.0))
+
+
+def test_preview_shows_the_original_then_one_draw_per_epoch():
+    data = shapes(image_size=32, num_train=6, num_val=2)
+    images, masks = preview(Augmenter(0.5), data.train, count=3, draws=2, seed=0)
+    assert len(images) == 3 and all(len(row) == 3 for row in images + masks)
+    originals = list(data.train.take(3).as_numpy_iterator())
+    np.testing.assert_array_equal(images[0][0], originals[0][0])
+    assert not np.array_equal(masks[0][1], masks[0][2])
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"strength": 1.5}, r"augment.strength must be in \[0, 1\], got 1.5"),
+        ({"strength": -0.1}, r"augment.strength must be in \[0, 1\]"),
+        ({"rotation": -5}, r"augment.rotation must be >= 0"),
+        ({"zoom": 1.0}, r"augment.zoom < 1"),
+        ({"fill_mode": "mirror"}, r"augment.fill_mode='mirror' is not one of"),
+        ({"interpolation": "cubic"}, r"augment.interpolation='cubic' is not one of"),
+    ],
+)
+def test_bad_augment_options_are_rejected_by_name(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        Augmenter(**kwargs)
+
+
+def test_factors_scale_with_strength_and_can_be_overridden():
+    half = Augmenter(0.5, rotation=10)
+    assert half.factors["rotation"] == 10
+    assert half.factors["zoom"] == pytest.approx(0.2)
+    assert half.factors["flip"] == pytest.approx(0.25)
