@@ -8,7 +8,7 @@ PORT ?= 5000
 LINT_PATHS := $(wildcard src tests benchmarks)
 
 .DEFAULT_GOAL := help
-.PHONY: help install demo test lint format ui clean
+.PHONY: help install demo test lint format ui bench clean
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  make %-8s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -35,6 +35,11 @@ lint: install ## ruff check and ruff format --check
 format: install ## Apply ruff fixes and formatting
 	$(VENV)/bin/ruff check --fix $(LINT_PATHS)
 	$(VENV)/bin/ruff format $(LINT_PATHS)
+
+bench: install ## Run benchmarks/*.py; JSON + markdown in benchmarks/results/
+	cd benchmarks && for script in $$(ls *.py | grep -v common.py); do \
+		../$(PY) $$script || exit 1; done
+	cat benchmarks/results/*.md > benchmarks/results/SUMMARY.md
 
 ui: install ## MLflow UI on the project's store (outputs/mlflow.db)
 	$(VENV)/bin/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/outputs/mlflow.db \

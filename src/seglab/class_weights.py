@@ -106,6 +106,10 @@ def manual(
     weights: Sequence[float] | Mapping[str, float], class_names: Sequence[str]
 ) -> np.ndarray:
     """Weights given by hand: a list in class order, or a mapping by class name (missing: 1)."""
+    values = list(weights.values()) if isinstance(weights, Mapping) else list(weights)
+    bad = [w for w in values if isinstance(w, bool) or not isinstance(w, int | float)]
+    if bad:
+        raise ValueError(f"class_weights.weights must be numbers, got {bad}")
     if isinstance(weights, Mapping):
         unknown = sorted(set(weights) - set(class_names))
         if unknown:

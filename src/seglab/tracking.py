@@ -14,11 +14,14 @@ from __future__ import annotations
 import io
 import logging
 import os
+import tempfile
 import time
+import urllib.request
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlparse
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -36,12 +39,44 @@ from seglab.metrics import hidden_failure, per_class_table
 from seglab.trainer import EpochRecord
 
 TAG_FAILURE_REASON = "seglab.failure_reason"
+TAG_RESUMED = "seglab.resumed_at_epoch"
 TAG_WORST_CLASS = "seglab.worst_class"
 TAG_HIDDEN_FAILURE = "seglab.hidden_failure"
 MAX_PARAMS_PER_BATCH = 100  # MLflow's log_batch limit
 MAX_PARAM_LENGTH = 6000
+URI_SCHEMES = ("sqlite", "file", "http", "https", "postgresql", "mysql", "mssql", "databricks")
 
 log = logging.getLogger(__name__)
+
+
+class RetryingClient:
+    """An ``MlflowClient`` whose calls retry while sqlite answers "database is locked".
+
+    Parallel sweep jobs share one sqlite file; a writer holding the lock makes the others fail
+    at once. Retrying with backoff (about 25 s in all) turns that into waiting.
+    """
+
+    def __init__(self, client: MlflowClient, attempts: int = 8, delay: float = 0.1) -> None:
+        self._client = client
+        self._attempts = attempts
+        self._delay = delay
+
+    def __getattr__(self, name: str) -> Any:
+        method = getattr(self._client, name)
+        if not callable(method):
+            return method
+
+        def call(*args: Any, **kwargs: Any) -> Any:
+            for attempt in range(self._attempts):
+                try:
+                    return method(*args, **kwargs)
+                except Exception as error:
+                    if "database is locked" not in str(error) or attempt == self._attempts - 1:
+                        raise
+                    time.sleep(self._delay * 2**attempt)
+            raise AssertionError("unreachable")
+
+        return call
 
 
 def epoch_metrics(record: EpochRecord, class_names: Sequence[str]) -> dict[str, float]:
@@ -96,21 +131,89 @@ class MlflowTracker:
         run_name: str | None = None,
     ) -> None:
         self.experiment_name = experiment_name
-        self.uri = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or default_uri
+        if tracking_uri:
+            self.uri, self.uri_source = tracking_uri, "tracking.tracking_uri"
+        elif os.environ.get("MLFLOW_TRACKING_URI"):
+            self.uri, self.uri_source = os.environ["MLFLOW_TRACKING_URI"], "MLFLOW_TRACKING_URI"
+        else:
+            self.uri, self.uri_source = default_uri, "tracking.default_uri"
         self.artifact_root = artifact_root
         self.run_name = run_name
         self.run_id: str | None = None
-        self._client: MlflowClient | None = None
+        self._client: RetryingClient | None = None
 
     @property
-    def client(self) -> MlflowClient:
+    def client(self) -> RetryingClient:
         if self._client is None:
             if self.uri.startswith("sqlite:///"):
                 Path(self.uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
             for name in ("alembic", "mlflow.store.db.utils"):  # schema-migration chatter
                 logging.getLogger(name).setLevel(logging.WARNING)
-            self._client = MlflowClient(tracking_uri=self.uri)
+            self._client = RetryingClient(MlflowClient(tracking_uri=self.uri))
         return self._client
+
+    def check(self) -> None:
+        """Fails fast, before any training, on a malformed or unreachable tracking URI."""
+        where = f"{self.uri_source}={self.uri!r}"
+        scheme = urlparse(self.uri).scheme.split("+")[0]
+        if len(scheme) > 1 and scheme not in URI_SCHEMES:
+            raise ValueError(
+                f"{where} is not an MLflow tracking URI: scheme {scheme!r} is not one of "
+                f"{list(URI_SCHEMES)} (e.g. sqlite:///abs/path/mlflow.db or http://host:5000)"
+            )
+        if scheme == "sqlite" and not self.uri.startswith("sqlite:///"):
+            raise ValueError(f"{where}: write sqlite URIs as sqlite:///<path>, with three slashes")
+        if scheme == "sqlite":
+            folder = Path(self.uri.removeprefix("sqlite:///")).parent
+            try:
+                folder.mkdir(parents=True, exist_ok=True)
+                with tempfile.NamedTemporaryFile(dir=folder):
+                    pass
+            except OSError as error:
+                raise ValueError(f"{where}: cannot write to {folder}: {error}") from error
+        if scheme in ("http", "https"):
+            try:
+                with urllib.request.urlopen(f"{self.uri.rstrip('/')}/health", timeout=5):
+                    pass
+            except (OSError, ValueError) as error:
+                raise ValueError(
+                    f"{where}: cannot reach the MLflow server ({error}); start it, fix the "
+                    "address, or unset MLFLOW_TRACKING_URI to use the local store"
+                ) from error
+        self.experiment_id()
+
+    def resumable_run(self, resume: bool | str | None, checkpoint_root: str | Path) -> str | None:
+        """The run ``trainer.resume`` names: ``None`` for a new run.
+
+        ``True`` picks the latest run of the experiment that did not finish and has a
+        checkpoint; a string is a run id, which must have a checkpoint.
+        """
+        if resume is None or resume is False:
+            return None
+        root = Path(checkpoint_root)
+        if resume is True:
+            runs = self.client.search_runs(
+                [self.experiment_id()], order_by=["attributes.start_time DESC"]
+            )
+            for run in runs:
+                if run.info.status != "FINISHED" and (root / run.info.run_id / "last").is_dir():
+                    return run.info.run_id
+            raise ValueError(
+                f"trainer.resume=true: experiment {self.experiment_name!r} has no unfinished run "
+                f"with a checkpoint under {root}"
+            )
+        run_id = str(resume)
+        try:
+            self.client.get_run(run_id)
+        except MlflowException as error:
+            raise ValueError(f"trainer.resume={run_id!r}: no such run at {self.uri}") from error
+        if not (root / run_id / "last").is_dir():
+            raise ValueError(f"trainer.resume={run_id!r}: no checkpoint in {root / run_id}")
+        return run_id
+
+    def logged_steps(self, key: str) -> list[int]:
+        """Steps at which ``key`` was logged in this run."""
+        return sorted(m.step for m in self.client.get_metric_history(self.run_id, key))
 
     def experiment_id(self) -> str:
         """Id of the experiment, creating it (race-safe) on first use."""
@@ -126,12 +229,21 @@ class MlflowTracker:
             return self.client.get_experiment_by_name(self.experiment_name).experiment_id
 
     @contextmanager
-    def start_run(self, tags: Mapping[str, str] | None = None) -> Iterator[MlflowTracker]:
-        """Opens a run; it ends FINISHED, FAILED (reason tagged) or KILLED (Ctrl-C/SIGTERM)."""
-        run = self.client.create_run(
-            self.experiment_id(), run_name=self.run_name, tags=dict(tags or {})
-        )
-        self.run_id = run.info.run_id
+    def start_run(
+        self, tags: Mapping[str, str] | None = None, resume_run_id: str | None = None
+    ) -> Iterator[MlflowTracker]:
+        """Opens a run (or reopens ``resume_run_id``); it ends FINISHED, FAILED (reason tagged)
+        or KILLED (Ctrl-C/SIGTERM)."""
+        if resume_run_id is None:
+            run = self.client.create_run(
+                self.experiment_id(), run_name=self.run_name, tags=dict(tags or {})
+            )
+            self.run_id = run.info.run_id
+        else:
+            self.run_id = resume_run_id
+            self.client.update_run(resume_run_id, status="RUNNING")
+            if TAG_FAILURE_REASON in self.client.get_run(resume_run_id).data.tags:
+                self.client.delete_tag(resume_run_id, TAG_FAILURE_REASON)
         log.info(
             "MLflow run %s in experiment %r at %s", self.run_id, self.experiment_name, self.uri
         )

@@ -3,27 +3,37 @@
 from __future__ import annotations
 
 import os
+import signal
+import tempfile
+from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's C++ start-up chatter out
 
 import hydra
-import keras
 import pandas as pd
+from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from seglab.checkpoints import Checkpointer
 from seglab.data import cached_class_counts
 from seglab.losses import build_loss
 from seglab.paths import config_dir
-from seglab.tracking import MlflowTracker, epoch_metrics
-from seglab.trainer import EpochRecord, predict_samples, reject_keras_class_weight
+from seglab.tracking import TAG_RESUMED, MlflowTracker, epoch_metrics
+from seglab.trainer import EpochRecord, predict_samples, reject_keras_class_weight, seed_everything
 
 
 def run(cfg: DictConfig) -> EpochRecord:
-    """Trains and logs one run; returns the last epoch's record."""
+    """Trains and logs one run; returns the last epoch's record.
+
+    Everything that can be checked is checked before training: config values, the data's
+    labels, the output folder and the tracking store.
+    """
     reject_keras_class_weight(OmegaConf.to_container(cfg))
-    keras.utils.set_random_seed(cfg.trainer.seed)
-    data = instantiate(cfg.data)
+    check_writable(cfg.paths.output_dir, "paths.output_dir")
+    trainer = build(cfg.trainer)
+    seed_everything(trainer.seed, trainer.deterministic)
+    data = build(cfg.data)
     data_key = OmegaConf.to_container(cfg.data, resolve=True)
     cache = cfg.paths.cache_dir
     counts = cached_class_counts(
@@ -33,16 +43,21 @@ def run(cfg: DictConfig) -> EpochRecord:
     cached_class_counts(
         data.val, data.num_classes, data.ignore_index, {"split": "val", **data_key}, cache
     )
-    scheme = instantiate(cfg.class_weights)
+    scheme = build(cfg.class_weights)
     weights = scheme(counts, data.class_names)
-    augmenter = instantiate(cfg.augment, ignore_index=data.ignore_index)
-    model = instantiate(cfg.model, input_shape=data.image_shape, num_classes=data.num_classes)
-    loss = build_loss(instantiate(cfg.loss), weights, data.ignore_index)
-    trainer = instantiate(cfg.trainer)
-    tracker: MlflowTracker = instantiate(cfg.tracking)
+    augmenter = build(cfg.augment, ignore_index=data.ignore_index)
+    model = build(cfg.model, input_shape=data.image_shape, num_classes=data.num_classes)
+    loss = build_loss(build(cfg.loss), weights, data.ignore_index)
+    image_boost = scheme.boost(data.class_names)
+    trainer.check_weighting(loss, scheme.per_batch, image_boost)
+    tracker: MlflowTracker = build(cfg.tracking)
+    tracker.check()
+    resume_id = tracker.resumable_run(trainer.resume, cfg.paths.checkpoint_dir)
 
     def on_epoch(record: EpochRecord) -> None:
-        tracker.log_metrics(epoch_metrics(record, data.class_names), step=record.epoch)
+        metrics = epoch_metrics(record, data.class_names)
+        checkpointer.save(model, record.epoch, metrics)  # before logging: see resume below
+        tracker.log_metrics(metrics, step=record.epoch)
         worst = data.class_names[record.scores.worst_class]
         print(
             f"epoch {record.epoch}/{trainer.epochs}  train/loss {record.train_loss:.4f}  "
@@ -52,20 +67,35 @@ def run(cfg: DictConfig) -> EpochRecord:
             flush=True,
         )
 
-    with tracker.start_run():
-        tracker.log_config(OmegaConf.to_container(cfg, resolve=True), OmegaConf.to_yaml(cfg))
-        tracker.log_class_weights(data.class_names, counts, weights, scheme.scheme)
-        if not augmenter.is_identity:
-            tracker.log_augmentation(augmenter, data, cfg.trainer.seed)
+    with tracker.start_run(resume_run_id=resume_id):
+        checkpointer = Checkpointer(
+            Path(cfg.paths.checkpoint_dir) / tracker.run_id,
+            trainer.checkpoint_monitor,
+            trainer.checkpoint_mode,
+        )
+        if resume_id is None:
+            tracker.log_config(OmegaConf.to_container(cfg, resolve=True), OmegaConf.to_yaml(cfg))
+            tracker.log_class_weights(data.class_names, counts, weights, scheme.scheme)
+            if not augmenter.is_identity:
+                tracker.log_augmentation(augmenter, data, trainer.seed)
+        else:
+            # A kill between saving a checkpoint and logging its epoch leaves that step
+            # unlogged: log it from the checkpoint, so the history has no gap and no duplicate.
+            state = checkpointer.read_state()
+            if state.epoch not in tracker.logged_steps("val/loss"):
+                tracker.log_metrics(state.metrics, step=state.epoch)
+            tracker.set_tags({TAG_RESUMED: state.epoch})
+            print(f"resuming run {resume_id} after epoch {state.epoch}", flush=True)
         history = trainer.fit(
             model,
             loss,
             data,
             class_weights=weights,
             per_batch=scheme.per_batch,
-            image_boost=scheme.boost(data.class_names),
+            image_boost=image_boost,
             augment=augmenter,
             on_epoch=on_epoch,
+            resume_from=checkpointer if resume_id else None,
         )
         final = history[-1]
         samples = predict_samples(
@@ -107,9 +137,41 @@ def print_summary(
     print(f"MLflow run {tracker.run_id} in experiment '{tracker.experiment_name}' at {tracker.uri}")
 
 
+def build(node: DictConfig, **kwargs: object) -> object:
+    """``hydra.utils.instantiate`` that re-raises our own ``ValueError`` unwrapped, so the
+    message naming the bad option is the first thing the user reads."""
+    try:
+        return instantiate(node, **kwargs)
+    except InstantiationException as error:
+        if isinstance(error.__cause__, ValueError):
+            raise error.__cause__ from None
+        raise
+
+
+def check_writable(folder: str, option: str) -> None:
+    """Raises naming ``option`` when ``folder`` cannot be created or written."""
+    try:
+        Path(folder).mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=folder):
+            pass
+    except OSError as error:
+        raise ValueError(f"{option}={folder!r} is not writable: {error}") from error
+
+
+def interrupt_on_sigterm() -> None:
+    """SIGTERM (a scheduler's kill, ``timeout``) ends the run like Ctrl-C: KILLED, checkpoints
+    kept."""
+
+    def handler(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    signal.signal(signal.SIGTERM, handler)
+
+
 @hydra.main(version_base="1.3", config_path=str(config_dir()), config_name="train")
 def main(cfg: DictConfig) -> float:
     """Hydra entry point; returns the worst-class IoU (what a sweeper should maximise)."""
+    interrupt_on_sigterm()
     return run(cfg).scores.min_iou
 
 

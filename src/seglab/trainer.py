@@ -13,6 +13,7 @@ import numpy as np
 import tensorflow as tf
 
 from seglab.augment import Augmenter
+from seglab.checkpoints import MODES, Checkpointer
 from seglab.data import SegmentationData, batches
 from seglab.losses import CrossEntropy, SegmentationLoss
 from seglab.metrics import ConfusionMatrix, PerClassLoss, Scores, scores_from_confusion
@@ -108,6 +109,39 @@ class EpochRecorder(keras.callbacks.Callback):
             self.on_epoch(record)
 
 
+class NonFiniteGuard(keras.callbacks.Callback):
+    """Stops training at the first NaN/Inf loss by raising, so the run ends FAILED with the
+    reason, the metrics logged so far stay, and the last good checkpoint is not overwritten
+    (Keras' ``TerminateOnNaN`` would instead finish the epoch and validate the broken model)."""
+
+    def on_train_batch_end(self, batch: int, logs: dict[str, Any] | None = None) -> None:
+        loss = (logs or {}).get("loss")
+        if loss is not None and not np.isfinite(loss):
+            raise FloatingPointError(
+                f"training loss became {float(loss)} at batch {batch + 1} of epoch "
+                f"{self.epoch + 1}; lower the learning rate or check the data and loss"
+            )
+
+    def on_epoch_begin(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        self.epoch = epoch
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        loss = (logs or {}).get("val_loss")
+        if loss is not None and not np.isfinite(loss):
+            raise FloatingPointError(f"validation loss became {float(loss)} at epoch {epoch + 1}")
+
+
+def seed_everything(seed: int, deterministic: bool = False) -> None:
+    """Seeds Python, NumPy and TensorFlow; ``deterministic`` also makes TF ops deterministic.
+
+    With both, the same seed on the same machine and TensorFlow build gives the same per-class
+    IoU history. Without op determinism, parallel reductions may differ in the last bits.
+    """
+    keras.utils.set_random_seed(seed)
+    if deterministic:
+        tf.config.experimental.enable_op_determinism()
+
+
 class Trainer:
     """Fits a segmentation model and records the validation scores of every epoch.
 
@@ -115,9 +149,15 @@ class Trainer:
         optimizer: Factory of a fresh Keras optimizer (a Hydra ``_partial_``).
         epochs: Number of epochs.
         batch_size: Images per batch.
-        seed: Seed of Python, NumPy, TensorFlow and the shuffle order.
+        seed: Seed of Python, NumPy, TensorFlow, the shuffle order and augmentation.
+        deterministic: Also make TensorFlow ops deterministic (see :func:`seed_everything`).
         steps_per_execution: Batches run per ``tf.function`` call (fewer Python round trips).
         jit_compile: Compile the train step with XLA (measured slower for the U-Net on CPU).
+        resume: ``False``, ``True`` (the latest unfinished run of the experiment) or a run id:
+            continue that run from its last checkpoint.
+        checkpoint_monitor: Metric that selects the ``best`` checkpoint.
+        checkpoint_mode: ``max`` or ``min`` for that metric.
+        class_weight: Keras' argument; always rejected with an explanation.
     """
 
     def __init__(
@@ -126,12 +166,20 @@ class Trainer:
         epochs: int = 10,
         batch_size: int = 16,
         seed: int = 0,
+        deterministic: bool = False,
         steps_per_execution: int = 1,
         jit_compile: bool = False,
+        resume: bool | str = False,
+        checkpoint_monitor: str = "val/min_iou",
+        checkpoint_mode: str = "max",
         class_weight: Any = None,
     ) -> None:
         if class_weight is not None:
             raise ValueError(f"trainer.class_weight: {CLASS_WEIGHT_ERROR}")
+        if checkpoint_mode not in MODES:
+            raise ValueError(
+                f"trainer.checkpoint_mode={checkpoint_mode!r} is not one of {list(MODES)}"
+            )
         if epochs < 1:
             raise ValueError(f"trainer.epochs must be >= 1, got {epochs}")
         if batch_size < 1:
@@ -140,8 +188,24 @@ class Trainer:
         self.epochs = epochs
         self.batch_size = batch_size
         self.seed = seed
+        self.deterministic = deterministic
+        self.resume = resume
+        self.checkpoint_monitor = checkpoint_monitor
+        self.checkpoint_mode = checkpoint_mode
         self.steps_per_execution = steps_per_execution
         self.jit_compile = jit_compile
+
+    @staticmethod
+    def check_weighting(
+        loss: SegmentationLoss, per_batch: bool, image_boost: tuple[int, float] | None
+    ) -> None:
+        """Per-batch and image-level weights are pixel weight maps: pixelwise losses only."""
+        if (per_batch or image_boost) and not loss.pixel_weighted:
+            option = "per_batch" if per_batch else "image_boost_class"
+            raise ValueError(
+                f"class_weights {option} builds per-pixel weight maps, but loss {loss.name!r} "
+                "takes no pixel weights; use it with a pixelwise loss (ce, focal, ce_dice)"
+            )
 
     def streams(
         self,
@@ -159,12 +223,7 @@ class Trainer:
         none of these: it only carries the same pixel weights, so ``val/loss`` is the objective.
         """
 
-        if (per_batch or image_boost) and not loss.pixel_weighted:
-            option = "per_batch" if per_batch else "image_boost_class"
-            raise ValueError(
-                f"class_weights {option} builds per-pixel weight maps, but loss {loss.name!r} "
-                "takes no pixel weights; use it with a pixelwise loss (ce, focal, ce_dice)"
-            )
+        self.check_weighting(loss, per_batch, image_boost)
         stream = partial(
             batches,
             batch_size=self.batch_size,
@@ -188,6 +247,7 @@ class Trainer:
         augment: Augmenter | None = None,
         on_epoch: Callable[[EpochRecord], None] | None = None,
         callbacks: Sequence[keras.callbacks.Callback] = (),
+        resume_from: Checkpointer | None = None,
         class_weight: Any = None,
     ) -> list[EpochRecord]:
         """Trains ``model`` on ``data.train`` and scores ``data.val`` after every epoch.
@@ -203,7 +263,12 @@ class Trainer:
             augment: Joint augmentation of the training stream (validation never is).
             on_epoch: Called with each epoch's record.
             callbacks: Extra Keras callbacks.
+            resume_from: Continue from this checkpointer's ``last`` checkpoint (weights,
+                optimizer state, epoch); records then cover the remaining epochs only.
             class_weight: Keras' argument; always rejected with an explanation.
+
+        Raises:
+            FloatingPointError: When a training or validation loss becomes NaN or Inf.
         """
         if class_weight is not None:
             raise ValueError(f"Trainer.fit(class_weight=...): {CLASS_WEIGHT_ERROR}")
@@ -227,13 +292,15 @@ class Trainer:
             image_boost=image_boost,
             augment=augment,
         )
+        initial_epoch = 0 if resume_from is None else resume_from.restore(model).epoch
         recorder = EpochRecorder(confusion, loss_terms, ce, on_epoch)
         model.fit(
             train,
             validation_data=val,
             epochs=self.epochs,
+            initial_epoch=initial_epoch,
             shuffle=False,  # the tf.data stream shuffles itself, seeded
-            callbacks=[recorder, *callbacks],
+            callbacks=[NonFiniteGuard(), recorder, *callbacks],
             verbose=0,
         )
         return recorder.records

@@ -1,0 +1,133 @@
+"""What seglab adds to an epoch, each variant timed in this one process, interleaved.
+
+Variants, all the same U-Net (64 px, depth 3, base 8) on the same 800-image shapes set:
+  bare      model.fit with Keras' CE on the same tf.data pipeline, validation loss only
+  seglab    seglab's Trainer: streaming confusion matrix, per-class loss terms, val CE
+  tracked   seglab + MLflow logging of every per-class metric each epoch (sqlite store)
+  augment   seglab with augment=medium on the training stream
+Ratios are of median epoch times (first epoch of every run dropped: it traces the graphs).
+Goals: seglab/bare >= 0.95 throughput, tracking <= 2 % overhead, augment >= 0.9x.
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+
+import common
+import keras
+import psutil
+
+from seglab.augment import Augmenter
+from seglab.data import batches, shapes
+from seglab.losses import CrossEntropy
+from seglab.model import build_unet
+from seglab.tracking import MlflowTracker, epoch_metrics
+from seglab.trainer import Trainer
+
+
+def new_model(data):
+    keras.utils.set_random_seed(0)
+    return build_unet(data.image_shape, data.num_classes, depth=3, base_filters=8)
+
+
+def bare(data, epochs: int) -> list[float]:
+    model = new_model(data)
+    model.compile(keras.optimizers.Adam(3e-3), keras.losses.SparseCategoricalCrossentropy())
+    timer = common.EpochTimer()
+    model.fit(
+        batches(data.train, 16, shuffle_seed=0),
+        validation_data=batches(data.val, 16),
+        epochs=epochs,
+        shuffle=False,
+        callbacks=[timer],
+        verbose=0,
+    )
+    return timer.seconds
+
+
+def seglab(data, epochs: int, tracker=None, augment=None, rss=None) -> list[float]:
+    timer = common.EpochTimer()
+
+    def on_epoch(record):
+        if tracker is not None:
+            tracker.log_metrics(epoch_metrics(record, data.class_names), step=record.epoch)
+        if rss is not None:
+            rss.append(psutil.Process().memory_info().rss / 2**20)
+
+    Trainer(lambda: keras.optimizers.Adam(3e-3), epochs=epochs, batch_size=16).fit(
+        new_model(data),
+        CrossEntropy(255),
+        data,
+        augment=augment,
+        on_epoch=on_epoch,
+        callbacks=[timer],
+    )
+    return timer.seconds
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--epochs", type=int, default=3, help="per run, the first is dropped")
+    parser.add_argument("--rss-epochs", type=int, default=10)
+    args = parser.parse_args()
+    data = shapes()
+    with tempfile.TemporaryDirectory() as tmp:
+        tracker = MlflowTracker("bench", tracking_uri=f"sqlite:///{tmp}/mlflow.db")
+        variants = {
+            "bare": lambda: bare(data, args.epochs),
+            "seglab": lambda: seglab(data, args.epochs),
+            "tracked": lambda: seglab(data, args.epochs, tracker=tracker),
+            "augment": lambda: seglab(data, args.epochs, augment=Augmenter(0.5)),
+        }
+        times: dict[str, list[float]] = {name: [] for name in variants}
+        with tracker.start_run():
+            for _ in range(args.repeats):
+                for name, run in variants.items():  # interleaved: drift hits every variant
+                    times[name] += run()[1:]
+            rss: list[float] = []
+            start = time.perf_counter()
+            seglab(data, args.rss_epochs, tracker=tracker, rss=rss)
+            rss_seconds = time.perf_counter() - start
+    epoch = {name: common.median(values) for name, values in times.items()}
+    images = data.num_train
+    ratios = {
+        "seglab_vs_bare_throughput": epoch["bare"] / epoch["seglab"],
+        "tracking_overhead": epoch["tracked"] / epoch["seglab"] - 1,
+        "augment_medium_vs_none_throughput": epoch["seglab"] / epoch["augment"],
+    }
+    common.write(
+        "trainer_overhead",
+        {
+            "epoch_seconds_median": epoch,
+            "epoch_seconds_all": times,
+            "train_images_per_second": {k: images / v for k, v in epoch.items()},
+            "ratios": ratios,
+            "goals": {
+                "seglab_vs_bare_throughput": ">= 0.95",
+                "tracking_overhead": "<= 0.02",
+                "augment_medium_vs_none_throughput": ">= 0.9",
+            },
+            "rss_mib_per_epoch": rss,
+            "rss_growth_mib_epoch2_to_last": float(rss[-1] - rss[1]),
+            "rss_run_seconds": rss_seconds,
+        },
+        [
+            f"Median epoch (800 train + 200 val images, 64 px, {args.repeats} repeats x "
+            f"{args.epochs - 1} timed epochs): "
+            + ", ".join(f"{k} {v:.2f} s" for k, v in epoch.items()),
+            f"- seglab vs bare model.fit throughput: {ratios['seglab_vs_bare_throughput']:.3f}"
+            " (goal >= 0.95)",
+            f"- MLflow tracking overhead: {ratios['tracking_overhead']:+.1%} (goal <= 2 %)",
+            f"- augment=medium vs none throughput: "
+            f"{ratios['augment_medium_vs_none_throughput']:.3f} (goal >= 0.9)",
+            f"- RSS over {args.rss_epochs} tracked epochs: {rss[0]:.0f} -> {rss[-1]:.0f} MiB "
+            f"(epoch 2 to last: {rss[-1] - rss[1]:+.0f} MiB)",
+        ],
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,254 @@
+"""Bad input fails before training with a clear message; faults lose nothing."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from hydra import compose, initialize_config_dir
+from hydra.errors import MissingConfigException
+from mlflow.tracking import MlflowClient
+
+from seglab import train as train_module
+from seglab.losses import CrossEntropy
+from seglab.paths import config_dir
+from seglab.tracking import RetryingClient
+from seglab.train import run
+
+CLASSES = ["background", "disk", "square", "bar", "speck"]
+
+
+def smoke_config(tmp_path, *overrides):
+    with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
+        return compose(
+            "train", overrides=["trainer=smoke", f"paths.output_dir={tmp_path}", *overrides]
+        )
+
+
+def runs(tmp_path):
+    client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
+    experiment = client.get_experiment_by_name("seglab")
+    return [] if experiment is None else client.search_runs([experiment.experiment_id])
+
+
+BAD_INPUTS = [
+    (["class_weights=manual", "class_weights.weights=[1,2]"], r"has 2 values but there are 5"),
+    (["class_weights=manual", "class_weights.weights={spek: 3}"], r"unknown classes \['spek'\]"),
+    (["class_weights=manual", "class_weights.weights=[1,1,1,1,-2]"], r"finite and >= 0"),
+    (["class_weights=manual", "class_weights.weights=[1,1,1,1,nan]"], r"finite and >= 0"),
+    (
+        ["class_weights=manual", "class_weights.weights=[1,1,1,1,x]"],
+        r"must be numbers, got \['x'\]",
+    ),
+    (
+        ["+trainer.class_weight={4: 10}"],
+        r"trainer.class_weight: Keras' class_weight .* 'TypeError: only 0-dim",
+    ),
+    (["+class_weight=[1,2]"], r"config key class_weight: Keras' class_weight"),
+    (["data.image_size=40", "model.depth=4"], r"divisible by 2\*\*4=16, got 40x40"),
+    (["data.num_val=0"], r"the val split is empty"),
+    (["data.num_train=0"], r"the train split is empty"),
+    (["data.class_names=[a,b]"], r"data.class_names must name 5 classes"),
+    (["augment=medium", "augment.strength=1.5"], r"augment.strength must be in \[0, 1\], got 1.5"),
+    (["class_weights=per_batch", "loss=dice"], r"per_batch builds per-pixel weight maps"),
+    (["trainer.checkpoint_mode=up"], r"trainer.checkpoint_mode='up' is not one of"),
+    (["tracking.tracking_uri=ftp://host/x"], r"tracking.tracking_uri='ftp://host/x' is not an"),
+    (["tracking.tracking_uri=sqlite:/x.db"], r"write sqlite URIs as sqlite:///<path>"),
+    (["trainer.resume=0123abcd"], r"trainer.resume='0123abcd': no such run"),
+    (["trainer.resume=true"], r"has no unfinished run with a checkpoint"),
+]
+
+
+@pytest.mark.parametrize(("overrides", "message"), BAD_INPUTS, ids=[str(o) for o, _ in BAD_INPUTS])
+def test_bad_input_fails_before_training_naming_the_option(tmp_path, overrides, message):
+    with pytest.raises(ValueError, match=message):
+        run(smoke_config(tmp_path, *overrides))
+    assert runs(tmp_path) == []  # nothing started
+
+
+def test_unknown_group_option_names_the_choices(tmp_path):
+    with pytest.raises(MissingConfigException, match=r"loss/dicee") as error:
+        smoke_config(tmp_path, "loss=dicee")
+    assert "dice" in str(error.value) and "lovasz" in str(error.value)
+
+
+def test_unreachable_tracking_server_is_named_with_its_variable(tmp_path, monkeypatch):
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:9")  # discard port: closed
+    with pytest.raises(ValueError, match=r"MLFLOW_TRACKING_URI='http://127.0.0.1:9': cannot reach"):
+        run(smoke_config(tmp_path))
+
+
+def test_output_dir_that_cannot_be_written_is_named(tmp_path):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("")
+    with pytest.raises(ValueError, match=r"paths.output_dir='.*a_file/out' is not writable"):
+        run(smoke_config(tmp_path, f"paths.output_dir={blocker}/out"))
+
+
+class NaNAfter(CrossEntropy):
+    """CE that turns NaN once it has been evaluated ``after`` times (train and val calls)."""
+
+    def __init__(self, after: int = 14, **kwargs):
+        super().__init__(**kwargs)
+        self.after = after
+        self.calls = tf.Variable(0, trainable=False)
+
+    def per_class(self, y_true, y_pred, sample_weight=None):
+        terms = super().per_class(y_true, y_pred, sample_weight)
+        self.calls.assign_add(1)
+        return tf.where(self.calls > self.after, np.nan, terms)
+
+
+def test_nan_loss_fails_the_run_with_the_reason_and_keeps_metrics_and_checkpoint(tmp_path):
+    cfg = smoke_config(
+        tmp_path,
+        "trainer.epochs=3",
+        "~loss",
+        f"+loss._target_={__name__}.NaNAfter",
+        "+loss._partial_=true",
+    )
+    with pytest.raises(FloatingPointError, match="training loss became nan at batch"):
+        run(cfg)
+    (failed,) = runs(tmp_path)
+    assert failed.info.status == "FAILED"
+    assert (
+        "FloatingPointError: training loss became nan" in failed.data.tags["seglab.failure_reason"]
+    )
+    client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
+    assert [m.step for m in client.get_metric_history(failed.info.run_id, "val/loss")] == [1]
+    last = tmp_path / "checkpoints" / failed.info.run_id / "last" / "state.json"
+    assert '"epoch": 1' in last.read_text()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_signal_ends_the_run_killed_with_its_checkpoint(tmp_path, sig):
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "seglab.train",
+            "trainer=smoke",
+            "trainer.epochs=100000",
+            f"paths.output_dir={tmp_path}",
+        ],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.monotonic() + 300
+    while not list(tmp_path.glob("checkpoints/*/last/state.json")):
+        assert process.poll() is None, process.communicate()[1][-2000:]
+        assert time.monotonic() < deadline, "no checkpoint after 300 s"
+        time.sleep(0.5)
+    process.send_signal(sig)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode != 0
+    (killed,) = runs(tmp_path)
+    assert killed.info.status == "KILLED", stderr[-2000:]
+    assert killed.data.tags["seglab.failure_reason"] == "interrupted (Ctrl-C or SIGTERM)"
+    assert (tmp_path / "checkpoints" / killed.info.run_id / "last" / "model.weights.h5").is_file()
+
+
+EPOCH_KEYS = ["train/loss", "val/loss", "val/miou", *(f"val/iou/{c}" for c in CLASSES)]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kill", ["after_checkpoint", "after_logging"])
+def test_resume_continues_the_same_run_without_gaps_or_duplicates(tmp_path, monkeypatch, kill):
+    real_save = train_module.Checkpointer.save
+    real_log = train_module.MlflowTracker.log_metrics
+
+    def save(self, model, epoch, metrics):
+        real_save(self, model, epoch, metrics)
+        if kill == "after_checkpoint" and epoch == 1:
+            raise KeyboardInterrupt("killed after the checkpoint, before logging")
+
+    def log(self, metrics, step):
+        real_log(self, metrics, step)
+        if kill == "after_logging" and step == 1 and "val/loss" in metrics:
+            raise KeyboardInterrupt("killed after logging epoch 1")
+
+    monkeypatch.setattr(train_module.Checkpointer, "save", save)
+    monkeypatch.setattr(train_module.MlflowTracker, "log_metrics", log)
+    with pytest.raises(KeyboardInterrupt):
+        run(smoke_config(tmp_path, "trainer.epochs=3"))
+    (killed,) = runs(tmp_path)
+    assert killed.info.status == "KILLED"
+    monkeypatch.undo()
+    final = run(smoke_config(tmp_path, "trainer.epochs=3", "trainer.resume=true"))
+    assert final.epoch == 3
+    (resumed,) = runs(tmp_path)
+    assert resumed.info.run_id == killed.info.run_id
+    assert resumed.info.status == "FINISHED"
+    assert "seglab.failure_reason" not in resumed.data.tags
+    assert resumed.data.tags["seglab.resumed_at_epoch"] == "1"
+    client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
+    for key in EPOCH_KEYS:
+        steps = [m.step for m in client.get_metric_history(resumed.info.run_id, key)]
+        assert sorted(steps) == [1, 2, 3], key
+
+
+@pytest.mark.slow
+def test_resume_by_run_id_after_a_finished_run_extends_it(tmp_path):
+    run(smoke_config(tmp_path, "trainer.epochs=1"))
+    (first,) = runs(tmp_path)
+    run(smoke_config(tmp_path, "trainer.epochs=2", f"trainer.resume={first.info.run_id}"))
+    client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
+    assert [m.step for m in client.get_metric_history(first.info.run_id, "val/miou")] == [1, 2]
+
+
+@pytest.mark.slow
+def test_same_seed_gives_the_same_per_class_iou_history(tmp_path):
+    for _ in range(2):
+        run(smoke_config(tmp_path, "trainer.epochs=2", "trainer.deterministic=true"))
+    client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
+    histories = [
+        [
+            [m.value for m in client.get_metric_history(r.info.run_id, f"val/iou/{c}")]
+            for c in CLASSES
+        ]
+        + [[m.value for m in client.get_metric_history(r.info.run_id, "train/loss")]]
+        for r in runs(tmp_path)
+    ]
+    np.testing.assert_array_equal(histories[0], histories[1])
+
+
+def test_best_checkpoint_follows_the_monitor(tmp_path):
+    from seglab.checkpoints import Checkpointer
+    from seglab.model import build_unet
+
+    model = build_unet((16, 16, 3), 2, depth=1, base_filters=2)
+    model.compile("adam", "mse")
+    checkpointer = Checkpointer(tmp_path, "val/min_iou", "max")
+    for epoch, value in enumerate([0.2, 0.5, 0.4], start=1):
+        checkpointer.save(model, epoch, {"val/min_iou": value})
+    assert '"epoch": 2' in (tmp_path / "best" / "state.json").read_text()
+    assert '"epoch": 3' in (tmp_path / "last" / "state.json").read_text()
+    with pytest.raises(ValueError, match=r"checkpoint_monitor='val/nope' is not a logged metric"):
+        Checkpointer(tmp_path, "val/nope").save(model, 4, {"val/min_iou": 0.1})
+
+
+def test_retrying_client_waits_out_a_locked_database():
+    class Flaky:
+        calls = 0
+
+        def log_batch(self, *args, **kwargs):
+            Flaky.calls += 1
+            if Flaky.calls < 3:
+                raise RuntimeError("(sqlite3.OperationalError) database is locked")
+            return "ok"
+
+        def fail(self):
+            raise RuntimeError("something else")
+
+    client = RetryingClient(Flaky(), attempts=5, delay=0.001)
+    assert client.log_batch() == "ok" and Flaky.calls == 3
+    with pytest.raises(RuntimeError, match="something else"):
+        client.fail()
