@@ -143,3 +143,16 @@ def scores_with(min_iou: float, pixel_acc: float, miou: float) -> Scores:
 def test_hidden_failure_rule(min_iou, pixel_acc, miou, expected):
     rule = {"worst_iou_below": 0.1, "pixel_acc_above": 0.9, "miou_above": 0.5}
     assert hidden_failure(scores_with(min_iou, pixel_acc, miou), **rule) is expected
+
+
+def test_a_closed_gate_skips_updates_so_training_batches_cost_nothing():
+    import tensorflow as tf
+
+    metric = ConfusionMatrix(2)
+    metric.gate = tf.Variable(False)
+    truth = np.array([[[0, 1]]])
+    metric.update_state(truth, probabilities_for(truth, 2))
+    assert metric.matrix().sum() == 0
+    metric.gate.assign(True)
+    metric.update_state(truth, probabilities_for(truth, 2))
+    np.testing.assert_array_equal(metric.matrix(), [[1, 0], [0, 1]])

@@ -18,11 +18,32 @@ from typing import Any
 import keras
 import numpy as np
 import pandas as pd
+import tensorflow as tf
 from keras import ops
 
 
+class ValidationOnly:
+    """Mixin: with a ``gate`` variable, ``update_state`` runs only while it is true.
+
+    Keras updates compile metrics on training batches too; seglab reads them after validation
+    only, so the trainer opens the gate around the validation pass (see
+    ``seglab.trainer.ValidationGate``) and training batches skip the work.
+    """
+
+    gate: Any = None
+
+    def update_state(self, y_true: Any, y_pred: Any, sample_weight: Any = None) -> None:
+        if self.gate is None:
+            return self.accumulate(y_true, y_pred, sample_weight)
+        return tf.cond(
+            self.gate,
+            lambda: self.accumulate(y_true, y_pred, sample_weight),
+            lambda: None,
+        )
+
+
 @keras.saving.register_keras_serializable(package="seglab")
-class ConfusionMatrix(keras.metrics.Metric):
+class ConfusionMatrix(ValidationOnly, keras.metrics.Metric):
     """Streams a (C, C) confusion matrix (rows: truth, columns: argmax prediction).
 
     Memory is O(C^2), independent of the dataset. Pixels labelled ``ignore_index`` are skipped;
@@ -46,7 +67,7 @@ class ConfusionMatrix(keras.metrics.Metric):
             shape=(num_classes, num_classes), initializer="zeros", dtype="int64", name="counts"
         )
 
-    def update_state(self, y_true: Any, y_pred: Any, sample_weight: Any = None) -> None:
+    def accumulate(self, y_true: Any, y_pred: Any, sample_weight: Any = None) -> None:
         del sample_weight  # pixels are counted, not weighted
         y_true = ops.convert_to_tensor(y_true)
         if len(y_true.shape) == len(y_pred.shape):
@@ -86,7 +107,7 @@ class ConfusionMatrix(keras.metrics.Metric):
 
 
 @keras.saving.register_keras_serializable(package="seglab")
-class PerClassLoss(keras.metrics.Metric):
+class PerClassLoss(ValidationOnly, keras.metrics.Metric):
     """Streams a loss's per-class terms over a split: how much of the loss each class carries.
 
     Accumulates ``loss.per_class(y_true, y_pred, sample_weight) * batch_size`` per batch, the
@@ -117,7 +138,7 @@ class PerClassLoss(keras.metrics.Metric):
         )
         self.count = self.add_variable(shape=(), initializer="zeros", dtype="float64", name="count")
 
-    def update_state(self, y_true: Any, y_pred: Any, sample_weight: Any = None) -> None:
+    def accumulate(self, y_true: Any, y_pred: Any, sample_weight: Any = None) -> None:
         terms = self.loss.per_class(
             y_true, y_pred, sample_weight if self.use_sample_weight else None
         )

@@ -109,6 +109,20 @@ class EpochRecorder(keras.callbacks.Callback):
             self.on_epoch(record)
 
 
+class ValidationGate(keras.callbacks.Callback):
+    """Opens the metrics' gate for the validation pass only (see ``metrics.ValidationOnly``)."""
+
+    def __init__(self, gate: tf.Variable) -> None:
+        super().__init__()
+        self.gate = gate
+
+    def on_test_begin(self, logs: dict[str, Any] | None = None) -> None:
+        self.gate.assign(True)
+
+    def on_test_end(self, logs: dict[str, Any] | None = None) -> None:
+        self.gate.assign(False)
+
+
 class NonFiniteGuard(keras.callbacks.Callback):
     """Stops training at the first NaN/Inf loss by raising, so the run ends FAILED with the
     reason, the metrics logged so far stay, and the last good checkpoint is not overwritten
@@ -276,6 +290,9 @@ class Trainer:
         confusion = ConfusionMatrix(num_classes, data.ignore_index)
         loss_terms = PerClassLoss(loss, num_classes, name="loss_terms")
         ce = PerClassLoss(CrossEntropy(data.ignore_index), num_classes, False, name="ce")
+        gate = tf.Variable(False, trainable=False, name="validating")
+        for metric in (confusion, loss_terms, ce):
+            metric.gate = gate
         model.compile(
             optimizer=self.optimizer(),
             loss=loss,
@@ -300,7 +317,7 @@ class Trainer:
             epochs=self.epochs,
             initial_epoch=initial_epoch,
             shuffle=False,  # the tf.data stream shuffles itself, seeded
-            callbacks=[NonFiniteGuard(), recorder, *callbacks],
+            callbacks=[ValidationGate(gate), NonFiniteGuard(), recorder, *callbacks],
             verbose=0,
         )
         return recorder.records
