@@ -8,13 +8,11 @@ import time
 
 import numpy as np
 import pytest
-import tensorflow as tf
 from hydra import compose, initialize_config_dir
 from hydra.errors import MissingConfigException
 from mlflow.tracking import MlflowClient
 
 from seglab import train as train_module
-from seglab.losses import CrossEntropy
 from seglab.paths import config_dir
 from seglab.tracking import RetryingClient
 from seglab.train import run
@@ -89,26 +87,12 @@ def test_output_dir_that_cannot_be_written_is_named(tmp_path):
         run(smoke_config(tmp_path, f"paths.output_dir={blocker}/out"))
 
 
-class NaNAfter(CrossEntropy):
-    """CE that turns NaN once it has been evaluated ``after`` times (train and val calls)."""
-
-    def __init__(self, after: int = 14, **kwargs):
-        super().__init__(**kwargs)
-        self.after = after
-        self.calls = tf.Variable(0, trainable=False)
-
-    def per_class(self, y_true, y_pred, sample_weight=None):
-        terms = super().per_class(y_true, y_pred, sample_weight)
-        self.calls.assign_add(1)
-        return tf.where(self.calls > self.after, np.nan, terms)
-
-
 def test_nan_loss_fails_the_run_with_the_reason_and_keeps_metrics_and_checkpoint(tmp_path):
     cfg = smoke_config(
         tmp_path,
         "trainer.epochs=3",
         "~loss",
-        f"+loss._target_={__name__}.NaNAfter",
+        "+loss._target_=sweep_helpers.NaNAfter",
         "+loss._partial_=true",
     )
     with pytest.raises(FloatingPointError, match="training loss became nan at batch"):

@@ -1,15 +1,12 @@
-"""Matplotlib figures from plain arrays: no MLflow, no TensorFlow."""
+"""Matplotlib figures from plain arrays and frames: no MLflow, no TensorFlow."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
-import matplotlib
-
-matplotlib.use("Agg")  # headless: figures are written to files and MLflow, never shown
-
 import matplotlib.pyplot as plt
 import numpy as np
+import pandas as pd
 from matplotlib.figure import Figure
 
 PALETTE = np.array(
@@ -164,5 +161,72 @@ def augmentation_grid(
                 axes[row][col].set_title("original" if col == 0 else f"epoch {col}")
     if title:
         fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def iou_heatmap(matrix: pd.DataFrame) -> Figure:
+    """Run x class heatmap of final val IoU (a failing class is a dark column)."""
+    fig, ax = plt.subplots(figsize=(1.2 * matrix.shape[1] + 4, 0.45 * matrix.shape[0] + 1.8))
+    image = ax.imshow(matrix.to_numpy(dtype=float), vmin=0, vmax=1, cmap="viridis", aspect="auto")
+    ax.set_xticks(range(matrix.shape[1]), matrix.columns, rotation=30, ha="right")
+    ax.set_yticks(range(matrix.shape[0]), matrix.index, fontsize="small")
+    for (row, col), value in np.ndenumerate(matrix.to_numpy(dtype=float)):
+        if not np.isnan(value):
+            ax.text(
+                col,
+                row,
+                f"{value:.2f}",
+                ha="center",
+                va="center",
+                fontsize="x-small",
+                color="black" if value > 0.6 else "white",
+            )
+    fig.colorbar(image, ax=ax, fraction=0.046, label="final val IoU")
+    ax.set_title("final validation IoU per run and class")
+    fig.tight_layout()
+    return fig
+
+
+def loss_vs_worst_iou(
+    val_loss: Sequence[float], min_iou: Sequence[float], names: Sequence[str]
+) -> Figure:
+    """Final val loss against worst-class IoU, one point per run."""
+    fig, ax = plt.subplots(figsize=(6.5, 4.5))
+    ax.scatter(val_loss, min_iou, s=40)
+    for x, y, name in zip(val_loss, min_iou, names, strict=True):
+        ax.annotate(name, (x, y), fontsize="x-small", xytext=(4, 4), textcoords="offset points")
+    ax.set_xlabel("final val loss (lower looks better)")
+    ax.set_ylabel("final worst-class IoU")
+    ax.set_ylim(-0.05, 1.05)
+    ax.grid(alpha=0.3)
+    ax.set_title("does a lower loss mean a better worst class?")
+    fig.tight_layout()
+    return fig
+
+
+def class_iou_curves(history: pd.DataFrame) -> Figure:
+    """Small multiples: per run, every class's val IoU over epochs."""
+    ious = history[history.metric == "val/iou"]
+    runs = list(dict.fromkeys(ious.run_name))
+    classes = list(dict.fromkeys(ious["class"]))
+    cols = min(len(runs), 3)
+    rows = -(-len(runs) // cols) if runs else 1
+    fig, axes = plt.subplots(
+        rows, max(cols, 1), figsize=(4 * max(cols, 1), 3 * rows), squeeze=False, sharey=True
+    )
+    colours = palette(len(classes))
+    for ax, run in zip(axes.flat, runs, strict=False):
+        for colour, cls in zip(colours, classes, strict=True):
+            curve = ious[(ious.run_name == run) & (ious["class"] == cls)].sort_values("epoch")
+            ax.plot(curve.epoch, curve.value, marker=".", color=colour, label=cls)
+        ax.set_title(run, fontsize="small")
+        ax.set_ylim(-0.02, 1.02)
+        ax.grid(alpha=0.3)
+    for ax in list(axes.flat)[len(runs) :]:
+        ax.set_axis_off()
+    axes.flat[0].legend(fontsize="x-small")
+    fig.supxlabel("epoch")
+    fig.supylabel("val IoU")
     fig.tight_layout()
     return fig

@@ -4,21 +4,27 @@ from __future__ import annotations
 
 import os
 import signal
+import sys
 import tempfile
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's C++ start-up chatter out
+os.environ.setdefault("MPLBACKEND", "Agg")  # figures go to files and MLflow, never a window
 
 import hydra
+import keras
 import pandas as pd
+from hydra.core.hydra_config import HydraConfig
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from seglab.analysis import AXES, PARENT_TAG
 from seglab.checkpoints import Checkpointer
 from seglab.data import cached_class_counts
 from seglab.losses import build_loss
 from seglab.paths import config_dir
+from seglab.sweep import job_context, run_name
 from seglab.tracking import TAG_RESUMED, MlflowTracker, epoch_metrics
 from seglab.trainer import EpochRecord, predict_samples, reject_keras_class_weight, seed_everything
 
@@ -31,6 +37,7 @@ def run(cfg: DictConfig) -> EpochRecord:
     """
     reject_keras_class_weight(OmegaConf.to_container(cfg))
     check_writable(cfg.paths.output_dir, "paths.output_dir")
+    keras.backend.clear_session()  # jobs of a multirun share this process: start clean
     trainer = build(cfg.trainer)
     seed_everything(trainer.seed, trainer.deterministic)
     data = build(cfg.data)
@@ -67,7 +74,13 @@ def run(cfg: DictConfig) -> EpochRecord:
             flush=True,
         )
 
-    with tracker.start_run(resume_run_id=resume_id):
+    sweep = job_context()
+    if sweep is not None and tracker.run_name is None:
+        tracker.run_name = run_name(sweep["overrides"], sweep["swept_keys"])
+    tags = axis_tags(cfg)
+    if sweep is not None:
+        tags[PARENT_TAG] = sweep["parent_run_id"]
+    with tracker.start_run(tags=tags, resume_run_id=resume_id):
         checkpointer = Checkpointer(
             Path(cfg.paths.checkpoint_dir) / tracker.run_id,
             trainer.checkpoint_monitor,
@@ -137,6 +150,17 @@ def print_summary(
     print(f"MLflow run {tracker.run_id} in experiment '{tracker.experiment_name}' at {tracker.uri}")
 
 
+def axis_tags(cfg: DictConfig) -> dict[str, str]:
+    """Tags ``seglab.loss``, ``seglab.class_weights``, ``seglab.augment``: the chosen options
+    (under Hydra) or the class names, so the MLflow UI can group and pivot by them."""
+    choices = HydraConfig.get().runtime.choices if HydraConfig.initialized() else {}
+    tags = {}
+    for axis in AXES:
+        fallback = str(cfg[axis].get("scheme") or cfg[axis]._target_.rsplit(".", 1)[-1])
+        tags[f"seglab.{axis}"] = str(choices.get(axis) or fallback)
+    return tags
+
+
 def build(node: DictConfig, **kwargs: object) -> object:
     """``hydra.utils.instantiate`` that re-raises our own ``ValueError`` unwrapped, so the
     message naming the bad option is the first thing the user reads."""
@@ -172,7 +196,13 @@ def interrupt_on_sigterm() -> None:
 def main(cfg: DictConfig) -> float:
     """Hydra entry point; returns the worst-class IoU (what a sweeper should maximise)."""
     interrupt_on_sigterm()
-    return run(cfg).scores.min_iou
+    if job_context() is None:
+        return run(cfg).scores.min_iou
+    try:  # in a sweep, one failed job must not stop the others
+        return run(cfg).scores.min_iou
+    except Exception as error:  # the run is already FAILED in MLflow, with this reason
+        print(f"[sweep] job failed: {type(error).__name__}: {error}", file=sys.stderr)
+        return float("nan")
 
 
 if __name__ == "__main__":

@@ -1,0 +1,149 @@
+"""Hydra multirun -> one MLflow parent run with every job nested under it.
+
+``conf/hydra/callbacks/mlflow_sweep.yaml`` registers :class:`MlflowSweepCallback`. At
+``on_multirun_start`` it opens the parent run and writes ``sweep.json`` (parent run id, job
+count, start time) into the sweep directory; every job, in whatever process or host the launcher
+puts it, reads that file and tags its run ``mlflow.parentRunId``. At ``on_multirun_end`` the
+parent gets the sweep table and figures (see :mod:`seglab.report`) and ends FINISHED, or FAILED
+when any job failed (the process still exits 0: Hydra turns callback errors into warnings).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from hydra.core.hydra_config import HydraConfig
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.experimental.callback import Callback
+from hydra.types import RunMode
+from hydra.utils import instantiate
+from mlflow.entities import RunStatus
+from omegaconf import DictConfig
+
+from seglab.analysis import PARENT_TAG, SWEEP_FILE, child_runs, read_sweep_file
+
+SWEEP_TAG = "seglab.sweep"
+
+
+def swept(overrides: list[str], params: dict[str, str] | None = None) -> dict[str, int]:
+    """The keys a basic sweep varies and how many values each takes, from the command-line
+    ``overrides`` and the config's ``hydra.sweeper.params`` (the command line wins)."""
+    parser = OverridesParser.create()
+    given = [f"{k}={v}" for k, v in (params or {}).items()]
+    by_key = {o.key_or_group: o for o in parser.parse_overrides(given)}
+    by_key.update({o.key_or_group: o for o in parser.parse_overrides(overrides)})
+    return {
+        key: len(list(o.sweep_string_iterator()))
+        for key, o in by_key.items()
+        if o.is_sweep_override()
+    }
+
+
+def count_jobs(overrides: list[str], params: dict[str, str] | None = None) -> int:
+    """Jobs a basic sweep launches: the product of the swept keys' value counts."""
+    return math.prod(swept(overrides, params).values())
+
+
+def run_name(job_overrides: list[str], swept_keys: list[str]) -> str:
+    """A child run's name: the job's values of the swept keys, e.g. ``loss=dice,augment=light``."""
+    parts = [o for o in job_overrides if o.split("=", 1)[0].lstrip("+~") in swept_keys]
+    return ",".join(parts)
+
+
+def job_context() -> dict[str, Any] | None:
+    """Inside a multirun job: its sweep file plus the job's number and overrides, else None."""
+    if not HydraConfig.initialized():
+        return None
+    hydra = HydraConfig.get()
+    if hydra.mode != RunMode.MULTIRUN:
+        return None
+    sweep = read_sweep_file(hydra.sweep.dir)
+    return {**sweep, "job_num": hydra.job.num, "overrides": list(hydra.overrides.task)}
+
+
+class MlflowSweepCallback(Callback):
+    """Parent/child MLflow runs and a progress line for every Hydra multirun."""
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        sweep_dir = Path(config.hydra.sweep.dir)
+        sweep_dir.mkdir(parents=True, exist_ok=True)
+        tracker = instantiate(config.tracking)
+        tracker.check()
+        overrides = list(config.hydra.overrides.task)
+        parent = tracker.client.create_run(
+            tracker.experiment_id(),
+            run_name=f"sweep {sweep_dir.name}",
+            tags={
+                SWEEP_TAG: "parent",
+                "seglab.sweep_dir": str(sweep_dir),
+                "seglab.sweep_overrides": " ".join(overrides),
+            },
+        )
+        params = config.hydra.sweeper.get("params") or {}
+        axes = swept(overrides, {str(k): str(v) for k, v in params.items()})
+        total = math.prod(axes.values())
+        info = {
+            "parent_run_id": parent.info.run_id,
+            "tracking_uri": tracker.uri,
+            "experiment_name": tracker.experiment_name,
+            "total_jobs": total,
+            "swept_keys": list(axes),
+            "start_time": time.time(),
+        }
+        (sweep_dir / SWEEP_FILE).write_text(json.dumps(info, indent=2))
+        print(
+            f"[sweep] {total} jobs; parent MLflow run {parent.info.run_id}; {sweep_dir}", flush=True
+        )
+
+    def on_job_start(self, config: DictConfig, **kwargs: Any) -> None:
+        context = job_context()
+        if context is not None:
+            elapsed = time.time() - context["start_time"]
+            print(
+                f"[sweep] job {context['job_num'] + 1}/{context['total_jobs']} started at "
+                f"+{elapsed:.0f}s: {','.join(context['overrides'])}",
+                flush=True,
+            )
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        from seglab.report import build_report  # matplotlib and pandas only at the end
+
+        sweep_dir = Path(config.hydra.sweep.dir)
+        info = read_sweep_file(sweep_dir)
+        tracker = instantiate(config.tracking)
+        tracker.run_id = info["parent_run_id"]
+        children = child_runs(tracker.client, tracker.run_id)
+        failed = [r.info.run_name for r in children if r.info.status != "FINISHED"]
+        report = build_report(tracker.client, children)
+        if report is not None:
+            report.write(sweep_dir / "report")
+            print(report.text, flush=True)
+            tracker.log_text(report.text, "sweep_report.md")
+            tracker.log_table(report.summary, "sweep_summary.csv")
+            tracker.log_table(report.history, "sweep_history.csv")
+            for name, figure in report.figures.items():
+                tracker.log_figure(figure, f"figures/{name}.png")
+        tracker.set_tags({"seglab.jobs": len(children), "seglab.failed_jobs": len(failed)})
+        status = RunStatus.FAILED if failed or not children else RunStatus.FINISHED
+        tracker.client.set_terminated(tracker.run_id, RunStatus.to_string(status))
+        elapsed = time.time() - info["start_time"]
+        print(
+            f"[sweep] {len(children)} jobs in {elapsed:.0f}s; parent run "
+            f"{tracker.run_id}; report in {sweep_dir / 'report'}",
+            flush=True,
+        )
+        if failed:  # Hydra turns a callback's exception into a warning: say it plainly
+            print(
+                f"[sweep] {len(failed)} of {len(children)} jobs FAILED: {failed}; each is FAILED "
+                "in MLflow with its reason in the tag seglab.failure_reason",
+                file=sys.stderr,
+                flush=True,
+            )
+
+
+__all__ = ["PARENT_TAG", "MlflowSweepCallback", "count_jobs", "job_context", "run_name"]
