@@ -140,14 +140,16 @@ class Rankings:
             runs (negative is what a good loss would show: lower loss, higher worst IoU).
         best_by_loss: Run with the lowest val loss.
         best_by_min_iou: Run with the highest worst-class IoU.
-        mismatch: A sentence when those two differ, else empty.
+        mismatches: One sentence per comparison where the lowest-loss run is not the best
+            worst-class run: over all runs, then within each loss (val losses of different
+            losses are not on one scale, so the within-loss comparison is the fair one).
     """
 
     table: pd.DataFrame
     spearman_loss_vs_min_iou: float
     best_by_loss: str
     best_by_min_iou: str
-    mismatch: str
+    mismatches: list[str]
 
 
 def rankings(runs_summary: pd.DataFrame, loss_column: str = "val_loss") -> Rankings:
@@ -155,9 +157,9 @@ def rankings(runs_summary: pd.DataFrame, loss_column: str = "val_loss") -> Ranki
     done = runs_summary[runs_summary.status == "FINISHED"].copy()
     if done.empty:
         raise ValueError("no finished runs to rank")
-    done["rank_by_loss"] = done[loss_column].rank(method="min")
-    done["rank_by_min_iou"] = done.min_iou.rank(ascending=False, method="min")
-    done["rank_by_miou"] = done.miou.rank(ascending=False, method="min")
+    for column, ascending in ((loss_column, True), ("min_iou", False), ("miou", False)):
+        name = "rank_by_loss" if column == loss_column else f"rank_by_{column}"
+        done[name] = done[column].rank(ascending=ascending, method="min").astype(int)
     table = done.sort_values(loss_column)[
         [
             "run_name",
@@ -170,22 +172,32 @@ def rankings(runs_summary: pd.DataFrame, loss_column: str = "val_loss") -> Ranki
             "rank_by_miou",
         ]
     ].reset_index(drop=True)
-    by_loss = done.loc[done[loss_column].idxmin()]
-    by_min = done.loc[done.min_iou.idxmax()]
-    mismatch = ""
-    if by_loss.run_id != by_min.run_id:
-        mismatch = (
-            f"The run with the best {loss_column} ({by_loss.run_name}: {by_loss[loss_column]:.4f}) "
-            f"has worst-class IoU {by_loss.min_iou:.3f} ({by_loss.worst_class}); "
-            f"{by_min.run_name} reaches {by_min.min_iou:.3f} with {loss_column} "
-            f"{by_min[loss_column]:.4f}."
-        )
+    groups = [("all runs", done)]
+    if done["loss"].nunique() > 1:
+        groups += [
+            (f"loss={loss}", group) for loss, group in done.groupby("loss") if len(group) > 1
+        ]
+    mismatches = [line for label, group in groups if (line := mismatch(group, loss_column, label))]
     return Rankings(
         table=table,
         spearman_loss_vs_min_iou=spearman(done[loss_column], done.min_iou),
-        best_by_loss=by_loss.run_name,
-        best_by_min_iou=by_min.run_name,
-        mismatch=mismatch,
+        best_by_loss=done.loc[done[loss_column].idxmin()].run_name,
+        best_by_min_iou=done.loc[done.min_iou.idxmax()].run_name,
+        mismatches=mismatches,
+    )
+
+
+def mismatch(runs: pd.DataFrame, loss_column: str, label: str) -> str:
+    """A sentence when the lowest-loss run of ``runs`` is not its best worst-class run."""
+    by_loss = runs.loc[runs[loss_column].idxmin()]
+    by_min = runs.loc[runs.min_iou.idxmax()]
+    if by_loss.run_id == by_min.run_id or by_loss.min_iou == by_min.min_iou:
+        return ""
+    return (
+        f"Among {label}, the lowest {loss_column} ({by_loss.run_name}: "
+        f"{by_loss[loss_column]:.4f}) has worst-class IoU {by_loss.min_iou:.3f} "
+        f"({by_loss.worst_class}), while {by_min.run_name} reaches {by_min.min_iou:.3f} "
+        f"with {loss_column} {by_min[loss_column]:.4f}."
     )
 
 

@@ -106,8 +106,8 @@ def build_report(client: MlflowClient, runs: Sequence[Run]) -> Report | None:
             "would be near -1).",
             "",
         ]
-        if ranked.mismatch:
-            lines += [f"**Best loss is not best worst-class IoU.** {ranked.mismatch}", ""]
+        for line in ranked.mismatches:
+            lines += [f"**Lowest loss is not best worst class.** {line}", ""]
         finished = summary[summary.status == "FINISHED"]
         figures = {
             "final_iou_heatmap": plots.iou_heatmap(analysis.final_iou_matrix(history)),
