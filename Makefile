@@ -8,7 +8,7 @@ PORT ?= 5000
 LINT_PATHS := $(wildcard src tests benchmarks)
 
 .DEFAULT_GOAL := help
-.PHONY: help install demo test lint format ui bench clean
+.PHONY: help install demo report test lint format ui bench clean
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  make %-8s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -21,9 +21,12 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
-demo: install ## Train plain CE on imbalanced shapes: low loss, one class at IoU 0
-	$(PY) -m seglab.train
-	@echo "Open the MLflow UI:  make ui   (then http://127.0.0.1:$(PORT))"
+demo: install ## Sweep loss {ce,dice} x class_weights {none,median_frequency}; print the report
+	$(PY) -m seglab.train experiment=demo
+	@echo "Open the MLflow UI:  make ui   (then http://127.0.0.1:$(PORT), experiment 'demo')"
+
+report: install ## Report on a sweep: make report SWEEP=outputs/sweeps/<time> (default: latest)
+	$(PY) -m seglab.report $(or $(SWEEP),$(lastword $(sort $(wildcard outputs/sweeps/*))))
 
 test: install lint ## Lint, then run the whole test suite (what CI runs)
 	$(PY) -m pytest

@@ -17,3 +17,9 @@ def _no_external_tracking(monkeypatch: pytest.MonkeyPatch) -> None:
 @pytest.fixture
 def sqlite_uri(tmp_path) -> str:
     return f"sqlite:///{tmp_path / 'mlflow.db'}"
+
+
+def artifact_paths(client, run_id: str) -> set[str]:
+    """Artifact paths of a run, one folder level deep (root files and figures/...)."""
+    paths = {a.path for a in client.list_artifacts(run_id)}
+    return paths | {a.path for a in client.list_artifacts(run_id, "figures")}

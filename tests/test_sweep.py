@@ -8,6 +8,7 @@ from pathlib import Path
 
 import nbformat
 import pytest
+from conftest import artifact_paths
 from mlflow.tracking import MlflowClient
 from nbclient import NotebookClient
 
@@ -81,8 +82,7 @@ def test_basic_sweep_makes_one_parent_and_a_child_per_job(basic_sweep):
 @pytest.mark.slow
 def test_parent_holds_the_sweep_table_and_figures(basic_sweep):
     _, _, client, (parent,), _ = basic_sweep
-    paths = {a.path for a in client.list_artifacts(parent.info.run_id)}
-    paths |= {a.path for a in client.list_artifacts(parent.info.run_id, "figures")}
+    paths = artifact_paths(client, parent.info.run_id)
     assert {
         "sweep_report.md",
         "sweep_summary.csv",

@@ -5,6 +5,7 @@ import subprocess
 import sys
 
 import pytest
+from conftest import artifact_paths
 from mlflow.tracking import MlflowClient
 
 CLASSES = ["background", "disk", "square", "bar", "speck"]
@@ -74,8 +75,7 @@ def test_config_is_logged_as_params_and_artifact_with_figures_tables_and_tags(sm
     assert run.data.params["class_weights.scheme"] == "median_frequency"
     weights = [float(run.data.params[f"class_weight/{name}"]) for name in CLASSES]
     assert weights[4] > weights[1] > weights[0] > 0
-    artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
-    artifacts |= {a.path for a in client.list_artifacts(run.info.run_id, "figures")}
+    artifacts = artifact_paths(client, run.info.run_id)
     assert {
         "config.yaml",
         "class_weights.csv",

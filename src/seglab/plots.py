@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -32,6 +32,19 @@ def palette(num_classes: int) -> np.ndarray:
         return PALETTE[:num_classes]
     extra = plt.get_cmap("tab20")(np.linspace(0, 1, num_classes - len(PALETTE)))[:, :3]
     return np.vstack([PALETTE, extra])
+
+
+def annotate(
+    ax: plt.Axes, values: np.ndarray, fontsize: str, white_text: Callable[[float], bool]
+) -> None:
+    """Writes each non-NaN cell's value on an ``imshow`` grid; ``white_text(value)`` says
+    where the cell is dark enough to need white text."""
+    for (row, col), value in np.ndenumerate(values):
+        if not np.isnan(value):
+            colour = "white" if white_text(value) else "black"
+            ax.text(
+                col, row, f"{value:.2f}", ha="center", va="center", fontsize=fontsize, color=colour
+            )
 
 
 def colourize(mask: np.ndarray, num_classes: int) -> np.ndarray:
@@ -95,17 +108,7 @@ def confusion_matrix(cm: np.ndarray, class_names: Sequence[str]) -> Figure:
     ax.set_yticks(range(len(class_names)), class_names)
     ax.set_xlabel("predicted")
     ax.set_ylabel("true")
-    for (row, col), value in np.ndenumerate(normalised):
-        if not np.isnan(value):
-            ax.text(
-                col,
-                row,
-                f"{value:.2f}",
-                ha="center",
-                va="center",
-                color="white" if value > 0.5 else "black",
-                fontsize="small",
-            )
+    annotate(ax, normalised, "small", white_text=lambda v: v > 0.5)  # Blues: dark when high
     fig.colorbar(image, ax=ax, fraction=0.046)
     ax.set_title("validation confusion matrix (row-normalised)")
     fig.tight_layout()
@@ -171,17 +174,7 @@ def iou_heatmap(matrix: pd.DataFrame) -> Figure:
     image = ax.imshow(matrix.to_numpy(dtype=float), vmin=0, vmax=1, cmap="viridis", aspect="auto")
     ax.set_xticks(range(matrix.shape[1]), matrix.columns, rotation=30, ha="right")
     ax.set_yticks(range(matrix.shape[0]), matrix.index, fontsize="small")
-    for (row, col), value in np.ndenumerate(matrix.to_numpy(dtype=float)):
-        if not np.isnan(value):
-            ax.text(
-                col,
-                row,
-                f"{value:.2f}",
-                ha="center",
-                va="center",
-                fontsize="x-small",
-                color="black" if value > 0.6 else "white",
-            )
+    annotate(ax, matrix.to_numpy(dtype=float), "x-small", white_text=lambda v: v < 0.6)
     fig.colorbar(image, ax=ax, fraction=0.046, label="final val IoU")
     ax.set_title("final validation IoU per run and class")
     fig.tight_layout()
