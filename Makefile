@@ -8,7 +8,7 @@ PORT ?= 5000
 LINT_PATHS := $(wildcard src tests benchmarks)
 
 .DEFAULT_GOAL := help
-.PHONY: help install demo report test lint format ui bench clean
+.PHONY: help install demo report stats test lint format ui bench clean
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  make %-8s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -24,6 +24,9 @@ $(STAMP): pyproject.toml
 demo: install ## Sweep loss {ce,dice} x class_weights {none,median_frequency}; print the report
 	$(PY) -m seglab.train experiment=demo
 	@echo "Open the MLflow UI:  make ui   (then http://127.0.0.1:$(PORT), experiment 'demo')"
+
+stats: install ## Class pixel shares and image counts: make stats ARGS="data=folder data.root=..."
+	$(PY) -m seglab.stats hydra.run.dir=outputs/stats $(ARGS)
 
 report: install ## Report on a sweep: make report SWEEP=outputs/sweeps/<time> (default: latest)
 	$(PY) -m seglab.report $(or $(SWEEP),$(lastword $(sort $(wildcard outputs/sweeps/*))))

@@ -36,6 +36,8 @@ class SegmentationData:
         image_shape: ``(height, width, channels)`` of every image.
         num_train: Number of training images.
         num_val: Number of validation images.
+        train_names: Name (file) of each training sample, for error messages, if known.
+        val_names: Name (file) of each validation sample, if known.
     """
 
     train: tf.data.Dataset
@@ -45,6 +47,8 @@ class SegmentationData:
     image_shape: tuple[int, int, int]
     num_train: int
     num_val: int
+    train_names: tuple[str, ...] | None = None
+    val_names: tuple[str, ...] | None = None
 
     @property
     def num_classes(self) -> int:
@@ -52,7 +56,11 @@ class SegmentationData:
 
 
 def class_counts(
-    dataset: tf.data.Dataset, num_classes: int, ignore_index: int, batch_size: int = 64
+    dataset: tf.data.Dataset,
+    num_classes: int,
+    ignore_index: int,
+    batch_size: int = 64,
+    names: Sequence[str] | None = None,
 ) -> ClassCounts:
     """Counts class pixels over a whole unbatched ``(image, mask, ...)`` stream.
 
@@ -69,8 +77,9 @@ def class_counts(
         bad = valid & ((masks < 0) | (masks >= num_classes))
         if bad.any():
             index, pixel = np.argwhere(bad)[0]
+            sample = f"sample {seen + index}" + (f" ({names[seen + index]})" if names else "")
             raise ValueError(
-                f"mask of sample {seen + index} has label {masks[index, pixel]}, but valid labels "
+                f"mask of {sample} has label {masks[index, pixel]}, but valid labels "
                 f"are 0..{num_classes - 1} (and ignore_index={ignore_index}); check the data's "
                 "class_names or the mask files"
             )
@@ -96,6 +105,7 @@ def cached_class_counts(
     ignore_index: int,
     key: Mapping[str, Any],
     cache_dir: str | Path | None,
+    names: Sequence[str] | None = None,
 ) -> ClassCounts:
     """:func:`class_counts`, cached on disk under a hash of ``key``.
 
@@ -104,7 +114,7 @@ def cached_class_counts(
     always counts.
     """
     if cache_dir is None:
-        return class_counts(dataset, num_classes, ignore_index)
+        return class_counts(dataset, num_classes, ignore_index, names=names)
     digest = hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()
     path = Path(cache_dir) / f"class_counts-{digest[:16]}.json"
     if path.is_file():
@@ -115,7 +125,7 @@ def cached_class_counts(
             image_pixels=np.array(saved["image_pixels"], np.int64),
             num_images=int(saved["num_images"]),
         )
-    counts = class_counts(dataset, num_classes, ignore_index)
+    counts = class_counts(dataset, num_classes, ignore_index, names=names)
     path.parent.mkdir(parents=True, exist_ok=True)
     fields = {k: v.tolist() if isinstance(v, np.ndarray) else v for k, v in asdict(counts).items()}
     tmp = path.with_suffix(f".{os.getpid()}.tmp")

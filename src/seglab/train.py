@@ -44,11 +44,21 @@ def run(cfg: DictConfig) -> EpochRecord:
     data_key = OmegaConf.to_container(cfg.data, resolve=True)
     cache = cfg.paths.cache_dir
     counts = cached_class_counts(
-        data.train, data.num_classes, data.ignore_index, {"split": "train", **data_key}, cache
+        data.train,
+        data.num_classes,
+        data.ignore_index,
+        {"split": "train", **data_key},
+        cache,
+        names=data.train_names,
     )
     # Counting val once per data config validates its labels before any training.
     cached_class_counts(
-        data.val, data.num_classes, data.ignore_index, {"split": "val", **data_key}, cache
+        data.val,
+        data.num_classes,
+        data.ignore_index,
+        {"split": "val", **data_key},
+        cache,
+        names=data.val_names,
     )
     scheme = build(cfg.class_weights)
     weights = scheme(counts, data.class_names)

@@ -1,0 +1,50 @@
+"""``python -m seglab.stats [data=... overrides]``: per-class pixel share and image counts.
+
+The first thing to look at before choosing a class-weight scheme: how rare each class is, in
+pixels and in images, on both splits. Uses the same config as ``seglab.train``.
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import hydra
+import pandas as pd
+from omegaconf import DictConfig
+
+from seglab.data import class_counts
+from seglab.paths import config_dir
+from seglab.train import build
+
+
+def table(cfg: DictConfig) -> pd.DataFrame:
+    """One row per class: pixel share and images containing it, train and val."""
+    data = build(cfg.data)
+    columns: dict[str, object] = {"class": list(data.class_names)}
+    for split in ("train", "val"):
+        counts = class_counts(
+            getattr(data, split),
+            data.num_classes,
+            data.ignore_index,
+            names=getattr(data, f"{split}_names"),
+        )
+        columns[f"{split}_pixel_share"] = counts.pixel_share
+        columns[f"{split}_images_with_class"] = counts.images
+        columns[f"{split}_images"] = counts.num_images
+    return pd.DataFrame(columns)
+
+
+@hydra.main(version_base="1.3", config_path=str(config_dir()), config_name="train")
+def main(cfg: DictConfig) -> None:
+    frame = table(cfg)
+    shown = frame.assign(
+        train_pixel_share=frame.train_pixel_share.map("{:.3%}".format),
+        val_pixel_share=frame.val_pixel_share.map("{:.3%}".format),
+    )
+    print(shown.to_string(index=False))
+
+
+if __name__ == "__main__":
+    main()

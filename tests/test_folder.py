@@ -1,0 +1,156 @@
+"""data=folder on small PNG folders written by the test, with known class counts."""
+
+import math
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from hydra import compose, initialize_config_dir
+
+from seglab.data import class_counts
+from seglab.folder import folder
+from seglab.paths import config_dir
+from seglab.stats import table
+from seglab.train import run
+
+SIZE = 16
+
+
+def write_png(path, array):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(tf.io.encode_png(array).numpy())
+
+
+def make_folder(root, count=10, sub="", size=SIZE, mask_size=None, bad_label=None):
+    """``count`` pairs: image i has a (i+1)-pixel-wide stripe of class 1; class 2 in image 0."""
+    for i in range(count):
+        mask = np.zeros((mask_size or size, mask_size or size, 1), np.uint8)
+        mask[:, : i + 1] = 1
+        if i == 0:
+            mask[0, -1] = 2
+        if bad_label is not None and i == count - 1:
+            mask[1, 1] = bad_label
+        image = np.repeat(mask * 100, 3, axis=-1).astype(np.uint8)[:size, :size]
+        if mask_size is not None:
+            image = np.zeros((size, size, 3), np.uint8)
+        write_png(root / sub / "images" / f"img{i:02d}.png", image)
+        write_png(root / sub / "masks" / f"img{i:02d}.png", mask)
+    return root
+
+
+def arrays(dataset):
+    images, masks = zip(*dataset.as_numpy_iterator(), strict=True)
+    return np.stack(images), np.stack(masks)
+
+
+def test_counts_shapes_and_values_match_what_was_written(tmp_path):
+    data = folder(
+        str(make_folder(tmp_path)), ["bg", "stripe", "dot"], image_size=SIZE, val_fraction=0.2
+    )
+    assert (data.num_train, data.num_val) == (8, 2)
+    assert data.image_shape == (SIZE, SIZE, 3)
+    both = [class_counts(d, 3, 255) for d in (data.train, data.val)]
+    stripe = sum(c.pixels[1] for c in both)
+    assert stripe == SIZE * sum(range(1, 11))  # every stripe pixel, across both splits
+    assert sum(c.pixels[2] for c in both) == 1 and sum(c.images[2] for c in both) == 1
+    images, masks = arrays(data.train)
+    np.testing.assert_allclose(images[..., 0], (masks * 100) / 255, atol=1e-6)  # aligned
+
+
+def test_split_is_deterministic_for_a_seed_and_changes_with_it(tmp_path):
+    root = str(make_folder(tmp_path))
+    names = lambda seed: folder(root, ["a", "b", "c"], SIZE, split_seed=seed).val_names  # noqa: E731
+    assert names(0) == names(0) and names(0) != names(3)
+
+
+def test_train_and_val_subfolders_give_a_fixed_split(tmp_path):
+    make_folder(tmp_path, count=4, sub="train")
+    make_folder(tmp_path, count=2, sub="val")
+    data = folder(str(tmp_path), ["a", "b", "c"], SIZE)
+    assert (data.num_train, data.num_val) == (4, 2)
+    assert all("/val/masks/" in n for n in data.val_names)
+
+
+def test_masks_are_resized_with_nearest_neighbour(tmp_path):
+    data = folder(str(make_folder(tmp_path)), ["a", "b", "c"], image_size=[32, 24])
+    _, masks = arrays(data.train)
+    assert masks.shape[1:] == (32, 24) and set(np.unique(masks)) <= {0, 1, 2}
+
+
+def test_class_table_can_come_from_classes_yaml(tmp_path):
+    make_folder(tmp_path)
+    (tmp_path / "classes.yaml").write_text("classes: [bg, stripe, dot]\nignore_index: 7\n")
+    data = folder(str(tmp_path), image_size=SIZE)
+    assert data.class_names == ("bg", "stripe", "dot") and data.ignore_index == 7
+
+
+def test_missing_mask_is_named(tmp_path):
+    make_folder(tmp_path)
+    (tmp_path / "masks" / "img03.png").unlink()
+    with pytest.raises(ValueError, match=r"image .*img03.png has no mask .*masks/img03.png"):
+        folder(str(tmp_path), ["a", "b", "c"], SIZE)
+
+
+def test_mask_without_image_is_named(tmp_path):
+    make_folder(tmp_path)
+    (tmp_path / "images" / "img05.png").unlink()
+    with pytest.raises(ValueError, match=r"mask .*masks/img05.png has no image"):
+        folder(str(tmp_path), ["a", "b", "c"], SIZE)
+
+
+def test_size_mismatch_is_named_when_the_data_is_read(tmp_path):
+    make_folder(tmp_path, count=3, mask_size=SIZE + 2)
+    data = folder(str(tmp_path), ["a", "b", "c"], SIZE, val_fraction=0.34)
+    with pytest.raises(tf.errors.InvalidArgumentError, match=r"image and mask sizes differ"):
+        class_counts(data.train, 3, 255)
+
+
+def test_unknown_label_is_named_with_its_file(tmp_path):
+    make_folder(tmp_path, count=4, sub="train", bad_label=9)
+    make_folder(tmp_path, count=2, sub="val")
+    data = folder(str(tmp_path), ["a", "b", "c"], SIZE)
+    with pytest.raises(ValueError, match=r"sample 3 \(.*train/masks/img03.png\) has label 9"):
+        class_counts(data.train, 3, 255, names=data.train_names)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"root": "/no/such/dir"}, "is not a folder"),
+        ({"class_names": ["only"]}, "give at least 2 class names"),
+        ({"val_fraction": 1.0}, r"data.val_fraction must be in \(0, 1\)"),
+    ],
+)
+def test_bad_folder_options_are_named(tmp_path, kwargs, message):
+    make_folder(tmp_path)
+    with pytest.raises(ValueError, match=message):
+        folder(**{"root": str(tmp_path), "class_names": ["a", "b", "c"], **kwargs})
+
+
+def folder_config(tmp_path, root):
+    with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
+        return compose(
+            "train",
+            overrides=[
+                "trainer=smoke",  # it also shrinks the shapes data: drop those keys
+                "trainer.epochs=1",
+                "data=folder",
+                "~data.num_train",
+                "~data.num_val",
+                f"data.root={root}",
+                "data.class_names=[bg,stripe,dot]",
+                f"data.image_size={SIZE}",
+                f"paths.output_dir={tmp_path / 'out'}",
+            ],
+        )
+
+
+@pytest.mark.slow
+def test_folder_data_trains_and_reports_stats(tmp_path):
+    root = make_folder(tmp_path / "data")
+    cfg = folder_config(tmp_path, root)
+    assert math.isfinite(run(cfg).val_loss)
+    stats = table(cfg)
+    assert list(stats["class"]) == ["bg", "stripe", "dot"]
+    assert stats.train_images.iloc[0] + stats.val_images.iloc[0] == 10
+    assert stats.train_pixel_share.sum() == pytest.approx(1.0)
