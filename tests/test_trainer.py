@@ -124,3 +124,18 @@ def test_per_batch_weights_need_a_pixelwise_loss():
 def test_trainer_rejects_bad_settings_by_name(kwargs, message):
     with pytest.raises(ValueError, match=message):
         Trainer(lambda: keras.optimizers.Adam(), **kwargs)
+
+
+def test_mixed_precision_trains_with_loss_scaling_and_float32_outputs():
+    from seglab.trainer import set_precision
+
+    set_precision(True)
+    try:
+        data, model, records, _ = fit_small(CrossEntropy(ignore_index=255), epochs=1)
+        assert model.layers[1].compute_dtype == "float16"
+        assert model.output.dtype == "float32"
+        assert isinstance(model.optimizer, keras.optimizers.LossScaleOptimizer)
+        assert np.isfinite(records[-1].val_loss)
+    finally:
+        set_precision(False)
+    assert keras.mixed_precision.global_policy().name == "float32"

@@ -26,7 +26,13 @@ from seglab.losses import build_loss
 from seglab.paths import config_dir
 from seglab.sweep import job_context, run_name
 from seglab.tracking import TAG_RESUMED, MlflowTracker, epoch_metrics
-from seglab.trainer import EpochRecord, predict_samples, reject_keras_class_weight, seed_everything
+from seglab.trainer import (
+    EpochRecord,
+    predict_samples,
+    reject_keras_class_weight,
+    seed_everything,
+    set_precision,
+)
 
 
 def run(cfg: DictConfig) -> EpochRecord:
@@ -40,6 +46,7 @@ def run(cfg: DictConfig) -> EpochRecord:
     keras.backend.clear_session()  # jobs of a multirun share this process: start clean
     trainer = build(cfg.trainer)
     seed_everything(trainer.seed, trainer.deterministic)
+    set_precision(trainer.mixed_precision)
     data = build(cfg.data)
     data_key = OmegaConf.to_container(cfg.data, resolve=True)
     cache = cfg.paths.cache_dir
