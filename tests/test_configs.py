@@ -10,7 +10,10 @@ from omegaconf import OmegaConf
 from seglab.losses import build_loss
 from seglab.paths import config_dir
 
-GROUPS = sorted(p.name for p in config_dir().iterdir() if p.is_dir() and p.name != "hydra")
+# experiment files are @package _global_ sweeps: tests/test_experiments.py covers them
+GROUPS = sorted(
+    p.name for p in config_dir().iterdir() if p.is_dir() and p.name not in ("hydra", "experiment")
+)
 OPTIONS = [(g, p.stem) for g in GROUPS for p in sorted((config_dir() / g).glob("*.yaml"))]
 
 

@@ -131,7 +131,7 @@ def test_mixed_precision_trains_with_loss_scaling_and_float32_outputs():
 
     set_precision(True)
     try:
-        data, model, records, _ = fit_small(CrossEntropy(ignore_index=255), epochs=1)
+        _, model, records, _ = fit_small(CrossEntropy(ignore_index=255), epochs=1)
         assert model.layers[1].compute_dtype == "float16"
         assert model.output.dtype == "float32"
         assert isinstance(model.optimizer, keras.optimizers.LossScaleOptimizer)

@@ -8,6 +8,7 @@ notebook are thin layers over these functions.
 
 from __future__ import annotations
 
+import ast
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -201,12 +202,24 @@ def mismatch(runs: pd.DataFrame, loss_column: str, label: str) -> str:
     )
 
 
-def final_iou_matrix(frame: pd.DataFrame) -> pd.DataFrame:
-    """Run name x class matrix of the final val IoU (the heatmap's data)."""
+def class_order(runs: Sequence[Run]) -> list[str]:
+    """Class names in index order, from the runs' ``data.class_names`` param."""
+    names: list[str] = []
+    for run in runs:
+        logged = run.data.params.get("data.class_names")
+        if logged:
+            names += [n for n in ast.literal_eval(logged) if n not in names]
+    return names
+
+
+def final_iou_matrix(frame: pd.DataFrame, runs: Sequence[Run] = ()) -> pd.DataFrame:
+    """Run name x class matrix of the final val IoU (the heatmap's data), classes in index
+    order when the runs logged their class names."""
     final = final_values(frame)
     ious = final[final.metric == "val/iou"]
-    order = list(dict.fromkeys(ious["class"]))
-    return ious.pivot(index="run_name", columns="class", values="value")[order]
+    matrix = ious.pivot(index="run_name", columns="class", values="value")
+    known = [c for c in class_order(runs) if c in matrix.columns]
+    return matrix[known + [c for c in matrix.columns if c not in known]]
 
 
 def read_sweep_file(sweep_dir: str | Path) -> dict:

@@ -1,9 +1,10 @@
 """Class-weight schemes: pure functions from whole-training-set counts to one weight per class.
 
-Weights are computed once from the whole training set (``seglab.data.class_counts``). Weights
-recomputed from each batch are a known failure mode (a class absent from a batch, or present
-with a handful of pixels, gets an extreme weight); the ``per_batch`` scheme reproduces it on
-purpose, see :func:`batch_inverse_frequency`.
+Weights are computed once from the whole training set (``seglab.data.class_counts``). User
+report 4 recomputed them from each batch and saw a U-Net predict one class everywhere; the
+``per_batch`` scheme recomputes inverse frequency per batch to study that (see
+:func:`batch_inverse_frequency` and ``experiments/per_batch_weights_pitfall``, where it did not
+collapse: the report's near-infinite weight for classes absent from a batch is not reproduced).
 
 How weights reach the loss: pixelwise losses (CE, focal) receive a per-pixel ``sample_weight``
 map ``w[mask]`` built in ``tf.data``; region losses (Dice, Tversky, ...) take the weights as
@@ -127,11 +128,11 @@ def manual(
 
 
 def batch_inverse_frequency(masks: np.ndarray, num_classes: int, ignore_index: int) -> np.ndarray:
-    """The per-batch pitfall: inverse frequency ``N_b / (C * n_c,b)`` from one batch's masks.
+    """Per-batch weights: inverse frequency ``N_b / (C * n_c,b)`` from one batch's masks.
 
     A class with a few pixels in the batch gets a weight in the thousands, and the weights jump
     from batch to batch. Classes absent from the batch get 0 (they have no pixels to weight).
-    NumPy reference of ``seglab.data.with_batch_weights``.
+    NumPy reference of ``seglab.data.batch_weight_map``.
     """
     labels = masks[masks != ignore_index]
     n = np.bincount(labels.ravel(), minlength=num_classes).astype(float)

@@ -96,21 +96,26 @@ def build_report(client: MlflowClient, runs: Sequence[Run]) -> Report | None:
     figures: dict[str, Figure] = {}
     if (summary.status == "FINISHED").any():
         ranked = analysis.rankings(summary)
+        rho = ranked.spearman_loss_vs_min_iou
         lines += [
+            "## Final validation IoU per class",
+            "",
+            markdown(analysis.final_iou_matrix(history, runs).reset_index(), floats="{:.3f}"),
+            "",
             "## Ranked by val loss, beside worst-class IoU and mIoU",
             "",
             markdown(ranked.table),
             "",
-            f"Spearman correlation of val loss with worst-class IoU across runs: "
-            f"{ranked.spearman_loss_vs_min_iou:+.2f} (a loss that tracked the failing class "
-            "would be near -1).",
+            "Spearman correlation of val loss with worst-class IoU across runs: "
+            + ("n/a (fewer than 3 runs)" if rho != rho else f"{rho:+.2f}")
+            + " (a loss that tracked the failing class would be near -1).",
             "",
         ]
         for line in ranked.mismatches:
             lines += [f"**Lowest loss is not best worst class.** {line}", ""]
         finished = summary[summary.status == "FINISHED"]
         figures = {
-            "final_iou_heatmap": plots.iou_heatmap(analysis.final_iou_matrix(history)),
+            "final_iou_heatmap": plots.iou_heatmap(analysis.final_iou_matrix(history, runs)),
             "val_loss_vs_min_iou": plots.loss_vs_worst_iou(
                 finished.val_loss, finished.min_iou, finished.run_name
             ),
