@@ -8,6 +8,17 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import pytest
 
+CLASSES = ["background", "disk", "square", "bar", "speck"]  # data=shapes
+EPOCH_KEYS = [  # every metric logged once per epoch
+    "train/loss",
+    "val/loss",
+    "val/ce",
+    "val/miou",
+    "val/min_iou",
+    "val/pixel_acc",
+    *(f"val/{kind}/{name}" for kind in ("iou", "dice", "loss_share") for name in CLASSES),
+]
+
 
 @pytest.fixture(autouse=True)
 def _no_external_tracking(monkeypatch: pytest.MonkeyPatch) -> None:

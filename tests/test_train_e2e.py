@@ -5,19 +5,8 @@ import subprocess
 import sys
 
 import pytest
-from conftest import artifact_paths
+from conftest import CLASSES, EPOCH_KEYS, artifact_paths
 from mlflow.tracking import MlflowClient
-
-CLASSES = ["background", "disk", "square", "bar", "speck"]
-EPOCH_KEYS = [
-    "train/loss",
-    "val/loss",
-    "val/ce",
-    "val/miou",
-    "val/min_iou",
-    "val/pixel_acc",
-    *(f"val/{kind}/{name}" for kind in ("iou", "dice", "loss_share") for name in CLASSES),
-]
 
 
 def train(tmp_path, *overrides: str) -> subprocess.CompletedProcess:

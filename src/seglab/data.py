@@ -134,6 +134,23 @@ def cached_class_counts(
     return counts
 
 
+def split_counts(
+    data: SegmentationData,
+    split: str,
+    data_config: Mapping[str, Any] | None = None,
+    cache_dir: str | Path | None = None,
+) -> ClassCounts:
+    """Class counts of ``data``'s ``train`` or ``val`` split, cached under the data config."""
+    return cached_class_counts(
+        getattr(data, split),
+        data.num_classes,
+        data.ignore_index,
+        {"split": split, **(data_config or {})},
+        cache_dir,
+        names=getattr(data, f"{split}_names"),
+    )
+
+
 def pixel_weight_map(mask: tf.Tensor, class_weights: tf.Tensor, ignore_index: int) -> tf.Tensor:
     """``w[mask]`` with ignored pixels weighted 0 (the TF segmentation tutorial's map)."""
     ignored = tf.equal(mask, ignore_index)

@@ -107,7 +107,7 @@ def build_report(client: MlflowClient, runs: Sequence[Run]) -> Report | None:
             markdown(ranked.table),
             "",
             "Spearman correlation of val loss with worst-class IoU across runs: "
-            + ("n/a (fewer than 3 runs)" if rho != rho else f"{rho:+.2f}")
+            + ("n/a (needs 3 runs and some spread in both)" if rho != rho else f"{rho:+.2f}")
             + " (a loss that tracked the failing class would be near -1).",
             "",
         ]

@@ -14,7 +14,7 @@ import hydra
 import pandas as pd
 from omegaconf import DictConfig
 
-from seglab.data import class_counts
+from seglab.data import split_counts
 from seglab.paths import config_dir
 from seglab.train import build
 
@@ -24,12 +24,7 @@ def table(cfg: DictConfig) -> pd.DataFrame:
     data = build(cfg.data)
     columns: dict[str, object] = {"class": list(data.class_names)}
     for split in ("train", "val"):
-        counts = class_counts(
-            getattr(data, split),
-            data.num_classes,
-            data.ignore_index,
-            names=getattr(data, f"{split}_names"),
-        )
+        counts = split_counts(data, split)
         columns[f"{split}_pixel_share"] = counts.pixel_share
         columns[f"{split}_images_with_class"] = counts.images
         columns[f"{split}_images"] = counts.num_images

@@ -21,7 +21,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from seglab.analysis import AXES, PARENT_TAG
 from seglab.checkpoints import Checkpointer
-from seglab.data import cached_class_counts
+from seglab.data import split_counts
 from seglab.losses import build_loss
 from seglab.paths import config_dir
 from seglab.sweep import job_context, run_name
@@ -49,24 +49,9 @@ def run(cfg: DictConfig) -> EpochRecord:
     set_precision(trainer.mixed_precision)
     data = build(cfg.data)
     data_key = OmegaConf.to_container(cfg.data, resolve=True)
-    cache = cfg.paths.cache_dir
-    counts = cached_class_counts(
-        data.train,
-        data.num_classes,
-        data.ignore_index,
-        {"split": "train", **data_key},
-        cache,
-        names=data.train_names,
-    )
+    counts = split_counts(data, "train", data_key, cfg.paths.cache_dir)
     # Counting val once per data config validates its labels before any training.
-    cached_class_counts(
-        data.val,
-        data.num_classes,
-        data.ignore_index,
-        {"split": "val", **data_key},
-        cache,
-        names=data.val_names,
-    )
+    split_counts(data, "val", data_key, cfg.paths.cache_dir)
     scheme = build(cfg.class_weights)
     weights = scheme(counts, data.class_names)
     augmenter = build(cfg.augment, ignore_index=data.ignore_index)
