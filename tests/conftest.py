@@ -7,6 +7,9 @@ import os
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import pytest
+from hydra import compose, initialize_config_dir
+
+from seglab.paths import config_dir
 
 CLASSES = ["background", "disk", "square", "bar", "speck"]  # data=shapes
 EPOCH_KEYS = [  # every metric logged once per epoch
@@ -34,3 +37,9 @@ def artifact_paths(client, run_id: str) -> set[str]:
     """Artifact paths of a run, one folder level deep (root files and figures/...)."""
     paths = {a.path for a in client.list_artifacts(run_id)}
     return paths | {a.path for a in client.list_artifacts(run_id, "figures")}
+
+
+def compose_train(*overrides: str, hydra_config: bool = False):
+    """The ``train`` config composed with ``overrides``, as ``python -m seglab.train`` would."""
+    with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
+        return compose("train", overrides=list(overrides), return_hydra_config=hydra_config)

@@ -3,7 +3,7 @@
 from pathlib import Path
 
 import pytest
-from hydra import compose, initialize_config_dir
+from conftest import compose_train
 from hydra.utils import get_object, instantiate
 from omegaconf import OmegaConf
 
@@ -15,11 +15,6 @@ GROUPS = sorted(
     p.name for p in config_dir().iterdir() if p.is_dir() and p.name not in ("hydra", "experiment")
 )
 OPTIONS = [(g, p.stem) for g in GROUPS for p in sorted((config_dir() / g).glob("*.yaml"))]
-
-
-def compose_train(*overrides: str, hydra_config: bool = False):
-    with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
-        return compose("train", overrides=list(overrides), return_hydra_config=hydra_config)
 
 
 def test_the_groups_mirror_the_modules():

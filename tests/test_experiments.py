@@ -3,7 +3,7 @@
 import math
 
 import pytest
-from hydra import compose, initialize_config_dir
+from conftest import compose_train
 from omegaconf import OmegaConf
 
 from seglab.paths import config_dir
@@ -14,10 +14,7 @@ EXPERIMENTS = sorted(p.stem for p in (config_dir() / "experiment").glob("*.yaml"
 
 
 def compose_experiment(name, *overrides, hydra=True):
-    with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
-        return compose(
-            "train", overrides=[f"experiment={name}", *overrides], return_hydra_config=hydra
-        )
+    return compose_train(f"experiment={name}", *overrides, hydra_config=hydra)
 
 
 def sweep_params(cfg) -> dict[str, str]:

@@ -5,11 +5,11 @@ import math
 import numpy as np
 import pytest
 import tensorflow as tf
-from hydra import compose, initialize_config_dir
+from conftest import compose_train
+from PIL import Image
 
 from seglab.data import class_counts
 from seglab.folder import folder
-from seglab.paths import config_dir
 from seglab.stats import table
 from seglab.train import run
 
@@ -127,22 +127,107 @@ def test_bad_folder_options_are_named(tmp_path, kwargs, message):
         folder(**{"root": str(tmp_path), "class_names": ["a", "b", "c"], **kwargs})
 
 
+COLORS = [[0, 0, 0], [128, 64, 128], [220, 20, 60]]
+IGNORE_COLOR = [255, 255, 255]
+
+
+def colour_masks(root, mode="RGB"):
+    """Four colour-mask pairs; mask i: i+1 columns of class 1, pixel (0, 0) class 2, last row
+    the ignore colour. Written as RGB or as palette (mode "P") PNGs."""
+    for i in range(4):
+        labels = np.zeros((SIZE, SIZE), np.uint8)
+        labels[:, 1 : i + 2] = 1
+        labels[0, 0] = 2
+        labels[-1] = 3
+        palette = np.array([*COLORS, IGNORE_COLOR], np.uint8)
+        (root / "masks").mkdir(parents=True, exist_ok=True)
+        if mode == "P":
+            image = Image.fromarray(labels, mode="P")
+            image.putpalette(palette.ravel().tolist())
+            image.save(root / "masks" / f"m{i}.png")
+        else:
+            write_png(root / "masks" / f"m{i}.png", palette[labels])
+        write_png(root / "images" / f"m{i}.png", np.zeros((SIZE, SIZE, 3), np.uint8))
+    return root
+
+
+@pytest.mark.parametrize("mode", ["RGB", "P"])
+def test_colour_and_palette_masks_map_through_the_colour_table(tmp_path, mode):
+    colour_masks(tmp_path, mode)
+    data = folder(
+        str(tmp_path),
+        ["bg", "road", "person"],
+        SIZE,
+        val_fraction=0.25,
+        ignore_index=9,
+        colors=COLORS,
+        ignore_color=IGNORE_COLOR,
+    )
+    masks = np.concatenate([arrays(d)[1] for d in (data.train, data.val)])
+    assert set(np.unique(masks)) == {0, 1, 2, 9}
+    counts = [class_counts(d, 3, 9) for d in (data.train, data.val)]
+    # columns 1..i+1 of the first 15 rows, minus nothing (pixel (0, 0) is column 0): 15 * (1+2+3+4)
+    assert sum(c.pixels[1] for c in counts) == (SIZE - 1) * 10
+    assert sum(c.pixels[2] for c in counts) == 4
+    assert (masks == 9).sum() == 4 * SIZE
+
+
+def test_colour_table_can_come_from_classes_yaml(tmp_path):
+    colour_masks(tmp_path)
+    (tmp_path / "classes.yaml").write_text(
+        f"classes: [bg, road, person]\ncolors: {COLORS}\nignore_color: {IGNORE_COLOR}\n"
+    )
+    data = folder(str(tmp_path), image_size=SIZE, val_fraction=0.25)
+    assert set(np.unique(arrays(data.train)[1])) == {0, 1, 2, 255}
+
+
+def test_unknown_colour_is_named_with_its_file(tmp_path):
+    colour_masks(tmp_path)
+    with pytest.raises(tf.errors.InvalidArgumentError, match=r"not in data.colors.*masks/m\d.png"):
+        class_counts(folder(str(tmp_path), ["a", "b", "c"], SIZE, colors=COLORS).train, 3, 255)
+
+
+def test_colour_mask_without_a_colour_table_says_to_give_one(tmp_path):
+    colour_masks(tmp_path)
+    with pytest.raises(tf.errors.InvalidArgumentError, match=r"m\d.png.*need data.colors"):
+        class_counts(folder(str(tmp_path), ["a", "b", "c"], SIZE).train, 3, 255)
+
+
+def test_index_mask_with_a_colour_table_is_named(tmp_path):
+    make_folder(tmp_path)
+    data = folder(str(tmp_path), ["a", "b", "c"], SIZE, colors=COLORS)
+    with pytest.raises(tf.errors.InvalidArgumentError, match=r"not an RGB/RGBA/palette.*img\d\d"):
+        class_counts(data.train, 3, 255)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"colors": COLORS[:2]}, r"data.colors: 2 colours for 3 classes"),
+        ({"colors": [[0, 0, 0], [1, 2], [3, 4, 5]]}, r"\[1, 2\] is not an \[r, g, b\]"),
+        ({"colors": [[0, 0, 0], [0, 0, 0], [3, 4, 5]]}, "the same colour is given twice"),
+        ({"colors": COLORS, "ignore_color": [0, 0, 0]}, "the same colour is given twice"),
+        ({"ignore_color": IGNORE_COLOR}, "data.ignore_color is set but data.colors is not"),
+    ],
+)
+def test_bad_colour_tables_are_named(tmp_path, kwargs, message):
+    colour_masks(tmp_path)
+    with pytest.raises(ValueError, match=message):
+        folder(str(tmp_path), ["a", "b", "c"], SIZE, **kwargs)
+
+
 def folder_config(tmp_path, root):
-    with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
-        return compose(
-            "train",
-            overrides=[
-                "trainer=smoke",  # it also shrinks the shapes data: drop those keys
-                "trainer.epochs=1",
-                "data=folder",
-                "~data.num_train",
-                "~data.num_val",
-                f"data.root={root}",
-                "data.class_names=[bg,stripe,dot]",
-                f"data.image_size={SIZE}",
-                f"paths.output_dir={tmp_path / 'out'}",
-            ],
-        )
+    return compose_train(
+        "trainer=smoke",  # it also shrinks the shapes data: drop those keys
+        "trainer.epochs=1",
+        "data=folder",
+        "~data.num_train",
+        "~data.num_val",
+        f"data.root={root}",
+        "data.class_names=[bg,stripe,dot]",
+        f"data.image_size={SIZE}",
+        f"paths.output_dir={tmp_path / 'out'}",
+    )
 
 
 @pytest.mark.slow

@@ -3,7 +3,7 @@
 import math
 
 import pytest
-from hydra import compose, initialize_config_dir
+from conftest import compose_train
 from mlflow.tracking import MlflowClient
 
 from seglab.paths import config_dir
@@ -24,8 +24,7 @@ def test_every_loss_trains_with_dataset_class_weights(loss, tmp_path):
     ]
     if loss == "bce_minus_dice":
         overrides.append("model.output_activation=sigmoid")
-    with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
-        cfg = compose("train", overrides=overrides)
+    cfg = compose_train(*overrides)
     final = run(cfg)
     assert math.isfinite(final.val_loss) and math.isfinite(final.val_ce)
     assert final.loss_share.shape == (5,)
@@ -36,14 +35,10 @@ def test_every_loss_trains_with_dataset_class_weights(loss, tmp_path):
 
 @pytest.mark.slow
 def test_per_batch_weights_train_with_a_pixel_loss(tmp_path):
-    with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
-        cfg = compose(
-            "train",
-            overrides=[
-                "trainer=smoke",
-                "trainer.epochs=1",
-                "class_weights=per_batch",
-                f"paths.output_dir={tmp_path}",
-            ],
-        )
+    cfg = compose_train(
+        "trainer=smoke",
+        "trainer.epochs=1",
+        "class_weights=per_batch",
+        f"paths.output_dir={tmp_path}",
+    )
     assert math.isfinite(run(cfg).val_loss)

@@ -8,23 +8,17 @@ import time
 
 import numpy as np
 import pytest
-from hydra import compose, initialize_config_dir
+from conftest import CLASSES, compose_train
 from hydra.errors import MissingConfigException
 from mlflow.tracking import MlflowClient
 
 from seglab import train as train_module
-from seglab.paths import config_dir
 from seglab.tracking import RetryingClient
 from seglab.train import run
 
-CLASSES = ["background", "disk", "square", "bar", "speck"]
-
 
 def smoke_config(tmp_path, *overrides):
-    with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
-        return compose(
-            "train", overrides=["trainer=smoke", f"paths.output_dir={tmp_path}", *overrides]
-        )
+    return compose_train("trainer=smoke", f"paths.output_dir={tmp_path}", *overrides)
 
 
 def runs(tmp_path):
@@ -141,7 +135,7 @@ def test_signal_ends_the_run_killed_with_its_checkpoint(tmp_path, sig):
     assert (tmp_path / "checkpoints" / killed.info.run_id / "last" / "model.weights.h5").is_file()
 
 
-EPOCH_KEYS = ["train/loss", "val/loss", "val/miou", *(f"val/iou/{c}" for c in CLASSES)]
+CHECKED_KEYS = ["train/loss", "val/loss", "val/miou", *(f"val/iou/{c}" for c in CLASSES)]
 
 
 @pytest.mark.slow
@@ -175,7 +169,7 @@ def test_resume_continues_the_same_run_without_gaps_or_duplicates(tmp_path, monk
     assert "seglab.failure_reason" not in resumed.data.tags
     assert resumed.data.tags["seglab.resumed_at_epoch"] == "1"
     client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
-    for key in EPOCH_KEYS:
+    for key in CHECKED_KEYS:
         steps = [m.step for m in client.get_metric_history(resumed.info.run_id, key)]
         assert sorted(steps) == [1, 2, 3], key
 

@@ -236,6 +236,32 @@ def batches(
     return dataset.prefetch(tf.data.AUTOTUNE)
 
 
+def resize_pair(
+    image: tf.Tensor,
+    mask: tf.Tensor,
+    size: tuple[int, int],
+    image_name: tf.Tensor | str,
+    mask_name: tf.Tensor | str,
+) -> tuple[tf.Tensor, tf.Tensor]:
+    """Checks a decoded ``uint8 (H, W, 3)`` image and ``(H, W, 1)`` mask have the same size, then
+    resizes both to ``size``: the image bilinear into ``[0, 1]``, the mask nearest neighbour (so
+    labels stay labels) into ``int32 (h, w)``. A size mismatch raises naming both files."""
+    check = tf.Assert(
+        tf.reduce_all(tf.equal(tf.shape(image)[:2], tf.shape(mask)[:2])),
+        [
+            "image and mask sizes differ:",
+            image_name,
+            tf.shape(image)[:2],
+            mask_name,
+            tf.shape(mask)[:2],
+        ],
+    )
+    with tf.control_dependencies([check]):
+        image = tf.image.resize(tf.cast(image, tf.float32) / 255.0, size, method="bilinear")
+    mask = tf.image.resize(mask, size, method="nearest")[..., 0]
+    return tf.clip_by_value(image, 0.0, 1.0), tf.cast(mask, tf.int32)
+
+
 def from_arrays(
     train: tuple[np.ndarray, np.ndarray],
     val: tuple[np.ndarray, np.ndarray],

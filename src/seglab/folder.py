@@ -5,22 +5,32 @@ Layout (masks matched to images by file stem)::
     <root>/images/*.png|jpg|jpeg   <root>/masks/*.png          seeded train/val split
     <root>/train/images, <root>/train/masks, <root>/val/images, <root>/val/masks   fixed split
 
-Masks are single-channel 8-bit PNGs whose values are class indices (and ``ignore_index``).
-Class names and the ignore index come from the config or from ``<root>/classes.yaml``
-(``classes: [...]``, ``ignore_index: 255``). Images are decoded and resized (bilinear; masks
-nearest neighbour, so labels stay labels) one at a time: the set is never loaded into memory.
+Masks are either single-channel 8-bit PNGs whose values are class indices (and
+``ignore_index``), or colour masks (RGB, RGBA or palette PNGs, which TensorFlow decodes to their
+colours) mapped through a colour table: one ``[r, g, b]`` per class, plus an optional colour that
+means "ignore" (Pascal VOC's boundary colour, say). Class names, ignore index and colours come from
+the config or from ``<root>/classes.yaml``::
+
+    classes: [background, road, person]
+    ignore_index: 255                  # index masks: the value counted nowhere
+    colors: [[0, 0, 0], [128, 64, 128], [220, 20, 60]]    # only for colour masks
+    ignore_color: [255, 255, 255]                           # optional
+
+Images are decoded and resized (bilinear; masks nearest neighbour, so labels stay labels) one at
+a time: the set is never loaded into memory.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import tensorflow as tf
 import yaml
 
-from seglab.data import SegmentationData
+from seglab.data import SegmentationData, resize_pair
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 
@@ -52,40 +62,100 @@ def pairs(folder: Path) -> tuple[list[str], list[str]]:
     return [str(images[s]) for s in stems], [str(masks[s]) for s in stems]
 
 
+class ColorTable:
+    """Maps colour-mask pixels to class indices; a colour not in the table is an error.
+
+    Args:
+        colors: One ``[r, g, b]`` per class, in class order.
+        ignore_color: Colour mapped to ``ignore_index``, if any.
+        ignore_index: Index the ignore colour becomes.
+    """
+
+    def __init__(
+        self,
+        colors: Sequence[Sequence[int]],
+        ignore_color: Sequence[int] | None,
+        ignore_index: int,
+    ) -> None:
+        table = [*map(list, colors), *([list(ignore_color)] if ignore_color is not None else [])]
+        for color in table:
+            if len(color) != 3 or not all(0 <= int(c) <= 255 for c in color):
+                raise ValueError(f"data.colors: {color} is not an [r, g, b] of 0..255 values")
+        codes = [self.code(np.array(c, np.int32)) for c in table]
+        if len(set(codes)) != len(codes):
+            raise ValueError(f"data.colors: the same colour is given twice in {table}")
+        indices = [*range(len(colors)), *([ignore_index] if ignore_color is not None else [])]
+        self.colors = table
+        self.lookup = tf.lookup.StaticHashTable(
+            tf.lookup.KeyValueTensorInitializer(
+                tf.constant(codes, tf.int32), tf.constant(indices, tf.int32)
+            ),
+            default_value=-1,
+        )
+
+    @staticmethod
+    def code(rgb: Any) -> Any:
+        """One int per colour: ``r * 65536 + g * 256 + b`` (works on numpy and tensors)."""
+        return rgb[..., 0] * 65536 + rgb[..., 1] * 256 + rgb[..., 2]
+
+    def __call__(self, mask: tf.Tensor, mask_path: tf.Tensor) -> tf.Tensor:
+        """``(H, W, 3|4)`` uint8 colours → ``(H, W, 1)`` int32 indices; unknown colours raise."""
+        labels = self.lookup.lookup(self.code(tf.cast(mask[..., :3], tf.int32)))
+        unknown = tf.where(labels < 0)
+        check = tf.Assert(
+            tf.equal(tf.shape(unknown)[0], 0),
+            [
+                "mask has a colour that is not in data.colors:",
+                mask_path,
+                "first such pixel (row, col) and its colour:",
+                unknown[:1],
+                tf.gather_nd(mask[..., :3], unknown[:1]),
+                f"colours in the table: {self.colors}",
+            ],
+        )
+        with tf.control_dependencies([check]):
+            return tf.identity(labels)[..., None]
+
+
 def load_pair(
-    image_path: tf.Tensor, mask_path: tf.Tensor, size: tuple[int, int]
+    image_path: tf.Tensor,
+    mask_path: tf.Tensor,
+    size: tuple[int, int],
+    colors: ColorTable | None = None,
 ) -> tuple[tf.Tensor, tf.Tensor]:
     """Decodes one image/mask pair, checks they match, resizes both to ``size``."""
     image = tf.io.decode_image(tf.io.read_file(image_path), channels=3, expand_animations=False)
     mask = tf.io.decode_png(tf.io.read_file(mask_path), channels=0)
-    checks = [
-        tf.Assert(
+    if colors is None:
+        channels = tf.Assert(
             tf.equal(tf.shape(mask)[2], 1),
-            ["mask must be a single-channel PNG of class indices:", mask_path],
-        ),
-        tf.Assert(
-            tf.reduce_all(tf.equal(tf.shape(image)[:2], tf.shape(mask)[:2])),
             [
-                "image and mask sizes differ:",
-                image_path,
-                tf.shape(image)[:2],
+                "mask is not a single-channel PNG of class indices:",
                 mask_path,
-                tf.shape(mask)[:2],
+                "(colour or palette masks need data.colors: one [r, g, b] per class)",
             ],
-        ),
-    ]
-    with tf.control_dependencies(checks):
-        image, mask = tf.identity(image), tf.identity(mask)
-    image = tf.image.resize(tf.cast(image, tf.float32) / 255.0, size, method="bilinear")
-    mask = tf.image.resize(mask, size, method="nearest")[..., 0]
-    return tf.clip_by_value(image, 0.0, 1.0), tf.cast(mask, tf.int32)
+        )
+    else:
+        channels = tf.Assert(
+            tf.greater_equal(tf.shape(mask)[2], 3),
+            ["data.colors is set but this mask is not an RGB/RGBA/palette PNG:", mask_path],
+        )
+    with tf.control_dependencies([channels]):
+        mask = tf.identity(mask)
+    if colors is not None:
+        mask = colors(mask, mask_path)
+    return resize_pair(image, mask, size, image_path, mask_path)
 
 
 def stream(
-    images: Sequence[str], masks: Sequence[str], size: tuple[int, int], cache: bool
+    images: Sequence[str],
+    masks: Sequence[str],
+    size: tuple[int, int],
+    cache: bool,
+    colors: ColorTable | None = None,
 ) -> tf.data.Dataset:
     dataset = tf.data.Dataset.from_tensor_slices((list(images), list(masks))).map(
-        lambda x, y: load_pair(x, y, size),
+        lambda x, y: load_pair(x, y, size, colors),
         num_parallel_calls=tf.data.AUTOTUNE,
         deterministic=True,
     )
@@ -100,6 +170,8 @@ def folder(
     val_fraction: float = 0.2,
     split_seed: int = 0,
     cache: bool = False,
+    colors: Sequence[Sequence[int]] | None = None,
+    ignore_color: Sequence[int] | None = None,
 ) -> SegmentationData:
     """A folder dataset (see the module docstring for the layout).
 
@@ -112,6 +184,9 @@ def folder(
             ``train/`` and ``val/`` subfolders.
         split_seed: Seed of that split (the same seed gives the same split).
         cache: Keep decoded, resized images in memory after the first epoch.
+        colors: For colour masks: one ``[r, g, b]`` per class; ``None``: ``classes.yaml``'s,
+            else the masks hold class indices.
+        ignore_color: For colour masks: the colour counted nowhere (becomes ``ignore_index``).
     """
     base = Path(root).expanduser()
     if not base.is_dir():
@@ -125,6 +200,18 @@ def folder(
         )
     if ignore_index is None:
         ignore_index = int(meta.get("ignore_index", 255))
+    colors = colors if colors is not None else meta.get("colors")
+    ignore_color = ignore_color if ignore_color is not None else meta.get("ignore_color")
+    color_table = None
+    if colors is not None:
+        if len(colors) != len(class_names):
+            raise ValueError(
+                f"data.colors: {len(colors)} colours for {len(class_names)} classes "
+                f"{class_names}; give one [r, g, b] per class, in class order"
+            )
+        color_table = ColorTable(colors, ignore_color, ignore_index)
+    elif ignore_color is not None:
+        raise ValueError("data.ignore_color is set but data.colors is not: give both")
     size = (image_size, image_size) if isinstance(image_size, int) else tuple(image_size)
     if (base / "train").is_dir() and (base / "val").is_dir():
         train, val = pairs(base / "train"), pairs(base / "val")
@@ -144,8 +231,8 @@ def folder(
         kept = [i for i in range(len(images)) if i not in held_out]
         train = ([images[i] for i in kept], [masks[i] for i in kept])
     return SegmentationData(
-        train=stream(*train, size, cache),
-        val=stream(*val, size, cache),
+        train=stream(*train, size, cache, color_table),
+        val=stream(*val, size, cache, color_table),
         class_names=tuple(class_names),
         ignore_index=ignore_index,
         image_shape=(*size, 3),
