@@ -175,6 +175,7 @@ def test_a_failed_job_does_not_stop_the_sweep(tmp_path):
         check=False,
     )
     assert len(children) == 2
+    assert result.returncode == 1  # after both jobs ran and the parent got its report
     by_status = {c.info.status: c for c in children}
     assert set(by_status) == {"FINISHED", "FAILED"}
     reason = by_status["FAILED"].data.tags["seglab.failure_reason"]

@@ -5,7 +5,8 @@
 count, start time) into the sweep directory; every job, in whatever process or host the launcher
 puts it, reads that file and tags its run ``mlflow.parentRunId``. At ``on_multirun_end`` the
 parent gets the sweep table and figures (see :mod:`seglab.report`) and ends FINISHED, or FAILED
-when any job failed (the process still exits 0: Hydra turns callback errors into warnings).
+when any job failed or made no run; then the process exits 1, so a script or CI step running the
+sweep sees the failure (every other job has still run and been logged).
 """
 
 from __future__ import annotations
@@ -129,7 +130,8 @@ class MlflowSweepCallback(Callback):
             for name, figure in report.figures.items():
                 tracker.log_figure(figure, f"figures/{name}.png")
         tracker.set_tags({"seglab.jobs": len(children), "seglab.failed_jobs": len(failed)})
-        status = RunStatus.FAILED if failed or not children else RunStatus.FINISHED
+        complete = len(children) >= info["total_jobs"]
+        status = RunStatus.FAILED if failed or not complete else RunStatus.FINISHED
         tracker.client.set_terminated(tracker.run_id, RunStatus.to_string(status))
         elapsed = time.time() - info["start_time"]
         print(
@@ -137,13 +139,17 @@ class MlflowSweepCallback(Callback):
             f"{tracker.run_id}; report in {sweep_dir / 'report'}",
             flush=True,
         )
-        if failed:  # Hydra turns a callback's exception into a warning: say it plainly
+        missing = info["total_jobs"] - len(children)
+        if failed or missing > 0:
             print(
-                f"[sweep] {len(failed)} of {len(children)} jobs FAILED: {failed}; each is FAILED "
-                "in MLflow with its reason in the tag seglab.failure_reason",
+                f"[sweep] {len(failed)} of {info['total_jobs']} jobs FAILED: {failed}; each is "
+                "FAILED in MLflow with its reason in the tag seglab.failure_reason"
+                + (f"; {missing} jobs made no MLflow run (see their logs)" if missing > 0 else ""),
                 file=sys.stderr,
                 flush=True,
             )
+            # Hydra turns a callback's Exception into a warning; SystemExit is not an Exception.
+            raise SystemExit(1)
 
 
 __all__ = ["PARENT_TAG", "MlflowSweepCallback", "count_jobs", "job_context", "run_name"]
