@@ -57,3 +57,36 @@ def write(name: str, payload: dict[str, Any], summary_lines: list[str]) -> None:
     text = "\n".join([f"## {name}", "", *summary_lines, ""])
     (RESULTS / f"{name}.md").write_text(text)
     print(text)
+
+
+def forward_flops(model: keras.Model) -> int:
+    """Multiply-adds x 2 of every convolution in one forward pass of one image.
+
+    Conv2D: ``2 * kh * kw * c_in * c_out * h_out * w_out``; Conv2DTranspose: the same over the
+    input grid. Batch norm, activations and concatenations are left out (a few % of a U-Net).
+    """
+    flops = 0
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.Conv2DTranspose):
+            grid = layer.input.shape[1] * layer.input.shape[2]
+        elif isinstance(layer, keras.layers.Conv2D):
+            grid = layer.output.shape[1] * layer.output.shape[2]
+        else:
+            continue
+        kh, kw = layer.kernel_size
+        flops += 2 * kh * kw * layer.input.shape[-1] * layer.filters * grid
+    return flops
+
+
+def matmul_peak(size: int = 2048, repeats: int = 10) -> float:
+    """Best float32 FLOP/s of a ``size`` x ``size`` matmul on this machine (the CPU's ceiling)."""
+    a = tf.random.normal((size, size))
+    b = tf.random.normal((size, size))
+    matmul = tf.function(lambda x, y: tf.reduce_sum(tf.matmul(x, y)))
+    matmul(a, b).numpy()  # trace and warm up
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        matmul(a, b).numpy()
+        best = min(best, time.perf_counter() - start)
+    return 2 * size**3 / best

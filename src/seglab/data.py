@@ -180,6 +180,7 @@ def batches(
     batch_size: int,
     *,
     shuffle_seed: int | None = None,
+    shuffle: bool = True,
     buffer_size: int = 1024,
     augment: Augmenter | None = None,
     class_weights: np.ndarray | None = None,
@@ -198,6 +199,8 @@ def batches(
         batch_size: Images per batch.
         shuffle_seed: Shuffle anew every epoch with this seed (``None``: keep the order). Also
             seeds the augmentation draws.
+        shuffle: ``False`` keeps the order even with a ``shuffle_seed`` (which then only seeds
+            the augmentation).
         buffer_size: Shuffle buffer.
         augment: Joint image/mask augmentation (training streams only).
         class_weights: Dataset-level weights (C,): yields ``(image, mask, w[mask])``.
@@ -211,7 +214,7 @@ def batches(
     """
     if batch_weights and (class_weights is not None or image_boost is not None):
         raise ValueError("per-batch weights cannot be combined with dataset or image weights")
-    if shuffle_seed is not None:
+    if shuffle_seed is not None and shuffle:
         dataset = dataset.shuffle(buffer_size, seed=shuffle_seed, reshuffle_each_iteration=True)
     if image_boost is not None:
         boosted, factor = image_boost

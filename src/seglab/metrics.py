@@ -23,23 +23,32 @@ from keras import ops
 
 
 class ValidationOnly:
-    """Mixin: with a ``gate`` variable, ``update_state`` runs only while it is true.
+    """Mixin: with a ``gate`` variable, batches count only while it is true.
 
     Keras updates compile metrics on training batches too; seglab reads them after validation
     only, so the trainer opens the gate around the validation pass (see
-    ``seglab.trainer.ValidationGate``) and training batches skip the work.
+    ``seglab.trainer.ValidationGate``) and training batches skip the work. Subclasses compute
+    the increments of their ``accumulators`` in :meth:`deltas`; the assignment stays outside the
+    ``tf.cond``, which Keras' symbolic build under ``tf.distribute`` requires.
     """
 
     gate: Any = None
+    accumulators: tuple[Any, ...] = ()
+
+    def deltas(self, y_true: Any, y_pred: Any, sample_weight: Any = None) -> tuple[Any, ...]:
+        raise NotImplementedError
 
     def update_state(self, y_true: Any, y_pred: Any, sample_weight: Any = None) -> None:
         if self.gate is None:
-            return self.accumulate(y_true, y_pred, sample_weight)
-        return tf.cond(
-            self.gate,
-            lambda: self.accumulate(y_true, y_pred, sample_weight),
-            lambda: None,
-        )
+            deltas = self.deltas(y_true, y_pred, sample_weight)
+        else:
+            deltas = tf.cond(
+                self.gate,
+                lambda: self.deltas(y_true, y_pred, sample_weight),
+                lambda: tuple(ops.zeros(v.shape, v.dtype) for v in self.accumulators),
+            )
+        for variable, delta in zip(self.accumulators, deltas, strict=True):
+            variable.assign_add(delta)
 
 
 @keras.saving.register_keras_serializable(package="seglab")
@@ -66,8 +75,9 @@ class ConfusionMatrix(ValidationOnly, keras.metrics.Metric):
         self.counts = self.add_variable(
             shape=(num_classes, num_classes), initializer="zeros", dtype="int64", name="counts"
         )
+        self.accumulators = (self.counts,)
 
-    def accumulate(self, y_true: Any, y_pred: Any, sample_weight: Any = None) -> None:
+    def deltas(self, y_true: Any, y_pred: Any, sample_weight: Any = None) -> tuple[Any, ...]:
         del sample_weight  # pixels are counted, not weighted
         y_true = ops.convert_to_tensor(y_true)
         if len(y_true.shape) == len(y_pred.shape):
@@ -81,7 +91,7 @@ class ConfusionMatrix(ValidationOnly, keras.metrics.Metric):
         # Invalid pixels go to bin c*c, which the slice below drops.
         flat = ops.where(valid, truth * c + pred, c * c)
         counts = ops.bincount(flat, minlength=c * c + 1)[: c * c]
-        self.counts.assign_add(ops.reshape(ops.cast(counts, "int64"), (c, c)))
+        return (ops.reshape(ops.cast(counts, "int64"), (c, c)),)
 
     def result(self) -> Any:
         cm = ops.cast(self.counts, "float64")
@@ -137,14 +147,14 @@ class PerClassLoss(ValidationOnly, keras.metrics.Metric):
             shape=(num_classes,), initializer="zeros", dtype="float64", name="totals"
         )
         self.count = self.add_variable(shape=(), initializer="zeros", dtype="float64", name="count")
+        self.accumulators = (self.totals, self.count)
 
-    def accumulate(self, y_true: Any, y_pred: Any, sample_weight: Any = None) -> None:
+    def deltas(self, y_true: Any, y_pred: Any, sample_weight: Any = None) -> tuple[Any, ...]:
         terms = self.loss.per_class(
             y_true, y_pred, sample_weight if self.use_sample_weight else None
         )
         batch = ops.cast(ops.shape(y_pred)[0], "float64")
-        self.totals.assign_add(ops.cast(terms, "float64") * batch)
-        self.count.assign_add(batch)
+        return ops.cast(terms, "float64") * batch, batch
 
     def result(self) -> Any:
         return ops.cast(ops.divide_no_nan(ops.sum(self.totals), self.count), "float32")

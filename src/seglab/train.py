@@ -55,7 +55,8 @@ def run(cfg: DictConfig) -> EpochRecord:
     scheme = build(cfg.class_weights)
     weights = scheme(counts, data.class_names)
     augmenter = build(cfg.augment, ignore_index=data.ignore_index)
-    model = build(cfg.model, input_shape=data.image_shape, num_classes=data.num_classes)
+    with trainer.scope():
+        model = build(cfg.model, input_shape=data.image_shape, num_classes=data.num_classes)
     loss = build_loss(build(cfg.loss), weights, data.ignore_index)
     image_boost = scheme.boost(data.class_names)
     trainer.check_weighting(loss, scheme.per_batch, image_boost)

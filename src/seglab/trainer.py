@@ -166,6 +166,25 @@ def set_precision(mixed: bool) -> None:
     keras.mixed_precision.set_global_policy("mixed_float16" if mixed else "float32")
 
 
+STRATEGIES = ("default", "mirrored", "multi_worker")
+
+
+def distribution_strategy(name: str) -> tf.distribute.Strategy:
+    """The ``tf.distribute`` strategy called ``name`` (one of :data:`STRATEGIES`).
+
+    ``mirrored`` replicates the model on every GPU, or on every logical CPU device when there is
+    no GPU (how the tests run it on CPU); ``multi_worker`` spans the hosts of ``TF_CONFIG``.
+    """
+    if name == "default":
+        return tf.distribute.get_strategy()
+    if name == "mirrored":
+        devices = tf.config.list_logical_devices("GPU") or tf.config.list_logical_devices("CPU")
+        return tf.distribute.MirroredStrategy([d.name for d in devices])
+    if name == "multi_worker":
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    raise ValueError(f"trainer.strategy={name!r} is not one of {list(STRATEGIES)}")
+
+
 class Trainer:
     """Fits a segmentation model and records the validation scores of every epoch.
 
@@ -174,6 +193,8 @@ class Trainer:
         epochs: Number of epochs.
         batch_size: Images per batch.
         seed: Seed of Python, NumPy, TensorFlow, the shuffle order and augmentation.
+        shuffle: Reshuffle the training set every epoch (``False``: file order, e.g. to compare
+            strategies, since ``tf.distribute`` rebuilds the pipeline and its shuffle order).
         deterministic: Also make TensorFlow ops deterministic (see :func:`seed_everything`).
         mixed_precision: Train under ``mixed_float16`` (see :func:`set_precision`); meant for
             GPUs, slower on CPU.
@@ -183,6 +204,9 @@ class Trainer:
             continue that run from its last checkpoint.
         checkpoint_monitor: Metric that selects the ``best`` checkpoint.
         checkpoint_mode: ``max`` or ``min`` for that metric.
+        strategy: ``default`` (one device), ``mirrored`` (every GPU, or every logical CPU) or
+            ``multi_worker`` (``TF_CONFIG``); ``batch_size`` is the global batch, split across
+            replicas. Build the model inside :meth:`scope`.
         class_weight: Keras' argument; always rejected with an explanation.
     """
 
@@ -192,6 +216,7 @@ class Trainer:
         epochs: int = 10,
         batch_size: int = 16,
         seed: int = 0,
+        shuffle: bool = True,
         deterministic: bool = False,
         mixed_precision: bool = False,
         steps_per_execution: int = 1,
@@ -199,8 +224,11 @@ class Trainer:
         resume: bool | str = False,
         checkpoint_monitor: str = "val/min_iou",
         checkpoint_mode: str = "max",
+        strategy: str = "default",
         class_weight: Any = None,
     ) -> None:
+        if strategy not in STRATEGIES:
+            raise ValueError(f"trainer.strategy={strategy!r} is not one of {list(STRATEGIES)}")
         if class_weight is not None:
             raise ValueError(f"trainer.class_weight: {CLASS_WEIGHT_ERROR}")
         if checkpoint_mode not in MODES:
@@ -215,6 +243,7 @@ class Trainer:
         self.epochs = epochs
         self.batch_size = batch_size
         self.seed = seed
+        self.shuffle = shuffle
         self.deterministic = deterministic
         self.mixed_precision = mixed_precision
         self.resume = resume
@@ -222,6 +251,19 @@ class Trainer:
         self.checkpoint_mode = checkpoint_mode
         self.steps_per_execution = steps_per_execution
         self.jit_compile = jit_compile
+        self.strategy = strategy
+        self._distribution: tf.distribute.Strategy | None = None
+
+    @property
+    def distribution(self) -> tf.distribute.Strategy:
+        """The ``tf.distribute`` strategy, made on first use (after the devices are set up)."""
+        if self._distribution is None:
+            self._distribution = distribution_strategy(self.strategy)
+        return self._distribution
+
+    def scope(self) -> Any:
+        """Context in which to build the model, so its variables live on every replica."""
+        return self.distribution.scope()
 
     @staticmethod
     def check_weighting(
@@ -260,7 +302,13 @@ class Trainer:
             num_classes=data.num_classes,
             ignore_index=data.ignore_index,
         )
-        train = stream(data.train, shuffle_seed=self.seed, augment=augment, image_boost=image_boost)
+        train = stream(
+            data.train,
+            shuffle_seed=self.seed,
+            shuffle=self.shuffle,
+            augment=augment,
+            image_boost=image_boost,
+        )
         return train, stream(data.val)
 
     def fit(
@@ -301,20 +349,21 @@ class Trainer:
         if class_weight is not None:
             raise ValueError(f"Trainer.fit(class_weight=...): {CLASS_WEIGHT_ERROR}")
         num_classes = data.num_classes
-        confusion = ConfusionMatrix(num_classes, data.ignore_index)
-        loss_terms = PerClassLoss(loss, num_classes, name="loss_terms")
-        ce = PerClassLoss(CrossEntropy(data.ignore_index), num_classes, False, name="ce")
-        gate = tf.Variable(False, trainable=False, name="validating")
-        for metric in (confusion, loss_terms, ce):
-            metric.gate = gate
-        model.compile(
-            optimizer=self.optimizer(),
-            loss=loss,
-            metrics=[confusion, ce],
-            weighted_metrics=[loss_terms],  # Keras passes sample_weight to these only
-            steps_per_execution=self.steps_per_execution,
-            jit_compile=self.jit_compile,
-        )
+        with self.scope():  # metric and optimizer variables, on every replica
+            confusion = ConfusionMatrix(num_classes, data.ignore_index)
+            loss_terms = PerClassLoss(loss, num_classes, name="loss_terms")
+            ce = PerClassLoss(CrossEntropy(data.ignore_index), num_classes, False, name="ce")
+            gate = tf.Variable(False, trainable=False, name="validating")
+            for metric in (confusion, loss_terms, ce):
+                metric.gate = gate
+            model.compile(
+                optimizer=self.optimizer(),
+                loss=loss,
+                metrics=[confusion, ce],
+                weighted_metrics=[loss_terms],  # Keras passes sample_weight to these only
+                steps_per_execution=self.steps_per_execution,
+                jit_compile=self.jit_compile,
+            )
         train, val = self.streams(
             data,
             loss,

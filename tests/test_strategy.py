@@ -1,0 +1,61 @@
+"""trainer.strategy=mirrored on two logical CPU devices against the default strategy."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from seglab.trainer import Trainer
+
+SCRIPT = Path(__file__).parent / "strategy_run.py"
+PIXELS = 32 * 32
+
+
+def histories(num_val: int) -> dict:
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    result = subprocess.run(
+        [sys.executable, str(SCRIPT), str(num_val)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=env,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+@pytest.fixture(scope="module")
+def runs() -> dict:
+    # 9 validation images in batches of 8: the last batch has 1 image for 2 replicas
+    return histories(num_val=9)
+
+
+@pytest.mark.slow
+def test_mirrored_runs_on_two_replicas(runs):
+    assert (runs["default"]["replicas"], runs["mirrored"]["replicas"]) == (1, 2)
+
+
+@pytest.mark.slow
+def test_confusion_matrix_counts_every_validation_pixel_once_across_replicas(runs):
+    for strategy in ("default", "mirrored"):
+        assert runs[strategy]["confusion_total"] == [9 * PIXELS] * 2, strategy
+
+
+@pytest.mark.slow
+def test_mirrored_history_matches_the_default_strategy(runs):
+    # Same data order (trainer.shuffle=false), same global batch, replica gradients summed:
+    # equal up to float summation order (measured: 2e-6 relative after 4 epochs).
+    default, mirrored = runs["default"], runs["mirrored"]
+    np.testing.assert_allclose(mirrored["train_loss"], default["train_loss"], rtol=1e-4)
+    np.testing.assert_allclose(mirrored["val_loss"], default["val_loss"], rtol=1e-4)
+    np.testing.assert_allclose(mirrored["iou"], default["iou"], atol=1e-3)
+
+
+def test_unknown_strategy_is_named_with_the_choices():
+    with pytest.raises(ValueError, match=r"trainer.strategy='tpu' is not one of \['default'"):
+        Trainer(lambda: None, strategy="tpu")
