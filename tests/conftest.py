@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
+from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import pytest
 from hydra import compose, initialize_config_dir
+from mlflow.tracking import MlflowClient
 
 from seglab.paths import config_dir
 
@@ -43,3 +47,40 @@ def compose_train(*overrides: str, hydra_config: bool = False):
     """The ``train`` config composed with ``overrides``, as ``python -m seglab.train`` would."""
     with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
         return compose("train", overrides=list(overrides), return_hydra_config=hydra_config)
+
+
+def run_sweep(tmp_path, *overrides: str, check: bool = True, tracking_uri: str | None = None):
+    """``python -m seglab.train -m trainer=smoke ...`` in a subprocess (tests/ importable).
+
+    Returns ``(result, client, parent runs, child runs)``; the store is ``tmp_path/mlflow.db``
+    unless ``tracking_uri`` (passed as ``MLFLOW_TRACKING_URI``) names another.
+    """
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    env["PYTHONPATH"] = os.pathsep.join([str(Path(__file__).parent), env.get("PYTHONPATH", "")])
+    if tracking_uri is not None:
+        env["MLFLOW_TRACKING_URI"] = tracking_uri
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "seglab.train",
+            "-m",
+            "trainer=smoke",
+            "trainer.epochs=2",
+            f"paths.output_dir={tmp_path}",
+            f"hydra.sweep.dir={tmp_path}/sweep",
+            *overrides,
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+        check=False,
+    )
+    if check:
+        assert result.returncode == 0, result.stderr[-3000:]
+    client = MlflowClient(tracking_uri or f"sqlite:///{tmp_path}/mlflow.db")
+    runs = client.search_runs([client.get_experiment_by_name("seglab").experiment_id])
+    parents = [r for r in runs if r.data.tags.get("seglab.sweep") == "parent"]
+    children = [r for r in runs if r.data.tags.get("seglab.sweep") != "parent"]
+    return result, client, parents, children

@@ -1,53 +1,17 @@
 """Multirun -> MLflow parent/child runs, the sweep report, and the notebook over it."""
 
 import json
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import nbformat
 import pytest
 from conftest import CLASSES, EPOCH_KEYS, artifact_paths
-from mlflow.tracking import MlflowClient
+from conftest import run_sweep as sweep
 from nbclient import NotebookClient
 
 from seglab import analysis
 from seglab.paths import project_root
 from seglab.report import main as report_main
 from seglab.sweep import count_jobs, run_name
-
-TESTS = Path(__file__).parent
-
-
-def sweep(tmp_path, *overrides, check=True):
-    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
-    env["PYTHONPATH"] = os.pathsep.join([str(TESTS), env.get("PYTHONPATH", "")])
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "seglab.train",
-            "-m",
-            "trainer=smoke",
-            "trainer.epochs=2",
-            f"paths.output_dir={tmp_path}",
-            f"hydra.sweep.dir={tmp_path}/sweep",
-            *overrides,
-        ],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=900,
-        check=False,
-    )
-    if check:
-        assert result.returncode == 0, result.stderr[-3000:]
-    client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
-    runs = client.search_runs([client.get_experiment_by_name("seglab").experiment_id])
-    parents = [r for r in runs if r.data.tags.get("seglab.sweep") == "parent"]
-    children = [r for r in runs if r.data.tags.get("seglab.sweep") != "parent"]
-    return result, client, parents, children
 
 
 @pytest.fixture(scope="module")

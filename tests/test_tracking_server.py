@@ -1,0 +1,84 @@
+"""A joblib sweep logging over HTTP to a real ``mlflow server``: nothing lost on the way."""
+
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+
+import pytest
+from conftest import EPOCH_KEYS, run_sweep
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture
+def mlflow_server(tmp_path):
+    """``mlflow server`` on 127.0.0.1 with an sqlite backend and a local artifact store."""
+    port = free_port()
+    log = (tmp_path / "server.log").open("w")
+    server = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "mlflow",
+            "server",
+            "--backend-store-uri",
+            f"sqlite:///{tmp_path}/server.db",
+            "--artifacts-destination",
+            str(tmp_path / "server-artifacts"),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--workers",
+            "1",
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    uri = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                with urllib.request.urlopen(f"{uri}/health", timeout=2) as response:
+                    if response.status == 200:
+                        break
+            except OSError:
+                pass
+            if server.poll() is not None or time.monotonic() > deadline:
+                pytest.fail(f"mlflow server did not start: {(tmp_path / 'server.log').read_text()}")
+            time.sleep(0.5)
+        yield uri
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+        log.close()
+
+
+@pytest.mark.slow
+def test_joblib_sweep_over_http_loses_no_run_metric_or_artifact(tmp_path, mlflow_server):
+    _, client, (parent,), children = run_sweep(
+        tmp_path,
+        "hydra/launcher=joblib",
+        "hydra.launcher.n_jobs=2",
+        "loss=ce,dice",
+        "class_weights=none,median_frequency",
+        tracking_uri=mlflow_server,
+    )
+    assert not (tmp_path / "mlflow.db").exists()  # everything went to the server
+    assert len(children) == 4 and parent.info.status == "FINISHED"
+    assert "sweep_summary.csv" in {a.path for a in client.list_artifacts(parent.info.run_id)}
+    for child in children:
+        assert child.info.status == "FINISHED"
+        assert child.data.tags["mlflow.parentRunId"] == parent.info.run_id
+        for key in EPOCH_KEYS:
+            steps = [m.step for m in client.get_metric_history(child.info.run_id, key)]
+            assert steps == [1, 2], (child.info.run_name, key)
+        artifacts = {a.path for a in client.list_artifacts(child.info.run_id)}
+        assert {"config.yaml", "per_class.csv", "class_weights.csv"} <= artifacts
