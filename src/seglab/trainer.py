@@ -199,7 +199,7 @@ class Trainer:
         mixed_precision: Train under ``mixed_float16`` (see :func:`set_precision`); meant for
             GPUs, slower on CPU.
         steps_per_execution: Batches run per ``tf.function`` call (fewer Python round trips).
-        jit_compile: Compile the train step with XLA (measured slower for the U-Net on CPU).
+        jit_compile: Compile the train step with XLA (see the README's Performance section).
         resume: ``False``, ``True`` (the latest unfinished run of the experiment) or a run id:
             continue that run from its last checkpoint.
         checkpoint_monitor: Metric that selects the ``best`` checkpoint.
