@@ -84,3 +84,16 @@ def run_sweep(tmp_path, *overrides: str, check: bool = True, tracking_uri: str |
     parents = [r for r in runs if r.data.tags.get("seglab.sweep") == "parent"]
     children = [r for r in runs if r.data.tags.get("seglab.sweep") != "parent"]
     return result, client, parents, children
+
+
+def assert_children_complete(client, parent, children) -> None:
+    """Every child of a 2-epoch smoke sweep FINISHED under ``parent`` with every metric point
+    of every epoch and its run artifacts: nothing lost between the jobs and the store."""
+    for child in children:
+        assert child.info.status == "FINISHED"
+        assert child.data.tags["mlflow.parentRunId"] == parent.info.run_id
+        for key in EPOCH_KEYS:
+            steps = [m.step for m in client.get_metric_history(child.info.run_id, key)]
+            assert steps == [1, 2], (child.info.run_name, key)
+        artifacts = {a.path for a in client.list_artifacts(child.info.run_id)}
+        assert {"config.yaml", "per_class.csv", "class_weights.csv"} <= artifacts

@@ -4,7 +4,7 @@ import json
 
 import nbformat
 import pytest
-from conftest import CLASSES, EPOCH_KEYS, artifact_paths
+from conftest import CLASSES, artifact_paths, assert_children_complete
 from conftest import run_sweep as sweep
 from nbclient import NotebookClient
 
@@ -118,14 +118,7 @@ def test_joblib_sweep_of_six_jobs_loses_no_run_metric_or_artifact(tmp_path):
         "class_weights=none,median_frequency,inverse_frequency",
     )
     assert len(children) == 6 and parent.info.status == "FINISHED"
-    for child in children:
-        assert child.info.status == "FINISHED"
-        assert child.data.tags["mlflow.parentRunId"] == parent.info.run_id
-        for key in EPOCH_KEYS:
-            steps = [m.step for m in client.get_metric_history(child.info.run_id, key)]
-            assert steps == [1, 2], (child.info.run_name, key)
-        artifacts = {a.path for a in client.list_artifacts(child.info.run_id)}
-        assert {"config.yaml", "per_class.csv", "class_weights.csv"} <= artifacts
+    assert_children_complete(client, parent, children)
 
 
 @pytest.mark.slow

@@ -7,7 +7,7 @@ import time
 import urllib.request
 
 import pytest
-from conftest import EPOCH_KEYS, run_sweep
+from conftest import assert_children_complete, run_sweep
 
 
 def free_port() -> int:
@@ -74,11 +74,4 @@ def test_joblib_sweep_over_http_loses_no_run_metric_or_artifact(tmp_path, mlflow
     assert not (tmp_path / "mlflow.db").exists()  # everything went to the server
     assert len(children) == 4 and parent.info.status == "FINISHED"
     assert "sweep_summary.csv" in {a.path for a in client.list_artifacts(parent.info.run_id)}
-    for child in children:
-        assert child.info.status == "FINISHED"
-        assert child.data.tags["mlflow.parentRunId"] == parent.info.run_id
-        for key in EPOCH_KEYS:
-            steps = [m.step for m in client.get_metric_history(child.info.run_id, key)]
-            assert steps == [1, 2], (child.info.run_name, key)
-        artifacts = {a.path for a in client.list_artifacts(child.info.run_id)}
-        assert {"config.yaml", "per_class.csv", "class_weights.csv"} <= artifacts
+    assert_children_complete(client, parent, children)
