@@ -130,8 +130,8 @@ class MlflowSweepCallback(Callback):
             for name, figure in report.figures.items():
                 tracker.log_figure(figure, f"figures/{name}.png")
         tracker.set_tags({"seglab.jobs": len(children), "seglab.failed_jobs": len(failed)})
-        complete = len(children) >= info["total_jobs"]
-        status = RunStatus.FAILED if failed or not complete else RunStatus.FINISHED
+        missing = info["total_jobs"] - len(children)  # jobs that never made a run
+        status = RunStatus.FAILED if failed or missing > 0 else RunStatus.FINISHED
         tracker.client.set_terminated(tracker.run_id, RunStatus.to_string(status))
         elapsed = time.time() - info["start_time"]
         print(
@@ -139,7 +139,6 @@ class MlflowSweepCallback(Callback):
             f"{tracker.run_id}; report in {sweep_dir / 'report'}",
             flush=True,
         )
-        missing = info["total_jobs"] - len(children)
         if failed or missing > 0:
             print(
                 f"[sweep] {len(failed)} of {info['total_jobs']} jobs FAILED: {failed}; each is "
