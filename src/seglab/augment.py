@@ -18,6 +18,8 @@ import math
 import numpy as np
 import tensorflow as tf
 
+from seglab.checks import check_choice
+
 # The maxima at strength 1: those of user report 1's ImageDataGenerator (rotation_range=90,
 # shifts 0.4, zoom_range=0.4, horizontal_flip), plus moderate photometric jitter.
 FULL_STRENGTH = {
@@ -66,12 +68,8 @@ class Augmenter:
     ) -> None:
         if not 0.0 <= strength <= 1.0:
             raise ValueError(f"augment.strength must be in [0, 1], got {strength}")
-        if fill_mode not in FILL_MODES:
-            raise ValueError(f"augment.fill_mode={fill_mode!r} is not one of {list(FILL_MODES)}")
-        if interpolation not in INTERPOLATIONS:
-            raise ValueError(
-                f"augment.interpolation={interpolation!r} is not one of {list(INTERPOLATIONS)}"
-            )
+        check_choice("augment.fill_mode", fill_mode, FILL_MODES)
+        check_choice("augment.interpolation", interpolation, INTERPOLATIONS)
         given = {
             "rotation": rotation,
             "zoom": zoom,

@@ -17,6 +17,8 @@ from pathlib import Path
 import keras
 import numpy as np
 
+from seglab.checks import check_choice
+
 MODES = ("max", "min")
 
 
@@ -47,8 +49,7 @@ class Checkpointer:
     """
 
     def __init__(self, directory: str | Path, monitor: str = "val/min_iou", mode: str = "max"):
-        if mode not in MODES:
-            raise ValueError(f"trainer.checkpoint_mode={mode!r} is not one of {list(MODES)}")
+        check_choice("trainer.checkpoint_mode", mode, MODES)
         self.directory = Path(directory)
         self.monitor = monitor
         self.mode = mode

@@ -20,6 +20,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from seglab.checks import check_choice
+
 SCHEMES = (
     "none",
     "inverse_frequency",
@@ -144,13 +146,12 @@ def normalize(weights: np.ndarray, how: str, pixel_share: np.ndarray) -> np.ndar
     """Rescales weights: ``mean`` makes their mean over classes 1; ``pixel`` makes the mean
     weight of a training pixel 1 (``sum_c p_c w_c = 1``), so a weighted pixel loss keeps the
     scale of the unweighted one; ``none`` leaves them."""
+    check_choice("class_weights.normalize", how, NORMALIZATIONS)
     if how == "none":
         return weights
     if how == "mean":
         return weights / weights.mean()
-    if how == "pixel":
-        return weights / float(np.sum(pixel_share * weights))
-    raise ValueError(f"class_weights.normalize={how!r} is not one of {list(NORMALIZATIONS)}")
+    return weights / float(np.sum(pixel_share * weights))
 
 
 class WeightScheme:
@@ -183,12 +184,8 @@ class WeightScheme:
         image_boost_class: str | None = None,
         image_boost: float = 1.0,
     ) -> None:
-        if scheme not in SCHEMES:
-            raise ValueError(f"class_weights.scheme={scheme!r} is not one of {list(SCHEMES)}")
-        if normalize not in NORMALIZATIONS:
-            raise ValueError(
-                f"class_weights.normalize={normalize!r} is not one of {list(NORMALIZATIONS)}"
-            )
+        check_choice("class_weights.scheme", scheme, SCHEMES)
+        check_choice("class_weights.normalize", normalize, NORMALIZATIONS)
         if clip_max is not None and not clip_max > 0:
             raise ValueError(f"class_weights.clip_max must be > 0, got {clip_max}")
         if not image_boost > 0:

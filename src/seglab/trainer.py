@@ -14,6 +14,7 @@ import tensorflow as tf
 
 from seglab.augment import Augmenter
 from seglab.checkpoints import MODES, Checkpointer
+from seglab.checks import check_choice
 from seglab.data import SegmentationData, batches
 from seglab.losses import CrossEntropy, SegmentationLoss
 from seglab.metrics import ConfusionMatrix, PerClassLoss, Scores, scores_from_confusion
@@ -175,14 +176,13 @@ def distribution_strategy(name: str) -> tf.distribute.Strategy:
     ``mirrored`` replicates the model on every GPU, or on every logical CPU device when there is
     no GPU (how the tests run it on CPU); ``multi_worker`` spans the hosts of ``TF_CONFIG``.
     """
+    check_choice("trainer.strategy", name, STRATEGIES)
     if name == "default":
         return tf.distribute.get_strategy()
     if name == "mirrored":
         devices = tf.config.list_logical_devices("GPU") or tf.config.list_logical_devices("CPU")
         return tf.distribute.MirroredStrategy([d.name for d in devices])
-    if name == "multi_worker":
-        return tf.distribute.MultiWorkerMirroredStrategy()
-    raise ValueError(f"trainer.strategy={name!r} is not one of {list(STRATEGIES)}")
+    return tf.distribute.MultiWorkerMirroredStrategy()
 
 
 class Trainer:
@@ -227,14 +227,10 @@ class Trainer:
         strategy: str = "default",
         class_weight: Any = None,
     ) -> None:
-        if strategy not in STRATEGIES:
-            raise ValueError(f"trainer.strategy={strategy!r} is not one of {list(STRATEGIES)}")
+        check_choice("trainer.strategy", strategy, STRATEGIES)
         if class_weight is not None:
             raise ValueError(f"trainer.class_weight: {CLASS_WEIGHT_ERROR}")
-        if checkpoint_mode not in MODES:
-            raise ValueError(
-                f"trainer.checkpoint_mode={checkpoint_mode!r} is not one of {list(MODES)}"
-            )
+        check_choice("trainer.checkpoint_mode", checkpoint_mode, MODES)
         if epochs < 1:
             raise ValueError(f"trainer.epochs must be >= 1, got {epochs}")
         if batch_size < 1:
