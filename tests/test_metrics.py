@@ -156,3 +156,19 @@ def test_a_closed_gate_skips_updates_so_training_batches_cost_nothing():
     metric.gate.assign(True)
     metric.update_state(truth, probabilities_for(truth, 2))
     np.testing.assert_array_equal(metric.matrix(), [[1, 0], [0, 1]])
+
+
+def test_per_class_loss_round_trips_through_its_config():
+    from seglab.losses import Dice
+    from seglab.metrics import PerClassLoss
+
+    loss = Dice(class_weights=[1.0, 2.0, 3.0], ignore_index=255)
+    metric = PerClassLoss(loss, 3, use_sample_weight=False, name="dice_terms")
+    copy = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(metric))
+    assert (copy.name, copy.num_classes, copy.use_sample_weight) == ("dice_terms", 3, False)
+    assert copy.loss.get_config() == loss.get_config()
+    y_true = np.random.default_rng(0).integers(0, 3, (2, 4, 4))
+    y_pred = keras.ops.softmax(np.random.default_rng(1).normal(size=(2, 4, 4, 3)))
+    for m in (metric, copy):
+        m.update_state(y_true, y_pred)
+    np.testing.assert_allclose(copy.terms(), metric.terms(), rtol=1e-6)

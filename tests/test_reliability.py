@@ -214,6 +214,26 @@ def test_best_checkpoint_follows_the_monitor(tmp_path):
         Checkpointer(tmp_path, "val/nope").save(model, 4, {"val/min_iou": 0.1})
 
 
+def test_best_model_holds_the_best_weights_or_the_last_when_none_improved(tmp_path):
+    from seglab.checkpoints import Checkpointer
+    from seglab.model import build_unet
+
+    model = build_unet((16, 16, 3), 2, depth=1, base_filters=2)
+    model.compile("adam", "mse")
+    weights = {}
+    for name, values in {"improving": [0.2, 0.5, 0.4], "nan": [np.nan, np.nan]}.items():
+        checkpointer = Checkpointer(tmp_path / name, "val/min_iou", "max")
+        for epoch, value in enumerate(values, start=1):
+            model.set_weights([w + 1.0 for w in model.get_weights()])  # a new state each epoch
+            weights[name, epoch] = model.get_weights()
+            checkpointer.save(model, epoch, {"val/min_iou": value})
+        best, epoch = checkpointer.best_model(model)
+        assert epoch == {"improving": 2, "nan": 2}[name]
+        assert best is not model and best.loss == "mse"
+        for got, want in zip(best.get_weights(), weights[name, epoch], strict=True):
+            np.testing.assert_array_equal(got, want)
+
+
 def test_retrying_client_waits_out_a_locked_database():
     class Flaky:
         calls = 0

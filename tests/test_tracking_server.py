@@ -1,5 +1,12 @@
-"""A joblib sweep logging over HTTP to a real ``mlflow server``: nothing lost on the way."""
+"""A joblib sweep logging over HTTP to a real ``mlflow server``: nothing lost on the way.
 
+The server runs once on an sqlite backend and once on PostgreSQL, the database a team's server
+uses. ``.ci/run`` starts Debian's PostgreSQL and sets ``SEGLAB_TEST_POSTGRES_URI``; locally, point
+it at an empty database the test may wipe, e.g.
+``postgresql://seglab_ci:seglab_ci@127.0.0.1:5432/seglab_ci``.
+"""
+
+import os
 import socket
 import subprocess
 import sys
@@ -16,9 +23,28 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-@pytest.fixture
-def mlflow_server(tmp_path):
-    """``mlflow server`` on 127.0.0.1 with an sqlite backend and a local artifact store."""
+def empty_postgres() -> str:
+    """``$SEGLAB_TEST_POSTGRES_URI`` with its public schema wiped; skips when it is not set."""
+    uri = os.environ.get("SEGLAB_TEST_POSTGRES_URI")
+    if not uri:
+        pytest.skip(
+            "no PostgreSQL: SEGLAB_TEST_POSTGRES_URI is not set (.ci/run sets it after starting "
+            "Debian's PostgreSQL; it printed why it could not)"
+        )
+    import sqlalchemy
+
+    engine = sqlalchemy.create_engine(uri)
+    with engine.begin() as connection:  # a previous run's tables would mix into this one's
+        connection.execute(sqlalchemy.text("DROP SCHEMA public CASCADE; CREATE SCHEMA public"))
+    engine.dispose()
+    return uri
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def mlflow_server(request, tmp_path):
+    """``mlflow server`` on 127.0.0.1 with an sqlite or PostgreSQL backend and a local artifact
+    store."""
+    backend = f"sqlite:///{tmp_path}/server.db" if request.param == "sqlite" else empty_postgres()
     port = free_port()
     log = (tmp_path / "server.log").open("w")
     server = subprocess.Popen(
@@ -28,7 +54,7 @@ def mlflow_server(tmp_path):
             "mlflow",
             "server",
             "--backend-store-uri",
-            f"sqlite:///{tmp_path}/server.db",
+            backend,
             "--artifacts-destination",
             str(tmp_path / "server-artifacts"),
             "--host",

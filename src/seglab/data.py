@@ -38,6 +38,7 @@ class SegmentationData:
         num_val: Number of validation images.
         train_names: Name (file) of each training sample, for error messages, if known.
         val_names: Name (file) of each validation sample, if known.
+        colors: The dataset's own ``[r, g, b]`` per class (colour masks), if it has them.
     """
 
     train: tf.data.Dataset
@@ -49,6 +50,7 @@ class SegmentationData:
     num_val: int
     train_names: tuple[str, ...] | None = None
     val_names: tuple[str, ...] | None = None
+    colors: tuple[tuple[int, int, int], ...] | None = None
 
     @property
     def num_classes(self) -> int:
@@ -260,9 +262,16 @@ def resize_pair(
         ],
     )
     with tf.control_dependencies([check]):
-        image = tf.image.resize(tf.cast(image, tf.float32) / 255.0, size, method="bilinear")
+        image = scale_image(image, size)
     mask = tf.image.resize(mask, size, method="nearest")[..., 0]
-    return tf.clip_by_value(image, 0.0, 1.0), tf.cast(mask, tf.int32)
+    return image, tf.cast(mask, tf.int32)
+
+
+def scale_image(image: tf.Tensor, size: tuple[int, int]) -> tf.Tensor:
+    """A decoded ``uint8 (H, W, 3)`` image as the model sees it: ``float32`` in ``[0, 1]``,
+    resized bilinear to ``size``."""
+    image = tf.image.resize(tf.cast(image, tf.float32) / 255.0, size, method="bilinear")
+    return tf.clip_by_value(image, 0.0, 1.0)
 
 
 def from_arrays(

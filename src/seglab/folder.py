@@ -117,6 +117,11 @@ class ColorTable:
             return tf.identity(labels)[..., None]
 
 
+def read_image(path: tf.Tensor | str) -> tf.Tensor:
+    """Decodes a PNG or JPEG file to ``uint8 (H, W, 3)`` (grey and RGBA become RGB)."""
+    return tf.io.decode_image(tf.io.read_file(path), channels=3, expand_animations=False)
+
+
 def load_pair(
     image_path: tf.Tensor,
     mask_path: tf.Tensor,
@@ -124,7 +129,7 @@ def load_pair(
     colors: ColorTable | None = None,
 ) -> tuple[tf.Tensor, tf.Tensor]:
     """Decodes one image/mask pair, checks they match, resizes both to ``size``."""
-    image = tf.io.decode_image(tf.io.read_file(image_path), channels=3, expand_animations=False)
+    image = read_image(image_path)
     mask = tf.io.decode_png(tf.io.read_file(mask_path), channels=0)
     if colors is None:
         channels = tf.Assert(
@@ -240,4 +245,7 @@ def folder(
         num_val=len(val[0]),
         train_names=tuple(train[1]),
         val_names=tuple(val[1]),
+        colors=None
+        if color_table is None
+        else tuple(map(tuple, color_table.colors[: len(colors)])),
     )

@@ -142,6 +142,7 @@ class PerClassLoss(ValidationOnly, keras.metrics.Metric):
     ) -> None:
         super().__init__(name=name, **kwargs)
         self.loss = loss
+        self.num_classes = num_classes
         self.use_sample_weight = use_sample_weight
         self.totals = self.add_variable(
             shape=(num_classes,), initializer="zeros", dtype="float64", name="totals"
@@ -173,6 +174,19 @@ class PerClassLoss(ValidationOnly, keras.metrics.Metric):
     def reset_state(self) -> None:
         self.totals.assign(ops.zeros_like(self.totals))
         self.count.assign(ops.zeros_like(self.count))
+
+    def get_config(self) -> dict[str, Any]:
+        return {
+            **super().get_config(),
+            "loss": keras.saving.serialize_keras_object(self.loss),
+            "num_classes": self.num_classes,
+            "use_sample_weight": self.use_sample_weight,
+        }
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any]) -> PerClassLoss:
+        loss = keras.saving.deserialize_keras_object(config.pop("loss"))
+        return cls(loss, **config)
 
 
 @dataclass(frozen=True)

@@ -19,9 +19,10 @@ from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from seglab import plots
 from seglab.analysis import AXES, PARENT_TAG
 from seglab.checkpoints import Checkpointer
-from seglab.data import split_counts
+from seglab.data import SegmentationData, split_counts
 from seglab.losses import build_loss
 from seglab.paths import config_dir
 from seglab.sweep import job_context, run_name
@@ -125,8 +126,25 @@ def run(cfg: DictConfig) -> EpochRecord:
             samples,
             cfg.metrics.hidden_failure,
         )
+        if tracker.log_model_enabled:
+            best, epoch = checkpointer.best_model(model)
+            uri = tracker.log_model(best, samples[0][:1], epoch, model_metadata(data, epoch))
+            print(f"model (epoch {epoch}, best {checkpointer.monitor}): {uri}", flush=True)
     print_summary(final, table, tags, tracker)
     return final
+
+
+def model_metadata(data: SegmentationData, epoch: int) -> dict[str, object]:
+    """What the logged model needs besides its weights to be used: :mod:`seglab.predict`
+    reads the class names and colours from here."""
+    colors = data.colors or (plots.palette(data.num_classes) * 255).round().astype(int).tolist()
+    return {
+        "class_names": list(data.class_names),
+        "colors": [list(map(int, c)) for c in colors],
+        "ignore_index": data.ignore_index,
+        "image_shape": list(data.image_shape),
+        "checkpoint_epoch": epoch,
+    }
 
 
 def print_summary(

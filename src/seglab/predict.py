@@ -1,0 +1,142 @@
+"""``python -m seglab.predict run_id=<id> input=<folder> output=<folder>``: segment a folder.
+
+Loads the run's MLflow model (``runs:/<id>/model``, the best checkpoint that
+:meth:`seglab.tracking.MlflowTracker.log_model` logged) from the same store training used, and
+writes for every PNG/JPEG image in ``input``:
+
+- ``<output>/masks/<name>.png``: class indices (8-bit, 16-bit past 256 classes) at the image's
+  own size: the image is resized to the model's input size, and the predicted mask back
+  (nearest neighbour, so labels stay labels);
+- ``<output>/overlays/<name>.png``: the image with each class in its colour (the model's
+  metadata: the dataset's colours, else seglab's palette).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import hydra
+import keras
+import mlflow.artifacts
+import mlflow.tensorflow
+import numpy as np
+import tensorflow as tf
+from mlflow.exceptions import MlflowException
+from mlflow.models import Model
+from omegaconf import DictConfig
+
+from seglab.data import scale_image
+from seglab.folder import IMAGE_SUFFIXES, read_image
+from seglab.paths import config_dir
+from seglab.tracking import MODEL_NAME, MlflowTracker
+
+
+def load_run_model(tracker: MlflowTracker, run_id: str) -> tuple[keras.Model, dict]:
+    """The run's logged model and its metadata; raises naming ``run_id`` when there is none."""
+    try:
+        run = tracker.client.get_run(run_id)
+    except MlflowException as error:
+        raise ValueError(
+            f"run_id={run_id!r}: no such run at {tracker.uri} (from {tracker.uri_source})"
+        ) from error
+    outputs = run.outputs.model_outputs if run.outputs else []
+    models = [tracker.client.get_logged_model(o.model_id) for o in outputs]
+    models = [m for m in models if m.name == MODEL_NAME]
+    if not models:
+        raise ValueError(
+            f"run_id={run_id!r} has no logged model {MODEL_NAME!r}: it was trained with "
+            "tracking.log_model=false, or did not finish"
+        )
+    # The model's own artifact location: MLflow 3.x resolves runs:/<id>/model against the
+    # global tracking URI only, which may not be this store.
+    local = mlflow.artifacts.download_artifacts(
+        artifact_uri=models[-1].artifact_location, tracking_uri=tracker.uri
+    )
+    return mlflow.tensorflow.load_model(local), Model.load(local).metadata or {}
+
+
+def image_files(folder: str) -> list[Path]:
+    """The folder's images, sorted; raises naming ``input`` when there are none."""
+    path = Path(folder).expanduser()
+    if not path.is_dir():
+        raise ValueError(f"input={folder!r} is not a folder")
+    files = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    if not files:
+        raise ValueError(f"input={folder!r} has no images ({', '.join(IMAGE_SUFFIXES)})")
+    return files
+
+
+def segment(model: keras.Model, images: list[np.ndarray], batch_size: int) -> list[np.ndarray]:
+    """Index masks, one per ``uint8 (H, W, 3)`` image and at its size."""
+    size = tuple(model.input_shape[1:3])
+    masks = []
+    for start in range(0, len(images), batch_size):
+        chunk = images[start : start + batch_size]
+        batch = tf.stack([scale_image(image, size) for image in chunk])
+        labels = np.argmax(model.predict(batch, verbose=0), axis=-1)
+        for image, label in zip(chunk, labels, strict=True):
+            back = tf.image.resize(label[..., None], image.shape[:2], method="nearest")
+            masks.append(np.asarray(back)[..., 0])
+    return masks
+
+
+def overlay(image: np.ndarray, mask: np.ndarray, colors: np.ndarray, alpha: float) -> np.ndarray:
+    """``uint8`` image with each pixel blended towards its class colour by ``alpha``."""
+    blended = (1 - alpha) * image.astype(np.float64) + alpha * colors[mask]
+    return np.clip(blended.round(), 0, 255).astype(np.uint8)
+
+
+def predict_folder(
+    model: keras.Model,
+    metadata: dict,
+    input_dir: str,
+    output_dir: str,
+    batch_size: int = 8,
+    overlay_alpha: float = 0.5,
+) -> np.ndarray:
+    """Writes ``masks/`` and ``overlays/`` under ``output_dir``; returns the predicted pixels
+    of each class over all images."""
+    if not 0.0 <= overlay_alpha <= 1.0:
+        raise ValueError(f"overlay_alpha must be in [0, 1], got {overlay_alpha}")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    files = image_files(input_dir)
+    num_classes = int(model.output_shape[-1])
+    colors = np.array(metadata.get("colors") or [], dtype=np.float64)
+    if colors.shape != (num_classes, 3):
+        raise ValueError(
+            f"the model's metadata has colours {colors.tolist()} for {num_classes} classes"
+        )
+    out = Path(output_dir).expanduser()
+    (out / "masks").mkdir(parents=True, exist_ok=True)
+    (out / "overlays").mkdir(parents=True, exist_ok=True)
+    images = [np.asarray(read_image(str(f))) for f in files]
+    dtype = tf.uint8 if num_classes <= 256 else tf.uint16
+    counts = np.zeros(num_classes, np.int64)
+    for file, image, mask in zip(files, images, segment(model, images, batch_size), strict=True):
+        indices = tf.io.encode_png(tf.cast(mask[..., None], dtype))
+        tf.io.write_file(str(out / "masks" / f"{file.stem}.png"), indices)
+        picture = overlay(image, mask, colors, overlay_alpha)
+        tf.io.write_file(str(out / "overlays" / f"{file.stem}.png"), tf.io.encode_png(picture))
+        counts += np.bincount(mask.ravel(), minlength=num_classes)
+    return counts
+
+
+@hydra.main(version_base="1.3", config_path=str(config_dir()), config_name="predict")
+def main(cfg: DictConfig) -> None:
+    tracker: MlflowTracker = hydra.utils.instantiate(cfg.tracking)
+    model, metadata = load_run_model(tracker, str(cfg.run_id))
+    counts = predict_folder(
+        model, metadata, cfg.input, cfg.output, cfg.batch_size, cfg.overlay_alpha
+    )
+    names = metadata.get("class_names") or [str(c) for c in range(len(counts))]
+    shares = ", ".join(f"{n} {c / counts.sum():.1%}" for n, c in zip(names, counts, strict=True))
+    print(f"masks and overlays of {len(image_files(cfg.input))} images in {cfg.output}")
+    print(f"predicted pixel shares: {shares}")
+
+
+if __name__ == "__main__":
+    main()

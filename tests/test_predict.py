@@ -1,0 +1,195 @@
+"""The best checkpoint as the run's MLflow model, and ``python -m seglab.predict`` over a folder."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tensorflow as tf
+import yaml
+from conftest import CLASSES, compose_train
+from mlflow.tracking import MlflowClient
+from PIL import Image
+
+from seglab.model import build_unet
+from seglab.predict import load_run_model, predict_folder
+from seglab.tracking import MlflowTracker
+from seglab.train import run
+
+pytestmark = pytest.mark.slow
+SIZES = {"wide.png": (40, 48), "square.png": (32, 32), "small.jpg": (24, 20)}  # (height, width)
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """One 3-epoch smoke run with a region loss holding class weights (its config must load)."""
+    out = tmp_path_factory.mktemp("trained")
+    uri = f"sqlite:///{out}/mlflow.db"
+    cfg = compose_train(
+        "trainer=smoke",
+        "trainer.epochs=3",
+        "loss=ce_dice",
+        "class_weights=median_frequency",
+        f"paths.output_dir={out}",
+        f"tracking.tracking_uri={uri}",
+    )
+    run(cfg)
+    client = MlflowClient(uri)
+    (logged,) = client.search_runs([client.get_experiment_by_name("seglab").experiment_id])
+    return out, uri, client, logged
+
+
+def best_checkpoint_model(out: Path, run_id: str):
+    """The best checkpoint's weights in a U-Net built like the smoke config's."""
+    model = build_unet((32, 32, 3), len(CLASSES), depth=2, base_filters=4)
+    model.load_weights(out / "checkpoints" / run_id / "best" / "model.weights.h5")
+    return model
+
+
+def test_the_best_checkpoint_is_the_runs_mlflow_model_with_signature_and_example(trained):
+    out, _, client, logged = trained
+    run_id = logged.info.run_id
+    state = json.loads((out / "checkpoints" / run_id / "best" / "state.json").read_text())
+    (output,) = client.get_run(run_id).outputs.model_outputs
+    assert output.step == state["best_epoch"]
+    model = client.get_logged_model(output.model_id)
+    assert (model.name, model.source_run_id, str(model.status)) == ("model", run_id, "READY")
+    folder = Path(model.artifact_location.removeprefix("file://"))
+    mlmodel = yaml.safe_load((folder / "MLmodel").read_text())
+    assert "tensorflow" in mlmodel["flavors"]
+    signature = {k: json.loads(v) for k, v in mlmodel["signature"].items() if v}
+    assert signature["inputs"][0]["tensor-spec"] == {"dtype": "float32", "shape": [-1, 32, 32, 3]}
+    assert signature["outputs"][0]["tensor-spec"]["shape"] == [-1, 32, 32, len(CLASSES)]
+    assert (folder / "input_example.json").is_file()
+    meta = mlmodel["metadata"]
+    assert meta["class_names"] == CLASSES
+    assert meta["checkpoint_epoch"] == state["best_epoch"]
+    assert len(meta["colors"]) == len(CLASSES)
+
+
+def test_logged_model_loads_with_its_weighted_loss_and_predicts_like_the_best_checkpoint(
+    trained,
+):
+    out, uri, _, logged = trained
+    run_id = logged.info.run_id
+    images = np.random.default_rng(0).random((3, 32, 32, 3)).astype(np.float32)
+    np.save(out / "images.npy", images)
+    script = f"""
+import sys, numpy as np, mlflow, mlflow.tensorflow
+mlflow.set_tracking_uri({uri!r})
+assert not any(m.startswith("seglab") for m in sys.modules)
+model = mlflow.tensorflow.load_model("runs:/{run_id}/model")
+np.save({str(out / "predicted.npy")!r}, model.predict(np.load({str(out / "images.npy")!r})))
+print(type(model.loss).__name__, model.loss.get_config()["class_weights"])
+"""
+    result = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=300, check=False
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    name, weights = result.stdout.strip().splitlines()[-1].split(" ", 1)
+    assert name == "CEDice"
+    want = [float(logged.data.params[f"class_weight/{c}"]) for c in CLASSES]
+    np.testing.assert_allclose(json.loads(weights), want, rtol=1e-5)
+    expected = best_checkpoint_model(out, run_id).predict(images, verbose=0)
+    np.testing.assert_allclose(np.load(out / "predicted.npy"), expected, atol=1e-6)
+
+
+def write_images(folder: Path) -> dict[str, np.ndarray]:
+    folder.mkdir()
+    rng = np.random.default_rng(1)
+    images = {}
+    for name, (h, w) in SIZES.items():
+        pixels = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
+        Image.fromarray(pixels).save(folder / name, quality=100)
+        # As TensorFlow decodes it (PIL's JPEG decoder rounds differently).
+        images[name] = tf.io.decode_image((folder / name).read_bytes(), channels=3).numpy()
+    (folder / "notes.txt").write_text("not an image")
+    return images
+
+
+def test_predict_writes_index_masks_at_each_images_size_and_overlays(trained, tmp_path):
+    out, _, _, logged = trained
+    run_id = logged.info.run_id
+    images = write_images(tmp_path / "in")
+    env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{out}/mlflow.db"}
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "seglab.predict",
+            f"run_id={run_id}",
+            f"input={tmp_path / 'in'}",
+            f"output={tmp_path / 'pred'}",
+            "batch_size=2",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "masks and overlays of 3 images" in result.stdout
+    written = {p.relative_to(tmp_path / "pred").as_posix() for p in (tmp_path / "pred").rglob("*")}
+    stems = [Path(n).stem for n in SIZES]
+    folders = ("masks", "overlays")
+    assert written == {*folders, *(f"{d}/{s}.png" for d in folders for s in stems)}
+    model = best_checkpoint_model(out, run_id)
+    colors = np.array(logged_metadata(out, run_id)["colors"], np.float64)
+    for name, image in images.items():
+        mask = np.asarray(Image.open(tmp_path / "pred" / "masks" / f"{Path(name).stem}.png"))
+        assert mask.dtype == np.uint8 and mask.shape == SIZES[name]
+        # Independently: bilinear to the model's 32x32, argmax, nearest back to the image size.
+        small = tf.image.resize(image.astype(np.float32) / 255.0, (32, 32), method="bilinear")
+        labels = model.predict(small[None], verbose=0)[0].argmax(-1)
+        expected = tf.image.resize(labels[..., None], SIZES[name], method="nearest")[..., 0]
+        np.testing.assert_array_equal(mask, np.asarray(expected))
+        picture = np.asarray(Image.open(tmp_path / "pred" / "overlays" / f"{Path(name).stem}.png"))
+        blend = np.clip(np.round(0.5 * image + 0.5 * colors[mask]), 0, 255)
+        np.testing.assert_array_equal(picture, blend.astype(np.uint8))
+
+
+def logged_metadata(out: Path, run_id: str) -> dict:
+    client = MlflowClient(f"sqlite:///{out}/mlflow.db")
+    (output,) = client.get_run(run_id).outputs.model_outputs
+    folder = client.get_logged_model(output.model_id).artifact_location.removeprefix("file://")
+    return yaml.safe_load((Path(folder) / "MLmodel").read_text())["metadata"]
+
+
+def test_predict_names_a_bad_run_id_input_folder_or_option(trained, tmp_path):
+    _, uri, _, logged = trained
+    tracker = MlflowTracker(tracking_uri=uri)
+    with pytest.raises(ValueError, match=r"run_id='0123abc': no such run at sqlite:///"):
+        load_run_model(tracker, "0123abc")
+    model, metadata = load_run_model(tracker, logged.info.run_id)
+    (tmp_path / "empty").mkdir()
+    cases = {
+        "missing": (r"input='.*missing' is not a folder", {}),
+        "empty": (r"input='.*empty' has no images \(\.png, \.jpg, \.jpeg\)", {}),
+        "in": (r"overlay_alpha must be in \[0, 1\], got 2", {"overlay_alpha": 2.0}),
+    }
+    write_images(tmp_path / "in")
+    for folder, (message, kwargs) in cases.items():
+        with pytest.raises(ValueError, match=message):
+            predict_folder(model, metadata, str(tmp_path / folder), str(tmp_path / "o"), **kwargs)
+
+
+def test_a_run_without_a_logged_model_is_named(tmp_path):
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    cfg = compose_train(
+        "trainer=smoke",
+        "trainer.epochs=1",
+        "tracking.log_model=false",
+        f"paths.output_dir={tmp_path}",
+        f"tracking.tracking_uri={uri}",
+    )
+    run(cfg)
+    client = MlflowClient(uri)
+    (logged,) = client.search_runs([client.get_experiment_by_name("seglab").experiment_id])
+    with pytest.raises(ValueError, match=r"has no logged model 'model': .*log_model=false"):
+        load_run_model(MlflowTracker(tracking_uri=uri), logged.info.run_id)
