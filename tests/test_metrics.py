@@ -49,6 +49,17 @@ def test_streamed_confusion_matrix_equals_numpy_over_batches_of_different_sizes(
     np.testing.assert_array_equal(streamed(batches).matrix(), numpy_confusion(batches))
 
 
+def test_confusion_matrix_compiled_with_xla_equals_numpy():
+    import tensorflow as tf
+
+    batches = random_batches(0)
+    metric = ConfusionMatrix(C, ignore_index=IGNORE)
+    update = tf.function(metric.update_state, jit_compile=True)  # as under trainer.jit_compile
+    for truth, pred in batches:
+        update(truth, probabilities_for(pred))
+    np.testing.assert_array_equal(metric.matrix(), numpy_confusion(batches))
+
+
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_per_class_iou_equals_sklearn_and_keras_iou(seed):
     batches = random_batches(seed)

@@ -4,7 +4,7 @@ import pytest
 from omegaconf import OmegaConf
 
 from seglab.data import batches, shapes
-from seglab.losses import CrossEntropy, Dice, Lovasz
+from seglab.losses import CEDice, CrossEntropy, Dice, Lovasz
 from seglab.metrics import scores_from_confusion
 from seglab.model import build_unet
 from seglab.trainer import Trainer, predict_samples, reject_keras_class_weight
@@ -12,11 +12,13 @@ from seglab.trainer import Trainer, predict_samples, reject_keras_class_weight
 WEIGHTS = np.array([0.5, 1.0, 2.0, 3.0, 20.0], np.float32)
 
 
-def fit_small(loss, epochs=2, **fit_kwargs):
+def fit_small(loss, epochs=2, jit_compile=False, **fit_kwargs):
     keras.utils.set_random_seed(0)
     data = shapes(image_size=32, num_train=12, num_val=10, rare_image_fraction=0.6)
     model = build_unet(data.image_shape, data.num_classes, depth=2, base_filters=4)
-    trainer = Trainer(lambda: keras.optimizers.Adam(3e-3), epochs=epochs, batch_size=4)
+    trainer = Trainer(
+        lambda: keras.optimizers.Adam(3e-3), epochs=epochs, batch_size=4, jit_compile=jit_compile
+    )
     seen = []
     records = trainer.fit(model, loss, data, on_epoch=seen.append, **fit_kwargs)
     return data, model, records, seen
@@ -139,3 +141,19 @@ def test_mixed_precision_trains_with_loss_scaling_and_float32_outputs():
     finally:
         set_precision(False)
     assert keras.mixed_precision.global_policy().name == "float32"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "loss", [CrossEntropy(255), Dice(ignore_index=255), Lovasz(ignore_index=255)]
+)
+def test_xla_compiled_training_gives_the_same_history(loss):
+    # trainer.jit_compile=true compiles the train and test steps, the streaming metrics with
+    # them; the numbers must not change beyond float reassociation.
+    _, _, plain, _ = fit_small(loss)
+    _, _, compiled, _ = fit_small(loss, jit_compile=True)
+    for a, b in zip(plain, compiled, strict=True):
+        np.testing.assert_allclose(b.train_loss, a.train_loss, rtol=1e-3)
+        np.testing.assert_allclose(b.val_loss, a.val_loss, rtol=1e-3)
+        assert np.abs(b.confusion - a.confusion).sum() <= 0.01 * a.confusion.sum()
+        np.testing.assert_allclose(b.loss_share, a.loss_share, atol=1e-3)

@@ -88,9 +88,10 @@ class ConfusionMatrix(ValidationOnly, keras.metrics.Metric):
         valid = (truth >= 0) & (truth < c)
         if self.ignore_index is not None:
             valid = valid & (truth != self.ignore_index)
-        # Invalid pixels go to bin c*c, which the slice below drops.
+        # Invalid pixels go to bin c*c, which the slice below drops. A segment sum with a fixed
+        # number of bins, not bincount, whose output size XLA (jit_compile) cannot know.
         flat = ops.where(valid, truth * c + pred, c * c)
-        counts = ops.bincount(flat, minlength=c * c + 1)[: c * c]
+        counts = ops.segment_sum(ops.ones_like(flat), flat, num_segments=c * c + 1)[: c * c]
         return (ops.reshape(ops.cast(counts, "int64"), (c, c)),)
 
     def result(self) -> Any:
