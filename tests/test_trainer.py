@@ -145,7 +145,7 @@ def test_mixed_precision_trains_with_loss_scaling_and_float32_outputs():
 
 @pytest.mark.slow
 @pytest.mark.parametrize(
-    "loss", [CrossEntropy(255), Dice(ignore_index=255), Lovasz(ignore_index=255)]
+    "loss", [CEDice(ignore_index=255), Lovasz(ignore_index=255)], ids=["ce_dice", "lovasz"]
 )
 def test_xla_compiled_training_gives_the_same_history(loss):
     # trainer.jit_compile=true compiles the train and test steps, the streaming metrics with
