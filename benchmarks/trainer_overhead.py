@@ -98,15 +98,17 @@ def main() -> None:
         times: dict[str, list[float]] = {name: [] for name in variants}
         first: dict[str, list[float]] = {name: [] for name in variants}
         with tracker.start_run():
+            # Memory first, in a fresh process: after the other variants (XLA's among them) the
+            # allocator's state would blur a leak's slope.
+            rss: list[float] = []
+            start = time.perf_counter()
+            seglab(data, args.rss_epochs, tracker=tracker, rss=rss)
+            rss_seconds = time.perf_counter() - start
             for _ in range(args.repeats):
                 for name, run in variants.items():  # interleaved: drift hits every variant
                     seconds = run()
                     first[name].append(seconds[0])
                     times[name] += seconds[1:]
-            rss: list[float] = []
-            start = time.perf_counter()
-            seglab(data, args.rss_epochs, tracker=tracker, rss=rss)
-            rss_seconds = time.perf_counter() - start
     epoch = {name: common.median(values) for name, values in times.items()}
     images = data.num_train
     first_epoch = {name: common.median(values) for name, values in first.items()}
