@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import free_port
 
 from seglab.trainer import Trainer
 
@@ -59,3 +60,28 @@ def test_mirrored_history_matches_the_default_strategy(runs):
 def test_unknown_strategy_is_named_with_the_choices():
     with pytest.raises(ValueError, match=r"trainer.strategy='tpu' is not one of \['default'"):
         Trainer(lambda: None, strategy="tpu")
+
+
+def test_multi_worker_is_refused_with_the_upstream_reason_and_the_alternatives():
+    with pytest.raises(
+        ValueError, match=r"'multi_worker' is not available: .*keras#20585.*mirrored"
+    ):
+        Trainer(lambda: None, strategy="multi_worker")
+
+
+@pytest.mark.slow
+def test_keras_fit_still_fails_under_multi_worker_mirrored_strategy():
+    # The reason seglab refuses trainer.strategy=multi_worker. When this test fails because
+    # fit works, a Keras release has fixed it: allow the strategy again and test seglab on it.
+    ports = [str(free_port()) for _ in range(2)]
+    script = str(Path(__file__).parent / "multi_worker_canary.py")
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    workers = [
+        subprocess.Popen(
+            [sys.executable, script, str(index), *ports], env=env, stdout=subprocess.PIPE, text=True
+        )
+        for index in range(2)
+    ]
+    lines = [worker.communicate(timeout=300)[0].strip().splitlines()[-1] for worker in workers]
+    for line in lines:
+        assert line.startswith("ValueError: Attempt to convert a value (PerReplica"), line

@@ -7,20 +7,13 @@ it at an empty database the test may wipe, e.g.
 """
 
 import os
-import socket
 import subprocess
 import sys
 import time
 import urllib.request
 
 import pytest
-from conftest import assert_children_complete, run_sweep
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+from conftest import assert_children_complete, free_port, run_sweep
 
 
 def empty_postgres() -> str:

@@ -167,22 +167,34 @@ def set_precision(mixed: bool) -> None:
     keras.mixed_precision.set_global_policy("mixed_float16" if mixed else "float32")
 
 
-STRATEGIES = ("default", "mirrored", "multi_worker")
+STRATEGIES = ("default", "mirrored")
+MULTI_WORKER_ERROR = (
+    "trainer.strategy='multi_worker' is not available: Keras 3's model.fit fails under "
+    "tf.distribute.MultiWorkerMirroredStrategy ('Attempt to convert a value (PerReplica...)', "
+    "keras-team/keras#20585, tensorflow/tensorflow#72388; reproduced here with two workers, "
+    "see tests/test_strategy.py). Use trainer.strategy=mirrored for several devices of one "
+    "host, and a Hydra launcher (hydra/launcher=slurm) to spread a sweep's jobs over hosts."
+)
+
+
+def check_strategy(name: str) -> None:
+    """Raises naming ``trainer.strategy`` unless ``name`` is one of :data:`STRATEGIES`."""
+    if name == "multi_worker":
+        raise ValueError(MULTI_WORKER_ERROR)
+    check_choice("trainer.strategy", name, STRATEGIES)
 
 
 def distribution_strategy(name: str) -> tf.distribute.Strategy:
     """The ``tf.distribute`` strategy called ``name`` (one of :data:`STRATEGIES`).
 
     ``mirrored`` replicates the model on every GPU, or on every logical CPU device when there is
-    no GPU (how the tests run it on CPU); ``multi_worker`` spans the hosts of ``TF_CONFIG``.
+    no GPU (how the tests run it on CPU).
     """
-    check_choice("trainer.strategy", name, STRATEGIES)
+    check_strategy(name)
     if name == "default":
         return tf.distribute.get_strategy()
-    if name == "mirrored":
-        devices = tf.config.list_logical_devices("GPU") or tf.config.list_logical_devices("CPU")
-        return tf.distribute.MirroredStrategy([d.name for d in devices])
-    return tf.distribute.MultiWorkerMirroredStrategy()
+    devices = tf.config.list_logical_devices("GPU") or tf.config.list_logical_devices("CPU")
+    return tf.distribute.MirroredStrategy([d.name for d in devices])
 
 
 class Trainer:
@@ -204,9 +216,9 @@ class Trainer:
             continue that run from its last checkpoint.
         checkpoint_monitor: Metric that selects the ``best`` checkpoint.
         checkpoint_mode: ``max`` or ``min`` for that metric.
-        strategy: ``default`` (one device), ``mirrored`` (every GPU, or every logical CPU) or
-            ``multi_worker`` (``TF_CONFIG``); ``batch_size`` is the global batch, split across
-            replicas. Build the model inside :meth:`scope`.
+        strategy: ``default`` (one device) or ``mirrored`` (every GPU, or every logical CPU);
+            ``batch_size`` is the global batch, split across replicas. Build the model inside
+            :meth:`scope`. ``multi_worker`` is refused (see :data:`MULTI_WORKER_ERROR`).
         class_weight: Keras' argument; always rejected with an explanation.
     """
 
@@ -227,7 +239,7 @@ class Trainer:
         strategy: str = "default",
         class_weight: Any = None,
     ) -> None:
-        check_choice("trainer.strategy", strategy, STRATEGIES)
+        check_strategy(strategy)
         if class_weight is not None:
             raise ValueError(f"trainer.class_weight: {CLASS_WEIGHT_ERROR}")
         check_choice("trainer.checkpoint_mode", checkpoint_mode, MODES)
