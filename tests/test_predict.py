@@ -25,22 +25,26 @@ pytestmark = pytest.mark.slow
 SIZES = {"wide.png": (40, 48), "square.png": (32, 32), "small.jpg": (24, 20)}  # (height, width)
 
 
+def train_once(out: Path, *overrides: str):
+    """One smoke run into ``out``; returns its store URI, a client and the run."""
+    uri = f"sqlite:///{out}/mlflow.db"
+    run(
+        compose_train(
+            "trainer=smoke", *overrides, f"paths.output_dir={out}", f"tracking.tracking_uri={uri}"
+        )
+    )
+    client = MlflowClient(uri)
+    (logged,) = client.search_runs([client.get_experiment_by_name("seglab").experiment_id])
+    return uri, client, logged
+
+
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     """One 3-epoch smoke run with a region loss holding class weights (its config must load)."""
     out = tmp_path_factory.mktemp("trained")
-    uri = f"sqlite:///{out}/mlflow.db"
-    cfg = compose_train(
-        "trainer=smoke",
-        "trainer.epochs=3",
-        "loss=ce_dice",
-        "class_weights=median_frequency",
-        f"paths.output_dir={out}",
-        f"tracking.tracking_uri={uri}",
+    uri, client, logged = train_once(
+        out, "trainer.epochs=3", "loss=ce_dice", "class_weights=median_frequency"
     )
-    run(cfg)
-    client = MlflowClient(uri)
-    (logged,) = client.search_runs([client.get_experiment_by_name("seglab").experiment_id])
     return out, uri, client, logged
 
 
@@ -180,16 +184,21 @@ def test_predict_names_a_bad_run_id_input_folder_or_option(trained, tmp_path):
 
 
 def test_a_run_without_a_logged_model_is_named(tmp_path):
-    uri = f"sqlite:///{tmp_path}/mlflow.db"
-    cfg = compose_train(
-        "trainer=smoke",
-        "trainer.epochs=1",
-        "tracking.log_model=false",
-        f"paths.output_dir={tmp_path}",
-        f"tracking.tracking_uri={uri}",
-    )
-    run(cfg)
-    client = MlflowClient(uri)
-    (logged,) = client.search_runs([client.get_experiment_by_name("seglab").experiment_id])
+    uri, _, logged = train_once(tmp_path, "trainer.epochs=1", "tracking.log_model=false")
     with pytest.raises(ValueError, match=r"has no logged model 'model': .*log_model=false"):
+        load_run_model(MlflowTracker(tracking_uri=uri), logged.info.run_id)
+
+
+def test_a_model_that_cannot_be_logged_leaves_the_run_finished_with_the_reason(
+    tmp_path, monkeypatch
+):
+    def fail(*args, **kwargs):
+        raise TypeError("cannot serialize MyLoss")
+
+    monkeypatch.setattr(MlflowTracker, "log_model", fail)
+    uri, _, logged = train_once(tmp_path, "trainer.epochs=1")
+    assert logged.info.status == "FINISHED"
+    assert logged.data.tags["seglab.model_error"] == "TypeError: cannot serialize MyLoss"
+    assert (tmp_path / "checkpoints" / logged.info.run_id / "best").is_dir()
+    with pytest.raises(ValueError, match=r"has no logged model 'model': TypeError: cannot ser"):
         load_run_model(MlflowTracker(tracking_uri=uri), logged.info.run_id)

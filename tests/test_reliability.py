@@ -214,7 +214,7 @@ def test_best_checkpoint_follows_the_monitor(tmp_path):
         Checkpointer(tmp_path, "val/nope").save(model, 4, {"val/min_iou": 0.1})
 
 
-def test_best_model_holds_the_best_weights_or_the_last_when_none_improved(tmp_path):
+def test_restore_best_loads_the_best_weights_or_the_last_when_none_improved(tmp_path):
     from seglab.checkpoints import Checkpointer
     from seglab.model import build_unet
 
@@ -227,10 +227,9 @@ def test_best_model_holds_the_best_weights_or_the_last_when_none_improved(tmp_pa
             model.set_weights([w + 1.0 for w in model.get_weights()])  # a new state each epoch
             weights[name, epoch] = model.get_weights()
             checkpointer.save(model, epoch, {"val/min_iou": value})
-        best, epoch = checkpointer.best_model(model)
+        epoch = checkpointer.restore_best(model)
         assert epoch == {"improving": 2, "nan": 2}[name]
-        assert best is not model and best.loss == "mse"
-        for got, want in zip(best.get_weights(), weights[name, epoch], strict=True):
+        for got, want in zip(model.get_weights(), weights[name, epoch], strict=True):
             np.testing.assert_array_equal(got, want)
 
 

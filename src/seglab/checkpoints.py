@@ -124,18 +124,15 @@ class Checkpointer:
         self.best, self.best_epoch = state.best, state.best_epoch
         return state
 
-    def best_model(self, model: keras.Model) -> tuple[keras.Model, int]:
-        """A copy of ``model`` (architecture and compile config) holding the ``best``
-        checkpoint's weights, and that checkpoint's epoch.
+    def restore_best(self, model: keras.Model) -> int:
+        """Loads the ``best`` checkpoint's weights into ``model``; returns its epoch.
 
         When no epoch improved the monitor (it was NaN throughout), the ``last`` checkpoint
         stands in for it.
         """
         name = "best" if (self.directory / "best").is_dir() else "last"
-        state = json.loads((self.directory / name / "state.json").read_text())
-        copy = keras.models.clone_model(model)
-        copy.load_weights(self.directory / name / "model.weights.h5")
-        return copy, int(state["epoch"])
+        model.load_weights(self.directory / name / "model.weights.h5")
+        return int(json.loads((self.directory / name / "state.json").read_text())["epoch"])
 
     def has_checkpoint(self) -> bool:
         return (self.directory / "last" / "state.json").is_file()

@@ -31,7 +31,7 @@ from omegaconf import DictConfig
 from seglab.data import scale_image
 from seglab.folder import IMAGE_SUFFIXES, read_image
 from seglab.paths import config_dir
-from seglab.tracking import MODEL_NAME, MlflowTracker
+from seglab.tracking import MODEL_NAME, TAG_MODEL_ERROR, MlflowTracker
 
 
 def load_run_model(tracker: MlflowTracker, run_id: str) -> tuple[keras.Model, dict]:
@@ -46,10 +46,10 @@ def load_run_model(tracker: MlflowTracker, run_id: str) -> tuple[keras.Model, di
     models = [tracker.client.get_logged_model(o.model_id) for o in outputs]
     models = [m for m in models if m.name == MODEL_NAME]
     if not models:
-        raise ValueError(
-            f"run_id={run_id!r} has no logged model {MODEL_NAME!r}: it was trained with "
-            "tracking.log_model=false, or did not finish"
+        why = run.data.tags.get(TAG_MODEL_ERROR) or (
+            "it was trained with tracking.log_model=false, or did not finish"
         )
+        raise ValueError(f"run_id={run_id!r} has no logged model {MODEL_NAME!r}: {why}")
     # The model's own artifact location: MLflow 3.x resolves runs:/<id>/model against the
     # global tracking URI only, which may not be this store.
     local = mlflow.artifacts.download_artifacts(

@@ -44,6 +44,7 @@ TAG_FAILURE_REASON = "seglab.failure_reason"
 TAG_RESUMED = "seglab.resumed_at_epoch"
 TAG_WORST_CLASS = "seglab.worst_class"
 TAG_HIDDEN_FAILURE = "seglab.hidden_failure"
+TAG_MODEL_ERROR = "seglab.model_error"  # why the run has no MLflow model
 MAX_PARAMS_PER_BATCH = 100  # MLflow's log_batch limit
 MAX_PARAM_LENGTH = 6000
 MODEL_NAME = "model"  # runs:/<run id>/model

@@ -13,6 +13,7 @@ os.environ.setdefault("MPLBACKEND", "Agg")  # figures go to files and MLflow, ne
 
 import hydra
 import keras
+import numpy as np
 import pandas as pd
 from hydra.core.hydra_config import HydraConfig
 from hydra.errors import InstantiationException
@@ -26,7 +27,13 @@ from seglab.data import SegmentationData, split_counts
 from seglab.losses import build_loss
 from seglab.paths import config_dir
 from seglab.sweep import job_context, run_name
-from seglab.tracking import TAG_RESUMED, MlflowTracker, epoch_metrics
+from seglab.tracking import (
+    MAX_PARAM_LENGTH,
+    TAG_MODEL_ERROR,
+    TAG_RESUMED,
+    MlflowTracker,
+    epoch_metrics,
+)
 from seglab.trainer import (
     EpochRecord,
     predict_samples,
@@ -127,11 +134,32 @@ def run(cfg: DictConfig) -> EpochRecord:
             cfg.metrics.hidden_failure,
         )
         if tracker.log_model_enabled:
-            best, epoch = checkpointer.best_model(model)
-            uri = tracker.log_model(best, samples[0][:1], epoch, model_metadata(data, epoch))
-            print(f"model (epoch {epoch}, best {checkpointer.monitor}): {uri}", flush=True)
+            log_best_model(tracker, checkpointer, model, data, samples[0][:1])
     print_summary(final, table, tags, tracker)
     return final
+
+
+def log_best_model(
+    tracker: MlflowTracker,
+    checkpointer: Checkpointer,
+    model: keras.Model,
+    data: SegmentationData,
+    example: np.ndarray,
+) -> None:
+    """Logs the best checkpoint as the run's MLflow model (``model`` takes its weights).
+
+    A failure here (a custom loss Keras cannot serialize, say) does not fail the run, whose
+    metrics and checkpoints are complete: it is printed and tagged ``seglab.model_error``.
+    """
+    epoch = checkpointer.restore_best(model)
+    try:
+        uri = tracker.log_model(model, example, epoch, model_metadata(data, epoch))
+    except Exception as error:
+        reason = f"{type(error).__name__}: {error}"
+        tracker.set_tags({TAG_MODEL_ERROR: reason[:MAX_PARAM_LENGTH]})
+        print(f"the model was not logged ({TAG_MODEL_ERROR}): {reason}", file=sys.stderr)
+    else:
+        print(f"model (epoch {epoch}, best {checkpointer.monitor}): {uri}", flush=True)
 
 
 def model_metadata(data: SegmentationData, epoch: int) -> dict[str, object]:

@@ -11,6 +11,7 @@ from typing import Any
 import keras
 import numpy as np
 import tensorflow as tf
+from tensorflow.python.framework import config as tf_config  # disable_op_determinism: no API
 
 from seglab.augment import Augmenter
 from seglab.checkpoints import MODES, Checkpointer
@@ -155,6 +156,8 @@ def seed_everything(seed: int, deterministic: bool = False) -> None:
     keras.utils.set_random_seed(seed)
     if deterministic:
         tf.config.experimental.enable_op_determinism()
+    else:  # the jobs of a multirun share this process: one job's setting must not leak on
+        tf_config.disable_op_determinism()
 
 
 def set_precision(mixed: bool) -> None:
@@ -240,6 +243,11 @@ class Trainer:
         class_weight: Any = None,
     ) -> None:
         check_strategy(strategy)
+        if jit_compile and deterministic:
+            raise ValueError(
+                "trainer.jit_compile=true and trainer.deterministic=true: Keras turns XLA off "
+                "while TensorFlow ops are deterministic; choose one"
+            )
         if class_weight is not None:
             raise ValueError(f"trainer.class_weight: {CLASS_WEIGHT_ERROR}")
         check_choice("trainer.checkpoint_mode", checkpoint_mode, MODES)
