@@ -4,7 +4,7 @@ import pytest
 from omegaconf import OmegaConf
 
 from seglab.data import batches, shapes
-from seglab.losses import CEDice, CrossEntropy, Dice, Lovasz
+from seglab.losses import CrossEntropy, Dice, Lovasz
 from seglab.metrics import scores_from_confusion
 from seglab.model import build_unet
 from seglab.trainer import Trainer, predict_samples, reject_keras_class_weight, seed_everything
@@ -151,14 +151,12 @@ def test_mixed_precision_trains_with_loss_scaling_and_float32_outputs():
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize(
-    "loss", [CEDice(ignore_index=255), Lovasz(ignore_index=255)], ids=["ce_dice", "lovasz"]
-)
-def test_xla_compiled_training_gives_the_same_history(loss):
+def test_xla_compiled_training_gives_the_same_history():
     # trainer.jit_compile=true compiles the train and test steps, the streaming metrics with
-    # them; the numbers must not change beyond float reassociation.
-    _, _, plain, _ = fit_small(loss)
-    _, model, compiled, _ = fit_small(loss, jit_compile=True)
+    # them; the numbers must not change beyond float reassociation. Lovasz: the loss with the
+    # least common ops (sort, gather, cumsum).
+    _, _, plain, _ = fit_small(Lovasz(ignore_index=255))
+    _, model, compiled, _ = fit_small(Lovasz(ignore_index=255), jit_compile=True)
     assert model.jit_compile  # Keras falls back to no XLA silently when it must
     for a, b in zip(plain, compiled, strict=True):
         np.testing.assert_allclose(b.train_loss, a.train_loss, rtol=1e-3)
