@@ -163,3 +163,24 @@ def test_xla_compiled_training_gives_the_same_history():
         np.testing.assert_allclose(b.val_loss, a.val_loss, rtol=1e-3)
         assert np.abs(b.confusion - a.confusion).sum() <= 0.01 * a.confusion.sum()
         np.testing.assert_allclose(b.loss_share, a.loss_share, atol=1e-3)
+
+
+def test_a_swallowed_stop_signal_still_ends_training_at_the_next_batch(monkeypatch):
+    # Python only prints a KeyboardInterrupt raised inside a __del__; the guard raises it again.
+    import signal
+
+    from seglab.trainer import SignalGuard
+
+    monkeypatch.setattr(SignalGuard, "received", signal.SIGTERM)
+    seen = []
+    with pytest.raises(KeyboardInterrupt, match="signal 15"):
+        fit_small(
+            CrossEntropy(255),
+            epochs=2,
+            callbacks=[
+                keras.callbacks.LambdaCallback(
+                    on_train_batch_begin=lambda batch, logs: seen.append(batch)
+                )
+            ],
+        )
+    assert seen == [0]  # stopped at the end of the first batch

@@ -36,6 +36,7 @@ from seglab.tracking import (
 )
 from seglab.trainer import (
     EpochRecord,
+    SignalGuard,
     predict_samples,
     reject_keras_class_weight,
     seed_everything,
@@ -231,20 +232,11 @@ def check_writable(folder: str, option: str) -> None:
         raise ValueError(f"{option}={folder!r} is not writable: {error}") from error
 
 
-def interrupt_on_sigterm() -> None:
-    """SIGTERM (a scheduler's kill, ``timeout``) ends the run like Ctrl-C: KILLED, checkpoints
-    kept."""
-
-    def handler(signum: int, frame: object) -> None:
-        raise KeyboardInterrupt(f"signal {signum}")
-
-    signal.signal(signal.SIGTERM, handler)
-
-
 @hydra.main(version_base="1.3", config_path=str(config_dir()), config_name="train")
 def main(cfg: DictConfig) -> float:
     """Hydra entry point; returns the worst-class IoU (what a sweeper should maximise)."""
-    interrupt_on_sigterm()
+    # SIGTERM (a scheduler's kill, `timeout`) ends the run like Ctrl-C: KILLED, checkpoints kept.
+    SignalGuard.install(signal.SIGINT, signal.SIGTERM)
     if job_context() is None:
         return run(cfg).scores.min_iou
     try:  # in a sweep, one failed job must not stop the others

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -145,6 +146,34 @@ class NonFiniteGuard(keras.callbacks.Callback):
         loss = (logs or {}).get("val_loss")
         if loss is not None and not np.isfinite(loss):
             raise FloatingPointError(f"validation loss became {float(loss)} at epoch {epoch + 1}")
+
+
+class SignalGuard(keras.callbacks.Callback):
+    """Ends training at the next batch once Ctrl-C or SIGTERM has arrived.
+
+    :meth:`install`'s handler raises ``KeyboardInterrupt`` at once, but Python only prints an
+    exception raised inside a ``__del__`` (TensorFlow frees iterators there) and training would
+    go on; this callback raises it again from a safe place.
+    """
+
+    received: int | None = None
+
+    @classmethod
+    def install(cls, *signals: int) -> None:
+        """Makes each of ``signals`` end the run like Ctrl-C: KILLED, checkpoints kept."""
+
+        def handler(signum: int, frame: object) -> None:
+            cls.received = signum
+            raise KeyboardInterrupt(f"signal {signum}")
+
+        for number in signals:
+            signal.signal(number, handler)
+
+    def check(self, *args: Any, **kwargs: Any) -> None:
+        if SignalGuard.received is not None:
+            raise KeyboardInterrupt(f"signal {SignalGuard.received}")
+
+    on_train_batch_end = on_test_batch_end = on_epoch_end = check
 
 
 def seed_everything(seed: int, deterministic: bool = False) -> None:
@@ -396,7 +425,7 @@ class Trainer:
             epochs=self.epochs,
             initial_epoch=initial_epoch,
             shuffle=False,  # the tf.data stream shuffles itself, seeded
-            callbacks=[ValidationGate(gate), NonFiniteGuard(), recorder, *callbacks],
+            callbacks=[ValidationGate(gate), NonFiniteGuard(), SignalGuard(), recorder, *callbacks],
             verbose=0,
         )
         return recorder.records
