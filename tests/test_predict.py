@@ -55,16 +55,21 @@ def best_checkpoint_model(out: Path, run_id: str):
     return model
 
 
+def logged_model(client, run_id: str):
+    """The run's one model output, its LoggedModel, local folder and parsed ``MLmodel``."""
+    (output,) = client.get_run(run_id).outputs.model_outputs
+    model = client.get_logged_model(output.model_id)
+    folder = Path(model.artifact_location.removeprefix("file://"))
+    return output, model, folder, yaml.safe_load((folder / "MLmodel").read_text())
+
+
 def test_the_best_checkpoint_is_the_runs_mlflow_model_with_signature_and_example(trained):
     out, _, client, logged = trained
     run_id = logged.info.run_id
     state = json.loads((out / "checkpoints" / run_id / "best" / "state.json").read_text())
-    (output,) = client.get_run(run_id).outputs.model_outputs
+    output, model, folder, mlmodel = logged_model(client, run_id)
     assert output.step == state["best_epoch"]
-    model = client.get_logged_model(output.model_id)
     assert (model.name, model.source_run_id, str(model.status)) == ("model", run_id, "READY")
-    folder = Path(model.artifact_location.removeprefix("file://"))
-    mlmodel = yaml.safe_load((folder / "MLmodel").read_text())
     assert "tensorflow" in mlmodel["flavors"]
     signature = {k: json.loads(v) for k, v in mlmodel["signature"].items() if v}
     assert signature["inputs"][0]["tensor-spec"] == {"dtype": "float32", "shape": [-1, 32, 32, 3]}
@@ -117,7 +122,7 @@ def write_images(folder: Path) -> dict[str, np.ndarray]:
 
 
 def test_predict_writes_index_masks_at_each_images_size_and_overlays(trained, tmp_path):
-    out, _, _, logged = trained
+    out, _, client, logged = trained
     run_id = logged.info.run_id
     images = write_images(tmp_path / "in")
     env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{out}/mlflow.db"}
@@ -144,7 +149,7 @@ def test_predict_writes_index_masks_at_each_images_size_and_overlays(trained, tm
     folders = ("masks", "overlays")
     assert written == {*folders, *(f"{d}/{s}.png" for d in folders for s in stems)}
     model = best_checkpoint_model(out, run_id)
-    colors = np.array(logged_metadata(out, run_id)["colors"], np.float64)
+    colors = np.array(logged_model(client, run_id)[3]["metadata"]["colors"], np.float64)
     for name, image in images.items():
         mask = np.asarray(Image.open(tmp_path / "pred" / "masks" / f"{Path(name).stem}.png"))
         assert mask.dtype == np.uint8 and mask.shape == SIZES[name]
@@ -156,13 +161,6 @@ def test_predict_writes_index_masks_at_each_images_size_and_overlays(trained, tm
         picture = np.asarray(Image.open(tmp_path / "pred" / "overlays" / f"{Path(name).stem}.png"))
         blend = np.clip(np.round(0.5 * image + 0.5 * colors[mask]), 0, 255)
         np.testing.assert_array_equal(picture, blend.astype(np.uint8))
-
-
-def logged_metadata(out: Path, run_id: str) -> dict:
-    client = MlflowClient(f"sqlite:///{out}/mlflow.db")
-    (output,) = client.get_run(run_id).outputs.model_outputs
-    folder = client.get_logged_model(output.model_id).artifact_location.removeprefix("file://")
-    return yaml.safe_load((Path(folder) / "MLmodel").read_text())["metadata"]
 
 
 def test_predict_names_a_bad_run_id_input_folder_or_option(trained, tmp_path):

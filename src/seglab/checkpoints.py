@@ -96,9 +96,9 @@ class Checkpointer:
         partial.rename(final)
         shutil.rmtree(old, ignore_errors=True)
 
-    def read_state(self) -> CheckpointState:
-        """The ``last`` checkpoint's state (no model needed)."""
-        path = self.directory / "last" / "state.json"
+    def read_state(self, name: str = "last") -> CheckpointState:
+        """The ``last`` (or ``best``) checkpoint's state (no model needed)."""
+        path = self.directory / name / "state.json"
         if not path.is_file():
             raise FileNotFoundError(f"no checkpoint to resume from in {path.parent}")
         return CheckpointState(**json.loads(path.read_text()))
@@ -132,7 +132,7 @@ class Checkpointer:
         """
         name = "best" if (self.directory / "best").is_dir() else "last"
         model.load_weights(self.directory / name / "model.weights.h5")
-        return int(json.loads((self.directory / name / "state.json").read_text())["epoch"])
+        return self.read_state(name).epoch
 
     def has_checkpoint(self) -> bool:
         return (self.directory / "last" / "state.json").is_file()

@@ -245,7 +245,5 @@ def folder(
         num_val=len(val[0]),
         train_names=tuple(train[1]),
         val_names=tuple(val[1]),
-        colors=None
-        if color_table is None
-        else tuple(map(tuple, color_table.colors[: len(colors)])),
+        colors=None if colors is None else tuple(map(tuple, colors)),
     )

@@ -96,9 +96,9 @@ def predict_folder(
     output_dir: str,
     batch_size: int = 8,
     overlay_alpha: float = 0.5,
-) -> np.ndarray:
-    """Writes ``masks/`` and ``overlays/`` under ``output_dir``; returns the predicted pixels
-    of each class over all images."""
+) -> tuple[list[Path], np.ndarray]:
+    """Writes ``masks/`` and ``overlays/`` under ``output_dir``; returns the images segmented
+    and the predicted pixels of each class over all of them."""
     if not 0.0 <= overlay_alpha <= 1.0:
         raise ValueError(f"overlay_alpha must be in [0, 1], got {overlay_alpha}")
     if batch_size < 1:
@@ -122,19 +122,19 @@ def predict_folder(
         picture = overlay(image, mask, colors, overlay_alpha)
         tf.io.write_file(str(out / "overlays" / f"{file.stem}.png"), tf.io.encode_png(picture))
         counts += np.bincount(mask.ravel(), minlength=num_classes)
-    return counts
+    return files, counts
 
 
 @hydra.main(version_base="1.3", config_path=str(config_dir()), config_name="predict")
 def main(cfg: DictConfig) -> None:
     tracker: MlflowTracker = hydra.utils.instantiate(cfg.tracking)
     model, metadata = load_run_model(tracker, str(cfg.run_id))
-    counts = predict_folder(
+    files, counts = predict_folder(
         model, metadata, cfg.input, cfg.output, cfg.batch_size, cfg.overlay_alpha
     )
     names = metadata.get("class_names") or [str(c) for c in range(len(counts))]
     shares = ", ".join(f"{n} {c / counts.sum():.1%}" for n, c in zip(names, counts, strict=True))
-    print(f"masks and overlays of {len(image_files(cfg.input))} images in {cfg.output}")
+    print(f"masks and overlays of {len(files)} images in {cfg.output}")
     print(f"predicted pixel shares: {shares}")
 
 

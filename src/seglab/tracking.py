@@ -269,7 +269,7 @@ class MlflowTracker:
 
     def _end(self, status: int, reason: str | None = None) -> None:
         if reason:
-            self.client.set_tag(self.run_id, TAG_FAILURE_REASON, reason[:MAX_PARAM_LENGTH])
+            self.set_tags({TAG_FAILURE_REASON: reason})
         self.client.set_terminated(self.run_id, RunStatus.to_string(status))
 
     def log_metrics(self, metrics: Mapping[str, float], step: int) -> None:
@@ -289,7 +289,9 @@ class MlflowTracker:
         self.log_text(yaml_text, "config.yaml")
 
     def set_tags(self, tags: Mapping[str, Any]) -> None:
-        self.client.log_batch(self.run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
+        """Tags as strings, cut to MLflow's length limit (a failure reason can be long)."""
+        items = [RunTag(k, str(v)[:MAX_PARAM_LENGTH]) for k, v in tags.items()]
+        self.client.log_batch(self.run_id, tags=items)
 
     def log_text(self, text: str, artifact_file: str) -> None:
         self.client.log_text(self.run_id, text, artifact_file)

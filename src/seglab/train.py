@@ -27,13 +27,7 @@ from seglab.data import SegmentationData, split_counts
 from seglab.losses import build_loss
 from seglab.paths import config_dir
 from seglab.sweep import job_context, run_name
-from seglab.tracking import (
-    MAX_PARAM_LENGTH,
-    TAG_MODEL_ERROR,
-    TAG_RESUMED,
-    MlflowTracker,
-    epoch_metrics,
-)
+from seglab.tracking import TAG_MODEL_ERROR, TAG_RESUMED, MlflowTracker, epoch_metrics
 from seglab.trainer import (
     EpochRecord,
     SignalGuard,
@@ -157,7 +151,7 @@ def log_best_model(
         uri = tracker.log_model(model, example, epoch, model_metadata(data, epoch))
     except Exception as error:
         reason = f"{type(error).__name__}: {error}"
-        tracker.set_tags({TAG_MODEL_ERROR: reason[:MAX_PARAM_LENGTH]})
+        tracker.set_tags({TAG_MODEL_ERROR: reason})
         print(f"the model was not logged ({TAG_MODEL_ERROR}): {reason}", file=sys.stderr)
     else:
         print(f"model (epoch {epoch}, best {checkpointer.monitor}): {uri}", flush=True)
