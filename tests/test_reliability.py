@@ -127,7 +127,11 @@ def test_signal_ends_the_run_killed_with_its_checkpoint(tmp_path, sig):
         assert time.monotonic() < deadline, "no checkpoint after 300 s"
         time.sleep(0.5)
     process.send_signal(sig)
-    _, stderr = process.communicate(timeout=120)
+    try:
+        _, stderr = process.communicate(timeout=120)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        pytest.fail(f"still running 120 s after {sig.name}:\n{process.communicate()[1][-3000:]}")
     assert process.returncode != 0
     (killed,) = runs(tmp_path)
     assert killed.info.status == "KILLED", stderr[-2000:]

@@ -169,9 +169,9 @@ def test_a_swallowed_stop_signal_still_ends_training_at_the_next_batch(monkeypat
     # Python only prints a KeyboardInterrupt raised inside a __del__; the guard raises it again.
     import signal
 
-    from seglab.trainer import SignalGuard
+    from seglab import signals
 
-    monkeypatch.setattr(SignalGuard, "received", signal.SIGTERM)
+    monkeypatch.setattr(signals, "_received", signal.SIGTERM)
     seen = []
     with pytest.raises(KeyboardInterrupt, match="signal 15"):
         fit_small(

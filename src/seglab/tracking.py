@@ -33,7 +33,7 @@ from mlflow.entities import Metric, Param, RunStatus, RunTag
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
-from seglab import plots
+from seglab import plots, signals
 from seglab.augment import Augmenter, preview
 from seglab.class_weights import ClassCounts
 from seglab.data import SegmentationData
@@ -58,7 +58,8 @@ class RetryingClient:
     """An ``MlflowClient`` whose calls retry while sqlite answers "database is locked".
 
     Parallel sweep jobs share one sqlite file; a writer holding the lock makes the others fail
-    at once. Retrying with backoff (about 25 s in all) turns that into waiting.
+    at once. Retrying with backoff (about 25 s in all) turns that into waiting. Ctrl-C and
+    SIGTERM wait for the call to finish (:func:`seglab.signals.deferred`).
     """
 
     def __init__(self, client: MlflowClient, attempts: int = 8, delay: float = 0.1) -> None:
@@ -71,6 +72,7 @@ class RetryingClient:
         if not callable(method):
             return method
 
+        @signals.deferred()
         def call(*args: Any, **kwargs: Any) -> Any:
             for attempt in range(self._attempts):
                 try:
@@ -259,6 +261,7 @@ class MlflowTracker:
         try:
             yield self
         except KeyboardInterrupt:
+            signals.acknowledge()  # or ending the run would raise it again
             self._end(RunStatus.KILLED, "interrupted (Ctrl-C or SIGTERM)")
             raise
         except BaseException as error:

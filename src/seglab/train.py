@@ -20,7 +20,7 @@ from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from seglab import plots
+from seglab import plots, signals
 from seglab.analysis import AXES, PARENT_TAG
 from seglab.checkpoints import Checkpointer
 from seglab.data import SegmentationData, split_counts
@@ -30,7 +30,6 @@ from seglab.sweep import job_context, run_name
 from seglab.tracking import TAG_MODEL_ERROR, TAG_RESUMED, MlflowTracker, epoch_metrics
 from seglab.trainer import (
     EpochRecord,
-    SignalGuard,
     predict_samples,
     reject_keras_class_weight,
     seed_everything,
@@ -230,7 +229,7 @@ def check_writable(folder: str, option: str) -> None:
 def main(cfg: DictConfig) -> float:
     """Hydra entry point; returns the worst-class IoU (what a sweeper should maximise)."""
     # SIGTERM (a scheduler's kill, `timeout`) ends the run like Ctrl-C: KILLED, checkpoints kept.
-    SignalGuard.install(signal.SIGINT, signal.SIGTERM)
+    signals.install(signal.SIGINT, signal.SIGTERM)
     if job_context() is None:
         return run(cfg).scores.min_iou
     try:  # in a sweep, one failed job must not stop the others

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import signal
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -14,6 +13,7 @@ import numpy as np
 import tensorflow as tf
 from tensorflow.python.framework import config as tf_config  # disable_op_determinism: no API
 
+from seglab import signals
 from seglab.augment import Augmenter
 from seglab.checkpoints import MODES, Checkpointer
 from seglab.checks import check_choice
@@ -149,29 +149,11 @@ class NonFiniteGuard(keras.callbacks.Callback):
 
 
 class SignalGuard(keras.callbacks.Callback):
-    """Ends training at the next batch once Ctrl-C or SIGTERM has arrived.
-
-    :meth:`install`'s handler raises ``KeyboardInterrupt`` at once, but Python only prints an
-    exception raised inside a ``__del__`` (TensorFlow frees iterators there) and training would
-    go on; this callback raises it again from a safe place.
-    """
-
-    received: int | None = None
-
-    @classmethod
-    def install(cls, *signals: int) -> None:
-        """Makes each of ``signals`` end the run like Ctrl-C: KILLED, checkpoints kept."""
-
-        def handler(signum: int, frame: object) -> None:
-            cls.received = signum
-            raise KeyboardInterrupt(f"signal {signum}")
-
-        for number in signals:
-            signal.signal(number, handler)
+    """Ends training at the next batch once Ctrl-C or SIGTERM has arrived (see
+    :mod:`seglab.signals`; :meth:`Trainer.fit` defers signals, so this is where they land)."""
 
     def check(self, *args: Any, **kwargs: Any) -> None:
-        if SignalGuard.received is not None:
-            raise KeyboardInterrupt(f"signal {SignalGuard.received}")
+        signals.raise_if_received()
 
     on_train_batch_end = on_test_batch_end = on_epoch_end = check
 
@@ -419,15 +401,22 @@ class Trainer:
         )
         initial_epoch = 0 if resume_from is None else resume_from.restore(model).epoch
         recorder = EpochRecorder(confusion, loss_terms, ce, on_epoch)
-        model.fit(
-            train,
-            validation_data=val,
-            epochs=self.epochs,
-            initial_epoch=initial_epoch,
-            shuffle=False,  # the tf.data stream shuffles itself, seeded
-            callbacks=[ValidationGate(gate), NonFiniteGuard(), SignalGuard(), recorder, *callbacks],
-            verbose=0,
-        )
+        with signals.deferred():  # a signal ends training between batches, never inside a write
+            model.fit(
+                train,
+                validation_data=val,
+                epochs=self.epochs,
+                initial_epoch=initial_epoch,
+                shuffle=False,  # the tf.data stream shuffles itself, seeded
+                callbacks=[
+                    ValidationGate(gate),
+                    NonFiniteGuard(),
+                    SignalGuard(),
+                    recorder,
+                    *callbacks,
+                ],
+                verbose=0,
+            )
         return recorder.records
 
 
