@@ -32,22 +32,58 @@ def machine_info() -> dict[str, Any]:
 
 
 class EpochTimer(keras.callbacks.Callback):
-    """Wall time and this process's CPU time (all threads) of every epoch; the first includes
-    tracing: callers drop it. On a shared machine the CPU time is the steadier of the two: it
-    does not count the time other tenants hold the cores."""
+    """Per epoch: wall time, this process's CPU time (all threads), and the wall time spent
+    inside the model's compiled train and test steps; the rest of an epoch is Python
+    (callbacks, iterators, epoch-end work). The first epoch includes tracing: callers drop it.
+    """
 
     def __init__(self) -> None:
         super().__init__()
         self.seconds: list[float] = []
         self.cpu_seconds: list[float] = []
+        self.step_seconds: list[float] = []
+        self._in_steps = 0.0
+
+    def set_model(self, model: keras.Model) -> None:
+        # Keras makes the step functions after handing the model to its callbacks.
+        super().set_model(model)
+        for phase in ("train", "test"):
+            self._clock(model, phase)
+
+    def _clock(self, model: keras.Model, phase: str) -> None:
+        make = getattr(model, f"make_{phase}_function")
+
+        def make_timed(force: bool = False) -> None:
+            make(force)
+            function = getattr(model, f"{phase}_function")
+            if getattr(function, "clocked", False):
+                return
+
+            def timed(iterator: Any) -> Any:
+                start = time.perf_counter()
+                try:
+                    return function(iterator)
+                finally:
+                    self._in_steps += time.perf_counter() - start
+
+            timed.clocked = True
+            setattr(model, f"{phase}_function", timed)
+
+        setattr(model, f"make_{phase}_function", make_timed)
 
     def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
         self._start = time.perf_counter()
         self._cpu_start = time.process_time()
+        self._in_steps = 0.0
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         self.seconds.append(time.perf_counter() - self._start)
         self.cpu_seconds.append(time.process_time() - self._cpu_start)
+        self.step_seconds.append(self._in_steps)
+
+    def outside_steps(self) -> list[float]:
+        """Seconds of each epoch spent outside the compiled steps."""
+        return [total - steps for total, steps in zip(self.seconds, self.step_seconds, strict=True)]
 
 
 def median(values: list[float]) -> float:
@@ -62,6 +98,35 @@ def write(name: str, payload: dict[str, Any], summary_lines: list[str]) -> None:
     text = "\n".join([f"## {name}", "", *summary_lines, ""])
     (RESULTS / f"{name}.md").write_text(text)
     print(text)
+
+
+def iterate_seconds(stream: tf.data.Dataset, repeats: int) -> tuple[float, float]:
+    """Median wall and CPU seconds (all threads) of one pass over ``stream``, no model; the
+    first pass traces and is dropped."""
+    wall, cpu = [], []
+    for _ in range(repeats + 1):
+        start, cpu_start = time.perf_counter(), time.process_time()
+        for _ in stream:
+            pass
+        wall.append(time.perf_counter() - start)
+        cpu.append(time.process_time() - cpu_start)
+    return median(wall[1:]), median(cpu[1:])
+
+
+def train_rate(model: keras.Model, batch: tuple[Any, Any], repeats: int, seconds: float) -> float:
+    """Training images/s of the compiled ``model`` on one in-memory ``(x, y)`` batch repeated
+    (no input pipeline): median of ``repeats`` epochs of about ``seconds`` each, after a warm-up.
+    """
+    per_execution = model.steps_per_execution
+    stream = tf.data.Dataset.from_tensors(batch).cache()
+    model.fit(stream.repeat(2 * per_execution), epochs=1, verbose=0)  # trace, warm up
+    start = time.perf_counter()
+    model.fit(stream.repeat(per_execution), epochs=1, verbose=0)
+    per_step = (time.perf_counter() - start) / per_execution
+    steps = per_execution * max(1, round(seconds / per_step / per_execution))
+    timer = EpochTimer()
+    model.fit(stream.repeat(steps), epochs=repeats, verbose=0, callbacks=[timer])
+    return steps * len(batch[0]) / median(timer.seconds)
 
 
 def forward_flops(model: keras.Model) -> int:

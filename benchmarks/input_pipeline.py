@@ -40,29 +40,20 @@ def write_folder(data, root: Path) -> None:
 
 def pipeline_rate(dataset, images: int, augment, repeats: int) -> float:
     stream = batches(dataset, BATCH, shuffle_seed=0, augment=augment)
-    seconds = []
-    for _ in range(repeats + 1):  # the first pass traces: dropped
-        start = time.perf_counter()
-        for _ in stream:
-            pass
-        seconds.append(time.perf_counter() - start)
-    return images / common.median(seconds[1:])
+    return images / common.iterate_seconds(stream, repeats)[0]
 
 
-def model_rate(data, repeats: int) -> float:
+def model_rate(data, repeats: int, seconds: float) -> float:
     keras.utils.set_random_seed(0)
     model = build_unet(data.image_shape, data.num_classes, depth=3, base_filters=8)
     model.compile(keras.optimizers.Adam(3e-3), keras.losses.SparseCategoricalCrossentropy())
-    one = next(iter(batches(data.train, BATCH)))
-    stream = tf.data.Dataset.from_tensors(one).repeat(data.num_train // BATCH)
-    timer = common.EpochTimer()
-    model.fit(stream, epochs=repeats + 1, verbose=0, callbacks=[timer])
-    return (data.num_train // BATCH) * BATCH / common.median(timer.seconds[1:])
+    return common.train_rate(model, next(iter(batches(data.train, BATCH))), repeats, seconds)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--seconds", type=float, default=3.0, help="per timed model epoch")
     args = parser.parse_args()
     data = shapes()
     with tempfile.TemporaryDirectory() as tmp:
@@ -74,7 +65,7 @@ def main() -> None:
                 key = f"{source}/augment={level}"
                 pipeline[key] = pipeline_rate(split.train, split.num_train, augment, args.repeats)
                 print(key, pipeline[key], flush=True)
-        model = model_rate(data, args.repeats)
+        model = model_rate(data, args.repeats, args.seconds)
         counting = {}
         for source, split in (("shapes", data), ("folder_png", pngs)):
             start = time.perf_counter()

@@ -10,12 +10,10 @@ convolution FLOPs per trained image (forward + the two backward products).
 from __future__ import annotations
 
 import argparse
-import time
 
 import common
 import keras
 import numpy as np
-import tensorflow as tf
 
 from seglab.model import build_unet
 
@@ -44,16 +42,7 @@ def images_per_second(
     rng = np.random.default_rng(0)
     x = rng.random((BATCH, size, size, 3), np.float32)
     y = rng.integers(0, CLASSES, (BATCH, size, size)).astype(np.int32)
-    batch = tf.data.Dataset.from_tensors((x, y)).cache()
-    model.fit(batch.repeat(2 * steps_per_execution), epochs=1, verbose=0)  # trace, warm up
-    start = time.perf_counter()
-    model.fit(batch.repeat(steps_per_execution), epochs=1, verbose=0)
-    per_step = (time.perf_counter() - start) / steps_per_execution
-    steps = max(steps_per_execution, round(seconds / per_step / steps_per_execution))
-    steps *= steps_per_execution
-    timer = common.EpochTimer()
-    model.fit(batch.repeat(steps), epochs=repeats, verbose=0, callbacks=[timer])
-    return steps * BATCH / common.median(timer.seconds), model
+    return common.train_rate(model, (x, y), repeats, seconds), model
 
 
 def main() -> None:
