@@ -87,7 +87,7 @@ def test_nan_loss_fails_the_run_with_the_reason_and_keeps_metrics_and_checkpoint
         "trainer.epochs=3",
         "~loss",
         "+loss._target_=sweep_helpers.NaNAfter",
-        "+loss.after=10",  # calls: 4 train + 4 val in epoch 1, so call 11 is epoch 2's 3rd batch
+        "+loss.after=8",  # calls: 4 train + 2 val in epoch 1, so call 9 is epoch 2's 3rd batch
         "+loss._partial_=true",
     )
     with pytest.raises(FloatingPointError, match="training loss became nan at batch"):

@@ -19,7 +19,13 @@ from seglab.checkpoints import MODES, Checkpointer
 from seglab.checks import check_choice
 from seglab.data import SegmentationData, batches
 from seglab.losses import CrossEntropy, SegmentationLoss
-from seglab.metrics import ConfusionMatrix, PerClassLoss, Scores, scores_from_confusion
+from seglab.metrics import (
+    ConfusionMatrix,
+    PerClassLoss,
+    Scores,
+    ValidationOnly,
+    scores_from_confusion,
+)
 
 CLASS_WEIGHT_ERROR = (
     "Keras' class_weight is not supported: fit(class_weight=...) looks up one weight per "
@@ -113,17 +119,22 @@ class EpochRecorder(keras.callbacks.Callback):
 
 
 class ValidationGate(keras.callbacks.Callback):
-    """Opens the metrics' gate for the validation pass only (see ``metrics.ValidationOnly``)."""
+    """Lets seglab's metrics count during the validation pass only (see
+    ``metrics.ValidationOnly``): Keras traces the test step inside it, the training step
+    outside, so training steps carry no metric work."""
 
-    def __init__(self, gate: tf.Variable) -> None:
+    def __init__(self, metrics: Sequence[ValidationOnly]) -> None:
         super().__init__()
-        self.gate = gate
+        self.metrics = metrics
+        self.on_test_end()
 
     def on_test_begin(self, logs: dict[str, Any] | None = None) -> None:
-        self.gate.assign(True)
+        for metric in self.metrics:
+            metric.validating = True
 
     def on_test_end(self, logs: dict[str, Any] | None = None) -> None:
-        self.gate.assign(False)
+        for metric in self.metrics:
+            metric.validating = False
 
 
 class NonFiniteGuard(keras.callbacks.Callback):
@@ -380,9 +391,7 @@ class Trainer:
             confusion = ConfusionMatrix(num_classes, data.ignore_index)
             loss_terms = PerClassLoss(loss, num_classes, name="loss_terms")
             ce = PerClassLoss(CrossEntropy(data.ignore_index), num_classes, False, name="ce")
-            gate = tf.Variable(False, trainable=False, name="validating")
-            for metric in (confusion, loss_terms, ce):
-                metric.gate = gate
+            gate = ValidationGate([confusion, loss_terms, ce])  # before Keras traces a step
             model.compile(
                 optimizer=self.optimizer(),
                 loss=loss,
@@ -409,7 +418,7 @@ class Trainer:
                 initial_epoch=initial_epoch,
                 shuffle=False,  # the tf.data stream shuffles itself, seeded
                 callbacks=[
-                    ValidationGate(gate),
+                    gate,
                     NonFiniteGuard(),
                     SignalGuard(),
                     recorder,

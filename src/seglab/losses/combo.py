@@ -54,6 +54,11 @@ class CEDice(SegmentationLoss):
             y_true, y_pred, sample_weight
         ) + self.dice_weight * self.dice.per_class(y_true, y_pred)
 
+    def total(self, y_true: Any, y_pred: Any, sample_weight: Any = None) -> Any:
+        return self.ce.total(y_true, y_pred, sample_weight) + self.dice_weight * self.dice.total(
+            y_true, y_pred
+        )
+
     def get_config(self) -> dict[str, Any]:
         dice = self.dice.get_config()
         return {

@@ -7,7 +7,7 @@ from typing import Any
 import keras
 from keras import ops
 
-from seglab.losses.base import PixelLoss, clipped_probabilities
+from seglab.losses.base import PixelLoss
 
 
 @keras.saving.register_keras_serializable(package="seglab")
@@ -26,8 +26,8 @@ class CrossEntropy(PixelLoss):
     def __init__(self, ignore_index: int | None = None, name: str = "cross_entropy", **kwargs):
         super().__init__(ignore_index=ignore_index, name=name, **kwargs)
 
-    def pixel_loss(self, one_hot: Any, probs: Any) -> Any:
-        return -ops.sum(one_hot * ops.log(clipped_probabilities(probs)), axis=-1)
+    def pixel_loss(self, p_true: Any) -> Any:
+        return -ops.log(p_true)
 
 
 @keras.saving.register_keras_serializable(package="seglab")
@@ -60,10 +60,8 @@ class FocalLoss(PixelLoss):
         self.gamma = gamma
         self.alpha = alpha
 
-    def pixel_loss(self, one_hot: Any, probs: Any) -> Any:
-        probs = clipped_probabilities(probs)
-        focal = self.alpha * ops.power(1.0 - probs, self.gamma) * -ops.log(probs)
-        return ops.sum(one_hot * focal, axis=-1)
+    def pixel_loss(self, p_true: Any) -> Any:
+        return self.alpha * ops.power(1.0 - p_true, self.gamma) * -ops.log(p_true)
 
     def get_config(self) -> dict[str, Any]:
         return {**super().get_config(), "gamma": self.gamma, "alpha": self.alpha}
