@@ -133,7 +133,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--epochs", type=int, default=3, help="per run, the first is dropped")
-    parser.add_argument("--rss-epochs", type=int, default=10)
+    parser.add_argument("--rss-epochs", type=int, default=30)
     parser.add_argument("--rounds", type=int, default=200, help="of paired single steps")
     args = parser.parse_args()
     data = shapes()
