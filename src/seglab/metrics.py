@@ -27,7 +27,7 @@ class ValidationOnly:
     Keras updates compile metrics in training steps too; seglab reads them after validation
     only. Its trainer clears ``validating`` before ``fit`` and ``seglab.trainer.ValidationGate``
     sets it around each validation pass, so the training step is traced with no metric ops at
-    all and the test step with them. (A gate variable read inside the graph still cost ~2-3 %
+    all and the test step with them. (A gate variable read inside the graph still cost up to 3 %
     of a small U-Net's training step.) Outside that trainer ``validating`` stays true and every
     batch counts. Subclasses compute the increments of their ``accumulators`` in
     :meth:`deltas`.

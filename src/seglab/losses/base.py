@@ -124,7 +124,7 @@ class PixelLoss(SegmentationLoss):
         """``(labels, valid, w_i * l(p_i))``, each (B, H, W)."""
         labels, valid, probs = prepare_labels(y_true, y_pred, self.ignore_index)
         # The true class's probability is gathered, not picked by a one-hot product: on a
-        # small U-Net a (B,H,W,C) product and its gradient cost ~8 % of a training step.
+        # small U-Net a (B,H,W,C) product and its gradient cost ~6 % of a training step.
         p_true = ops.take_along_axis(probs, labels[..., None], axis=-1)[..., 0]
         p_true = ops.clip(p_true / ops.sum(probs, axis=-1), EPSILON, 1.0 - EPSILON)
         weights = valid if sample_weight is None else valid * ops.cast(sample_weight, "float32")
