@@ -35,10 +35,24 @@ from seglab.model import build_unet
 from seglab.tracking import MlflowTracker, epoch_metrics
 from seglab.trainer import Trainer
 
+BATCH = 16
+
 
 def new_model(data):
     keras.utils.set_random_seed(0)
     return build_unet(data.image_shape, data.num_classes, depth=3, base_filters=8)
+
+
+def bare_streams(data, augment=None):
+    """The training and validation batches bare ``model.fit`` runs on (what seglab's trainer
+    builds too, less its pixel weights)."""
+    return batches(data.train, BATCH, shuffle_seed=0, augment=augment), batches(data.val, BATCH)
+
+
+def new_trainer(epochs: int, jit: bool = False) -> Trainer:
+    return Trainer(
+        lambda: keras.optimizers.Adam(3e-3), epochs=epochs, batch_size=BATCH, jit_compile=jit
+    )
 
 
 def compile_bare(model: keras.Model) -> None:
@@ -49,9 +63,10 @@ def bare(data, epochs: int) -> common.EpochTimer:
     model = new_model(data)
     compile_bare(model)
     timer = common.EpochTimer()
+    train, val = bare_streams(data)
     model.fit(
-        batches(data.train, 16, shuffle_seed=0),
-        validation_data=batches(data.val, 16),
+        train,
+        validation_data=val,
         epochs=epochs,
         shuffle=False,
         callbacks=[timer],
@@ -74,10 +89,7 @@ def seglab(
         if rss is not None:
             rss.append(psutil.Process().memory_info().rss / 2**20)
 
-    trainer = Trainer(
-        lambda: keras.optimizers.Adam(3e-3), epochs=epochs, batch_size=16, jit_compile=jit
-    )
-    trainer.fit(
+    new_trainer(epochs, jit).fit(
         new_model(data),
         CrossEntropy(255),
         data,
@@ -98,11 +110,9 @@ def paired_steps(data, rounds: int) -> dict[str, dict[str, list[float]]]:
     """
     bare_model = new_model(data)
     compile_bare(bare_model)
-    bare_streams = batches(data.train, 16, shuffle_seed=0), batches(data.val, 16)
-    bare_model.fit(
-        bare_streams[0].take(2), validation_data=bare_streams[1].take(2), shuffle=False, verbose=0
-    )
-    trainer = Trainer(lambda: keras.optimizers.Adam(3e-3), epochs=1, batch_size=16)
+    bare_train, bare_val = bare_streams(data)
+    bare_model.fit(bare_train.take(2), validation_data=bare_val.take(2), shuffle=False, verbose=0)
+    trainer = new_trainer(epochs=1)
     seglab_model = new_model(data)
     trainer.fit(seglab_model, CrossEntropy(255), data)  # its test step counts into the metrics
     seglab_streams = trainer.streams(data, CrossEntropy(255))
@@ -112,7 +122,7 @@ def paired_steps(data, rounds: int) -> dict[str, dict[str, list[float]]]:
 
     steps = {}
     for name, model, (train, val) in (
-        ("bare", bare_model, bare_streams),
+        ("bare", bare_model, (bare_train, bare_val)),
         ("seglab", seglab_model, seglab_streams),
     ):
         steps["train", name] = model.train_function, fixed(train)
@@ -167,9 +177,7 @@ def main() -> None:
                     outside[name] += timer.outside_steps()[1:]
     steps = paired_steps(data, args.rounds)
     pipeline_cpu = {
-        level: common.iterate_seconds(
-            batches(data.train, 16, shuffle_seed=0, augment=augment), args.repeats
-        )[1]
+        level: common.iterate_seconds(bare_streams(data, augment)[0], args.repeats)[1]
         for level, augment in (("none", None), ("medium", Augmenter(0.5)))
     }
     epoch = {name: common.median(values) for name, values in times.items()}
@@ -193,8 +201,8 @@ def main() -> None:
     }
     outside_median = {name: common.median(values) for name, values in outside.items()}
     rebuilt = {
-        name: data.num_train / 16 * step["train"][name]
-        + data.num_val / 16 * step["test"][name]
+        name: data.num_train / BATCH * step["train"][name]
+        + data.num_val / BATCH * step["test"][name]
         + outside_median[name]
         for name in ("bare", "seglab")
     }
