@@ -24,7 +24,13 @@ EPOCH_KEYS = [  # every metric logged once per epoch
     "val/miou",
     "val/min_iou",
     "val/pixel_acc",
-    *(f"val/{kind}/{name}" for kind in ("iou", "dice", "loss_share") for name in CLASSES),
+    "val/class_acc",
+    "val/hidden_count",
+    *(
+        f"val/{kind}/{name}"
+        for kind in ("iou", "dice", "recall", "loss_share", "hidden")
+        for name in CLASSES
+    ),
 ]
 
 
@@ -58,7 +64,7 @@ def compose_train(*overrides: str, hydra_config: bool = False):
 
 
 def run_sweep(tmp_path, *overrides: str, check: bool = True, tracking_uri: str | None = None):
-    """``python -m seglab.train -m trainer=smoke ...`` in a subprocess (tests/ importable).
+    """``python -m seglab.train -m debug=smoke ...`` in a subprocess (tests/ importable).
 
     Returns ``(result, client, parent runs, child runs)``; the store is ``tmp_path/mlflow.db``
     unless ``tracking_uri`` (passed as ``MLFLOW_TRACKING_URI``) names another.
@@ -73,7 +79,7 @@ def run_sweep(tmp_path, *overrides: str, check: bool = True, tracking_uri: str |
             "-m",
             "seglab.train",
             "-m",
-            "trainer=smoke",
+            "debug=smoke",
             "trainer.epochs=2",
             f"paths.output_dir={tmp_path}",
             f"hydra.sweep.dir={tmp_path}/sweep",

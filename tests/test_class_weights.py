@@ -102,8 +102,12 @@ def test_manual_weights_by_list_and_by_name():
     [
         ({"scheme": "manual", "weights": [1, 2]}, r"has 2 values but there are 3 classes"),
         ({"scheme": "manual", "weights": {"rair": 2}}, r"names unknown classes \['rair'\]"),
-        ({"scheme": "manual", "weights": [1, -1, 1]}, r"must be finite and >= 0"),
-        ({"scheme": "manual", "weights": [1, float("nan"), 1]}, r"must be finite and >= 0"),
+        ({"scheme": "manual", "weights": [1, -1, 1]}, r"must be finite, >= 0 and not all 0"),
+        (
+            {"scheme": "manual", "weights": [1, float("nan"), 1]},
+            r"must be finite, >= 0 and not all 0",
+        ),
+        ({"scheme": "manual", "weights": [0, 0, 0]}, r"manual: weights must be .* not all 0"),
         ({"scheme": "manual"}, r"needs class_weights.weights"),
         ({"scheme": "balanced"}, r"class_weights.scheme='balanced' is not one of \['none'"),
         ({"scheme": "enet", "normalize": "sum"}, r"normalize='sum' is not one of"),

@@ -10,9 +10,12 @@ from omegaconf import OmegaConf
 from seglab.losses import build_loss
 from seglab.paths import config_dir
 
-# experiment files are @package _global_ sweeps: tests/test_experiments.py covers them
+# experiment and debug files are @package _global_: tests/test_experiments.py and the debug
+# tests below cover them
 GROUPS = sorted(
-    p.name for p in config_dir().iterdir() if p.is_dir() and p.name not in ("hydra", "experiment")
+    p.name
+    for p in config_dir().iterdir()
+    if p.is_dir() and p.name not in ("hydra", "experiment", "debug")
 )
 OPTIONS = [(g, p.stem) for g in GROUPS for p in sorted((config_dir() / g).glob("*.yaml"))]
 
@@ -39,10 +42,45 @@ def test_outputs_and_the_mlflow_store_live_under_the_project_root():
     assert str(cfg.hydra.sweep.dir).startswith(f"{root}/outputs/sweeps/")
 
 
-def test_smoke_trainer_shrinks_data_and_model_and_everything_instantiates(tmp_path):
-    cfg = compose_train("trainer=smoke", f"paths.output_dir={tmp_path}")
+DATA_OPTIONS = [p.stem for p in sorted((config_dir() / "data").glob("*.yaml"))]
+
+
+@pytest.mark.parametrize("data", DATA_OPTIONS)
+def test_debug_smoke_composes_with_every_data_option(data):
+    cfg = compose_train("debug=smoke", f"data={data}")
+    assert (cfg.data.image_size, cfg.data.limit) == (32, 16)
+    assert (cfg.trainer.epochs, cfg.trainer.batch_size, cfg.model.depth) == (2, 4, 2)
+    assert cfg.data._target_ == compose_train(f"data={data}").data._target_
+
+
+def test_camvid_inherits_folder_with_the_segnet_layout():
+    folder, camvid = compose_train("data=folder").data, compose_train("data=camvid").data
+    assert camvid._target_ == folder._target_
+    assert set(folder) == set(camvid)  # every folder option, none repeated by hand
+    assert list(camvid.class_names) == [
+        "sky",
+        "building",
+        "pole",
+        "road",
+        "pavement",
+        "tree",
+        "sign_symbol",
+        "fence",
+        "car",
+        "pedestrian",
+        "bicyclist",
+    ]
+    assert camvid.ignore_index == 11
+    assert OmegaConf.to_container(camvid.splits) == {
+        split: {"images": split, "masks": f"{split}annot"} for split in ("train", "val", "test")
+    }
+
+
+def test_smoke_preset_shrinks_data_and_model_and_everything_instantiates(tmp_path):
+    cfg = compose_train("debug=smoke", f"paths.output_dir={tmp_path}")
     assert cfg.trainer.epochs == 2 and cfg.data.image_size == 32 and cfg.model.depth == 2
     data = instantiate(cfg.data)
+    assert (data.num_train, data.num_val) == (16, 16)
     model = instantiate(cfg.model, input_shape=data.image_shape, num_classes=data.num_classes)
     loss = build_loss(instantiate(cfg.loss), None, data.ignore_index)
     trainer = instantiate(cfg.trainer)

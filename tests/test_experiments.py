@@ -5,6 +5,7 @@ import math
 import pytest
 from conftest import compose_train
 from omegaconf import OmegaConf
+from test_camvid import make_camvid
 
 from seglab.paths import config_dir
 from seglab.sweep import count_jobs
@@ -45,17 +46,32 @@ def test_experiment_is_a_multirun_whose_every_value_composes(name):
             OmegaConf.resolve(compose_experiment(name, f"{key}={value}"))
 
 
+def last_swept_values(name: str) -> list[str]:
+    """``key=value`` for the last value of every key the experiment sweeps: a configuration the
+    sweep really runs (the composed config alone holds none of the swept values)."""
+    params = sweep_params(compose_experiment(name))
+    return [f"{key}={values.split(',')[-1]}" for key, values in params.items()]
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("name", EXPERIMENTS)
-def test_experiment_smoke_trains(name, tmp_path):
+def test_experiment_smoke_trains_its_last_swept_configuration(name, tmp_path):
+    data = []
+    if compose_experiment(name).data._target_.endswith("folder"):
+        make_camvid(tmp_path / "data")
+        data = [f"data.root={tmp_path / 'data'}"]
+    swept = last_swept_values(name)
     cfg = compose_experiment(
         name,
-        "trainer=smoke",
+        *swept,
+        *data,
+        "debug=smoke",
         "trainer.epochs=1",
-        "data.num_train=8",
-        "data.num_val=4",
-        "data.image_size=32",
         f"paths.output_dir={tmp_path}",
         hydra=False,
     )
+    for override in swept:
+        key, value = override.split("=", 1)
+        if "." in key:  # a config value, e.g. data.rare_max_count=2
+            assert str(OmegaConf.select(cfg, key)) == value
     assert math.isfinite(run(cfg).val_loss)

@@ -218,11 +218,9 @@ def test_bad_colour_tables_are_named(tmp_path, kwargs, message):
 
 def folder_config(tmp_path, root):
     return compose_train(
-        "trainer=smoke",  # it also shrinks the shapes data: drop those keys
+        "debug=smoke",
         "trainer.epochs=1",
         "data=folder",
-        "~data.num_train",
-        "~data.num_val",
         f"data.root={root}",
         "data.class_names=[bg,stripe,dot]",
         f"data.image_size={SIZE}",

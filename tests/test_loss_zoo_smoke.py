@@ -16,7 +16,7 @@ LOSSES = sorted(p.stem for p in (config_dir() / "loss").glob("*.yaml"))
 @pytest.mark.parametrize("loss", LOSSES)
 def test_every_loss_trains_with_dataset_class_weights(loss, tmp_path):
     overrides = [
-        "trainer=smoke",
+        "debug=smoke",
         "trainer.epochs=1",
         f"loss={loss}",
         "class_weights=median_frequency",
@@ -36,7 +36,7 @@ def test_every_loss_trains_with_dataset_class_weights(loss, tmp_path):
 @pytest.mark.slow
 def test_per_batch_weights_train_with_a_pixel_loss(tmp_path):
     cfg = compose_train(
-        "trainer=smoke",
+        "debug=smoke",
         "trainer.epochs=1",
         "class_weights=per_batch",
         f"paths.output_dir={tmp_path}",

@@ -69,13 +69,18 @@ def np_dice(
     return class_mean(1 - dice, weights, include_background)
 
 
-def np_generalized_dice(labels, probs, smooth=1e-5, ignore=None):
+def np_generalized_dice(labels, probs, smooth=1e-5, ignore=None, include_background=True):
+    """Sudre et al.'s formula over the classes that take part, absent classes handled as
+    MONAI's GeneralizedDiceLoss(batch=True) does (the largest finite weight, else 0)."""
     g, v, p = np_inputs(labels, probs, ignore)
     p = p * v[..., None]
+    if not include_background:
+        g, p = g[..., 1:], p[..., 1:]
     volume = g.sum((0, 1, 2))
     with np.errstate(divide="ignore"):
         w = 1.0 / volume**2
-    w[~np.isfinite(w)] = w[np.isfinite(w)].max()
+    finite = np.isfinite(w)
+    w[~finite] = w[finite].max() if finite.any() else 0.0
     intersection, union = (g * p).sum((0, 1, 2)), (g + p).sum((0, 1, 2))
     return 1 - (2 * (w * intersection).sum() + smooth) / ((w * union).sum() + smooth)
 
@@ -134,6 +139,10 @@ LOSSES = {
         partial(np_dice, squared=True, include_background=False),
     ),
     "generalized_dice": (GeneralizedDice, np_generalized_dice),
+    "generalized_dice_no_bg": (
+        partial(GeneralizedDice, include_background=False),
+        partial(np_generalized_dice, include_background=False),
+    ),
     "tversky": (Tversky, np_tversky),
     "tversky_half_is_dice": (partial(Tversky, alpha=0.5, beta=0.5), np_dice),  # property
     "focal_tversky": (FocalTversky, partial(np_tversky, gamma=0.75)),
@@ -296,6 +305,118 @@ def test_keras_pooled_dice_hides_a_missed_class_that_per_class_dice_shows():
     assert per_class == pytest.approx(1 / 3, rel=1e-3)  # one of three classes fails
 
 
+# ------------------------------------------------------------------------- MONAI as an oracle
+# Inputs written out, expected values printed by MONAI 1.6.1 (DiceLoss, GeneralizedDiceLoss,
+# TverskyLoss with to_onehot_y=True, batch=True, smooth_nr=smooth_dr=1e-5; reduction="none" for
+# the per-class values) in float64. Per-class values are each class's own loss, i.e. seglab's
+# per-class term times the number of classes that take part.
+MONAI_INPUTS = {
+    "absent_class": (  # 3 classes, class 2 absent from the truth
+        [[[0, 1, 1, 1]]],
+        [[[[0.6, 0.2, 0.2], [0.1, 0.6, 0.3], [0.1, 0.6, 0.3], [0.1, 0.6, 0.3]]]],
+    ),
+    "background_only": (
+        [[[0, 0, 0, 0]]],
+        [[[[0.6, 0.2, 0.2], [0.1, 0.6, 0.3], [0.7, 0.2, 0.1], [0.5, 0.25, 0.25]]]],
+    ),
+    "two_images": (
+        [[[0, 0, 1], [2, 1, 1]], [[0, 2, 2], [0, 0, 1]]],
+        [
+            [
+                [[0.7, 0.2, 0.1], [0.5, 0.3, 0.2], [0.2, 0.6, 0.2]],
+                [[0.3, 0.3, 0.4], [0.1, 0.8, 0.1], [0.4, 0.4, 0.2]],
+            ],
+            [
+                [[0.9, 0.05, 0.05], [0.2, 0.2, 0.6], [0.6, 0.1, 0.3]],
+                [[0.8, 0.1, 0.1], [0.3, 0.5, 0.2], [0.1, 0.3, 0.6]],
+            ],
+        ],
+    ),
+}
+# (case, loss, include_background, MONAI's loss, MONAI's per-class losses or None)
+MONAI_CASES = [
+    ("absent_class", "generalized_dice", True, 0.5499984528150319, None),
+    ("absent_class", "generalized_dice", False, 0.40983001890140547, None),
+    ("background_only", "generalized_dice", True, 0.5249895002099958, None),
+    ("background_only", "generalized_dice", False, 0.0, None),
+    ("two_images", "generalized_dice", True, 0.48470168440333117, None),
+    ("two_images", "generalized_dice", False, 0.5258240838779242, None),
+    (
+        "absent_class",
+        "dice",
+        True,
+        0.5494698209194285,
+        [0.3684191135836127, 0.27999944000112, 0.9999909091735529],
+    ),
+    ("absent_class", "dice", False, 0.6399951745873365, [0.27999944000112, 0.9999909091735529]),
+    ("background_only", "dice", False, 0.999990117748262, [0.9999920000639995, 0.9999882354325244]),
+    (
+        "two_images",
+        "dice",
+        True,
+        0.4671836076107841,
+        [0.3663362709541872, 0.4649675605508783, 0.570246991327287],
+    ),
+    ("two_images", "dice", False, 0.5176072759390826, [0.4649675605508783, 0.570246991327287]),
+    (
+        "absent_class",
+        "tversky",
+        True,
+        None,
+        [0.381439366604468, 0.3333320987700047, 0.9999696978879428],
+    ),
+    (
+        "background_only",
+        "tversky",
+        True,
+        None,
+        [0.43620048605197026, 0.9999733340444255, 0.9999607858515352],
+    ),
+    (
+        "two_images",
+        "tversky",
+        True,
+        None,
+        [0.36381637412251644, 0.46902536276773, 0.5688206672614684],
+    ),
+    ("two_images", "tversky", False, None, [0.46902536276773, 0.5688206672614684]),
+]
+MONAI_LOSSES = {"dice": Dice, "generalized_dice": GeneralizedDice, "tversky": Tversky}
+
+
+@pytest.mark.parametrize(
+    ("case", "name", "include_background", "expected", "per_class"),
+    MONAI_CASES,
+    ids=[f"{c}-{n}-{'bg' if b else 'no_bg'}" for c, n, b, _, _ in MONAI_CASES],
+)
+def test_region_losses_equal_monai(case, name, include_background, expected, per_class):
+    labels, probs = (np.array(x) for x in MONAI_INPUTS[case])
+    loss = MONAI_LOSSES[name](include_background=include_background)
+    probs = probs.astype(np.float32)
+    if expected is not None:
+        assert float(loss(labels, probs)) == pytest.approx(expected, rel=1e-5, abs=1e-6)
+    if per_class is not None:
+        terms = np.asarray(loss.per_class(labels, probs))
+        taking_part = terms[0 if include_background else 1 :] * len(per_class)
+        np.testing.assert_allclose(taking_part, per_class, rtol=1e-5)
+        if not include_background:
+            assert terms[0] == 0.0
+
+
+def test_generalized_dice_without_background_takes_the_largest_weight_of_the_others():
+    labels, probs = (np.array(x) for x in MONAI_INPUTS["absent_class"])
+    with_bg = float(GeneralizedDice()(labels, probs.astype(np.float32)))
+    without = float(GeneralizedDice(include_background=False)(labels, probs.astype(np.float32)))
+    # Only class 1 is present among classes 1-2: absent class 2 gets class 1's weight 1/9.
+    g = np.eye(3)[labels][..., 1:]
+    p = probs[..., 1:]
+    w = np.array([1 / 9, 1 / 9])
+    expected = 1 - (2 * (w * (g * p).sum((0, 1, 2))).sum() + 1e-5) / (
+        (w * (g + p).sum((0, 1, 2))).sum() + 1e-5
+    )
+    assert without == pytest.approx(expected, rel=1e-6) and without != pytest.approx(with_bg)
+
+
 # --------------------------------------------------------------------------------- properties
 def test_lovasz_on_hard_predictions_is_one_minus_iou():
     labels, probs = random_case(10)
@@ -311,11 +432,18 @@ def test_lovasz_on_hard_predictions_is_one_minus_iou():
 @pytest.mark.parametrize(
     "name", ["dice", "generalized_dice", "tversky", "focal_tversky", "lovasz", "ce_dice"]
 )
-@pytest.mark.parametrize("value", [1.0, 3.0])
-def test_uniform_class_weights_equal_no_weights(name, value):
+@pytest.mark.parametrize("value", [1e-3, 1.0, 3.0, 1e3])
+@pytest.mark.parametrize("case", ["random", "single_class"])
+def test_uniform_class_weights_equal_no_weights(name, value, case):
     labels, probs = random_case(11)
-    assert float(make(name, class_weights=[value] * C)(labels, probs)) == pytest.approx(
+    if case == "single_class":  # where an unscaled smoothing term showed most
+        labels = np.zeros_like(labels)
+    weighted = make(name, class_weights=[value] * C)
+    assert float(weighted(labels, probs)) == pytest.approx(
         float(make(name)(labels, probs)), rel=1e-6
+    )
+    np.testing.assert_allclose(
+        weighted.per_class(labels, probs), make(name).per_class(labels, probs), rtol=1e-5
     )
 
 

@@ -98,11 +98,9 @@ def test_missing_dataset_names_the_data_dir_and_how_to_get_it(tmp_path):
 @pytest.mark.slow
 def test_oxford_pet_trains_from_the_config(tmp_path):
     cfg = compose_train(
-        "trainer=smoke",  # it also shrinks the shapes data: drop those keys
+        "debug=smoke",
         "trainer.epochs=1",
         "data=oxford_pet",
-        "~data.num_train",
-        "~data.num_val",
         f"data.data_dir={tmp_path / 'tfds'}",
         f"data.image_size={SIZE}",
         f"paths.output_dir={tmp_path / 'out'}",

@@ -30,7 +30,7 @@ def train_once(out: Path, *overrides: str):
     uri = f"sqlite:///{out}/mlflow.db"
     run(
         compose_train(
-            "trainer=smoke", *overrides, f"paths.output_dir={out}", f"tracking.tracking_uri={uri}"
+            "debug=smoke", *overrides, f"paths.output_dir={out}", f"tracking.tracking_uri={uri}"
         )
     )
     client = MlflowClient(uri)

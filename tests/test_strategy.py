@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 from conftest import free_port
 
-from seglab.trainer import Trainer
+from seglab.data import batches
+from seglab.trainer import Trainer, replica_safe_batch_size
 
 SCRIPT = Path(__file__).parent / "strategy_run.py"
 PIXELS = 32 * 32
@@ -55,6 +56,45 @@ def test_mirrored_history_matches_the_default_strategy(runs):
     np.testing.assert_allclose(mirrored["train_loss"], default["train_loss"], rtol=1e-4)
     np.testing.assert_allclose(mirrored["val_loss"], default["val_loss"], rtol=1e-4)
     np.testing.assert_allclose(mirrored["iou"], default["iou"], atol=1e-3)
+
+
+# (validation images, batch size, replicas, the batch size used for validation)
+BATCH_CASES = [
+    (9, 4, 1, 4),  # one replica: unchanged
+    (8, 4, 2, 4),  # no remainder
+    (10, 4, 2, 4),  # remainder 2: one image per replica
+    (101, 8, 2, 8),  # CamVid's val split: remainder 5
+    (9, 4, 2, 6),  # remainder 1 at 4 and 2: the nearest larger even size, 6 (6 + 3)
+    (9, 8, 2, 6),  # remainder 1 at 8: 6 is the nearest smaller size that fits
+    (13, 4, 4, 8),  # 4 replicas: 8 + 5
+    (6, 16, 2, 16),  # one batch of 6: even
+]
+
+
+@pytest.mark.parametrize(("images", "batch", "replicas", "expected"), BATCH_CASES)
+def test_validation_batch_size_leaves_no_replica_empty(images, batch, replicas, expected):
+    size = replica_safe_batch_size(images, batch, replicas)
+    assert size == expected
+    batch_sizes = [min(size, images - start) for start in range(0, images, size)]
+    assert batch_sizes[0] % replicas == 0  # the first batch splits evenly (Keras builds on it)
+    assert min(batch_sizes) >= replicas or replicas == 1  # no replica gets an empty share
+
+
+def test_validation_that_no_batch_size_fits_is_refused():
+    with pytest.raises(ValueError, match="3 images cannot be batched for 2 replicas"):
+        replica_safe_batch_size(3, 4, 2)
+
+
+@pytest.mark.parametrize(("images", "kept"), [(9, [4, 4]), (10, [4, 4, 2]), (8, [4, 4])])
+def test_training_drops_a_last_batch_smaller_than_the_replicas_and_keeps_its_length(images, kept):
+    import tensorflow as tf
+
+    stream = tf.data.Dataset.from_tensor_slices(
+        (tf.zeros((images, 2, 2, 3)), tf.zeros((images, 2, 2), tf.int32))
+    )
+    batched = batches(stream, 4, shuffle_seed=0, min_batch=2)
+    assert int(batched.cardinality()) == len(kept)  # known: Keras counts its steps right
+    assert [int(x.shape[0]) for x, _ in batched] == kept
 
 
 def test_unknown_strategy_is_named_with_the_choices():

@@ -143,7 +143,7 @@ def test_a_failed_job_does_not_stop_the_sweep(tmp_path):
 
 
 def test_child_run_name_lists_the_swept_values_only():
-    overrides = ["trainer=smoke", "loss=dice", "+loss.after=5", "paths.output_dir=/x"]
+    overrides = ["debug=smoke", "loss=dice", "+loss.after=5", "paths.output_dir=/x"]
     assert run_name(overrides, ["loss", "loss.after"]) == "loss=dice,+loss.after=5"
 
 

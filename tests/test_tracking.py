@@ -19,7 +19,7 @@ def test_uri_precedence_is_config_then_environment_then_default(monkeypatch):
 def test_epoch_metrics_are_keyed_by_path_per_class():
     cm = np.array([[8, 0], [2, 0]])
     record = EpochRecord(3, 0.5, 0.25, 0.3, np.array([0.6, 0.4]), cm, scores_from_confusion(cm), 1)
-    metrics = epoch_metrics(record, ["bg", "rare"])
+    metrics = epoch_metrics(record, ["bg", "rare"], hidden=[1])
     assert metrics == {
         "train/loss": 0.5,
         "val/loss": 0.25,
@@ -29,10 +29,16 @@ def test_epoch_metrics_are_keyed_by_path_per_class():
         "val/miou": pytest.approx(0.4),
         "val/min_iou": 0.0,
         "val/pixel_acc": pytest.approx(0.8),
+        "val/class_acc": pytest.approx(0.5),
+        "val/hidden_count": 1.0,
         "val/iou/bg": pytest.approx(0.8),
         "val/dice/bg": pytest.approx(16 / 18),
+        "val/recall/bg": 1.0,
+        "val/hidden/bg": 0.0,
         "val/iou/rare": 0.0,
         "val/dice/rare": 0.0,
+        "val/recall/rare": 0.0,
+        "val/hidden/rare": 1.0,
     }
 
 

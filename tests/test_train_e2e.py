@@ -1,12 +1,20 @@
-"""`python -m seglab.train trainer=smoke` end to end, into a temporary MLflow store."""
+"""`python -m seglab.train debug=smoke` end to end, into a temporary MLflow store."""
 
+import json
 import os
 import subprocess
 import sys
+from importlib.metadata import version
+from pathlib import Path
 
+import numpy as np
+import pandas as pd
 import pytest
 from conftest import CLASSES, EPOCH_KEYS, artifact_paths
 from mlflow.tracking import MlflowClient
+
+from seglab.evaluation import PerImageCounts
+from seglab.verdicts import HiddenFailureRule, hidden_classes
 
 
 def train(tmp_path, *overrides: str) -> subprocess.CompletedProcess:
@@ -16,7 +24,7 @@ def train(tmp_path, *overrides: str) -> subprocess.CompletedProcess:
             sys.executable,
             "-m",
             "seglab.train",
-            "trainer=smoke",
+            "debug=smoke",
             f"paths.output_dir={tmp_path}",
             *overrides,
         ],
@@ -75,9 +83,78 @@ def test_config_is_logged_as_params_and_artifact_with_figures_tables_and_tags(sm
         "figures/val_overlays.png",
         "figures/augmented_samples.png",
     } <= artifacts
-    assert run.data.tags["seglab.worst_class"] in CLASSES
-    assert run.data.tags["seglab.hidden_failure"] in {"true", "false"}
+    assert {a.path for a in client.list_artifacts(run.info.run_id, "per_image")} == {
+        "per_image/val.parquet"  # shapes has no test split
+    }
+    assert json.loads(run.data.tags["seglab.class_names"]) == CLASSES
     assert str(tmp_path / "mlartifacts") in run.info.artifact_uri
+
+
+def history(client, run, key):
+    return [
+        m.value
+        for m in sorted(client.get_metric_history(run.info.run_id, key), key=lambda m: m.step)
+    ]
+
+
+def artifact_frame(client, run, path, reader=pd.read_csv):
+    local = client.download_artifacts(run.info.run_id, path)
+    return reader(local)
+
+
+@pytest.mark.slow
+def test_tags_and_per_class_table_come_from_the_last_epoch(smoke_run):
+    _, _, client, runs = smoke_run
+    run = runs[0]
+    final_iou = [history(client, run, f"val/iou/{c}")[-1] for c in CLASSES]
+    worst = CLASSES[int(np.nanargmin(final_iou))]
+    assert run.data.tags["seglab.worst_class"] == worst
+    table = artifact_frame(client, run, "per_class.csv")
+    assert list(table["class"]) == CLASSES
+    for column, key in (("val_iou", "iou"), ("val_recall", "recall"), ("val_dice", "dice")):
+        expected = [history(client, run, f"val/{key}/{c}")[-1] for c in CLASSES]
+        np.testing.assert_allclose(table[column], expected, rtol=1e-9, err_msg=column)
+    # The verdict recomputed from the logged history, independently of the run's own state.
+    pixels = table.val_pixels.to_numpy()
+    hidden = hidden_classes(
+        history(client, run, "val/loss"), final_iou, pixels, HiddenFailureRule()
+    )
+    assert run.data.tags["seglab.hidden_failure_classes"] == ",".join(CLASSES[c] for c in hidden)
+    assert run.data.tags["seglab.hidden_failure"] == str(bool(hidden)).lower()
+    assert list(table.hidden_failure) == [c in hidden for c in range(len(CLASSES))]
+    for c, name in enumerate(CLASSES):
+        assert history(client, run, f"val/hidden/{name}")[-1] == float(c in hidden)
+
+
+@pytest.mark.slow
+def test_per_image_counts_add_up_to_the_final_confusion_matrix(smoke_run):
+    _, _, client, runs = smoke_run
+    run = runs[0]
+    frame = artifact_frame(client, run, "per_image/val.parquet", pd.read_parquet)
+    counts = PerImageCounts.from_frame(frame, CLASSES)
+    assert len(counts.names) == 16  # debug=smoke: 16 validation images
+    cm = artifact_frame(client, run, "confusion_matrix.csv").set_index("true\\predicted")
+    cm = cm.loc[CLASSES, CLASSES].to_numpy()
+    np.testing.assert_array_equal(counts.tp.sum(0), np.diag(cm))
+    np.testing.assert_array_equal(counts.fp.sum(0), cm.sum(0) - np.diag(cm))
+    np.testing.assert_array_equal(counts.fn.sum(0), cm.sum(1) - np.diag(cm))
+    missed = [history(client, run, f"val/missed/{c}") for c in CLASSES]
+    np.testing.assert_allclose([m[-1] for m in missed], counts.missed(), equal_nan=True)
+    assert all(len(m) == 1 for m in missed)  # once, at the last epoch
+
+
+@pytest.mark.slow
+def test_every_run_records_the_code_and_library_versions(smoke_run):
+    _, _, _, runs = smoke_run
+    tags = runs[0].data.tags
+    root = Path(__file__).resolve().parents[1]
+    head = subprocess.run(
+        ["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True, check=False
+    ).stdout.strip()
+    assert tags["seglab.git_commit"] == (head or "unknown")
+    assert tags["seglab.git_dirty"] in {"true", "false"}
+    for package in ("seglab", "tensorflow", "keras", "mlflow", "numpy"):
+        assert tags[f"version.{package}"] == version(package)
 
 
 @pytest.mark.slow
@@ -85,7 +162,11 @@ def test_terminal_prints_the_per_class_table_with_the_loss(smoke_run):
     _, result, _, runs = smoke_run
     out = result.stdout
     assert "epoch 2/2" in out and "val/loss" in out
-    assert "class train_pixel_share class_weight val_iou val_dice val_loss_share" in out
+    assert (
+        "class train_pixel_share class_weight val_iou val_dice val_recall val_loss_share "
+        "hidden_failure val_missed" in out
+    )
+    assert "val/class_acc" in out and "hidden failures:" in out
     for name in CLASSES:
         assert f"\n{name:>10} " in out
     assert f"MLflow run {runs[0].info.run_id}" in out

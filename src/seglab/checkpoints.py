@@ -1,8 +1,15 @@
 """Per-epoch checkpoints: the last epoch and the best one by a monitored metric.
 
 A checkpoint is the model weights, the optimizer's variables and ``state.json`` (epoch, the
-epoch's logged metrics, the best monitored value so far). Saving goes to a temporary directory
-renamed into place, so a run killed mid-save keeps its previous checkpoint whole.
+epoch's logged metrics, the selection state). Saving goes to a temporary directory renamed into
+place, so a run killed mid-save keeps its previous checkpoint whole.
+
+Selecting the best epoch. The monitor (default ``val/min_iou``) can tie for many epochs: on a
+dataset where some class is never segmented it is 0 from the first epoch to the last, and a
+strict "improves" rule would keep the untrained first epoch as the best model. So values within
+``tie_tolerance`` of the selected epoch's count as a tie, broken by ``tie_breaker`` (default
+``val/miou``, higher is better). A tie may not drift: a tying epoch must also be within
+``tie_tolerance`` of the best monitor value seen so far.
 """
 
 from __future__ import annotations
@@ -29,54 +36,108 @@ class CheckpointState:
     Attributes:
         epoch: 1-based epoch the checkpoint was taken after.
         metrics: The metrics logged for that epoch.
-        best: Best monitored value so far.
-        best_epoch: Epoch of ``best``.
+        best: Monitored value of the selected (best) epoch.
+        best_epoch: The selected epoch.
+        best_tie: Tie-breaker value of the selected epoch.
+        peak: Best monitored value seen so far (bounds the drift of ties).
     """
 
     epoch: int
     metrics: dict[str, float]
     best: float
     best_epoch: int
+    best_tie: float = math.nan
+    peak: float = math.nan
 
 
 class Checkpointer:
-    """Writes ``<directory>/last`` every epoch and ``<directory>/best`` when the monitor improves.
+    """Writes ``<directory>/last`` every epoch and ``<directory>/best`` when an epoch is selected.
 
     Args:
         directory: Where this run's checkpoints live.
         monitor: Metric key to select the best epoch by (default: the worst class's IoU).
-        mode: ``max`` or ``min``.
+        mode: ``max`` or ``min`` for ``monitor``.
+        tie_breaker: Metric that decides between epochs whose monitor ties (higher is better).
+        tie_tolerance: Monitor values this close (in the monitor's units) tie; 0: exact ties
+            only. Set it to 0 for a monitor whose scale is not IoU's, such as a loss.
     """
 
-    def __init__(self, directory: str | Path, monitor: str = "val/min_iou", mode: str = "max"):
+    def __init__(
+        self,
+        directory: str | Path,
+        monitor: str = "val/min_iou",
+        mode: str = "max",
+        tie_breaker: str = "val/miou",
+        tie_tolerance: float = 0.01,
+    ) -> None:
         check_choice("trainer.checkpoint_mode", mode, MODES)
+        if not tie_tolerance >= 0:
+            raise ValueError(f"trainer.checkpoint_tie_tolerance must be >= 0, got {tie_tolerance}")
         self.directory = Path(directory)
         self.monitor = monitor
         self.mode = mode
-        self.best = -math.inf if mode == "max" else math.inf
+        self.tie_breaker = tie_breaker
+        self.tie_tolerance = tie_tolerance
+        self.best = math.nan
         self.best_epoch = 0
+        self.best_tie = math.nan
+        self.peak = math.nan
 
-    def _improves(self, value: float) -> bool:
+    def selects(self, value: float, tie_value: float) -> bool:
+        """Whether an epoch with monitor ``value`` and tie-breaker ``tie_value`` becomes the
+        best: it beats the selected epoch by more than the tolerance, or ties it (and the peak)
+        and has the higher tie-breaker. A NaN monitor never selects."""
         if math.isnan(value):
             return False
-        return value > self.best if self.mode == "max" else value < self.best
+        if self.best_epoch == 0:
+            return True
+        gain = self.sign * (value - self.best)
+        if gain > self.tie_tolerance:
+            return True
+        ties = (
+            gain >= -self.tie_tolerance and self.sign * (value - self.peak) >= -self.tie_tolerance
+        )
+        return ties and (tie_value > self.best_tie or math.isnan(self.best_tie))
+
+    @property
+    def sign(self) -> float:
+        """+1 when a higher monitor is better (``mode=max``), -1 otherwise."""
+        return 1.0 if self.mode == "max" else -1.0
+
+    def _check_keys(self, metrics: Mapping[str, float]) -> None:
+        for option, key in (
+            ("trainer.checkpoint_monitor", self.monitor),
+            ("trainer.checkpoint_tie_breaker", self.tie_breaker),
+        ):
+            if key not in metrics:
+                raise ValueError(
+                    f"{option}={key!r} is not a logged metric; choose one of {sorted(metrics)}"
+                )
+
+    def consider(self, epoch: int, metrics: Mapping[str, float]) -> bool:
+        """Updates the selection with one epoch's metrics; returns whether it is the new best."""
+        self._check_keys(metrics)
+        value, tie_value = float(metrics[self.monitor]), float(metrics[self.tie_breaker])
+        selected = self.selects(value, tie_value)
+        if selected:
+            self.best, self.best_epoch, self.best_tie = value, epoch, tie_value
+        if math.isnan(self.peak) or self.sign * (value - self.peak) > 0:
+            self.peak = value  # a NaN value never passes the comparison
+        return selected
 
     def save(self, model: keras.Model, epoch: int, metrics: Mapping[str, float]) -> None:
-        """Saves ``last`` (and ``best`` if the monitored metric improved)."""
-        if self.monitor not in metrics:
-            raise ValueError(
-                f"trainer.checkpoint_monitor={self.monitor!r} is not a logged metric; "
-                f"choose one of {sorted(metrics)}"
-            )
-        value = float(metrics[self.monitor])
-        improved = self._improves(value)
-        if improved:
-            self.best, self.best_epoch = value, epoch
+        """Saves ``last`` (and ``best`` if this epoch is selected, see :meth:`selects`)."""
+        selected = self.consider(epoch, metrics)
         state = CheckpointState(
-            epoch, {k: float(v) for k, v in metrics.items()}, self.best, self.best_epoch
+            epoch,
+            {k: float(v) for k, v in metrics.items()},
+            self.best,
+            self.best_epoch,
+            self.best_tie,
+            self.peak,
         )
         self._write(model, state, "last")
-        if improved:
+        if selected:
             self._write(model, state, "best")
 
     def _write(self, model: keras.Model, state: CheckpointState, name: str) -> None:
@@ -122,17 +183,15 @@ class Checkpointer:
             for variable, value in zip(variables, values, strict=True):
                 variable.assign(value)
         self.best, self.best_epoch = state.best, state.best_epoch
+        self.best_tie, self.peak = state.best_tie, state.peak
         return state
 
     def restore_best(self, model: keras.Model) -> int:
         """Loads the ``best`` checkpoint's weights into ``model``; returns its epoch.
 
-        When no epoch improved the monitor (it was NaN throughout), the ``last`` checkpoint
+        When no epoch was selected (the monitor was NaN throughout), the ``last`` checkpoint
         stands in for it.
         """
         name = "best" if (self.directory / "best").is_dir() else "last"
         model.load_weights(self.directory / name / "model.weights.h5")
         return self.read_state(name).epoch
-
-    def has_checkpoint(self) -> bool:
-        return (self.directory / "last" / "state.json").is_file()

@@ -232,9 +232,12 @@ class WeightScheme:
                 "median_frequency": median_frequency,
             }[self.scheme](counts)
         weights = self._fill_absent(np.asarray(raw, dtype=float), counts, class_names)
-        if (weights < 0).any() or not np.isfinite(weights).all():
+        if (weights < 0).any() or not np.isfinite(weights).all() or not weights.any():
             shown = dict(zip(class_names, weights.tolist(), strict=True))
-            raise ValueError(f"class weights must be finite and >= 0, got {shown}")
+            raise ValueError(
+                f"class_weights={self.scheme}: weights must be finite, >= 0 and not all 0, "
+                f"got {shown}"
+            )
         weights = normalize(weights, self.normalization, counts.pixel_share)
         if self.clip_max is not None:
             weights = np.minimum(weights, self.clip_max)

@@ -1,8 +1,9 @@
 """Datasets as unbatched ``tf.data`` streams, batching, and the class-count pass over a split.
 
-Every dataset is a :class:`SegmentationData`: an unbatched train and val stream of
-``(image float32 HxWx3 in [0, 1], mask int32 HxW)`` plus the class names and ignore index. The
-rest of seglab (class weights, augmentation, the trainer) works on those streams only.
+Every dataset is a :class:`SegmentationData`: an unbatched train and val stream (and, when the
+dataset has one, a held-out test stream) of ``(image float32 HxWx3 in [0, 1], mask int32 HxW)``
+plus the class names and ignore index. The rest of seglab (class weights, augmentation, the
+trainer, the evaluation) works on those streams only.
 """
 
 from __future__ import annotations
@@ -22,11 +23,12 @@ from seglab.augment import Augmenter
 from seglab.class_weights import ClassCounts
 
 SHAPES_NUM_CLASSES = 5
+SPLITS = ("train", "val", "test")
 
 
 @dataclass(frozen=True)
 class SegmentationData:
-    """A dataset split into unbatched train/val streams.
+    """A dataset split into unbatched train/val (and optionally test) streams.
 
     Attributes:
         train: Unbatched ``(image, mask)`` training stream, in a fixed order.
@@ -39,6 +41,10 @@ class SegmentationData:
         train_names: Name (file) of each training sample, for error messages, if known.
         val_names: Name (file) of each validation sample, if known.
         colors: The dataset's own ``[r, g, b]`` per class (colour masks), if it has them.
+        test: Unbatched ``(image, mask)`` held-out test stream, if the dataset has one: only
+            the best checkpoint is evaluated on it, once, at the end of a run.
+        num_test: Number of test images (0 without a test split).
+        test_names: Name (file) of each test sample, if known.
     """
 
     train: tf.data.Dataset
@@ -51,10 +57,32 @@ class SegmentationData:
     train_names: tuple[str, ...] | None = None
     val_names: tuple[str, ...] | None = None
     colors: tuple[tuple[int, int, int], ...] | None = None
+    test: tf.data.Dataset | None = None
+    num_test: int = 0
+    test_names: tuple[str, ...] | None = None
 
     @property
     def num_classes(self) -> int:
         return len(self.class_names)
+
+    @property
+    def splits(self) -> tuple[str, ...]:
+        """The splits this dataset has: ``train``, ``val`` and, when present, ``test``."""
+        return SPLITS if self.test is not None else SPLITS[:2]
+
+    def stream(self, split: str) -> tf.data.Dataset:
+        """The unbatched stream of ``split``; raises naming the splits it has."""
+        if split not in self.splits:
+            raise ValueError(f"split={split!r} is not one of this dataset's splits {self.splits}")
+        return getattr(self, split)
+
+    def names(self, split: str) -> tuple[str, ...] | None:
+        """The sample names (files) of ``split``, if known."""
+        return getattr(self, f"{split}_names")
+
+    def size(self, split: str) -> int:
+        """The number of images in ``split``."""
+        return getattr(self, f"num_{split}")
 
 
 def class_counts(
@@ -97,7 +125,7 @@ def class_counts(
         image_pixels += (present * valid.sum(axis=1, keepdims=True)).sum(axis=0)
         seen += masks.shape[0]
     if seen == 0:
-        raise ValueError("the training split is empty: no images to count classes on")
+        raise ValueError("the split is empty: no images to count classes on")
     return ClassCounts(pixels=pixels, images=images, image_pixels=image_pixels, num_images=seen)
 
 
@@ -142,14 +170,14 @@ def split_counts(
     data_config: Mapping[str, Any] | None = None,
     cache_dir: str | Path | None = None,
 ) -> ClassCounts:
-    """Class counts of ``data``'s ``train`` or ``val`` split, cached under the data config."""
+    """Class counts of one of ``data``'s splits, cached under the data config."""
     return cached_class_counts(
-        getattr(data, split),
+        data.stream(split),
         data.num_classes,
         data.ignore_index,
         {"split": split, **(data_config or {})},
         cache_dir,
-        names=getattr(data, f"{split}_names"),
+        names=data.names(split),
     )
 
 
@@ -190,6 +218,7 @@ def batches(
     image_boost: tuple[int, float] | None = None,
     num_classes: int | None = None,
     ignore_index: int = 255,
+    min_batch: int = 1,
 ) -> tf.data.Dataset:
     """Batches an unbatched ``(image, mask)`` stream, optionally augmented and weighted.
 
@@ -213,9 +242,12 @@ def batches(
             decided before augmentation and survives it unchanged).
         num_classes: Number of classes, for ``batch_weights`` and ``image_boost``.
         ignore_index: Mask label whose pixels get weight 0.
+        min_batch: Drop a last batch of fewer images than this (see
+            ``seglab.trainer.Trainer.streams``: replicas must not get empty batches).
     """
     if batch_weights and (class_weights is not None or image_boost is not None):
         raise ValueError("per-batch weights cannot be combined with dataset or image weights")
+    size = int(dataset.cardinality())
     if shuffle_seed is not None and shuffle:
         dataset = dataset.shuffle(buffer_size, seed=shuffle_seed, reshuffle_each_iteration=True)
     if image_boost is not None:
@@ -236,6 +268,10 @@ def batches(
 
         dataset = dataset.map(weigh, num_parallel_calls=tf.data.AUTOTUNE)
     dataset = dataset.batch(batch_size)
+    if size < 0 and min_batch > 1:  # size unknown: filter (Keras then counts steps itself)
+        dataset = dataset.filter(lambda x, *rest: tf.shape(x)[0] >= min_batch)
+    elif 0 < size % batch_size < min_batch:  # take, not filter: Keras keeps the step count
+        dataset = dataset.take(size // batch_size)
     if batch_weights:
         dataset = dataset.map(lambda x, y: (x, y, batch_weight_map(y, num_classes, ignore_index)))
     return dataset.prefetch(tf.data.AUTOTUNE)
@@ -272,6 +308,15 @@ def scale_image(image: tf.Tensor, size: tuple[int, int]) -> tf.Tensor:
     resized bilinear to ``size``."""
     image = tf.image.resize(tf.cast(image, tf.float32) / 255.0, size, method="bilinear")
     return tf.clip_by_value(image, 0.0, 1.0)
+
+
+def limited(count: int, limit: int | None) -> int:
+    """``count`` capped at ``data.limit`` (``None``: no cap); raises on a limit below 1."""
+    if limit is None:
+        return count
+    if limit < 1:
+        raise ValueError(f"data.limit must be >= 1 (or null for every image), got {limit}")
+    return min(count, limit)
 
 
 def from_arrays(
@@ -317,6 +362,7 @@ def shapes(
     rare_contrast: float = 0.35,
     noise: float = 0.05,
     ignore_index: int = 255,
+    limit: int | None = None,
 ) -> SegmentationData:
     """Synthetic imbalanced shapes: the dataset on which plain CE hides a failing class.
 
@@ -341,6 +387,7 @@ def shapes(
         rare_contrast: Colour distance of a speck from its background, in [0, 1].
         noise: Standard deviation of the pixel noise.
         ignore_index: Label that counts in neither loss nor metrics (unused by this generator).
+        limit: At most this many images per split (the first ones drawn; quick runs).
     """
     if len(class_names) != SHAPES_NUM_CLASSES:
         raise ValueError(
@@ -365,6 +412,7 @@ def shapes(
         rare_contrast=rare_contrast,
         noise=noise,
     )
+    num_train, num_val = (limited(n, limit) for n in (num_train, num_val))
     train = _draw_shapes(num_train, np.random.default_rng([seed, 0]), **params)
     val = _draw_shapes(num_val, np.random.default_rng([seed, 1]), **params)
     return from_arrays(train, val, class_names, ignore_index)

@@ -1,9 +1,15 @@
 """``data=folder``: your own images and index masks, streamed from disk with ``tf.data``.
 
-Layout (masks matched to images by file stem)::
+Layout (masks matched to images by file stem), the first that fits::
 
-    <root>/images/*.png|jpg|jpeg   <root>/masks/*.png          seeded train/val split
-    <root>/train/images, <root>/train/masks, <root>/val/images, <root>/val/masks   fixed split
+    data.splits={train: {images: <dir>, masks: <dir>}, val: {...}, test: {...}}   given folders
+    <root>/train/{images,masks}, <root>/val/{images,masks} [, <root>/test/{images,masks}]
+    <root>/images/*.png|jpg|jpeg, <root>/masks/*.png      seeded train/val split
+
+``data.splits`` names each split's image and mask folder relative to ``root``, so layouts such as
+SegNet's CamVid (``train/`` beside ``trainannot/``) need no code: see ``conf/data/camvid.yaml``.
+A ``test`` split is optional; when present, the best checkpoint is evaluated on it at the end of
+a run.
 
 Masks are either single-channel 8-bit PNGs whose values are class indices (and
 ``ignore_index``), or colour masks (RGB, RGBA or palette PNGs, which TensorFlow decodes to their
@@ -22,7 +28,7 @@ a time: the set is never loaded into memory.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -30,20 +36,21 @@ import numpy as np
 import tensorflow as tf
 import yaml
 
-from seglab.data import SegmentationData, resize_pair
+from seglab.data import SPLITS, SegmentationData, limited, resize_pair
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
+Pairs = tuple[list[str], list[str]]
 
 
-def pairs(folder: Path) -> tuple[list[str], list[str]]:
-    """Sorted ``(image paths, mask paths)`` of ``folder/images`` and ``folder/masks``.
+def pairs(images_dir: Path, masks_dir: Path, option: str = "data.root") -> Pairs:
+    """Sorted ``(image paths, mask paths)`` of two folders, matched by file stem.
 
-    Raises naming the file when an image has no mask or a mask has no image.
+    Raises naming ``option`` when a folder is missing, and the file when an image has no mask or
+    a mask has no image.
     """
-    images_dir, masks_dir = folder / "images", folder / "masks"
     for needed in (images_dir, masks_dir):
         if not needed.is_dir():
-            raise ValueError(f"data.root: missing folder {needed}")
+            raise ValueError(f"{option}: missing folder {needed}")
     images = {p.stem: p for p in images_dir.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES}
     masks = {p.stem: p for p in masks_dir.iterdir() if p.suffix.lower() == ".png"}
     if missing := sorted(set(images) - set(masks)):
@@ -167,6 +174,93 @@ def stream(
     return dataset.cache() if cache else dataset
 
 
+def read_classes_file(path: Path) -> dict[str, Any]:
+    """``classes.yaml`` as a mapping; raises naming the file when it is not one."""
+    if not path.is_file():
+        return {}
+    try:
+        meta = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as error:
+        where = getattr(error, "problem_mark", None)
+        line = f" at line {where.line + 1}" if where is not None else ""
+        problem = getattr(error, "problem", None) or error
+        raise ValueError(f"{path} is not valid YAML{line}: {problem}") from None
+    if meta is None:
+        return {}
+    if not isinstance(meta, Mapping):
+        raise ValueError(
+            f"{path} must be a mapping such as 'classes: [background, cell]', "
+            f"got a {type(meta).__name__}"
+        )
+    return dict(meta)
+
+
+def check_class_names(names: object, source: str) -> list[str]:
+    """At least two unique class names, as a list of strings; raises naming ``source``."""
+    if isinstance(names, str) or not isinstance(names, Sequence):
+        raise ValueError(f"{source} must be a list of class names, got {names!r}")
+    names = [str(n) for n in names]
+    if len(names) < 2:
+        raise ValueError(f"{source}: give at least 2 class names, got {names}")
+    if duplicates := sorted({n for n in names if names.count(n) > 1}):
+        raise ValueError(
+            f"{source} names {duplicates} more than once: every class needs its own name "
+            "(metrics are keyed by name)"
+        )
+    return names
+
+
+def split_folders(
+    base: Path, splits: Mapping[str, Mapping[str, str]] | None
+) -> dict[str, Pairs] | None:
+    """Image/mask pairs per split from ``data.splits`` or the ``train/``, ``val/`` [``test/``]
+    layout; ``None`` when ``root`` has neither (one folder to split)."""
+    if splits is not None:
+        unknown = sorted(set(splits) - set(SPLITS))
+        if unknown:
+            raise ValueError(f"data.splits: unknown splits {unknown}; the splits are {SPLITS}")
+        found = {}
+        for split in SPLITS:
+            if split not in splits:
+                if split != "test":
+                    raise ValueError(f"data.splits needs a {split!r} entry: {{images, masks}}")
+                continue
+            entry = splits[split]
+            if not isinstance(entry, Mapping) or set(entry) != {"images", "masks"}:
+                raise ValueError(
+                    f"data.splits.{split} must be {{images: <folder>, masks: <folder>}} relative "
+                    f"to data.root, got {entry!r}"
+                )
+            found[split] = pairs(
+                base / entry["images"], base / entry["masks"], f"data.splits.{split}"
+            )
+        return found
+    if (base / "train").is_dir() and (base / "val").is_dir():
+        present = [s for s in SPLITS if s != "test" or (base / s).is_dir()]
+        return {s: pairs(base / s / "images", base / s / "masks") for s in present}
+    return None
+
+
+def seeded_split(base: Path, val_fraction: float, split_seed: int) -> dict[str, Pairs]:
+    """``<root>/images`` and ``<root>/masks`` split into train and val by a seeded shuffle."""
+    if not 0.0 < val_fraction < 1.0:
+        raise ValueError(f"data.val_fraction must be in (0, 1), got {val_fraction}")
+    images, masks = pairs(base / "images", base / "masks")
+    order = np.random.default_rng(split_seed).permutation(len(images))
+    n_val = max(1, round(val_fraction * len(images)))
+    if n_val >= len(images):
+        raise ValueError(
+            f"data.root has {len(images)} images: too few to split off a "
+            f"validation set with data.val_fraction={val_fraction}"
+        )
+    held_out = sorted(order[:n_val].tolist())
+    kept = sorted(set(range(len(images))) - set(held_out))
+    return {
+        "train": ([images[i] for i in kept], [masks[i] for i in kept]),
+        "val": ([images[i] for i in held_out], [masks[i] for i in held_out]),
+    }
+
+
 def folder(
     root: str,
     class_names: Sequence[str] | None = None,
@@ -177,32 +271,37 @@ def folder(
     cache: bool = False,
     colors: Sequence[Sequence[int]] | None = None,
     ignore_color: Sequence[int] | None = None,
+    splits: Mapping[str, Mapping[str, str]] | None = None,
+    limit: int | None = None,
 ) -> SegmentationData:
-    """A folder dataset (see the module docstring for the layout).
+    """A folder dataset (see the module docstring for the layouts).
 
     Args:
         root: The data folder.
         class_names: One name per class index; ``None``: read ``<root>/classes.yaml``.
         image_size: Side, or ``[height, width]``, every image and mask is resized to.
         ignore_index: Mask value counted nowhere; ``None``: ``classes.yaml``'s, else 255.
-        val_fraction: Share of the images held out for validation when ``root`` has no
-            ``train/`` and ``val/`` subfolders.
+        val_fraction: Share of the images held out for validation when ``root`` has one
+            ``images/`` folder and no splits.
         split_seed: Seed of that split (the same seed gives the same split).
         cache: Keep decoded, resized images in memory after the first epoch.
         colors: For colour masks: one ``[r, g, b]`` per class; ``None``: ``classes.yaml``'s,
             else the masks hold class indices.
         ignore_color: For colour masks: the colour counted nowhere (becomes ``ignore_index``).
+        splits: Image and mask folder of each split, relative to ``root``:
+            ``{train: {images: train, masks: trainannot}, val: {...}, test: {...}}`` (``test``
+            optional); ``None``: the ``train/``/``val/``/``test/`` or single-folder layout.
+        limit: At most this many images per split (the first by file name; quick runs).
     """
     base = Path(root).expanduser()
     if not base.is_dir():
         raise ValueError(f"data.root={root!r} is not a folder")
     table = base / "classes.yaml"
-    meta = (yaml.safe_load(table.read_text()) or {}) if table.is_file() else {}
-    class_names = list(class_names or meta.get("classes") or [])
-    if len(class_names) < 2:
-        raise ValueError(
-            f"data.class_names: give at least 2 class names, or a {table} with 'classes: [...]'"
-        )
+    meta = read_classes_file(table)
+    if class_names:
+        class_names = check_class_names(class_names, "data.class_names")
+    else:
+        class_names = check_class_names(meta.get("classes") or [], f"'classes' in {table}")
     if ignore_index is None:
         ignore_index = int(meta.get("ignore_index", 255))
     colors = colors if colors is not None else meta.get("colors")
@@ -217,33 +316,32 @@ def folder(
         color_table = ColorTable(colors, ignore_color, ignore_index)
     elif ignore_color is not None:
         raise ValueError("data.ignore_color is set but data.colors is not: give both")
-    size = (image_size, image_size) if isinstance(image_size, int) else tuple(image_size)
-    if (base / "train").is_dir() and (base / "val").is_dir():
-        train, val = pairs(base / "train"), pairs(base / "val")
+    if isinstance(image_size, int):
+        size = (image_size, image_size)
     else:
-        if not 0.0 < val_fraction < 1.0:
-            raise ValueError(f"data.val_fraction must be in (0, 1), got {val_fraction}")
-        images, masks = pairs(base)
-        order = np.random.default_rng(split_seed).permutation(len(images))
-        n_val = max(1, round(val_fraction * len(images)))
-        if n_val >= len(images):
-            raise ValueError(
-                f"data.root has {len(images)} images: too few to split off a "
-                f"validation set with data.val_fraction={val_fraction}"
-            )
-        held_out = set(order[:n_val].tolist())
-        val = ([images[i] for i in sorted(held_out)], [masks[i] for i in sorted(held_out)])
-        kept = [i for i in range(len(images)) if i not in held_out]
-        train = ([images[i] for i in kept], [masks[i] for i in kept])
+        size = tuple(int(s) for s in image_size)
+    if len(size) != 2 or min(size) < 1:
+        raise ValueError(
+            f"data.image_size must be a positive side or [height, width], got {image_size}"
+        )
+    found = split_folders(base, splits) or seeded_split(base, val_fraction, split_seed)
+    found = {
+        split: (images[: limited(len(images), limit)], masks[: limited(len(masks), limit)])
+        for split, (images, masks) in found.items()
+    }
+    streams = {split: stream(*found[split], size, cache, color_table) for split in found}
     return SegmentationData(
-        train=stream(*train, size, cache, color_table),
-        val=stream(*val, size, cache, color_table),
+        train=streams["train"],
+        val=streams["val"],
         class_names=tuple(class_names),
         ignore_index=ignore_index,
         image_shape=(*size, 3),
-        num_train=len(train[0]),
-        num_val=len(val[0]),
-        train_names=tuple(train[1]),
-        val_names=tuple(val[1]),
+        num_train=len(found["train"][0]),
+        num_val=len(found["val"][0]),
+        train_names=tuple(found["train"][1]),
+        val_names=tuple(found["val"][1]),
         colors=None if colors is None else tuple(map(tuple, colors)),
+        test=streams.get("test"),
+        num_test=len(found["test"][0]) if "test" in found else 0,
+        test_names=tuple(found["test"][1]) if "test" in found else None,
     )

@@ -5,12 +5,15 @@ never as a mean of per-batch scores (which over-weights small batches and rare-c
 
 NaN rule: a class absent from both the truth and the prediction has ``TP + FP + FN = 0``; its
 IoU and Dice are NaN (undefined, not 0 and not 1) and it is left out of ``miou``, ``min_iou`` and
-the worst class. A class absent from the truth but predicted somewhere scores 0.
+the worst class. A class absent from the truth but predicted somewhere scores 0. Recall
+``TP / (TP + FN)`` is NaN for a class absent from the truth, and left out of ``class_acc``.
+
+The three numbers SegNet-style papers report are ``pixel_acc`` (global accuracy, "G"),
+``class_acc`` (class-average accuracy: the mean per-class recall, "C") and ``miou``.
 """
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -56,6 +59,10 @@ class ConfusionMatrix(ValidationOnly, keras.metrics.Metric):
     to the loss never distort the scores. Its ``result()`` is the mIoU (NaN-aware); read the
     whole matrix with :meth:`matrix`.
 
+    A true label outside ``[0, C)`` that is not ``ignore_index`` has no row: such pixels are
+    counted in :attr:`out_of_range` and :meth:`matrix` raises rather than return scores that
+    silently leave them out.
+
     Args:
         num_classes: Number of classes C.
         ignore_index: Mask label to skip (``None``: none).
@@ -71,7 +78,10 @@ class ConfusionMatrix(ValidationOnly, keras.metrics.Metric):
         self.counts = self.add_variable(
             shape=(num_classes, num_classes), initializer="zeros", dtype="int64", name="counts"
         )
-        self.accumulators = (self.counts,)
+        self.invalid = self.add_variable(
+            shape=(), initializer="zeros", dtype="int64", name="out_of_range"
+        )
+        self.accumulators = (self.counts, self.invalid)
 
     def deltas(self, y_true: Any, y_pred: Any, sample_weight: Any = None) -> tuple[Any, ...]:
         del sample_weight  # pixels are counted, not weighted
@@ -81,14 +91,22 @@ class ConfusionMatrix(ValidationOnly, keras.metrics.Metric):
         truth = ops.reshape(ops.cast(y_true, "int32"), (-1,))
         pred = ops.reshape(ops.cast(ops.argmax(y_pred, axis=-1), "int32"), (-1,))
         c = self.num_classes
-        valid = (truth >= 0) & (truth < c)
-        if self.ignore_index is not None:
-            valid = valid & (truth != self.ignore_index)
+        in_range = (truth >= 0) & (truth < c)
+        ignored = (
+            ops.zeros_like(in_range) if self.ignore_index is None else truth == self.ignore_index
+        )
+        valid = in_range & ~ignored
         # Invalid pixels go to bin c*c, which the slice below drops. A segment sum with a fixed
         # number of bins, not bincount, whose output size XLA (jit_compile) cannot know.
         flat = ops.where(valid, truth * c + pred, c * c)
         counts = ops.segment_sum(ops.ones_like(flat), flat, num_segments=c * c + 1)[: c * c]
-        return (ops.reshape(ops.cast(counts, "int64"), (c, c)),)
+        out_of_range = ops.sum(ops.cast(~in_range & ~ignored, "int64"))
+        return ops.reshape(ops.cast(counts, "int64"), (c, c)), out_of_range
+
+    @property
+    def out_of_range(self) -> int:
+        """Pixels whose true label was neither a class index nor ``ignore_index``."""
+        return int(ops.convert_to_numpy(self.invalid))
 
     def result(self) -> Any:
         cm = ops.cast(self.counts, "float64")
@@ -99,11 +117,22 @@ class ConfusionMatrix(ValidationOnly, keras.metrics.Metric):
         return ops.cast(ops.divide_no_nan(ops.sum(iou * present), ops.sum(present)), "float32")
 
     def matrix(self) -> np.ndarray:
-        """The accumulated confusion matrix as int64 numpy (rows truth, columns prediction)."""
+        """The accumulated confusion matrix as int64 numpy (rows truth, columns prediction).
+
+        Raises:
+            ValueError: When some true labels were outside ``[0, C)`` and not ``ignore_index``.
+        """
+        if bad := self.out_of_range:
+            raise ValueError(
+                f"ConfusionMatrix: {bad} pixels have a true label outside 0..{self.num_classes - 1}"
+                f" that is not ignore_index={self.ignore_index}; they have no row in the matrix. "
+                "Check num_classes and ignore_index against the masks"
+            )
         return np.asarray(ops.convert_to_numpy(self.counts), dtype=np.int64)
 
     def reset_state(self) -> None:
         self.counts.assign(ops.zeros_like(self.counts))
+        self.invalid.assign(0)
 
     def get_config(self) -> dict[str, Any]:
         return {
@@ -193,60 +222,62 @@ class Scores:
     Attributes:
         iou: Per-class IoU = TP / (TP + FP + FN), NaN where undefined.
         dice: Per-class Dice = 2TP / (2TP + FP + FN), NaN where undefined.
+        recall: Per-class recall (accuracy of that class) = TP / (TP + FN), NaN for a class
+            with no true pixels.
         support: True pixels of each class.
         miou: Mean IoU over defined classes.
         min_iou: IoU of the worst defined class.
         worst_class: Index of that class (-1 when no class is defined).
-        pixel_acc: Correct pixels / all counted pixels.
+        pixel_acc: Correct pixels / all counted pixels (global accuracy, "G").
+        class_acc: Mean recall over the classes with true pixels (class-average accuracy, "C").
     """
 
     iou: np.ndarray
     dice: np.ndarray
+    recall: np.ndarray
     support: np.ndarray
     miou: float
     min_iou: float
     worst_class: int
     pixel_acc: float
+    class_acc: float
 
 
 def scores_from_confusion(cm: np.ndarray) -> Scores:
-    """Per-class IoU and Dice, mIoU, worst class and pixel accuracy from a confusion matrix."""
+    """Per-class IoU, Dice and recall, mIoU, worst class, pixel and class-average accuracy from
+    a confusion matrix (rows truth, columns prediction)."""
     cm = np.asarray(cm, dtype=np.float64)
     tp = np.diag(cm)
-    fp = cm.sum(axis=0) - tp
-    fn = cm.sum(axis=1) - tp
+    return scores_from_counts(tp, cm.sum(axis=0) - tp, cm.sum(axis=1) - tp)
+
+
+def scores_from_counts(tp: np.ndarray, fp: np.ndarray, fn: np.ndarray) -> Scores:
+    """:class:`Scores` from per-class true-positive, false-positive and false-negative pixel
+    counts summed over a split (what a confusion matrix or per-image counts give)."""
+    tp, fp, fn = (np.asarray(x, dtype=np.float64) for x in (tp, fp, fn))
     with np.errstate(invalid="ignore", divide="ignore"):
         iou = np.where(tp + fp + fn > 0, tp / (tp + fp + fn), np.nan)
         dice = np.where(tp + fp + fn > 0, 2 * tp / (2 * tp + fp + fn), np.nan)
+        recall = np.where(tp + fn > 0, tp / (tp + fn), np.nan)
     defined = ~np.isnan(iou)
-    total = cm.sum()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN slices -> NaN, on purpose
-        miou = float(np.nanmean(iou)) if defined.any() else float("nan")
-        min_iou = float(np.nanmin(iou)) if defined.any() else float("nan")
+    total = (tp + fn).sum()
     return Scores(
         iou=iou,
         dice=dice,
-        support=cm.sum(axis=1).astype(np.int64),
-        miou=miou,
-        min_iou=min_iou,
+        recall=recall,
+        support=(tp + fn).astype(np.int64),
+        miou=nan_mean(iou),
+        min_iou=float(np.nanmin(iou)) if defined.any() else float("nan"),
         worst_class=int(np.nanargmin(iou)) if defined.any() else -1,
         pixel_acc=float(tp.sum() / total) if total else float("nan"),
+        class_acc=nan_mean(recall),
     )
 
 
-def hidden_failure(
-    scores: Scores, worst_iou_below: float, pixel_acc_above: float, miou_above: float
-) -> bool:
-    """The mismatch seglab exists to flag: one class fails while the aggregates look good.
-
-    True when the worst class's IoU is below ``worst_iou_below`` while pixel accuracy is above
-    ``pixel_acc_above`` or mIoU is above ``miou_above``.
-    """
-    if np.isnan(scores.min_iou):
-        return False
-    looks_good = scores.pixel_acc > pixel_acc_above or scores.miou > miou_above
-    return bool(scores.min_iou < worst_iou_below and looks_good)
+def nan_mean(values: np.ndarray) -> float:
+    """Mean over the non-NaN entries; NaN when there are none (no warning)."""
+    defined = values[~np.isnan(values)]
+    return float(defined.mean()) if defined.size else float("nan")
 
 
 def per_class_table(
@@ -255,17 +286,24 @@ def per_class_table(
     train_pixel_share: np.ndarray,
     loss_share: np.ndarray,
     class_weights: np.ndarray | None = None,
+    hidden: Sequence[int] = (),
+    missed: np.ndarray | None = None,
 ) -> pd.DataFrame:
-    """One row per class: training pixel share, class weight, val IoU, Dice, loss share."""
+    """One row per class: training pixel share, class weight, val IoU, Dice, recall, loss share,
+    pixels, whether its failure is hidden (see :mod:`seglab.verdicts`) and, given per-image
+    counts, the share of its images where it was missed entirely."""
     weights = np.ones(len(class_names)) if class_weights is None else class_weights
-    return pd.DataFrame(
-        {
-            "class": list(class_names),
-            "train_pixel_share": np.asarray(train_pixel_share, dtype=float),
-            "class_weight": np.asarray(weights, dtype=float),
-            "val_iou": scores.iou,
-            "val_dice": scores.dice,
-            "val_loss_share": np.asarray(loss_share, dtype=float),
-            "val_pixels": scores.support,
-        }
-    )
+    columns = {
+        "class": list(class_names),
+        "train_pixel_share": np.asarray(train_pixel_share, dtype=float),
+        "class_weight": np.asarray(weights, dtype=float),
+        "val_iou": scores.iou,
+        "val_dice": scores.dice,
+        "val_recall": scores.recall,
+        "val_loss_share": np.asarray(loss_share, dtype=float),
+        "val_pixels": scores.support,
+        "hidden_failure": [c in hidden for c in range(len(class_names))],
+    }
+    if missed is not None:
+        columns["val_missed"] = np.asarray(missed, dtype=float)
+    return pd.DataFrame(columns)

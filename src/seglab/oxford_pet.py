@@ -18,7 +18,7 @@ from collections.abc import Sequence
 
 import tensorflow as tf
 
-from seglab.data import SegmentationData, resize_pair
+from seglab.data import SegmentationData, limited, resize_pair
 
 DATASET = "oxford_iiit_pet"
 CLASS_NAMES = ("background", "pet", "border")
@@ -61,6 +61,7 @@ def oxford_pet(
     val_split: str = "test",
     download: bool = False,
     cache: bool = False,
+    limit: int | None = None,
 ) -> SegmentationData:
     """Oxford-IIIT Pet as a 3-class segmentation set (see the module docstring).
 
@@ -72,6 +73,7 @@ def oxford_pet(
         val_split: TFDS split to validate on (``"test"``, or ``"train[90%:]"``).
         download: Let TFDS download and prepare the dataset (needs network, ~800 MB).
         cache: Keep decoded, resized images in memory after the first epoch.
+        limit: At most this many images per split (the first ones; quick runs).
 
     Raises:
         ImportError: ``tensorflow-datasets`` is not installed.
@@ -98,7 +100,8 @@ def oxford_pet(
             f"with network (tfds.load('{DATASET}', data_dir=...)) and copy the folder, or set "
             f"data.download=true. TFDS said: {error}"
         ) from error
-    counts = [int(split.cardinality()) for split in (train, val)]
+    counts = [limited(int(split.cardinality()), limit) for split in (train, val)]
+    train, val = train.take(counts[0]), val.take(counts[1])
     return SegmentationData(
         train=stream(train, size, cache),
         val=stream(val, size, cache),

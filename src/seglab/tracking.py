@@ -5,8 +5,11 @@ Tracking URI, first match wins: ``tracking.tracking_uri`` set in the config, the
 unchanged), then ``sqlite:///<project root>/outputs/mlflow.db``.
 
 Metric keys are paths, logged with ``step = epoch`` (1-based: step 3 is the state after the third
-epoch): ``train/loss``, ``val/loss``, ``val/ce``, ``val/iou/<class>``, ``val/dice/<class>``,
-``val/loss_share/<class>``, ``val/miou``, ``val/min_iou``, ``val/pixel_acc``.
+epoch): ``train/loss``, ``val/loss``, ``val/ce``, ``val/miou``, ``val/min_iou``,
+``val/pixel_acc``, ``val/class_acc``, ``val/hidden_count`` and per class ``val/iou/<class>``,
+``val/dice/<class>``, ``val/recall/<class>``, ``val/loss_share/<class>``, ``val/hidden/<class>``.
+At the end of a run: ``val/missed/<class>`` (last epoch) and, when the data has a test split,
+``test/...`` (at the step of the best checkpoint, which is what is evaluated).
 """
 
 from __future__ import annotations
@@ -37,13 +40,16 @@ from seglab import plots, signals
 from seglab.augment import Augmenter, preview
 from seglab.class_weights import ClassCounts
 from seglab.data import SegmentationData
-from seglab.metrics import hidden_failure, per_class_table
+from seglab.evaluation import PerImageCounts
+from seglab.metrics import per_class_table
 from seglab.trainer import EpochRecord
 
 TAG_FAILURE_REASON = "seglab.failure_reason"
 TAG_RESUMED = "seglab.resumed_at_epoch"
 TAG_WORST_CLASS = "seglab.worst_class"
 TAG_HIDDEN_FAILURE = "seglab.hidden_failure"
+TAG_HIDDEN_CLASSES = "seglab.hidden_failure_classes"
+TAG_CLASS_NAMES = "seglab.class_names"  # JSON list, in class index order
 TAG_MODEL_ERROR = "seglab.model_error"  # why the run has no MLflow model
 MAX_PARAMS_PER_BATCH = 100  # MLflow's log_batch limit
 MAX_PARAM_LENGTH = 6000
@@ -86,8 +92,11 @@ class RetryingClient:
         return call
 
 
-def epoch_metrics(record: EpochRecord, class_names: Sequence[str]) -> dict[str, float]:
-    """The metric dict logged for one epoch, keyed by metric path."""
+def epoch_metrics(
+    record: EpochRecord, class_names: Sequence[str], hidden: Sequence[int] = ()
+) -> dict[str, float]:
+    """The metric dict logged for one epoch, keyed by metric path; ``hidden`` are the indices
+    of the classes whose failure the loss hides so far (:func:`seglab.verdicts.hidden_classes`)."""
     scores = record.scores
     metrics = {
         "train/loss": record.train_loss,
@@ -96,11 +105,15 @@ def epoch_metrics(record: EpochRecord, class_names: Sequence[str]) -> dict[str, 
         "val/miou": scores.miou,
         "val/min_iou": scores.min_iou,
         "val/pixel_acc": scores.pixel_acc,
+        "val/class_acc": scores.class_acc,
+        "val/hidden_count": float(len(hidden)),
     }
     for c, name in enumerate(class_names):
         metrics[f"val/iou/{name}"] = float(scores.iou[c])
         metrics[f"val/dice/{name}"] = float(scores.dice[c])
+        metrics[f"val/recall/{name}"] = float(scores.recall[c])
         metrics[f"val/loss_share/{name}"] = float(record.loss_share[c])
+        metrics[f"val/hidden/{name}"] = float(c in hidden)
     return metrics
 
 
@@ -225,6 +238,11 @@ class MlflowTracker:
     def logged_steps(self, key: str) -> list[int]:
         """Steps at which ``key`` was logged in this run."""
         return sorted(m.step for m in self.client.get_metric_history(self.run_id, key))
+
+    def metric_values(self, key: str) -> list[float]:
+        """The values of ``key`` logged in this run, in step order."""
+        history = self.client.get_metric_history(self.run_id, key)
+        return [m.value for m in sorted(history, key=lambda m: m.step)]
 
     def experiment_id(self) -> str:
         """Id of the experiment, creating it (race-safe) on first use."""
@@ -382,6 +400,13 @@ class MlflowTracker:
         self.client.finalize_logged_model(logged.model_id, "READY")
         return f"runs:/{self.run_id}/{MODEL_NAME}"
 
+    def log_per_image(self, counts: PerImageCounts, class_names: Sequence[str], split: str) -> None:
+        """``per_image/<split>.parquet``: the split's per-image per-class counts (tidy rows)."""
+        with tempfile.TemporaryDirectory() as folder:
+            path = Path(folder) / f"{split}.parquet"
+            counts.frame(class_names, split).to_parquet(path, index=False)
+            self.client.log_artifact(self.run_id, str(path), "per_image")
+
     def log_summary(
         self,
         history: Sequence[EpochRecord],
@@ -389,15 +414,17 @@ class MlflowTracker:
         train_pixel_share: np.ndarray,
         class_weights: np.ndarray | None,
         samples: tuple[np.ndarray, np.ndarray, np.ndarray],
-        rule: Mapping[str, float],
+        hidden: Sequence[int],
+        val_counts: PerImageCounts,
     ) -> tuple[pd.DataFrame, dict[str, str]]:
         """End-of-run artifacts and tags; returns the per-class table and the tags.
 
         Artifacts: ``figures/loss_vs_class_iou.png`` (the mismatch at a glance),
         ``figures/confusion_matrix.png`` and ``confusion_matrix.csv``,
-        ``figures/val_overlays.png``, ``per_class.csv``. Tags: ``seglab.worst_class`` and
-        ``seglab.hidden_failure`` (see :func:`seglab.metrics.hidden_failure`, thresholds from
-        ``rule``), both from the last epoch.
+        ``figures/val_overlays.png``, ``per_class.csv``, ``per_image/val.parquet``. Metrics:
+        ``val/missed/<class>`` at the last epoch. Tags: ``seglab.worst_class``,
+        ``seglab.hidden_failure`` and ``seglab.hidden_failure_classes`` (``hidden``: the classes
+        :func:`seglab.verdicts.hidden_classes` names), all of the last epoch.
         """
         final = history[-1]
         epochs = [r.epoch for r in history]
@@ -419,14 +446,27 @@ class MlflowTracker:
             "confusion_matrix.csv",
         )
         self.log_figure(plots.overlays(*samples, class_names), "figures/val_overlays.png")
+        missed = val_counts.missed()
+        self.log_metrics(
+            {f"val/missed/{n}": float(m) for n, m in zip(class_names, missed, strict=True)},
+            step=final.epoch,
+        )
+        self.log_per_image(val_counts, class_names, "val")
         table = per_class_table(
-            final.scores, class_names, train_pixel_share, final.loss_share, class_weights
+            final.scores,
+            class_names,
+            train_pixel_share,
+            final.loss_share,
+            class_weights,
+            hidden,
+            missed,
         )
         self.log_table(table, "per_class.csv")
         worst = final.scores.worst_class
         tags = {
             TAG_WORST_CLASS: class_names[worst] if worst >= 0 else "none",
-            TAG_HIDDEN_FAILURE: str(hidden_failure(final.scores, **rule)).lower(),
+            TAG_HIDDEN_FAILURE: str(bool(hidden)).lower(),
+            TAG_HIDDEN_CLASSES: ",".join(class_names[c] for c in hidden),
         }
         self.set_tags(tags)
         return table, tags

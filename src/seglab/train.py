@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import sys
@@ -24,10 +25,19 @@ from seglab import plots, signals
 from seglab.analysis import AXES, PARENT_TAG
 from seglab.checkpoints import Checkpointer
 from seglab.data import SegmentationData, split_counts
+from seglab.evaluation import per_image_counts, split_metrics
 from seglab.losses import build_loss
-from seglab.paths import config_dir
+from seglab.metrics import Scores
+from seglab.paths import config_dir, project_root
+from seglab.provenance import provenance_tags
 from seglab.sweep import job_context, run_name
-from seglab.tracking import TAG_MODEL_ERROR, TAG_RESUMED, MlflowTracker, epoch_metrics
+from seglab.tracking import (
+    TAG_CLASS_NAMES,
+    TAG_MODEL_ERROR,
+    TAG_RESUMED,
+    MlflowTracker,
+    epoch_metrics,
+)
 from seglab.trainer import (
     EpochRecord,
     predict_samples,
@@ -35,25 +45,28 @@ from seglab.trainer import (
     seed_everything,
     set_precision,
 )
+from seglab.verdicts import HiddenFailureRule, hidden_classes
 
 
 def run(cfg: DictConfig) -> EpochRecord:
     """Trains and logs one run; returns the last epoch's record.
 
     Everything that can be checked is checked before training: config values, the data's
-    labels, the output folder and the tracking store.
+    labels (every split), the output folder and the tracking store.
     """
     reject_keras_class_weight(OmegaConf.to_container(cfg))
     check_writable(cfg.paths.output_dir, "paths.output_dir")
+    rule = HiddenFailureRule(**cfg.metrics.hidden_failure)
     keras.backend.clear_session()  # jobs of a multirun share this process: start clean
     trainer = build(cfg.trainer)
     seed_everything(trainer.seed, trainer.deterministic)
     set_precision(trainer.mixed_precision)
     data = build(cfg.data)
     data_key = OmegaConf.to_container(cfg.data, resolve=True)
+    # Counting every split once per data config validates its labels before any training.
     counts = split_counts(data, "train", data_key, cfg.paths.cache_dir)
-    # Counting val once per data config validates its labels before any training.
-    split_counts(data, "val", data_key, cfg.paths.cache_dir)
+    for split in data.splits[1:]:
+        split_counts(data, split, data_key, cfg.paths.cache_dir)
     scheme = build(cfg.class_weights)
     weights = scheme(counts, data.class_names)
     augmenter = build(cfg.augment, ignore_index=data.ignore_index)
@@ -65,24 +78,33 @@ def run(cfg: DictConfig) -> EpochRecord:
     tracker: MlflowTracker = build(cfg.tracking)
     tracker.check()
     resume_id = tracker.resumable_run(trainer.resume, cfg.paths.checkpoint_dir)
+    val_losses: list[float] = []  # the whole run's, for the hidden-failure verdict
 
     def on_epoch(record: EpochRecord) -> None:
-        metrics = epoch_metrics(record, data.class_names)
+        val_losses.append(record.val_loss)
+        hidden = hidden_classes(val_losses, record.scores.iou, record.scores.support, rule)
+        metrics = epoch_metrics(record, data.class_names, hidden)
         checkpointer.save(model, record.epoch, metrics)  # before logging: see resume below
         tracker.log_metrics(metrics, step=record.epoch)
         worst = data.class_names[record.scores.worst_class]
+        hidden_names = ",".join(data.class_names[c] for c in hidden) or "none"
         print(
             f"epoch {record.epoch}/{trainer.epochs}  train/loss {record.train_loss:.4f}  "
             f"val/loss {record.val_loss:.4f}  val/ce {record.val_ce:.4f}  "
             f"val/pixel_acc {record.scores.pixel_acc:.3f}  val/miou {record.scores.miou:.3f}  "
-            f"val/min_iou {record.scores.min_iou:.3f} ({worst})  {record.seconds:.1f}s",
+            f"val/min_iou {record.scores.min_iou:.3f} ({worst})  hidden: {hidden_names}  "
+            f"{record.seconds:.1f}s",
             flush=True,
         )
 
     sweep = job_context()
     if sweep is not None and tracker.run_name is None:
         tracker.run_name = run_name(sweep["overrides"], sweep["swept_keys"])
-    tags = axis_tags(cfg)
+    tags = {
+        **axis_tags(cfg),
+        **provenance_tags(project_root()),
+        TAG_CLASS_NAMES: json.dumps(list(data.class_names)),
+    }
     if sweep is not None:
         tags[PARENT_TAG] = sweep["parent_run_id"]
     with tracker.start_run(tags=tags, resume_run_id=resume_id):
@@ -90,6 +112,8 @@ def run(cfg: DictConfig) -> EpochRecord:
             Path(cfg.paths.checkpoint_dir) / tracker.run_id,
             trainer.checkpoint_monitor,
             trainer.checkpoint_mode,
+            trainer.checkpoint_tie_breaker,
+            trainer.checkpoint_tie_tolerance,
         )
         if resume_id is None:
             tracker.log_config(OmegaConf.to_container(cfg, resolve=True), OmegaConf.to_yaml(cfg))
@@ -103,6 +127,7 @@ def run(cfg: DictConfig) -> EpochRecord:
             if state.epoch not in tracker.logged_steps("val/loss"):
                 tracker.log_metrics(state.metrics, step=state.epoch)
             tracker.set_tags({TAG_RESUMED: state.epoch})
+            val_losses.extend(tracker.metric_values("val/loss"))
             print(f"resuming run {resume_id} after epoch {state.epoch}", flush=True)
         history = trainer.fit(
             model,
@@ -116,36 +141,70 @@ def run(cfg: DictConfig) -> EpochRecord:
             resume_from=checkpointer if resume_id else None,
         )
         final = history[-1]
+        # The final model: its per-image counts add up to the last epoch's confusion matrix.
+        val_counts = per_image_counts(
+            model,
+            data.val,
+            data.num_classes,
+            data.ignore_index,
+            trainer.batch_size,
+            data.val_names,
+            "val",
+        )
         samples = predict_samples(
             model, data, cfg.metrics.overlays, prefer_class=final.scores.worst_class
         )
+        hidden = hidden_classes(val_losses, final.scores.iou, final.scores.support, rule)
         table, tags = tracker.log_summary(
             history,
             data.class_names,
             counts.pixel_share,
             weights,
             samples,
-            cfg.metrics.hidden_failure,
+            hidden,
+            val_counts,
         )
+        # From here on the model holds the best checkpoint's weights.
+        best_epoch = checkpointer.restore_best(model)
+        test = evaluate_test_split(tracker, model, data, trainer.batch_size, best_epoch)
         if tracker.log_model_enabled:
-            log_best_model(tracker, checkpointer, model, data, samples[0][:1])
-    print_summary(final, table, tags, tracker)
+            log_best_model(tracker, model, data, samples[0][:1], best_epoch, checkpointer.monitor)
+    print_summary(final, table, tags, tracker, test, best_epoch)
     return final
+
+
+def evaluate_test_split(
+    tracker: MlflowTracker,
+    model: keras.Model,
+    data: SegmentationData,
+    batch_size: int,
+    epoch: int,
+) -> Scores | None:
+    """Scores the model (the best checkpoint) on the data's test split, when there is one, and
+    logs ``test/...`` at step ``epoch`` and ``per_image/test.parquet``."""
+    if data.test is None:
+        return None
+    counts = per_image_counts(
+        model, data.test, data.num_classes, data.ignore_index, batch_size, data.test_names, "test"
+    )
+    tracker.log_metrics(split_metrics(counts, data.class_names, "test"), step=epoch)
+    tracker.log_per_image(counts, data.class_names, "test")
+    return counts.scores()
 
 
 def log_best_model(
     tracker: MlflowTracker,
-    checkpointer: Checkpointer,
     model: keras.Model,
     data: SegmentationData,
     example: np.ndarray,
+    epoch: int,
+    monitor: str,
 ) -> None:
-    """Logs the best checkpoint as the run's MLflow model (``model`` takes its weights).
+    """Logs ``model`` (holding the best checkpoint, of ``epoch``) as the run's MLflow model.
 
     A failure here (a custom loss Keras cannot serialize, say) does not fail the run, whose
     metrics and checkpoints are complete: it is printed and tagged ``seglab.model_error``.
     """
-    epoch = checkpointer.restore_best(model)
     try:
         uri = tracker.log_model(model, example, epoch, model_metadata(data, epoch))
     except Exception as error:
@@ -153,7 +212,7 @@ def log_best_model(
         tracker.set_tags({TAG_MODEL_ERROR: reason})
         print(f"the model was not logged ({TAG_MODEL_ERROR}): {reason}", file=sys.stderr)
     else:
-        print(f"model (epoch {epoch}, best {checkpointer.monitor}): {uri}", flush=True)
+        print(f"model (epoch {epoch}, best {monitor}): {uri}", flush=True)
 
 
 def model_metadata(data: SegmentationData, epoch: int) -> dict[str, object]:
@@ -170,7 +229,12 @@ def model_metadata(data: SegmentationData, epoch: int) -> dict[str, object]:
 
 
 def print_summary(
-    final: EpochRecord, table: pd.DataFrame, tags: dict[str, str], tracker: MlflowTracker
+    final: EpochRecord,
+    table: pd.DataFrame,
+    tags: dict[str, str],
+    tracker: MlflowTracker,
+    test: Scores | None = None,
+    best_epoch: int = 0,
 ) -> None:
     """The per-class table beside the loss: what the loss alone does not say."""
     shown = table.drop(columns="val_pixels").assign(
@@ -178,18 +242,27 @@ def print_summary(
         class_weight=table.class_weight.map("{:.3g}".format),
         val_iou=table.val_iou.map("{:.3f}".format),
         val_dice=table.val_dice.map("{:.3f}".format),
+        val_recall=table.val_recall.map("{:.3f}".format),
         val_loss_share=table.val_loss_share.map("{:.1%}".format),
+        hidden_failure=table.hidden_failure.map({True: "HIDDEN", False: ""}),
     )
+    if "val_missed" in table:
+        shown["val_missed"] = table.val_missed.map("{:.0%}".format)
+    if test is not None:
+        shown["test_iou"] = [f"{v:.3f}" for v in test.iou]
     print(
         f"\nval/loss {final.val_loss:.4f}   val/ce {final.val_ce:.4f}   "
-        f"val/pixel_acc {final.scores.pixel_acc:.3%}   val/miou {final.scores.miou:.3f}   "
-        f"val/min_iou {final.scores.min_iou:.3f}"
+        f"val/pixel_acc {final.scores.pixel_acc:.3%}   val/class_acc {final.scores.class_acc:.3%}"
+        f"   val/miou {final.scores.miou:.3f}   val/min_iou {final.scores.min_iou:.3f}"
     )
+    if test is not None:
+        print(
+            f"test (best checkpoint, epoch {best_epoch}): pixel_acc {test.pixel_acc:.3%}   "
+            f"class_acc {test.class_acc:.3%}   miou {test.miou:.3f}   min_iou {test.min_iou:.3f}"
+        )
     print(shown.to_string(index=False))
-    print(
-        f"worst class: {tags['seglab.worst_class']}   hidden failure: "
-        f"{tags['seglab.hidden_failure']}"
-    )
+    hidden = tags["seglab.hidden_failure_classes"] or "none"
+    print(f"worst class: {tags['seglab.worst_class']}   hidden failures: {hidden}")
     print(f"MLflow run {tracker.run_id} in experiment '{tracker.experiment_name}' at {tracker.uri}")
 
 

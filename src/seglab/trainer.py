@@ -241,6 +241,10 @@ class Trainer:
             continue that run from its last checkpoint.
         checkpoint_monitor: Metric that selects the ``best`` checkpoint.
         checkpoint_mode: ``max`` or ``min`` for that metric.
+        checkpoint_tie_breaker: Metric (higher is better) that decides between epochs whose
+            monitor ties, so a monitor stuck at 0 cannot keep the first epoch as the best.
+        checkpoint_tie_tolerance: Monitor values this close count as a tie (see
+            :class:`seglab.checkpoints.Checkpointer`).
         strategy: ``default`` (one device) or ``mirrored`` (every GPU, or every logical CPU);
             ``batch_size`` is the global batch, split across replicas. Build the model inside
             :meth:`scope`. ``multi_worker`` is refused (see :data:`MULTI_WORKER_ERROR`).
@@ -261,6 +265,8 @@ class Trainer:
         resume: bool | str = False,
         checkpoint_monitor: str = "val/min_iou",
         checkpoint_mode: str = "max",
+        checkpoint_tie_breaker: str = "val/miou",
+        checkpoint_tie_tolerance: float = 0.01,
         strategy: str = "default",
         class_weight: Any = None,
     ) -> None:
@@ -287,6 +293,8 @@ class Trainer:
         self.resume = resume
         self.checkpoint_monitor = checkpoint_monitor
         self.checkpoint_mode = checkpoint_mode
+        self.checkpoint_tie_breaker = checkpoint_tie_breaker
+        self.checkpoint_tie_tolerance = checkpoint_tie_tolerance
         self.steps_per_execution = steps_per_execution
         self.jit_compile = jit_compile
         self.strategy = strategy
@@ -329,12 +337,32 @@ class Trainer:
 
         The training stream is shuffled, augmented and image-boosted; the validation stream is
         none of these: it only carries the same pixel weights, so ``val/loss`` is the objective.
+
+        Under several replicas no replica may get an empty batch (oneDNN's fused convolution
+        fails on one on AMD CPUs, "input depth must be evenly divisible by filter depth"), and
+        ``tf.distribute`` splits a batch of r images as evenly as it can, so a last batch of
+        fewer images than replicas would leave one empty. Training drops such a batch (a
+        different one every epoch when shuffled); validation, which must see every image,
+        uses the batch size :func:`replica_safe_batch_size` picks. ``batch_size`` must be a
+        multiple of the replica count.
         """
 
         self.check_weighting(loss, per_batch, image_boost)
+        replicas = self.distribution.num_replicas_in_sync
+        if self.batch_size % replicas:
+            raise ValueError(
+                f"trainer.batch_size={self.batch_size} is not a multiple of the {replicas} "
+                f"replicas of trainer.strategy={self.strategy!r}: the global batch is split "
+                "evenly over them"
+            )
+        if data.num_train < self.batch_size and data.num_train % replicas:
+            raise ValueError(
+                f"the training split's {data.num_train} images make one batch that "
+                f"{replicas} replicas cannot share evenly; use trainer.batch_size <= "
+                f"{data.num_train - data.num_train % replicas}"
+            )
         stream = partial(
             batches,
-            batch_size=self.batch_size,
             class_weights=class_weights if loss.pixel_weighted else None,
             batch_weights=per_batch,
             num_classes=data.num_classes,
@@ -342,12 +370,15 @@ class Trainer:
         )
         train = stream(
             data.train,
+            self.batch_size,
             shuffle_seed=self.seed,
             shuffle=self.shuffle,
             augment=augment,
             image_boost=image_boost,
+            min_batch=replicas,
         )
-        return train, stream(data.val)
+        val_batch = replica_safe_batch_size(data.num_val, self.batch_size, replicas)
+        return train, stream(data.val, val_batch)
 
     def fit(
         self,
@@ -429,6 +460,39 @@ class Trainer:
         return recorder.records
 
 
+def replica_safe_batch_size(num_images: int, batch_size: int, replicas: int) -> int:
+    """The validation batch size, closest to ``batch_size``, that several replicas can run.
+
+    Two constraints, both measured with Keras 3 on two logical CPU devices: Keras builds the
+    model by reducing the *first* batch across replicas, which fails unless that batch splits
+    evenly ("AddN must have the same size and shape"), so the batch size is a multiple of
+    ``replicas``; and no replica may get an empty share (see :meth:`Trainer.streams`), so the
+    last batch is full or holds at least ``replicas`` images. ``batch_size`` itself when it
+    fits, else the nearest smaller multiple of ``replicas`` that does, else the nearest larger.
+
+    Raises:
+        ValueError: When no batch size fits (e.g. 3 images over 2 replicas).
+    """
+    if replicas == 1:
+        return batch_size
+
+    def fits(size: int) -> bool:
+        if size >= num_images:  # one batch, which is also the first
+            return num_images % replicas == 0
+        return num_images % size == 0 or num_images % size >= replicas
+
+    top = max(batch_size, num_images + replicas)
+    candidates = [*range(batch_size, 0, -1), *range(batch_size + 1, top + 1)]
+    sizes = [size for size in candidates if size % replicas == 0 and fits(size)]
+    if not sizes:
+        raise ValueError(
+            f"the validation split's {num_images} images cannot be batched for {replicas} "
+            "replicas (every batch must give every replica an image, and the first batch the "
+            f"same number each); use a validation split whose size is a multiple of {replicas}"
+        )
+    return sizes[0]
+
+
 def predict_samples(
     model: keras.Model, data: SegmentationData, count: int, prefer_class: int, pool: int = 64
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -441,5 +505,7 @@ def predict_samples(
         np.stack(x) for x in zip(*data.val.take(pool).as_numpy_iterator(), strict=True)
     )
     order = np.argsort(~(truths == prefer_class).any(axis=(1, 2)), kind="stable")[:count]
-    predictions = model.predict(images[order], verbose=0).argmax(axis=-1)
+    # Called directly, not with model.predict: under a tf.distribute strategy, predict would
+    # split these few images over the replicas and could leave one with an empty batch.
+    predictions = np.asarray(model(images[order], training=False)).argmax(axis=-1)
     return images[order], truths[order], predictions

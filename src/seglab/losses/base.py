@@ -177,20 +177,22 @@ class RegionLoss(SegmentationLoss):
         """(C,) loss of each class from masked one-hot targets and probabilities."""
         raise NotImplementedError
 
+    def included(self, num_classes: int) -> Any:
+        """(C,) 1.0 for the classes that take part in the loss, 0.0 for an excluded background."""
+        if self.include_background:
+            return ops.ones((num_classes,), "float32")
+        return ops.cast(ops.arange(num_classes) > 0, "float32")
+
     def mean_weights(self, num_classes: int) -> Any:
         """Weights of the mean over classes, background zeroed when excluded."""
         if self.class_weights is None:
-            weights = ops.ones((num_classes,), "float32")
-        else:
-            if len(self.class_weights) != num_classes:
-                raise ValueError(
-                    f"{type(self).__name__} has {len(self.class_weights)} class_weights but the "
-                    f"model predicts {num_classes} classes"
-                )
-            weights = ops.convert_to_tensor(self.class_weights, "float32")
-        if not self.include_background:
-            weights = weights * ops.cast(ops.arange(num_classes) > 0, "float32")
-        return weights
+            return self.included(num_classes)
+        if len(self.class_weights) != num_classes:
+            raise ValueError(
+                f"{type(self).__name__} has {len(self.class_weights)} class_weights but the "
+                f"model predicts {num_classes} classes"
+            )
+        return ops.convert_to_tensor(self.class_weights, "float32") * self.included(num_classes)
 
     def per_class(self, y_true: Any, y_pred: Any, sample_weight: Any = None) -> Any:
         del sample_weight  # class weights act inside the mean over classes, not per pixel

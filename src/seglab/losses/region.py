@@ -63,9 +63,14 @@ class GeneralizedDice(RegionLoss):
     """Generalized Dice loss (Sudre et al. 2017).
 
     ``L = 1 - (2 sum_c w_c sum p g + s) / (sum_c w_c sum (p + g) + s)`` with
-    ``w_c = 1 / (sum g_c)^2`` from the batch (times ``class_weights`` when given). A class absent
-    from the batch's truth would get an infinite weight; like MONAI it gets the largest finite
-    one. The per-class term is ``w_c (sum (p+g) - 2 sum p g) / (sum_c w_c sum (p+g) + s)``.
+    ``w_c = 1 / (sum g_c)^2`` from the batch, over the classes that take part (background
+    excluded with ``include_background=False``). A class absent from the batch's truth would get
+    an infinite weight; like MONAI's ``GeneralizedDiceLoss`` it gets the largest finite weight
+    of the classes that take part, and when none of them is present every weight is 0 and the
+    loss is 0. ``class_weights``, when given, multiply ``w_c`` after being scaled to mean 1 over
+    the classes that take part: they set relative importance only, so uniform weights equal no
+    weights (the smoothing ``s`` keeps its scale). The per-class term is
+    ``w_c (sum (p+g) - 2 sum p g) / (sum_c w_c sum (p+g) + s)``.
 
     Args:
         smooth: Added to numerator and denominator.
@@ -91,12 +96,17 @@ class GeneralizedDice(RegionLoss):
         del sample_weight
         one_hot, valid, probs = prepare(y_true, y_pred, self.ignore_index)
         probs = probs * valid[..., None]
+        num_classes = probs.shape[-1]
+        included = self.included(num_classes)
         volume = ops.sum(one_hot, axis=(0, 1, 2))
         present = volume > 0
         inverse = ops.where(present, 1.0 / ops.square(ops.where(present, volume, 1.0)), 0.0)
-        largest = ops.max(inverse)
-        volume_weights = ops.where(present, inverse, ops.where(largest > 0, largest, 1.0))
-        weights = volume_weights * self.mean_weights(probs.shape[-1])
+        inverse = inverse * included
+        largest = ops.max(inverse)  # over the classes that take part; 0 when none is present
+        volume_weights = ops.where(present, inverse, largest) * included
+        relative = self.mean_weights(num_classes)
+        relative = relative * ops.sum(included) / ops.sum(relative)  # mean 1 where included
+        weights = volume_weights * relative
         intersection = ops.sum(one_hot * probs, axis=(0, 1, 2))
         union = ops.sum(one_hot + probs, axis=(0, 1, 2))
         return weights * (union - 2.0 * intersection) / (ops.sum(weights * union) + self.smooth)

@@ -1,0 +1,173 @@
+"""Per-image evidence: one prediction pass over a split, kept as per-image per-class counts.
+
+For every image and class, the pass keeps the true positives, false positives and false
+negatives (pixels; ignored pixels count nowhere). Memory is O(images x classes), never the
+predictions. Everything else derives from those counts:
+
+- the split's scores (summed over images they equal the split's confusion-matrix scores);
+- ``missed/<class>``: the share of the images that contain the class in which the prediction
+  has no true positive for it (the class was "missed entirely" there);
+- per-image IoU, for its distribution and for paired comparisons of two runs on the same images
+  (:func:`seglab.analysis.compare_runs`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import keras
+import numpy as np
+import pandas as pd
+import tensorflow as tf
+
+from seglab.metrics import Scores, scores_from_counts
+
+COUNT_COLUMNS = ("tp", "fp", "fn")
+
+
+@dataclass(frozen=True)
+class PerImageCounts:
+    """Per-image, per-class pixel counts of one split.
+
+    Attributes:
+        names: One name per image (its mask file, or ``<split>[i]``).
+        tp: True positives, shape (images, classes).
+        fp: False positives, shape (images, classes).
+        fn: False negatives, shape (images, classes).
+    """
+
+    names: tuple[str, ...]
+    tp: np.ndarray
+    fp: np.ndarray
+    fn: np.ndarray
+
+    @property
+    def present(self) -> np.ndarray:
+        """(images, classes): the class has true pixels in the image."""
+        return (self.tp + self.fn) > 0
+
+    def scores(self) -> Scores:
+        """The split's scores from the counts summed over images."""
+        return scores_from_counts(self.tp.sum(axis=0), self.fp.sum(axis=0), self.fn.sum(axis=0))
+
+    def missed(self) -> np.ndarray:
+        """(classes,): share of the images containing the class with no true positive for it;
+        NaN for a class no image contains."""
+        present = self.present
+        missed = present & (self.tp == 0)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return np.where(present.any(axis=0), missed.sum(axis=0) / present.sum(axis=0), np.nan)
+
+    def iou(self) -> np.ndarray:
+        """(images, classes) per-image IoU, NaN where the class is neither true nor predicted."""
+        union = self.tp + self.fp + self.fn
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return np.where(union > 0, self.tp / union, np.nan)
+
+    def frame(self, class_names: Sequence[str], split: str) -> pd.DataFrame:
+        """Tidy rows: split, image, class, tp, fp, fn, present (one per image x class)."""
+        images, classes = self.tp.shape
+        return pd.DataFrame(
+            {
+                "split": split,
+                "image": np.repeat(np.asarray(self.names, dtype=object), classes),
+                "class": np.tile(np.asarray(class_names, dtype=object), images),
+                "tp": self.tp.ravel(),
+                "fp": self.fp.ravel(),
+                "fn": self.fn.ravel(),
+                "present": self.present.ravel(),
+            }
+        )
+
+    @classmethod
+    def from_frame(cls, frame: pd.DataFrame, class_names: Sequence[str]) -> PerImageCounts:
+        """Inverse of :meth:`frame` for one split (rows in any order)."""
+        images = list(dict.fromkeys(frame["image"]))
+        arrays = {
+            column: frame.pivot(index="image", columns="class", values=column)
+            .reindex(index=images, columns=list(class_names))
+            .to_numpy(dtype=np.int64)
+            for column in COUNT_COLUMNS
+        }
+        return cls(tuple(images), **arrays)
+
+
+def per_image_counts(
+    model: keras.Model,
+    stream: tf.data.Dataset,
+    num_classes: int,
+    ignore_index: int,
+    batch_size: int = 8,
+    names: Sequence[str] | None = None,
+    split: str = "split",
+) -> PerImageCounts:
+    """Predicts every image of an unbatched ``(image, mask)`` stream and counts per image.
+
+    The model is called directly (not through ``model.predict``), so a model built under a
+    ``tf.distribute`` strategy runs on one device and no replica gets an empty batch.
+
+    Raises:
+        ValueError: On a true label outside ``[0, num_classes)`` that is not ``ignore_index``,
+            naming the image.
+    """
+    c = num_classes
+
+    @tf.function(reduce_retracing=True)
+    def count(images: tf.Tensor, masks: tf.Tensor) -> tuple[tf.Tensor, ...]:
+        pred = tf.cast(tf.argmax(model(images, training=False), axis=-1), tf.int32)
+        masks = tf.cast(masks, tf.int32)
+        in_range = (masks >= 0) & (masks < c)
+        valid = in_range & (masks != ignore_index)
+        bins = tf.shape(masks)[0] * c
+        image = tf.broadcast_to(tf.range(tf.shape(masks)[0])[:, None, None], tf.shape(masks))
+
+        def per_image(index: tf.Tensor, keep: tf.Tensor) -> tf.Tensor:
+            slot = tf.where(keep, image * c + index, bins)  # dropped pixels: one spare bin
+            ones = tf.ones_like(slot, tf.int64)
+            return tf.math.unsorted_segment_sum(ones, slot, bins + 1)[:bins]
+
+        truth = per_image(masks, valid)
+        predicted = per_image(pred, valid)
+        tp = per_image(masks, valid & tf.equal(masks, pred))
+        bad = tf.reduce_any(~in_range & (masks != ignore_index), axis=(1, 2))
+        return tp, predicted - tp, truth - tp, bad
+
+    rows: dict[str, list[np.ndarray]] = {k: [] for k in COUNT_COLUMNS}
+    seen = 0
+    for images, masks in stream.batch(batch_size):
+        tp, fp, fn, bad = (t.numpy() for t in count(images, masks))
+        if bad.any():
+            index = seen + int(np.argmax(bad))
+            name = names[index] if names else f"{split}[{index}]"
+            raise ValueError(
+                f"mask {name} has labels outside 0..{c - 1} that are not "
+                f"ignore_index={ignore_index}"
+            )
+        for key, value in zip(COUNT_COLUMNS, (tp, fp, fn), strict=True):
+            rows[key].append(value.reshape(-1, c))
+        seen += len(bad)
+    if seen == 0:
+        raise ValueError(f"the {split} split is empty: nothing to evaluate")
+    image_names = tuple(names) if names else tuple(f"{split}[{i}]" for i in range(seen))
+    return PerImageCounts(image_names, *(np.concatenate(rows[k]) for k in COUNT_COLUMNS))
+
+
+def split_metrics(
+    counts: PerImageCounts, class_names: Sequence[str], prefix: str
+) -> dict[str, float]:
+    """Metric dict of a split evaluation, keyed ``<prefix>/...``: ``miou``, ``min_iou``,
+    ``pixel_acc``, ``class_acc`` and per class ``iou``, ``recall``, ``missed``."""
+    scores = counts.scores()
+    metrics = {
+        f"{prefix}/miou": scores.miou,
+        f"{prefix}/min_iou": scores.min_iou,
+        f"{prefix}/pixel_acc": scores.pixel_acc,
+        f"{prefix}/class_acc": scores.class_acc,
+    }
+    missed = counts.missed()
+    for c, name in enumerate(class_names):
+        metrics[f"{prefix}/iou/{name}"] = float(scores.iou[c])
+        metrics[f"{prefix}/recall/{name}"] = float(scores.recall[c])
+        metrics[f"{prefix}/missed/{name}"] = float(missed[c])
+    return metrics

