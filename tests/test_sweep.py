@@ -11,35 +11,68 @@ from nbclient import NotebookClient
 from seglab import analysis
 from seglab.paths import project_root
 from seglab.report import main as report_main
+from seglab.statistics import t_interval
 from seglab.sweep import count_jobs, run_name
+
+SEEDS = (0, 1, 2)
 
 
 @pytest.fixture(scope="module")
 def basic_sweep(tmp_path_factory):
+    """2 configurations x 3 seeds, on 2 joblib workers writing to one sqlite file."""
     tmp_path = tmp_path_factory.mktemp("basic")
-    return (tmp_path, *sweep(tmp_path, "loss=ce,dice", "class_weights=none,median_frequency"))
+    return (
+        tmp_path,
+        *sweep(
+            tmp_path,
+            "hydra/launcher=joblib",
+            "hydra.launcher.n_jobs=2",
+            "loss=ce,dice",
+            "trainer.seed=0,1,2",
+        ),
+    )
 
 
 @pytest.mark.slow
-def test_basic_sweep_makes_one_parent_and_a_child_per_job(basic_sweep):
-    _, result, _, parents, children = basic_sweep
+def test_sweep_makes_one_parent_and_a_complete_child_per_job(basic_sweep):
+    _, result, client, parents, children = basic_sweep
     (parent,) = parents
-    assert len(children) == 4
-    assert {c.data.tags["mlflow.parentRunId"] for c in children} == {parent.info.run_id}
+    assert len(children) == 6
     assert {c.info.run_name for c in children} == {
-        f"loss={loss},class_weights={weights}"
-        for loss in ("ce", "dice")
-        for weights in ("none", "median_frequency")
+        f"loss={loss},trainer.seed={seed}" for loss in ("ce", "dice") for seed in SEEDS
     }
     for child in children:
-        assert child.info.status == "FINISHED"
-        loss, weights = child.data.tags["seglab.loss"], child.data.tags["seglab.class_weights"]
-        assert child.info.run_name == f"loss={loss},class_weights={weights}"
+        assert child.data.tags["seglab.loss"] in child.info.run_name
         assert child.data.tags["seglab.augment"] == "none"
     assert parent.info.status == "FINISHED"
-    assert parent.data.tags["seglab.jobs"] == "4"
-    assert "[sweep] job 4/4 started" in result.stdout
-    assert "[sweep] 4 jobs; parent MLflow run" in result.stdout
+    assert parent.data.tags["seglab.jobs"] == "6"
+    assert "[sweep] 6 jobs; parent MLflow run" in result.stdout
+    assert_children_complete(client, parent, children)  # nothing lost between the workers
+
+
+@pytest.mark.slow
+def test_report_groups_the_seeds_of_each_configuration(basic_sweep, tmp_path):
+    sweep_tmp, _, client, _, children = basic_sweep
+    summary = analysis.summary(analysis.history(client, children), children)
+    assert sorted(summary.configuration.unique()) == ["loss=ce", "loss=dice"]
+    assert sorted(summary[summary.configuration == "loss=ce"].seed) == list(SEEDS)
+    by_config = analysis.configuration_summary(summary, analysis.history(client, children))
+    rows = by_config.set_index(["configuration", "metric"])
+    for loss in ("ce", "dice"):
+        logged = [
+            c.data.metrics["val/min_iou"] for c in children if c.data.tags["seglab.loss"] == loss
+        ]
+        interval = t_interval(logged)
+        row = rows.loc[(f"loss={loss}", "min_iou")]
+        assert row.n == 3 and row["mean"] == pytest.approx(interval.mean)
+        assert (row.ci_low, row.ci_high) == pytest.approx((interval.low, interval.high))
+        assert rows.loc[(f"loss={loss}", "val/iou/speck"), "n"] == 3
+    ranked = analysis.rankings(summary)
+    assert list(ranked.table.seeds) == [3, 3]
+    assert report_main([str(sweep_tmp / "sweep"), "--out", str(tmp_path)]) == 0
+    text = (tmp_path / "report.md").read_text()
+    assert "## Configurations over seeds" in text
+    assert "| loss=ce | 3 |" in text and "| loss=dice | 3 |" in text
 
 
 @pytest.mark.slow
@@ -71,7 +104,7 @@ def test_report_numbers_equal_the_logged_values(basic_sweep, tmp_path):
         assert row.worst_class == CLASSES[ious.index(min(ious))]  # first of ties, by index
     history = __import__("pandas").read_csv(tmp_path / "history.csv")
     assert set(history.metric) >= {"val/loss", "val/iou", "val/loss_share", "val/miou"}
-    assert len(history[(history.metric == "val/iou")]) == 4 * 2 * len(CLASSES)
+    assert len(history[(history.metric == "val/iou")]) == 6 * 2 * len(CLASSES)
     for name in (
         "report.md",
         "history.parquet",
@@ -90,35 +123,35 @@ def test_report_accepts_a_parent_run_id_and_an_experiment_name(basic_sweep, tmp_
     sweep_tmp, _, _, (parent,), _ = basic_sweep
     uri = f"sqlite:///{sweep_tmp}/mlflow.db"
     assert report_main([parent.info.run_id, "--tracking-uri", uri, "--out", str(tmp_path)]) == 0
-    assert "4 runs." in capsys.readouterr().out
+    assert "6 runs." in capsys.readouterr().out
     assert report_main(["seglab", "--tracking-uri", uri, "--out", str(tmp_path / "e")]) == 0
     assert report_main(["nope", "--tracking-uri", uri]) == 2
     assert "no MLflow experiment named 'nope'" in capsys.readouterr().err
 
 
 @pytest.mark.slow
-def test_notebook_executes_against_a_sweep(basic_sweep, monkeypatch):
+def test_notebook_executes_against_a_sweep_in_the_store_the_environment_names(
+    basic_sweep, monkeypatch, tmp_path
+):
     sweep_tmp = basic_sweep[0]
-    monkeypatch.setenv("SEGLAB_SWEEP", str(sweep_tmp / "sweep"))
+    # A copy of the sweep file that points at no store: the notebook must take the environment's.
+    info = json.loads((sweep_tmp / "sweep" / "sweep.json").read_text())
+    (tmp_path / "sweep.json").write_text(
+        json.dumps({**info, "tracking_uri": f"sqlite:///{tmp_path}/elsewhere.db"})
+    )
+    monkeypatch.setenv("SEGLAB_SWEEP", str(tmp_path))
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{sweep_tmp}/mlflow.db")
     notebook = nbformat.read(project_root() / "notebooks/per_class_iou_analysis.ipynb", 4)
     assert not any(c.get("outputs") for c in notebook.cells if c.cell_type == "code")
     NotebookClient(notebook, timeout=300, kernel_name="python3").execute()
-    outputs = "".join(str(o) for c in notebook.cells if c.cell_type == "code" for o in c.outputs)
-    assert "4 runs of sweep" in outputs and "Spearman(val loss, worst-class IoU)" in outputs
-    assert "image/png" in outputs
-
-
-@pytest.mark.slow
-def test_joblib_sweep_of_six_jobs_loses_no_run_metric_or_artifact(tmp_path):
-    _, client, (parent,), children = sweep(
-        tmp_path,
-        "hydra/launcher=joblib",
-        "hydra.launcher.n_jobs=2",
-        "loss=ce,dice",
-        "class_weights=none,median_frequency,inverse_frequency",
-    )
-    assert len(children) == 6 and parent.info.status == "FINISHED"
-    assert_children_complete(client, parent, children)
+    outputs = [o for c in notebook.cells if c.cell_type == "code" for o in c.outputs]
+    text = "".join(str(o) for o in outputs)
+    assert "6 runs of sweep" in text and "Spearman(val loss, worst-class IoU)" in text
+    assert "Configurations over seeds" not in text or "loss=ce" in text
+    assert "missed entirely" in text
+    assert sum("image/png" in o.get("data", {}) for o in outputs) == 3  # each figure once
+    assert not [o for o in outputs if o.get("name") == "stderr"]  # no warnings
+    assert not (tmp_path / "elsewhere.db").exists()
 
 
 @pytest.mark.slow

@@ -1,4 +1,5 @@
-"""A joblib sweep logging over HTTP to a real ``mlflow server``: nothing lost on the way.
+"""A sweep whose jobs run as processes of their own (Hydra's submitit launcher) and log over HTTP
+to a real ``mlflow server``: every job nests under the parent, nothing is lost on the way.
 
 The server runs once on an sqlite backend and once on PostgreSQL, the database a team's server
 uses. ``.ci/run`` starts Debian's PostgreSQL and sets ``SEGLAB_TEST_POSTGRES_URI``; locally, point
@@ -85,16 +86,19 @@ def mlflow_server(request, tmp_path):
 
 
 @pytest.mark.slow
-def test_joblib_sweep_over_http_loses_no_run_metric_or_artifact(tmp_path, mlflow_server):
+def test_submitit_jobs_log_over_http_and_lose_nothing(tmp_path, mlflow_server):
     _, client, (parent,), children = run_sweep(
         tmp_path,
-        "hydra/launcher=joblib",
-        "hydra.launcher.n_jobs=2",
+        "hydra/launcher=submitit_local",
+        "hydra.launcher.timeout_min=15",
         "loss=ce,dice",
-        "class_weights=none,median_frequency",
         tracking_uri=mlflow_server,
     )
+    # submitit started each job as a process of its own, with its own log folder.
+    jobs = [p for p in (tmp_path / "sweep" / ".submitit").iterdir() if p.name.isdigit()]
+    assert len(jobs) == 2 and all(any(j.glob("*_log.out")) for j in jobs)
     assert not (tmp_path / "mlflow.db").exists()  # everything went to the server
-    assert len(children) == 4 and parent.info.status == "FINISHED"
+    assert sorted(c.info.run_name for c in children) == ["loss=ce", "loss=dice"]
+    assert parent.info.status == "FINISHED"
     assert "sweep_summary.csv" in {a.path for a in client.list_artifacts(parent.info.run_id)}
     assert_children_complete(client, parent, children)

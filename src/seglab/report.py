@@ -26,6 +26,7 @@ from mlflow.tracking import MlflowClient
 
 from seglab import analysis, plots
 from seglab.paths import project_root
+from seglab.statistics import Interval
 
 RUN_ID = re.compile(r"^[0-9a-f]{32}$")
 
@@ -64,6 +65,65 @@ def markdown(frame: pd.DataFrame, floats: str = "{:.4f}") -> str:
     return "\n".join([header, rule, *rows])
 
 
+def with_intervals(table: pd.DataFrame, columns: Sequence[str], digits: int = 3) -> pd.DataFrame:
+    """Each ``column`` shown as ``mean ± half-width`` from its ``<column>_ci`` partner."""
+    shown = table.copy()
+    for column in columns:
+        half = shown.pop(f"{column}_ci")
+        shown[column] = [
+            Interval(0, m, 0.0, m - h, m + h).format(digits) if h == h else f"{m:.{digits}f}"
+            for m, h in zip(shown[column], half, strict=True)
+        ]
+    return shown
+
+
+def seed_tables(configurations: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """From :func:`seglab.analysis.configuration_summary`: the whole-split metrics and the
+    per-class IoU as ``mean ± half-width`` tables, one row per configuration."""
+    cell = configurations.assign(
+        shown=[
+            Interval(n, m, 0.0, lo, hi).format()
+            for n, m, lo, hi in configurations[["n", "mean", "ci_low", "ci_high"]].itertuples(
+                index=False
+            )
+        ]
+    )
+    wide = cell.pivot(index="configuration", columns="metric", values="shown")
+    order = list(dict.fromkeys(configurations.configuration))
+    seeds = configurations.groupby("configuration").n.max()
+    per_class = [c for c in wide.columns if "/iou/" in c]
+    whole = [c for c in dict.fromkeys(configurations.metric) if c not in per_class]
+    scalar = wide.loc[order, whole].assign(seeds=seeds.loc[order]).reset_index()
+    classes = wide.loc[order, per_class].rename(columns=lambda c: c.rsplit("/", 1)[-1])
+    return scalar[["configuration", "seeds", *whole]], classes.reset_index()
+
+
+def image_evidence(client: MlflowClient, summary: pd.DataFrame, found: analysis.Mismatch) -> str:
+    """The paired bootstrap over validation images between one run of each configuration a
+    mismatch names (the lowest seed both ran), as markdown; empty without per-image counts."""
+    done = summary[summary.status == "FINISHED"]
+    a = done[done.configuration == found.lowest_loss]
+    b = done[done.configuration == found.best_worst_class]
+    shared = sorted(set(a.seed) & set(b.seed))
+    seed = shared[0] if shared else None
+    run_a = (a[a.seed == seed] if seed is not None else a).iloc[0]
+    run_b = (b[b.seed == seed] if seed is not None else b).iloc[0]
+    try:
+        compared = analysis.compare_runs(client, run_a.run_id, run_b.run_id)
+    except ValueError:
+        return ""
+    return "\n".join(
+        [
+            f"Paired bootstrap over the validation images (2000 resamples), {run_b.run_name} "
+            f"minus {run_a.run_name}: the interval says whether the difference holds across "
+            "these images for these two trained models, not across seeds.",
+            "",
+            markdown(compared, floats="{:.3f}"),
+            "",
+        ]
+    )
+
+
 def build_report(client: MlflowClient, runs: Sequence[Run]) -> Report | None:
     """Tables, rankings, figures and the markdown text for a set of runs (None if empty)."""
     if not runs:
@@ -73,15 +133,19 @@ def build_report(client: MlflowClient, runs: Sequence[Run]) -> Report | None:
     columns = [
         "run_name",
         "status",
+        "seed",
         "epochs",
         "val_loss",
         "best_val_loss",
         "val_ce",
         "miou",
         "min_iou",
+        "class_acc",
         "worst_class",
-        "hidden_failure",
+        "hidden_classes",
     ]
+    if summary.test_miou.notna().any():
+        columns += ["test_miou", "test_class_acc", "test_pixel_acc"]
     lines = [
         "# seglab sweep report",
         "",
@@ -97,22 +161,43 @@ def build_report(client: MlflowClient, runs: Sequence[Run]) -> Report | None:
     if (summary.status == "FINISHED").any():
         ranked = analysis.rankings(summary)
         rho = ranked.spearman_loss_vs_min_iou
+        configurations = analysis.configuration_summary(summary, history)
+        if configurations.n.max() > 1:
+            scalar, per_class = seed_tables(configurations)
+            lines += [
+                "## Configurations over seeds",
+                "",
+                "Mean ± half-width of the 95 % Student-t interval over each configuration's "
+                "seeds (runs that differ only in trainer.seed); no interval with one seed.",
+                "",
+                markdown(scalar),
+                "",
+                "Final validation IoU per class:",
+                "",
+                markdown(per_class),
+                "",
+            ]
+        else:
+            lines += [
+                "## Final validation IoU per class",
+                "",
+                markdown(analysis.final_iou_matrix(history, runs).reset_index(), floats="{:.3f}"),
+                "",
+            ]
         lines += [
-            "## Final validation IoU per class",
+            "## Ranked by val loss within each loss, beside worst-class IoU and mIoU",
             "",
-            markdown(analysis.final_iou_matrix(history, runs).reset_index(), floats="{:.3f}"),
+            markdown(with_intervals(ranked.table, ("val_loss", "min_iou", "miou"))),
             "",
-            "## Ranked by val loss, beside worst-class IoU and mIoU",
-            "",
-            markdown(ranked.table),
-            "",
-            "Spearman correlation of val loss with worst-class IoU across runs: "
-            + ("n/a (needs 3 runs and some spread in both)" if rho != rho else f"{rho:+.2f}")
+            "Spearman correlation of val loss with worst-class IoU across configurations: "
+            + ("n/a (needs 3 and some spread in both)" if rho != rho else f"{rho:+.2f}")
             + " (a loss that tracked the failing class would be near -1).",
             "",
         ]
-        for line in ranked.mismatches:
-            lines += [f"**Lowest loss is not best worst class.** {line}", ""]
+        for found in ranked.mismatches:
+            lines += [found.text, ""]
+        if ranked.mismatches:
+            lines += [image_evidence(client, summary, ranked.mismatches[0])]
         finished = summary[summary.status == "FINISHED"]
         figures = {
             "final_iou_heatmap": plots.iou_heatmap(analysis.final_iou_matrix(history, runs)),

@@ -120,18 +120,26 @@ class MlflowSweepCallback(Callback):
         tracker.run_id = info["parent_run_id"]
         children = child_runs(tracker.client, tracker.run_id)
         failed = [r.info.run_name for r in children if r.info.status != "FINISHED"]
-        report = build_report(tracker.client, children)
-        if report is not None:
-            report.write(sweep_dir / "report")
-            print(report.text, flush=True)
-            tracker.log_text(report.text, "sweep_report.md")
-            tracker.log_table(report.summary, "sweep_summary.csv")
-            tracker.log_table(report.history, "sweep_history.csv")
-            for name, figure in report.figures.items():
-                tracker.log_figure(figure, f"figures/{name}.png")
+        report_error = None
+        try:
+            report = build_report(tracker.client, children)
+            if report is not None:
+                report.write(sweep_dir / "report")
+                print(report.text, flush=True)
+                tracker.log_text(report.text, "sweep_report.md")
+                tracker.log_table(report.summary, "sweep_summary.csv")
+                tracker.log_table(report.history, "sweep_history.csv")
+                for name, figure in report.figures.items():
+                    tracker.log_figure(figure, f"figures/{name}.png")
+        except Exception as error:  # the parent must still end, with the reason
+            report_error = f"{type(error).__name__}: {error}"
+            print(f"[sweep] the report failed: {report_error}", file=sys.stderr, flush=True)
         tracker.set_tags({"seglab.jobs": len(children), "seglab.failed_jobs": len(failed)})
+        if report_error:
+            tracker.set_tags({"seglab.report_error": report_error})
         missing = info["total_jobs"] - len(children)  # jobs that never made a run
-        status = RunStatus.FAILED if failed or missing > 0 else RunStatus.FINISHED
+        bad = failed or missing > 0 or report_error
+        status = RunStatus.FAILED if bad else RunStatus.FINISHED
         tracker.client.set_terminated(tracker.run_id, RunStatus.to_string(status))
         elapsed = time.time() - info["start_time"]
         print(
@@ -139,6 +147,8 @@ class MlflowSweepCallback(Callback):
             f"{tracker.run_id}; report in {sweep_dir / 'report'}",
             flush=True,
         )
+        if report_error and not (failed or missing > 0):
+            raise SystemExit(1)
         if failed or missing > 0:
             print(
                 f"[sweep] {len(failed)} of {info['total_jobs']} jobs FAILED: {failed}; each is "

@@ -1,0 +1,181 @@
+"""``python -m seglab.evaluate run_id=<id> [split=test] [data overrides] [new_run=true]``.
+
+Scores a run's logged model (its best checkpoint) on a split of its own data, or of any data:
+
+    python -m seglab.evaluate run_id=<id>                        # the run's data, split test
+    python -m seglab.evaluate run_id=<id> split=val
+    python -m seglab.evaluate run_id=<id> data.root=/data/CamVid-night prefix=night
+    python -m seglab.evaluate run_id=<id> data=folder data.root=/data/x data.image_size=[128,160]
+
+``data.<key>=<value>`` changes the run's own data config (logged as ``config.yaml``);
+``data=<option>`` starts from ``conf/data/<option>.yaml`` instead. The per-image counts give
+``<prefix>/miou``, ``<prefix>/min_iou``, ``<prefix>/pixel_acc``, ``<prefix>/class_acc`` and per
+class ``<prefix>/iou|recall|missed/<class>`` (``prefix`` defaults to the split's name), logged at
+the step of the model's checkpoint epoch into the run itself, or into a new run of the same
+experiment with ``new_run=true`` (tagged ``seglab.evaluated_run``); ``per_image/<prefix>.parquet``
+beside them; and the per-class table is printed. A run that already has ``<prefix>/...`` metrics
+(training scores the test split itself) is never written over: choose another ``prefix`` or
+``new_run=true``.
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import sys
+from collections.abc import Sequence
+
+import pandas as pd
+from hydra import compose, initialize_config_dir
+from mlflow.exceptions import MlflowException
+from omegaconf import DictConfig, OmegaConf
+
+from seglab.data import SegmentationData
+from seglab.evaluation import PerImageCounts, per_image_counts, split_metrics
+from seglab.paths import config_dir, project_root, register_resolvers
+from seglab.predict import load_run_model
+from seglab.tracking import TAG_CLASS_NAMES, MlflowTracker
+from seglab.train import build
+
+OPTIONS = {"run_id": None, "split": "test", "prefix": None, "new_run": "false", "batch_size": "8"}
+OPTIONS_WITH_URI = (*OPTIONS, "tracking_uri")
+TAG_EVALUATED_RUN = "seglab.evaluated_run"
+
+
+def parse(argv: Sequence[str]) -> tuple[dict[str, str | None], list[str]]:
+    """``key=value`` words -> (the options, the ``data``/``data.*`` overrides)."""
+    options: dict[str, str | None] = {**OPTIONS, "tracking_uri": None}
+    data: list[str] = []
+    for word in argv:
+        key, sep, value = word.partition("=")
+        if not sep:
+            raise ValueError(f"{word!r} is not key=value; options: {list(OPTIONS_WITH_URI)}")
+        if key == "data" or key.startswith("data."):
+            data.append(word)
+        elif key in options:
+            options[key] = value
+        else:
+            raise ValueError(
+                f"{key!r} is not an option: use one of {list(OPTIONS_WITH_URI)} or data.<key>"
+            )
+    if not options["run_id"]:
+        raise ValueError("run_id=<id> is required: the run whose logged model to evaluate")
+    if options["new_run"] not in ("true", "false"):
+        raise ValueError(f"new_run={options['new_run']!r} is not one of ['true', 'false']")
+    return options, data
+
+
+def data_config(run_config: DictConfig, overrides: Sequence[str]) -> DictConfig:
+    """The run's data config with ``overrides``; ``data=<option>`` starts from that option."""
+    if any(o.startswith("data=") for o in overrides):
+        register_resolvers()
+        with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
+            return compose("train", overrides=list(overrides)).data
+    changes = OmegaConf.from_dotlist([o.removeprefix("data.") for o in overrides])
+    return OmegaConf.merge(run_config.data, changes)
+
+
+def run_config(tracker: MlflowTracker, run_id: str) -> DictConfig:
+    """The run's logged ``config.yaml``; raises naming ``run_id`` when there is none."""
+    try:
+        local = tracker.client.download_artifacts(run_id, "config.yaml")
+    except (MlflowException, OSError) as error:
+        raise ValueError(
+            f"run_id={run_id!r} has no config.yaml at {tracker.uri}: {error}"
+        ) from error
+    return OmegaConf.load(local)
+
+
+def check_compatible(model_shape: tuple, num_classes: int, data: SegmentationData) -> None:
+    """The data must match the model's input size and class count; raises naming the option."""
+    if tuple(model_shape[1:3]) != data.image_shape[:2]:
+        raise ValueError(
+            f"data.image_size={list(data.image_shape[:2])} but the model takes "
+            f"{list(model_shape[1:3])}: set data.image_size={list(model_shape[1:3])}"
+        )
+    if num_classes != data.num_classes:
+        raise ValueError(
+            f"the data has {data.num_classes} classes {list(data.class_names)} but the model "
+            f"predicts {num_classes}"
+        )
+
+
+def per_class_frame(counts: PerImageCounts, class_names: Sequence[str]) -> pd.DataFrame:
+    """One row per class: pixels, IoU, recall, share of its images missed entirely."""
+    scores = counts.scores()
+    return pd.DataFrame(
+        {
+            "class": list(class_names),
+            "pixels": scores.support,
+            "iou": scores.iou.round(3),
+            "recall": scores.recall.round(3),
+            "missed": counts.missed().round(3),
+        }
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        options, overrides = parse(sys.argv[1:] if argv is None else argv)
+    except ValueError as error:
+        print(f"seglab.evaluate: {error}", file=sys.stderr)
+        return 2
+    run_id, split = str(options["run_id"]), str(options["split"])
+    prefix = options["prefix"] or split
+    new_run = options["new_run"] == "true"
+    tracker = MlflowTracker(
+        tracking_uri=options["tracking_uri"],
+        default_uri=f"sqlite:///{project_root() / 'outputs' / 'mlflow.db'}",
+    )
+    register_resolvers()  # the logged config may hold ${seglab_root:}
+    try:
+        config = run_config(tracker, run_id)
+        source = tracker.client.get_run(run_id)
+        if not new_run and f"{prefix}/miou" in source.data.metrics:
+            raise ValueError(
+                f"run {run_id} already has {prefix}/... metrics; give prefix=<another name> or "
+                "new_run=true (nothing is written over)"
+            )
+        data: SegmentationData = build(data_config(config, overrides))
+        stream = data.stream(split)
+        model, metadata = load_run_model(tracker, run_id)
+        check_compatible(model.input_shape, int(model.output_shape[-1]), data)
+        batch = int(str(options["batch_size"]))
+        counts = per_image_counts(
+            model, stream, data.num_classes, data.ignore_index, batch, data.names(split), split
+        )
+    except ValueError as error:
+        print(f"seglab.evaluate: {error}", file=sys.stderr)
+        return 2
+    names = list(data.class_names)
+    epoch = int(metadata.get("checkpoint_epoch", 0))
+    if new_run:
+        tracker.experiment_name = tracker.client.get_experiment(source.info.experiment_id).name
+        tracker.run_name = f"evaluate {source.info.run_name} on {prefix}"
+        tags = {
+            TAG_EVALUATED_RUN: run_id,
+            TAG_CLASS_NAMES: source.data.tags.get(TAG_CLASS_NAMES, ""),
+        }
+        with tracker.start_run(tags=tags):
+            tracker.log_metrics(split_metrics(counts, names, prefix), step=epoch)
+            tracker.log_per_image(counts, names, prefix)
+    else:
+        tracker.run_id = run_id
+        tracker.log_metrics(split_metrics(counts, names, prefix), step=epoch)
+        tracker.log_per_image(counts, names, prefix)
+    scores = counts.scores()
+    print(
+        f"{prefix}: {len(counts.names)} images of split {split!r} scored with the model of run "
+        f"{run_id} (checkpoint epoch {epoch})\n"
+        f"pixel_acc {scores.pixel_acc:.3%}   class_acc {scores.class_acc:.3%}   "
+        f"miou {scores.miou:.3f}   min_iou {scores.min_iou:.3f}"
+    )
+    print(per_class_frame(counts, names).to_string(index=False))
+    print(f"logged as {prefix}/... into MLflow run {tracker.run_id} at {tracker.uri}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
