@@ -3,23 +3,37 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+# Exact versions the results were measured with (Linux x86_64, Python 3.11); LOCK= installs the
+# newest versions pyproject.toml allows instead. Refresh with make lock.
+LOCK ?= requirements.lock
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 PORT ?= 5000
 LINT_PATHS := $(wildcard src tests benchmarks)
 
 .DEFAULT_GOAL := help
-.PHONY: help install demo report stats test lint format ui bench clean
+.PHONY: help install lock demo report stats test lint format ui bench clean
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  make %-8s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
-install: $(STAMP) ## Create .venv and install seglab with its dev extra (idempotent)
+install: $(STAMP) ## Create .venv: the locked versions, then seglab itself (idempotent)
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml $(LOCK)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
+ifneq ($(strip $(LOCK)),)
+	$(PY) -m pip install --quiet -r $(LOCK)
+	$(PY) -m pip install --quiet --no-deps -e .
+else
 	$(PY) -m pip install --quiet -e '.[dev]'
+endif
 	touch $(STAMP)
+
+lock: ## Re-resolve requirements.lock: the newest versions pyproject.toml allows
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet pip-tools
+	$(VENV)/bin/pip-compile --quiet --upgrade --extra dev --strip-extras --no-emit-index-url \
+		--no-emit-find-links --output-file requirements.lock pyproject.toml
 
 demo: install ## Sweep loss {ce,dice} x class_weights {none,median_frequency}; print the report
 	$(PY) -m seglab.train experiment=demo

@@ -130,6 +130,7 @@ def store(tmp_path):
             client.log_param(run.info.run_id, key, value)
         return client.get_run(run.info.run_id)
 
+    add.client = client
     return add
 
 
@@ -173,6 +174,9 @@ def test_class_order_reads_the_tag_and_survives_names_from_a_classes_file(store)
     [
         ([1, 2, 3, 4], [10, 20, 30, 40], 1.0),
         ([1, 2, 3, 4], [4, 3, 2, 1], -1.0),
+        ([1, 2, 3, 4], [1, 4, 9, 1000], 1.0),  # monotone, far from linear: Pearson 0.79
+        ([1, 2, 3, 4], [2, 1, 4, 3], 0.6),  # d^2 sum 4: 1 - 6 * 4 / (4 * 15)
+        ([1, 2, 2, 3], [1, 2, 3, 4], 0.9486833),  # ties take average ranks
         ([1, 2], [2, 1], float("nan")),
     ],
 )
@@ -192,3 +196,60 @@ def test_spearman_on_ranks(x, y, expected):
 )
 def test_metric_keys_split_into_metric_and_class(key, expected):
     assert split_key(key) == expected
+
+
+def test_ties_share_the_best_rank():
+    runs = summary(
+        [
+            ("a", "a", "FINISHED", "ce", 0.02, 0.3, 0.8, "x"),
+            ("b", "b", "FINISHED", "ce", 0.02, 0.3, 0.8, "x"),
+            ("c", "c", "FINISHED", "ce", 0.03, 0.1, 0.7, "x"),
+        ]
+    )
+    table = rankings(runs).table.set_index("configuration")
+    assert list(table.rank_by_loss) == [1, 1, 3]
+    assert list(table.rank_by_min_iou) == [1, 1, 3]
+    assert rankings(runs).mismatches == []  # a tie on worst-class IoU is not a mismatch
+
+
+def test_best_worst_class_is_chosen_by_worst_class_iou_not_miou():
+    runs = summary(
+        [
+            ("a", "a", "FINISHED", "ce", 0.02, 0.0, 0.95, "x"),  # best mIoU, worst class 0
+            ("b", "b", "FINISHED", "ce", 0.03, 0.4, 0.80, "x"),
+        ]
+    )
+    ranked = rankings(runs)
+    assert ranked.best_by_min_iou == "b" and ranked.best_by_loss == "a"
+    (found,) = ranked.mismatches
+    assert (found.lowest_loss, found.best_worst_class) == ("a", "b")
+
+
+def test_lowest_loss_tied_on_worst_class_iou_with_the_best_is_no_mismatch():
+    runs = summary(
+        [
+            ("a", "a", "FINISHED", "ce", 0.02, 0.4, 0.80, "x"),
+            ("b", "b", "FINISHED", "ce", 0.03, 0.4, 0.90, "x"),
+        ]
+    )
+    assert rankings(runs).mismatches == []
+
+
+def test_sweep_file_is_required_for_a_sweep_dir(tmp_path):
+    from seglab.analysis import read_sweep_file
+
+    with pytest.raises(ValueError, match="is not a seglab sweep directory"):
+        read_sweep_file(tmp_path)
+    (tmp_path / "sweep.json").write_text(json.dumps({"parent_run_id": "x", "total_jobs": 2}))
+    assert read_sweep_file(tmp_path) == {"parent_run_id": "x", "total_jobs": 2}
+
+
+def test_child_runs_are_the_runs_nested_under_the_parent_oldest_first(store):
+    from seglab.analysis import child_runs
+
+    parent = store({"seglab.sweep": "parent"}, {})
+    first = store({"mlflow.parentRunId": parent.info.run_id}, {"trainer.seed": "0"})
+    store({"mlflow.parentRunId": "someone-else"}, {})
+    second = store({"mlflow.parentRunId": parent.info.run_id}, {"trainer.seed": "1"})
+    children = child_runs(store.client, parent.info.run_id)
+    assert [r.info.run_id for r in children] == [first.info.run_id, second.info.run_id]

@@ -189,3 +189,30 @@ def test_factors_scale_with_strength_and_can_be_overridden():
     assert half.factors["rotation"] == 10
     assert half.factors["zoom"] == pytest.approx(0.2)
     assert half.factors["flip"] == pytest.approx(0.25)
+
+
+def test_image_boost_multiplies_the_class_weights_of_its_images():
+    data = shapes(image_size=32, num_train=6, num_val=2)  # the speck is in some images only
+    weights = np.array([0.5, 1, 2, 3, 4], np.float32)
+    originals = [m for _, m in data.train.as_numpy_iterator()]
+    stream = batches(data.train, 6, class_weights=weights, image_boost=(4, 5.0), num_classes=C)
+    ((_, masks, pixel_weights),) = list(stream)
+    for original, mask, weight in zip(originals, masks.numpy(), pixel_weights.numpy(), strict=True):
+        factor = 5.0 if (original == 4).any() else 1.0
+        expected = np.where(mask == IGNORE, 0, weights[np.minimum(mask, C - 1)] * factor)
+        np.testing.assert_array_equal(weight, expected)
+    assert any((m == 4).any() for m in originals) and not all((m == 4).any() for m in originals)
+
+
+def test_per_batch_weights_reach_the_training_and_the_validation_stream():
+    from seglab.class_weights import batch_inverse_frequency
+
+    data = shapes(image_size=32, num_train=8, num_val=6)
+    train, val = trainer().streams(data, CrossEntropy(ignore_index=IGNORE), per_batch=True)
+    for stream in (train, val):
+        for _, masks, weights in stream:
+            masks = masks.numpy()
+            expected = batch_inverse_frequency(masks, C, IGNORE)[np.minimum(masks, C - 1)]
+            np.testing.assert_allclose(
+                weights.numpy(), np.where(masks == IGNORE, 0, expected), rtol=1e-6
+            )

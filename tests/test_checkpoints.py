@@ -107,3 +107,22 @@ def test_restore_best_loads_the_best_weights_or_the_last_when_none_was_selected(
     assert checkpointer.restore_best(model) == expected
     for got, want in zip(model.get_weights(), weights[expected], strict=True):
         np.testing.assert_array_equal(got, want)
+
+
+def test_restore_brings_back_the_weights_and_the_optimizer_state(tmp_path):
+    model = tiny_model()
+    x = np.random.default_rng(0).random((2, 16, 16, 3)).astype(np.float32)
+    y = np.random.default_rng(1).random((2, 16, 16, 2)).astype(np.float32)
+    model.fit(x, y, epochs=2, verbose=0)  # moments and step count are no longer zero
+    Checkpointer(tmp_path).save(model, 1, {"val/min_iou": 0.1, "val/miou": 0.2})
+    saved_weights = [w.copy() for w in model.get_weights()]
+    saved_optimizer = [np.array(v) for v in model.optimizer.variables]
+    fresh = tiny_model()
+    fresh.optimizer.build(fresh.trainable_variables)
+    state = Checkpointer(tmp_path).restore(fresh)
+    assert state.epoch == 1
+    for got, want in zip(fresh.get_weights(), saved_weights, strict=True):
+        np.testing.assert_array_equal(got, want)
+    assert any(np.abs(v).sum() > 0 for v in saved_optimizer)
+    for got, want in zip(fresh.optimizer.variables, saved_optimizer, strict=True):
+        np.testing.assert_array_equal(np.array(got), want)

@@ -14,6 +14,9 @@ from seglab.class_weights import (
     median_frequency,
 )
 
+# An absent class divides by 0: each scheme must do it on purpose, not with a numpy warning.
+pytestmark = pytest.mark.filterwarnings("error::RuntimeWarning")
+
 NAMES = ["bg", "thing", "rare"]
 # 5 images x 20 pixels: bg 60 px in all 5 images, thing 30 px in 3, rare 10 px in 1.
 COUNTS = ClassCounts(
@@ -150,3 +153,54 @@ def test_image_boost_resolves_its_class_by_name():
         WeightScheme(image_boost_class="rair").boost(NAMES)
     with pytest.raises(ValueError, match=r"class_weights.image_boost must be > 0"):
         WeightScheme(image_boost=0)
+
+
+# 4 classes, class 3 absent: f = 0.6, 0.5, 0.25 over the present classes, median 0.5.
+WITH_ABSENT = ClassCounts(
+    pixels=np.array([60, 30, 10, 0]),
+    images=np.array([5, 3, 2, 0]),
+    image_pixels=np.array([100, 60, 40, 0]),
+    num_images=5,
+)
+
+
+def test_median_frequency_takes_the_median_over_present_classes_only():
+    weights = median_frequency(WITH_ABSENT)
+    np.testing.assert_allclose(weights[:3], [0.5 / 0.6, 1.0, 2.0])
+    assert np.isnan(weights[3])  # no frequency: the scheme fills it, see below
+
+
+@pytest.mark.filterwarnings("ignore:classes \\['d'\\] never occur")
+def test_an_absent_class_gets_the_largest_finite_weight_but_manual_weights_stay():
+    names = ["a", "b", "c", "d"]
+    filled = WeightScheme("median_frequency", normalize="none")(WITH_ABSENT, names)
+    np.testing.assert_allclose(filled, [0.5 / 0.6, 1.0, 2.0, 2.0])
+    by_hand = WeightScheme("manual", normalize="none", weights=[1, 2, 3, 7])(WITH_ABSENT, names)
+    np.testing.assert_array_equal(by_hand, [1, 2, 3, 7])  # given by hand: used as given
+
+
+def test_when_no_class_has_a_finite_weight_every_class_gets_one():
+    empty = ClassCounts(np.zeros(2, int), np.zeros(2, int), np.zeros(2, int), 3)
+    with pytest.warns(UserWarning, match="never occur"):
+        weights = WeightScheme("inverse_frequency", normalize="none")(empty, ["a", "b"])
+    np.testing.assert_array_equal(weights, [1.0, 1.0])
+
+
+def test_enet_default_constant_is_paszkes():
+    expected = 1 / np.log(1.02 + COUNTS.pixel_share)
+    np.testing.assert_allclose(
+        WeightScheme("enet", normalize="none")(COUNTS, NAMES), expected, rtol=1e-12
+    )
+
+
+@pytest.mark.parametrize("bad", [["a", 1, 2], [True, 1, 2], [None, 1, 2]])
+def test_manual_weights_must_be_numbers(bad):
+    with pytest.raises(ValueError, match=r"class_weights.weights must be numbers"):
+        WeightScheme("manual", weights=bad)(COUNTS, NAMES)
+
+
+def test_normalize_names_its_option():
+    from seglab.class_weights import normalize
+
+    with pytest.raises(ValueError, match=r"class_weights.normalize='sum' is not one of"):
+        normalize(np.ones(3), "sum", COUNTS.pixel_share)

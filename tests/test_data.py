@@ -131,3 +131,24 @@ def test_class_counts_are_cached_per_key(tmp_path, monkeypatch):
     assert first.num_images == again.num_images == 6
     with pytest.raises(AssertionError, match="recounted"):
         cached_class_counts(data.train, 5, 255, {"seed": 1}, tmp_path)
+
+
+def test_split_counts_recount_for_any_change_of_the_data_config_and_per_split(
+    tmp_path, monkeypatch
+):
+    from seglab.data import split_counts
+
+    data = shapes(num_train=6, num_val=2, image_size=16)
+    config = {"_target_": "seglab.data.shapes", "seed": 0, "image_size": 16}
+    for split in ("train", "val"):
+        split_counts(data, split, config, tmp_path)
+    assert len(list(tmp_path.glob("class_counts-*.json"))) == 2  # one per split
+
+    def fail(*args, **kwargs):
+        raise AssertionError("recounted although cached")
+
+    monkeypatch.setattr("seglab.data.class_counts", fail)
+    assert split_counts(data, "val", config, tmp_path).num_images == 2  # cached per split
+    for changed in ({"seed": 1}, {"image_size": 32}):
+        with pytest.raises(AssertionError, match="recounted"):  # same _target_, new key
+            split_counts(data, "train", {**config, **changed}, tmp_path)

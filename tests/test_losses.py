@@ -271,15 +271,38 @@ def test_dice_equals_keras_dice_reduced_per_class():
     )
 
 
-def test_tversky_equals_keras_tversky_with_alpha_and_beta_swapped():
-    """Keras 3 names sum((1 - p) g) "fp": its alpha weights false negatives."""
+def keras_alpha_weights_false_positives() -> bool:
+    """Whether the installed Keras' Tversky has alpha on false positives, as the paper does.
+
+    Keras 3.15 and earlier name ``sum((1 - p) g)`` "fp", so their alpha weights false negatives;
+    keras-team/keras PR #23333 (merged 2026-07-27) swaps them back. Told by behaviour: a
+    prediction of class 1 where the truth is 0 is false positives only.
+    """
+    truth = np.array([[0.0, 0.0, 1.0, 1.0]])
+    over = np.array([[1.0, 1.0, 1.0, 1.0]])  # TP 2, FP 2, FN 0
+    alpha_only = float(keras.losses.Tversky(alpha=1.0, beta=0.0)(truth, over))
+    return alpha_only == pytest.approx(0.5)  # 1 - 2 / (2 + 1 * 2); swapped: 1 - 2 / 2 = 0
+
+
+def test_keras_tversky_convention_is_detected_for_the_installed_version():
+    from packaging.version import Version
+
+    if Version(keras.__version__) < Version("3.16"):
+        assert not keras_alpha_weights_false_positives()  # measured with 3.15.1: swapped
+
+
+def test_tversky_equals_keras_tversky_in_either_keras_convention():
+    """seglab follows the paper (alpha on false positives) whatever Keras does."""
     labels, probs = random_case(9, absent=None)
     one_hot = np.eye(C, dtype=np.float32)[labels]
     ours = float(Tversky(alpha=0.3, beta=0.7, smooth=0.0)(labels, probs))
+    as_paper = keras.losses.Tversky(alpha=0.3, beta=0.7, axis=(0, 1, 2))(one_hot, probs)
     swapped = keras.losses.Tversky(alpha=0.7, beta=0.3, axis=(0, 1, 2))(one_hot, probs)
-    same_names = keras.losses.Tversky(alpha=0.3, beta=0.7, axis=(0, 1, 2))(one_hot, probs)
-    assert ours == pytest.approx(float(swapped), rel=1e-5)
-    assert ours != pytest.approx(float(same_names), rel=1e-3)
+    expected, other = (
+        (as_paper, swapped) if keras_alpha_weights_false_positives() else (swapped, as_paper)
+    )
+    assert ours == pytest.approx(float(expected), rel=1e-5)
+    assert ours != pytest.approx(float(other), rel=1e-3)
 
 
 def test_tversky_alpha_penalises_false_positives():
@@ -516,3 +539,10 @@ def test_build_loss_routes_class_weights_only_to_losses_that_take_them(factory, 
 def test_bad_loss_options_are_rejected_by_name(factory, message):
     with pytest.raises(ValueError, match=message):
         factory()
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_a_reduction_other_than_the_default_is_refused_not_ignored(name):
+    with pytest.raises(ValueError, match=r"reduction='none' is not supported"):
+        make(name, reduction="none")
+    assert make(name, reduction="sum_over_batch_size").reduction == "sum_over_batch_size"

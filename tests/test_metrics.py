@@ -205,3 +205,79 @@ def test_per_class_loss_round_trips_through_its_config():
     for m in (metric, copy):
         m.update_state(y_true, y_pred)
     np.testing.assert_allclose(copy.terms(), metric.terms(), rtol=1e-6)
+
+
+def test_worst_class_skips_an_undefined_class_even_when_it_comes_first():
+    # class 0 defined (IoU 0.5), class 1 neither true nor predicted (NaN), class 2 IoU 0.25
+    cm = np.array([[2, 0, 2], [0, 0, 0], [0, 0, 1]])
+    scores = scores_from_confusion(cm)
+    assert np.isnan(scores.iou[1])
+    assert (scores.worst_class, scores.min_iou) == (2, pytest.approx(1 / 3))
+    assert scores.miou == pytest.approx((0.5 + 1 / 3) / 2)
+
+
+def test_per_class_table_holds_each_column_in_class_order():
+    from seglab.metrics import per_class_table
+
+    cm = np.array([[8, 1, 1], [2, 2, 0], [0, 0, 0]])
+    scores = scores_from_confusion(cm)
+    table = per_class_table(
+        scores,
+        ["bg", "a", "b"],
+        np.array([0.7, 0.2, 0.1]),
+        np.array([0.5, 0.3, 0.2]),
+        np.array([1.0, 2.0, 3.0]),
+        hidden=[1],
+        missed=np.array([0.0, 0.5, np.nan]),
+    )
+    assert list(table.columns) == [
+        "class",
+        "train_pixel_share",
+        "class_weight",
+        "val_iou",
+        "val_dice",
+        "val_recall",
+        "val_loss_share",
+        "val_pixels",
+        "hidden_failure",
+        "val_missed",
+    ]
+    assert list(table["class"]) == ["bg", "a", "b"]
+    np.testing.assert_allclose(table.val_iou, [8 / 12, 2 / 5, 0.0])
+    np.testing.assert_allclose(table.val_recall, [0.8, 0.5, np.nan])
+    np.testing.assert_array_equal(table.val_pixels, [10, 4, 0])
+    np.testing.assert_array_equal(table.class_weight, [1.0, 2.0, 3.0])
+    np.testing.assert_array_equal(table.train_pixel_share, [0.7, 0.2, 0.1])
+    np.testing.assert_array_equal(table.val_loss_share, [0.5, 0.3, 0.2])
+    assert list(table.hidden_failure) == [False, True, False]
+    plain = per_class_table(scores, ["bg", "a", "b"], np.zeros(3), np.zeros(3))
+    np.testing.assert_array_equal(plain.class_weight, [1.0, 1.0, 1.0])
+    assert "val_missed" not in plain and not plain.hidden_failure.any()
+
+
+def test_per_class_loss_streams_terms_shares_and_the_loss_over_batches():
+    from seglab.losses import CrossEntropy
+    from seglab.metrics import PerClassLoss
+
+    loss = CrossEntropy()
+    metric = PerClassLoss(loss, 3)
+    rng = np.random.default_rng(4)
+    batches = []
+    for size in (2, 1):  # Keras weighs each batch's loss by its size
+        y_true = rng.integers(0, 3, (size, 4, 4))
+        y_pred = keras.ops.softmax(rng.normal(size=(size, 4, 4, 3)))
+        batches.append((y_true, y_pred))
+        metric.update_state(y_true, y_pred)
+    terms = sum(np.asarray(loss.per_class(t, p)) * len(t) for t, p in batches) / 3
+    np.testing.assert_allclose(metric.terms(), terms, rtol=1e-6)
+    np.testing.assert_allclose(metric.shares(), terms / terms.sum(), rtol=1e-6)
+    expected = sum(float(loss(t, p)) * len(t) for t, p in batches) / 3
+    assert float(metric.result()) == pytest.approx(expected, rel=1e-6)
+    metric.reset_state()
+    assert float(metric.result()) == 0.0 and np.isnan(metric.shares()).all()
+
+
+def test_confusion_matrix_round_trips_through_its_config():
+    metric = ConfusionMatrix(4, ignore_index=7, name="cm")
+    copy = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(metric))
+    assert (copy.num_classes, copy.ignore_index, copy.name) == (4, 7, "cm")

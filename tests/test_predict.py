@@ -200,3 +200,17 @@ def test_a_model_that_cannot_be_logged_leaves_the_run_finished_with_the_reason(
     assert (tmp_path / "checkpoints" / logged.info.run_id / "best").is_dir()
     with pytest.raises(ValueError, match=r"has no logged model 'model': TypeError: cannot ser"):
         load_run_model(MlflowTracker(tracking_uri=uri), logged.info.run_id)
+
+
+@pytest.mark.parametrize(("alpha", "expected"), [(0.0, 100), (0.25, 125), (0.5, 150), (1.0, 200)])
+def test_overlay_blends_each_pixel_towards_its_class_colour_by_alpha(alpha, expected):
+    from seglab.predict import overlay
+
+    image = np.full((1, 2, 3), 100, np.uint8)
+    mask = np.array([[0, 1]])
+    colors = np.array([[200.0, 200.0, 200.0], [0.0, 100.0, 255.0]])
+    blended = overlay(image, mask, colors, alpha)
+    np.testing.assert_array_equal(blended[0, 0], [expected] * 3)
+    np.testing.assert_array_equal(
+        blended[0, 1], np.round((1 - alpha) * 100 + alpha * colors[1]).astype(np.uint8)
+    )

@@ -184,10 +184,3 @@ def test_job_count_multiplies_sweeps_and_lets_the_command_line_win():
     assert count_jobs(["loss=ce,dice", "trainer.epochs=3"]) == 2
     assert count_jobs(["loss=ce,dice"], {"class_weights": "none,enet,manual"}) == 6
     assert count_jobs(["class_weights=none"], {"class_weights": "none,enet"}) == 1
-
-
-def test_sweep_file_is_required_for_a_sweep_dir(tmp_path):
-    with pytest.raises(ValueError, match="is not a seglab sweep directory"):
-        analysis.read_sweep_file(tmp_path)
-    (tmp_path / "sweep.json").write_text(json.dumps({"parent_run_id": "x"}))
-    assert analysis.read_sweep_file(tmp_path)["parent_run_id"] == "x"

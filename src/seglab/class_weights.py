@@ -59,9 +59,10 @@ class ClassCounts:
 
 
 def inverse_frequency(counts: ClassCounts) -> np.ndarray:
-    """``w_c = N / (C * n_c)``, scikit-learn's "balanced" weights."""
-    n = counts.pixels.astype(float)
-    with np.errstate(divide="ignore"):
+    """``w_c = N / (C * n_c)``, scikit-learn's "balanced" weights (inf or NaN for an absent
+    class)."""
+    n = counts.pixels
+    with np.errstate(divide="ignore", invalid="ignore"):
         return n.sum() / (len(n) * n)
 
 
@@ -78,7 +79,7 @@ def median_frequency(counts: ClassCounts) -> np.ndarray:
     median over the classes present in the training set.
     """
     with np.errstate(divide="ignore", invalid="ignore"):
-        freq = counts.pixels / counts.image_pixels.astype(float)
+        freq = counts.pixels / counts.image_pixels
         return np.median(freq[counts.pixels > 0]) / freq
 
 
@@ -137,7 +138,7 @@ def batch_inverse_frequency(masks: np.ndarray, num_classes: int, ignore_index: i
     NumPy reference of ``seglab.data.batch_weight_map``.
     """
     labels = masks[masks != ignore_index]
-    n = np.bincount(labels.ravel(), minlength=num_classes).astype(float)
+    n = np.bincount(labels.ravel(), minlength=num_classes)
     with np.errstate(divide="ignore"):
         return np.where(n > 0, n.sum() / (num_classes * n), 0.0)
 

@@ -14,7 +14,7 @@ import os
 os.environ.setdefault("MPLBACKEND", "Agg")  # figures go to files, never a window
 import re
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,6 +29,7 @@ from seglab.paths import project_root
 from seglab.statistics import Interval
 
 RUN_ID = re.compile(r"^[0-9a-f]{32}$")
+RANKED_DIGITS = {"val_loss": 4, "min_iou": 3, "miou": 3}  # losses can be small: one digit more
 
 
 @dataclass
@@ -65,10 +66,11 @@ def markdown(frame: pd.DataFrame, floats: str = "{:.4f}") -> str:
     return "\n".join([header, rule, *rows])
 
 
-def with_intervals(table: pd.DataFrame, columns: Sequence[str], digits: int = 3) -> pd.DataFrame:
-    """Each ``column`` shown as ``mean ± half-width`` from its ``<column>_ci`` partner."""
+def with_intervals(table: pd.DataFrame, columns: Mapping[str, int]) -> pd.DataFrame:
+    """Each of ``columns`` (name -> digits) shown as ``mean ± half-width`` from its
+    ``<column>_ci`` partner."""
     shown = table.copy()
-    for column in columns:
+    for column, digits in columns.items():
         half = shown.pop(f"{column}_ci")
         shown[column] = [
             Interval(0, m, 0.0, m - h, m + h).format(digits) if h == h else f"{m:.{digits}f}"
@@ -187,7 +189,7 @@ def build_report(client: MlflowClient, runs: Sequence[Run]) -> Report | None:
         lines += [
             "## Ranked by val loss within each loss, beside worst-class IoU and mIoU",
             "",
-            markdown(with_intervals(ranked.table, ("val_loss", "min_iou", "miou"))),
+            markdown(with_intervals(ranked.table, RANKED_DIGITS)),
             "",
             "Spearman correlation of val loss with worst-class IoU across configurations: "
             + ("n/a (needs 3 and some spread in both)" if rho != rho else f"{rho:+.2f}")

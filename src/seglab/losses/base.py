@@ -20,6 +20,7 @@ import tensorflow as tf
 from keras import ops
 
 EPSILON = 1e-7
+REDUCTION = "sum_over_batch_size"  # Keras' default: the only one seglab losses honour
 
 
 def prepare_labels(y_true: Any, y_pred: Any, ignore_index: int | None) -> tuple[Any, Any, Any]:
@@ -73,12 +74,22 @@ class SegmentationLoss(keras.losses.Loss):
     Args:
         ignore_index: Mask label that counts nowhere (``None``: every label counts).
         name: Loss name.
+
+    Raises:
+        ValueError: On a ``reduction`` other than Keras' default: the loss reduces itself.
     """
 
     pixel_weighted: ClassVar[bool] = False
     class_weighted: ClassVar[bool] = False
 
     def __init__(self, ignore_index: int | None = None, name: str | None = None, **kwargs: Any):
+        reduction = kwargs.get("reduction", REDUCTION)
+        if reduction != REDUCTION:
+            raise ValueError(
+                f"loss reduction={reduction!r} is not supported: seglab losses reduce over every "
+                f"pixel of the batch themselves ({REDUCTION!r}); per_class() gives the per-class "
+                "terms"
+            )
         super().__init__(name=name, **kwargs)
         self.ignore_index = ignore_index
 
@@ -92,9 +103,6 @@ class SegmentationLoss(keras.losses.Loss):
 
     def __call__(self, y_true: Any, y_pred: Any, sample_weight: Any = None) -> Any:
         return scale_for_replicas(self.total(y_true, y_pred, sample_weight))
-
-    def call(self, y_true: Any, y_pred: Any) -> Any:
-        return self.total(y_true, y_pred)
 
     def get_config(self) -> dict[str, Any]:
         return {**super().get_config(), "ignore_index": self.ignore_index}

@@ -124,9 +124,11 @@ class Tversky(RegionLoss):
     ``beta`` false negatives, as in the paper and MONAI; the paper's best setting is
     ``alpha=0.3, beta=0.7`` (recall over precision).
 
-    Beware: ``keras.losses.tversky`` (Keras 3.15) names ``sum (1 - p) g`` "fp", so its
-    ``alpha`` weights false negatives; ``Tversky(alpha=a, beta=b)`` here equals
+    Beware: ``keras.losses.tversky`` up to Keras 3.15 names ``sum (1 - p) g`` "fp", so its
+    ``alpha`` weights false negatives there, and ``Tversky(alpha=a, beta=b)`` here equals
     ``keras.losses.Tversky(alpha=b, beta=a, axis=(0, 1, 2))`` with ``smooth=0``.
+    keras-team/keras PR #23333 (merged 2026-07-27) puts alpha on false positives; with a Keras
+    that has it, the two agree with the same arguments.
 
     Args:
         alpha: Weight of false positives.

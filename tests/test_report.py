@@ -1,0 +1,162 @@
+"""The sweep report on a store written by hand: 2 configurations x 3 seeds and a failed run, with
+known values, so every number the report prints can be checked (no training)."""
+
+import json
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+from mlflow.entities import Metric
+from mlflow.tracking import MlflowClient
+
+from seglab.evaluation import PerImageCounts
+from seglab.report import build_report, main, markdown
+
+CLASSES = ["bg", "rare"]
+# configuration -> per seed: (final val loss, rare IoU); bg IoU is 0.95 throughout
+RUNS = {
+    "none": [(0.020, 0.00), (0.021, 0.01), (0.019, 0.02)],
+    "median_frequency": [(0.030, 0.50), (0.032, 0.60), (0.029, 0.70)],
+}
+IMAGES = [f"img{i}.png" for i in range(20)]
+
+
+def per_image_frame(rare_found: float) -> pd.DataFrame:
+    """20 images with 10 rare pixels each; ``rare_found`` of them found in every image."""
+    tp_rare = round(10 * rare_found)
+    counts = PerImageCounts(
+        tuple(IMAGES),
+        np.array([[90, tp_rare]] * 20),
+        np.array([[10 - tp_rare, 0]] * 20),
+        np.array([[0, 10 - tp_rare]] * 20),
+    )
+    return counts.frame(CLASSES, "val")
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    tmp_path = tmp_path_factory.mktemp("store")
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    experiment = client.create_experiment("hand", (tmp_path / "artifacts").as_uri())
+    runs = []
+    for scheme, seeds in RUNS.items():
+        for seed, (loss, rare) in enumerate(seeds):
+            run = client.create_run(
+                experiment,
+                run_name=f"class_weights={scheme},trainer.seed={seed}",
+                tags={
+                    "seglab.loss": "ce",
+                    "seglab.class_weights": scheme,
+                    "seglab.augment": "none",
+                    "seglab.class_names": json.dumps(CLASSES),
+                    "seglab.worst_class": "rare",
+                    "seglab.hidden_failure_classes": "rare" if rare < 0.1 else "",
+                },
+            )
+            run_id = run.info.run_id
+            client.log_param(run_id, "class_weights.scheme", scheme)
+            client.log_param(run_id, "trainer.seed", str(seed))
+            final = {
+                "val/loss": loss,
+                "val/ce": loss * 1.5,
+                "val/miou": (0.95 + rare) / 2,
+                "val/min_iou": rare,
+                "val/pixel_acc": 0.99 - rare / 100,
+                "val/class_acc": 0.9 + rare / 10,
+                "val/iou/bg": 0.95,
+                "val/iou/rare": rare,
+            }
+            first = {key: value * 0.5 for key, value in final.items()}
+            first["val/loss"] = loss * 3
+            metrics = [Metric(k, v, 0, 1) for k, v in first.items()]
+            metrics += [Metric(k, v, 0, 2) for k, v in final.items()]
+            client.log_batch(run_id, metrics=metrics)
+            folder = tmp_path / run_id
+            folder.mkdir()
+            per_image_frame(rare).to_parquet(folder / "val.parquet")
+            client.log_artifact(run_id, str(folder / "val.parquet"), "per_image")
+            client.set_terminated(run_id, "FINISHED")
+            runs.append(client.get_run(run_id))
+    failed = client.create_run(experiment, run_name="broken", tags={"seglab.loss": "ce"})
+    client.log_metric(failed.info.run_id, "val/loss", 0.001, step=1)
+    client.set_terminated(failed.info.run_id, "FAILED")
+    runs.append(client.get_run(failed.info.run_id))
+    return tmp_path, client, runs
+
+
+@pytest.fixture(scope="module")
+def report(store):
+    _, client, runs = store
+    return build_report(client, runs)
+
+
+def test_every_run_is_listed_with_its_seed_and_status(report):
+    assert "7 runs." in report.text
+    assert "| class_weights=none,trainer.seed=2 | FINISHED | 2 | 2 | 0.0190 |" in report.text
+    assert "| broken | FAILED |" in report.text
+
+
+def test_configurations_show_mean_and_interval_over_their_seeds(report):
+    # rare IoU of none: 0.00, 0.01, 0.02 -> 0.010 ± t(0.975, 2) 0.01 / sqrt(3) = 0.025
+    assert "## Configurations over seeds" in report.text
+    assert "| class_weights=none | 3 |" in report.text
+    assert "0.010 ± 0.025" in report.text
+    assert "0.600 ± 0.248" in report.text  # median_frequency: 0.5, 0.6, 0.7
+
+
+def test_ranking_excludes_the_failed_run_and_shows_intervals(report):
+    table = report.rankings.table.set_index("configuration")
+    assert list(table.index) == ["class_weights=none", "class_weights=median_frequency"]
+    assert table.loc["class_weights=none", "val_loss"] == pytest.approx(0.02)
+    assert table.loc["class_weights=none", "val_loss_ci"] == pytest.approx(
+        4.3027 * 0.001 / math.sqrt(3), rel=1e-4
+    )
+    assert "| class_weights=none | ce | 3 | 0.0200 ± 0.0025 |" in report.text
+
+
+def test_the_separated_statement_and_the_image_evidence(report):
+    (found,) = report.rankings.mismatches
+    assert found.separated
+    assert "**Lowest loss is not best worst class.** Among all configurations" in report.text
+    # 3 paired seeds: rare IoU gains 0.50, 0.59, 0.68
+    assert f"worst-class IoU +{0.59:.3f} (95 % CI [" in report.text
+    # Per-image counts are identical image by image: the bootstrap interval is a point.
+    assert "Paired bootstrap over the validation images" in report.text
+    assert "| rare | 0.000 | 0.500 | 0.500 | 0.500 | 0.500 | 20 |" in report.text
+
+
+def test_markdown_formats_floats_and_leaves_nan_blank():
+    frame = pd.DataFrame({"a": ["x", "y"], "b": [0.123456, float("nan")], "c": [1, 2]})
+    assert markdown(frame) == "| a | b | c |\n|---|---|---|\n| x | 0.1235 | 1 |\n| y |  | 2 |"
+    assert markdown(frame, "{:.1f}").splitlines()[2] == "| x | 0.1 | 1 |"
+
+
+def test_cli_writes_the_report_for_an_experiment(store, tmp_path, capsys):
+    store_path, _, _ = store
+    uri = f"sqlite:///{store_path / 'mlflow.db'}"
+    assert main(["hand", "--tracking-uri", uri, "--out", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "7 runs." in out and f"written to {tmp_path}" in out
+    for name in ("report.md", "history.csv", "history.parquet", "summary.csv"):
+        assert (tmp_path / name).is_file(), name
+    summary = pd.read_csv(tmp_path / "summary.csv")
+    finished = summary[summary.status == "FINISHED"]
+    assert finished.groupby("configuration").seed.apply(sorted).to_dict() == {
+        "class_weights=median_frequency": [0, 1, 2],
+        "class_weights=none": [0, 1, 2],
+    }
+    assert main(["nope", "--tracking-uri", uri]) == 2
+    assert "no MLflow experiment named 'nope'" in capsys.readouterr().err
+
+
+def test_summary_reads_each_column_from_its_own_metric(report):
+    runs = report.summary.set_index("run_name")
+    row = runs.loc["class_weights=median_frequency,trainer.seed=1"]
+    assert (row.configuration, row.seed, row.epochs) == ("class_weights=median_frequency", 1, 2)
+    assert row.val_loss == pytest.approx(0.032) and row.val_ce == pytest.approx(0.048)
+    assert row.best_val_loss == pytest.approx(0.032)  # epoch 1 logged 3x the final loss
+    assert (row.miou, row.min_iou) == (pytest.approx(0.775), pytest.approx(0.6))
+    assert (row.pixel_acc, row.class_acc) == (pytest.approx(0.984), pytest.approx(0.96))
+    assert (row.worst_class, row.hidden_classes) == ("rare", "")
+    assert runs.loc["class_weights=none,trainer.seed=0"].hidden_classes == "rare"
