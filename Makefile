@@ -7,11 +7,12 @@ STAMP := $(VENV)/.installed
 # newest versions pyproject.toml allows instead. Refresh with make lock.
 LOCK ?= requirements.lock
 export TF_CPP_MIN_LOG_LEVEL ?= 2
+export NO_MKDOCS_2_WARNING ?= 1
 PORT ?= 5000
 LINT_PATHS := $(wildcard src tests benchmarks)
 
 .DEFAULT_GOAL := help
-.PHONY: help install lock demo report stats test lint format ui bench clean
+.PHONY: help install lock demo report stats test lint docs mutate format ui bench clean
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  make %-8s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -45,12 +46,21 @@ stats: install ## Class pixel shares and image counts: make stats ARGS="data=fol
 report: install ## Report on a sweep: make report SWEEP=outputs/sweeps/<time> (default: latest)
 	$(PY) -m seglab.report $(or $(SWEEP),$(lastword $(sort $(wildcard outputs/sweeps/*))))
 
-test: install lint ## Lint, then run the whole test suite (what CI runs)
+test: install lint docs ## Lint, build the docs strictly, run the whole test suite (what CI runs)
 	$(PY) -m pytest
 
 lint: install ## ruff check and ruff format --check
 	$(VENV)/bin/ruff check $(LINT_PATHS)
 	$(VENV)/bin/ruff format --check $(LINT_PATHS)
+
+docs: install ## Build the documentation site into outputs/site (mkdocs --strict)
+	$(VENV)/bin/mkdocs build --strict --quiet
+
+mutate: install ## Mutation testing of the numbers' core ([tool.mutmut]); lists the survivors
+	rm -rf mutants
+	$(VENV)/bin/mutmut run > outputs/mutmut.log 2>&1 || (tail -20 outputs/mutmut.log; exit 1)
+	$(VENV)/bin/mutmut results
+	$(PY) -c "import collections, subprocess; out = subprocess.run(['$(VENV)/bin/mutmut', 'results', '--all', 'true'], capture_output=True, text=True).stdout; c = collections.Counter(l.rsplit(': ', 1)[-1] for l in out.splitlines() if ': ' in l); print(dict(c), 'kill rate', round(c['killed'] / max(1, sum(c.values())), 4))"
 
 format: install ## Apply ruff fixes and formatting
 	$(VENV)/bin/ruff check --fix $(LINT_PATHS)

@@ -13,6 +13,7 @@ from typing import Any
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import keras
+import numpy as np
 import tensorflow as tf
 
 RESULTS = Path(__file__).parent / "results"
@@ -160,3 +161,43 @@ def matmul_peak(size: int = 2048, repeats: int = 10) -> float:
         matmul(a, b).numpy()
         best = min(best, time.perf_counter() - start)
     return 2 * size**3 / best
+
+
+def paired_steps(
+    models: dict[str, tuple[keras.Model, tf.data.Dataset, tf.data.Dataset]], rounds: int
+) -> dict[str, dict[str, list[float]]]:
+    """Seconds of single compiled train and test steps of each traced model, alternated.
+
+    ``models`` maps a variant name to its compiled, already fitted (traced) model and its
+    training and validation streams. Each round runs one step of every variant on one fixed
+    batch, the order reversing every round, so a slow spell of this shared machine (seconds
+    long) hits every variant of a round alike: the per-round ratios stay steady where whole
+    epochs, minutes apart, do not.
+    """
+
+    def fixed(stream: tf.data.Dataset) -> Any:
+        return iter(tf.data.Dataset.from_tensors(next(iter(stream))).repeat())
+
+    steps = {}
+    for name, (model, train, val) in models.items():
+        steps["train", name] = model.train_function, fixed(train)
+        steps["test", name] = model.test_function, fixed(val)
+    names = list(models)
+    seconds: dict[str, dict[str, list[float]]] = {"train": {}, "test": {}}
+    for round_ in range(rounds):
+        order = names if round_ % 2 == 0 else names[::-1]
+        for phase in ("train", "test"):
+            for name in order:
+                function, iterator = steps[phase, name]
+                start = time.perf_counter()
+                keras.tree.map_structure(np.asarray, function(iterator))
+                seconds[phase].setdefault(name, []).append(time.perf_counter() - start)
+    return seconds
+
+
+def step_ratios(seconds: dict[str, dict[str, list[float]]], a: str, b: str) -> dict[str, float]:
+    """Median per-round ratio of ``a``'s step time over ``b``'s, per phase."""
+    return {
+        phase: median([x / y for x, y in zip(t[a], t[b], strict=True)])
+        for phase, t in seconds.items()
+    }

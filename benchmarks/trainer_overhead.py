@@ -24,9 +24,7 @@ import time
 
 import common
 import keras
-import numpy as np
 import psutil
-import tensorflow as tf
 
 from seglab.augment import Augmenter
 from seglab.data import batches, shapes
@@ -101,13 +99,8 @@ def seglab(
 
 
 def paired_steps(data, rounds: int) -> dict[str, dict[str, list[float]]]:
-    """Seconds of single compiled train and test steps of bare and seglab, alternated.
-
-    Both models are traced by a short fit first. Each round then runs one step of each variant
-    on one fixed batch, the order flipping every round, so a slow spell of this shared machine
-    (seconds long) hits both variants of a round alike: the per-round ratios stay steady where
-    whole epochs (8 s each, minutes apart) do not.
-    """
+    """Single compiled train and test steps of bare and seglab, alternated
+    (:func:`common.paired_steps`); both models are traced by a short fit first."""
     bare_model = new_model(data)
     compile_bare(bare_model)
     bare_train, bare_val = bare_streams(data)
@@ -115,28 +108,14 @@ def paired_steps(data, rounds: int) -> dict[str, dict[str, list[float]]]:
     trainer = new_trainer(epochs=1)
     seglab_model = new_model(data)
     trainer.fit(seglab_model, CrossEntropy(255), data)  # its test step counts into the metrics
-    seglab_streams = trainer.streams(data, CrossEntropy(255))
-
-    def fixed(stream):
-        return iter(tf.data.Dataset.from_tensors(next(iter(stream))).repeat())
-
-    steps = {}
-    for name, model, (train, val) in (
-        ("bare", bare_model, (bare_train, bare_val)),
-        ("seglab", seglab_model, seglab_streams),
-    ):
-        steps["train", name] = model.train_function, fixed(train)
-        steps["test", name] = model.test_function, fixed(val)
-    seconds: dict[str, dict[str, list[float]]] = {"train": {}, "test": {}}
-    for round_ in range(rounds):
-        order = ("bare", "seglab") if round_ % 2 == 0 else ("seglab", "bare")
-        for phase in ("train", "test"):
-            for name in order:
-                function, iterator = steps[phase, name]
-                start = time.perf_counter()
-                keras.tree.map_structure(np.asarray, function(iterator))
-                seconds[phase].setdefault(name, []).append(time.perf_counter() - start)
-    return seconds
+    seglab_train, seglab_val = trainer.streams(data, CrossEntropy(255))
+    return common.paired_steps(
+        {
+            "bare": (bare_model, bare_train, bare_val),
+            "seglab": (seglab_model, seglab_train, seglab_val),
+        },
+        rounds,
+    )
 
 
 def main() -> None:
@@ -195,10 +174,7 @@ def main() -> None:
     # Epoch time rebuilt from its parts: the paired single-step medians times the steps of an
     # epoch, plus each variant's median time outside the compiled steps.
     step = {phase: {k: common.median(v) for k, v in t.items()} for phase, t in steps.items()}
-    step_ratio = {
-        phase: common.median([b / s for b, s in zip(t["bare"], t["seglab"], strict=True)])
-        for phase, t in steps.items()
-    }
+    step_ratio = common.step_ratios(steps, "bare", "seglab")
     outside_median = {name: common.median(values) for name, values in outside.items()}
     rebuilt = {
         name: data.num_train / BATCH * step["train"][name]

@@ -20,8 +20,9 @@ import tensorflow as tf
 
 from seglab.checks import check_choice
 
-# The maxima at strength 1: those of user report 1's ImageDataGenerator (rotation_range=90,
-# shifts 0.4, zoom_range=0.4, horizontal_flip), plus moderate photometric jitter.
+# The maxima at strength 1: those of the image-weights question's ImageDataGenerator
+# (rotation_range=90, shifts 0.4, zoom_range=0.4, horizontal_flip), plus moderate photometric
+# jitter.
 FULL_STRENGTH = {
     "rotation": 90.0,  # degrees, drawn from [-r, r]
     "zoom": 0.4,  # scale drawn from [1 - z, 1 + z]

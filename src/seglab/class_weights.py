@@ -1,10 +1,11 @@
 """Class-weight schemes: pure functions from whole-training-set counts to one weight per class.
 
-Weights are computed once from the whole training set (``seglab.data.class_counts``). User
-report 4 recomputed them from each batch and saw a U-Net predict one class everywhere; the
-``per_batch`` scheme recomputes inverse frequency per batch to study that (see
-:func:`batch_inverse_frequency` and ``experiments/per_batch_weights_pitfall``, where it did not
-collapse: the report's near-infinite weight for classes absent from a batch is not reproduced).
+Weights are computed once from the whole training set (``seglab.data.class_counts``). In the
+one-class-everywhere question they were recomputed from each batch and the U-Net predicted one
+class everywhere; the ``per_batch`` scheme recomputes inverse frequency per batch to study that
+(see :func:`batch_inverse_frequency` and ``experiments/per_batch_weights_pitfall``, where it did
+not collapse: the near-infinite weight the question's loss gives a class absent from a batch is
+not reproduced by this scheme).
 
 How weights reach the loss: pixelwise losses (CE, focal) receive a per-pixel ``sample_weight``
 map ``w[mask]`` built in ``tf.data``; region losses (Dice, Tversky, ...) take the weights as
@@ -167,7 +168,8 @@ class WeightScheme:
         k: ENet's constant.
         beta: Effective number's beta.
         image_boost_class: Name of a class whose images get an image-level weight (training
-            only; pixelwise losses), as user report 1 boosts the images that contain the object.
+            only; pixelwise losses), as the image-weights question boosts the images that
+            contain the object.
         image_boost: That image-level weight (multiplies the image's pixel weights).
 
     Classes absent from the training set get the largest finite weight (their weight only

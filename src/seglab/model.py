@@ -31,8 +31,8 @@ def build_unet(
         base_filters: Filters of the first level; level ``k`` has ``base_filters * 2**k``.
         dropout: Dropout rate in the bottleneck (0 disables it).
         output_activation: ``softmax`` (one distribution per pixel) or ``sigmoid``
-            (independent per-class probabilities, as in user report 5); metrics take the argmax
-            either way.
+            (independent per-class probabilities, as in the hidden-failure question); metrics
+            take the argmax either way.
         batch_norm: Whether conv blocks use batch normalization.
         batch_norm_momentum: Momentum of the moving statistics used at validation. Keras'
             0.99 needs hundreds of steps to catch up, so short runs validate with stale

@@ -20,10 +20,10 @@ from seglab.train import build
 
 
 def table(cfg: DictConfig) -> pd.DataFrame:
-    """One row per class: pixel share and images containing it, train and val."""
+    """One row per class: pixel share and images containing it, on every split."""
     data = build(cfg.data)
     columns: dict[str, object] = {"class": list(data.class_names)}
-    for split in ("train", "val"):
+    for split in data.splits:
         counts = split_counts(data, split)
         columns[f"{split}_pixel_share"] = counts.pixel_share
         columns[f"{split}_images_with_class"] = counts.images
@@ -34,10 +34,9 @@ def table(cfg: DictConfig) -> pd.DataFrame:
 @hydra.main(version_base="1.3", config_path=str(config_dir()), config_name="train")
 def main(cfg: DictConfig) -> None:
     frame = table(cfg)
-    shown = frame.assign(
-        train_pixel_share=frame.train_pixel_share.map("{:.3%}".format),
-        val_pixel_share=frame.val_pixel_share.map("{:.3%}".format),
-    )
+    shown = frame.copy()
+    for column in [c for c in frame.columns if c.endswith("_pixel_share")]:
+        shown[column] = frame[column].map("{:.3%}".format)
     print(shown.to_string(index=False))
 
 

@@ -70,7 +70,8 @@ class CEDice(SegmentationLoss):
 
 @keras.saving.register_keras_serializable(package="seglab")
 class BCEMinusDice(SegmentationLoss):
-    """User report 5's loss, kept to reproduce it: per pixel ``BCE - (1 + Dice)``, weighted.
+    """The hidden-failure question's loss, kept to reproduce it: per pixel
+    ``BCE - (1 + Dice)``, weighted.
 
     ``BCE_i = mean_c [-g log p - (1 - g) log(1 - p)]`` on one-hot targets (Keras'
     ``binary_crossentropy`` means over the class axis first: a class's error is divided by C),
