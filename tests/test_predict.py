@@ -89,10 +89,10 @@ def test_logged_model_loads_with_its_weighted_loss_and_predicts_like_the_best_ch
     images = np.random.default_rng(0).random((3, 32, 32, 3)).astype(np.float32)
     np.save(out / "images.npy", images)
     script = f"""
-import sys, numpy as np, mlflow, mlflow.tensorflow
-mlflow.set_tracking_uri({uri!r})
-assert not any(m.startswith("seglab") for m in sys.modules)
-model = mlflow.tensorflow.load_model("runs:/{run_id}/model")
+import numpy as np
+from seglab.predict import load_run_model
+from seglab.tracking import MlflowTracker
+model, _ = load_run_model(MlflowTracker(tracking_uri={uri!r}), {run_id!r})
 np.save({str(out / "predicted.npy")!r}, model.predict(np.load({str(out / "images.npy")!r})))
 print(type(model.loss).__name__, model.loss.get_config()["class_weights"])
 """
@@ -106,6 +106,36 @@ print(type(model.loss).__name__, model.loss.get_config()["class_weights"])
     np.testing.assert_allclose(json.loads(weights), want, rtol=1e-5)
     expected = best_checkpoint_model(out, run_id).predict(images, verbose=0)
     np.testing.assert_allclose(np.load(out / "predicted.npy"), expected, atol=1e-6)
+
+
+class Payload:
+    """Unpickling this writes a marker file: proof that loading ran code."""
+
+    def __init__(self, marker: str) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.write_text, (Path(self.marker), "ran"))
+
+
+def test_the_logged_model_holds_no_pickle_and_a_pickle_added_to_it_is_refused(trained, tmp_path):
+    import pickle
+
+    from seglab.tracking import pickle_files
+
+    _, uri, client, logged = trained
+    _, _, folder, _ = logged_model(client, logged.info.run_id)
+    assert (folder / "data" / "model.keras").is_file()
+    assert pickle_files(folder) == []
+    injected = folder / "data" / "global_custom_objects.cloudpickle"
+    marker = tmp_path / "ran.txt"
+    injected.write_bytes(pickle.dumps(Payload(str(marker))))
+    try:
+        with pytest.raises(ValueError, match=r"global_custom_objects.cloudpickle is a pickle"):
+            load_run_model(MlflowTracker(tracking_uri=uri), logged.info.run_id)
+    finally:
+        injected.unlink()
+    assert not marker.exists()
 
 
 def write_images(folder: Path) -> dict[str, np.ndarray]:

@@ -1,8 +1,9 @@
 """``python -m seglab.predict run_id=<id> input=<folder> output=<folder>``: segment a folder.
 
 Loads the run's MLflow model (``runs:/<id>/model``, the best checkpoint that
-:meth:`seglab.tracking.MlflowTracker.log_model` logged) from the same store training used, and
-writes for every PNG/JPEG image in ``input``:
+:meth:`seglab.tracking.MlflowTracker.log_model` logged) from the same store training used,
+without running code from it: a model folder holding a pickle is refused, and the Keras model is
+loaded in safe mode. Then it writes for every PNG/JPEG image in ``input``:
 
 - ``<output>/masks/<name>.png``: class indices (8-bit, 16-bit past 256 classes) at the image's
   own size: the image is resized to the model's input size, and the predicted mask back
@@ -21,7 +22,6 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import hydra
 import keras
 import mlflow.artifacts
-import mlflow.tensorflow
 import numpy as np
 import tensorflow as tf
 from mlflow.exceptions import MlflowException
@@ -31,7 +31,9 @@ from omegaconf import DictConfig
 from seglab.data import scale_image
 from seglab.folder import IMAGE_SUFFIXES, read_image
 from seglab.paths import config_dir
-from seglab.tracking import MODEL_NAME, TAG_MODEL_ERROR, MlflowTracker
+from seglab.tracking import MODEL_NAME, TAG_MODEL_ERROR, MlflowTracker, pickle_files
+
+KERAS_FILE = Path("data") / "model.keras"  # where the TensorFlow flavour keeps a Keras 3 model
 
 
 def load_run_model(tracker: MlflowTracker, run_id: str) -> tuple[keras.Model, dict]:
@@ -55,7 +57,26 @@ def load_run_model(tracker: MlflowTracker, run_id: str) -> tuple[keras.Model, di
     local = mlflow.artifacts.download_artifacts(
         artifact_uri=models[-1].artifact_location, tracking_uri=tracker.uri
     )
-    return mlflow.tensorflow.load_model(local), Model.load(local).metadata or {}
+    return load_model_folder(Path(local), run_id), Model.load(local).metadata or {}
+
+
+def load_model_folder(folder: Path, run_id: str) -> keras.Model:
+    """The Keras model of a downloaded MLflow model folder, loaded without running its code.
+
+    Raises:
+        ValueError: When the folder holds a pickle (anyone who can write the run's artifacts
+            could make loading it run code), or no ``data/model.keras``.
+    """
+    if pickled := pickle_files(folder):
+        raise ValueError(
+            f"run_id={run_id!r}: refusing to load its model: {pickled[0].relative_to(folder)} "
+            "is a pickle, and loading a pickle runs code. seglab logs models without pickles; "
+            "this model was logged otherwise or its artifacts were changed"
+        )
+    path = folder / KERAS_FILE
+    if not path.is_file():
+        raise ValueError(f"run_id={run_id!r}: its model has no {KERAS_FILE} (not a Keras 3 model)")
+    return keras.saving.load_model(path, safe_mode=True)
 
 
 def image_files(folder: str) -> list[Path]:

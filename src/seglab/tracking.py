@@ -55,6 +55,7 @@ MAX_PARAMS_PER_BATCH = 100  # MLflow's log_batch limit
 MAX_PARAM_LENGTH = 6000
 MODEL_NAME = "model"  # runs:/<run id>/model
 MODEL_REQUIREMENTS = ("seglab", "tensorflow", "keras")
+PICKLE_SUFFIXES = (".pkl", ".pickle", ".cloudpickle", ".joblib", ".dill")
 URI_SCHEMES = ("sqlite", "file", "http", "https", "postgresql", "mysql", "mssql", "databricks")
 
 log = logging.getLogger(__name__)
@@ -90,6 +91,11 @@ class RetryingClient:
             raise AssertionError("unreachable")
 
         return call
+
+
+def pickle_files(folder: str | Path) -> list[Path]:
+    """Files under ``folder`` whose loading would unpickle (run code), by suffix."""
+    return sorted(p for p in Path(folder).rglob("*") if p.suffix.lower() in PICKLE_SUFFIXES)
 
 
 def epoch_metrics(
@@ -366,8 +372,10 @@ class MlflowTracker:
         The model carries a tensor signature inferred from ``example`` (one input image, also
         saved as the input example), ``metadata`` (class names, colours: what
         :mod:`seglab.predict` needs) and is linked to the run's metrics at step ``epoch``. The
-        flavour saves Keras' registry of custom objects, so the seglab loss and metrics it was
-        compiled with load back wherever seglab is installed.
+        model is Keras' native ``data/model.keras``; the pickle of Keras' registry of custom
+        objects that the flavour adds is removed before upload (:data:`PICKLE_SUFFIXES`):
+        loading a pickle runs code, and seglab's loss and metrics load by their registered
+        names wherever seglab is imported.
         """
         import mlflow.tensorflow  # imported here: the flavour pulls in much of MLflow's models
         from mlflow.entities import LoggedModelOutput
@@ -395,6 +403,8 @@ class MlflowTracker:
                     model_id=logged.model_id,
                 ),
             )
+            for pickled in pickle_files(local):
+                pickled.unlink()
             self.client.log_model_artifacts(logged.model_id, str(local))
         self.client.log_outputs(self.run_id, [LoggedModelOutput(logged.model_id, step=epoch)])
         self.client.finalize_logged_model(logged.model_id, "READY")
