@@ -101,7 +101,7 @@ def test_mask_without_image_is_named(tmp_path):
 def test_size_mismatch_is_named_when_the_data_is_read(tmp_path):
     make_folder(tmp_path, count=3, mask_size=SIZE + 2)
     data = folder(str(tmp_path), ["a", "b", "c"], SIZE, val_fraction=0.34)
-    with pytest.raises(tf.errors.InvalidArgumentError, match=r"image and mask sizes differ"):
+    with pytest.raises(ValueError, match=r"image and mask sizes differ"):
         class_counts(data.train, 3, 255)
 
 
@@ -183,20 +183,20 @@ def test_colour_table_can_come_from_classes_yaml(tmp_path):
 
 def test_unknown_colour_is_named_with_its_file(tmp_path):
     colour_masks(tmp_path)
-    with pytest.raises(tf.errors.InvalidArgumentError, match=r"not in data.colors.*masks/m\d.png"):
+    with pytest.raises(ValueError, match=r"not in data.colors.*masks/m\d.png"):
         class_counts(folder(str(tmp_path), ["a", "b", "c"], SIZE, colors=COLORS).train, 3, 255)
 
 
 def test_colour_mask_without_a_colour_table_says_to_give_one(tmp_path):
     colour_masks(tmp_path)
-    with pytest.raises(tf.errors.InvalidArgumentError, match=r"m\d.png.*need data.colors"):
+    with pytest.raises(ValueError, match=r"m\d.png.*need data.colors"):
         class_counts(folder(str(tmp_path), ["a", "b", "c"], SIZE).train, 3, 255)
 
 
 def test_index_mask_with_a_colour_table_is_named(tmp_path):
     make_folder(tmp_path)
     data = folder(str(tmp_path), ["a", "b", "c"], SIZE, colors=COLORS)
-    with pytest.raises(tf.errors.InvalidArgumentError, match=r"not an RGB/RGBA/palette.*img\d\d"):
+    with pytest.raises(ValueError, match=r"not an RGB/RGBA/palette.*img\d\d"):
         class_counts(data.train, 3, 255)
 
 
@@ -237,3 +237,60 @@ def test_folder_data_trains_and_reports_stats(tmp_path):
     assert list(stats["class"]) == ["bg", "stripe", "dot"]
     assert stats.train_images.iloc[0] + stats.val_images.iloc[0] == 10
     assert stats.train_pixel_share.sum() == pytest.approx(1.0)
+
+
+def test_sixteen_bit_masks_are_read_exactly(tmp_path):
+    for split, count in (("train", 3), ("val", 2)):
+        for i in range(count):
+            mask = np.zeros((SIZE, SIZE, 1), np.uint16)
+            mask[:4] = 1
+            mask[4:8] = 2
+            mask[8:9] = 300  # beyond 8 bits: the ignore index below
+            write_png(tmp_path / split / "images" / f"{i}.png", np.zeros((SIZE, SIZE, 3), np.uint8))
+            write_png(tmp_path / split / "masks" / f"{i}.png", mask)
+    data = folder(str(tmp_path), ["bg", "a", "b"], SIZE, ignore_index=300)
+    _, masks = arrays(data.train)
+    assert masks.dtype == np.int32
+    np.testing.assert_array_equal(np.unique(masks), [0, 1, 2, 300])
+    counts = class_counts(data.train, 3, 300)
+    np.testing.assert_array_equal(counts.pixels, [3 * 7 * SIZE, 3 * 4 * SIZE, 3 * 4 * SIZE])
+
+
+def test_sixteen_bit_colour_masks_are_refused_naming_the_file(tmp_path):
+    colour_masks(tmp_path)
+    write_png(tmp_path / "masks" / "m0.png", np.zeros((SIZE, SIZE, 3), np.uint16))
+    data = folder(str(tmp_path), ["a", "b", "c"], SIZE, colors=COLORS, ignore_color=IGNORE_COLOR)
+    with pytest.raises(ValueError, match=r"16-bit colour masks are not supported.*m0.png"):
+        for split, names in ((data.train, data.train_names), (data.val, data.val_names)):
+            class_counts(split, 3, 255, names=names)
+
+
+@pytest.mark.parametrize(
+    "content", [b"", b"not a png at all", None], ids=["zero_bytes", "garbage", "truncated"]
+)
+def test_an_unreadable_mask_is_named_in_the_counting_pass(tmp_path, content):
+    root = make_folder(tmp_path, count=6, sub="train")
+    make_folder(tmp_path, count=2, sub="val")
+    bad = root / "train" / "masks" / "img03.png"
+    bad.write_bytes(bad.read_bytes()[:40] if content is None else content)
+    data = folder(str(root), ["bg", "stripe", "dot"], SIZE)
+    with pytest.raises(ValueError, match=r"cannot read sample 3 \(.*train/masks/img03.png\)"):
+        class_counts(data.train, 3, 255, names=data.train_names)
+
+
+def test_a_mask_edited_in_place_is_recounted_and_validated_again(tmp_path):
+    from seglab.data import split_counts
+
+    root = make_folder(tmp_path / "data", count=4, sub="train")
+    make_folder(tmp_path / "data", count=2, sub="val")
+    data = folder(str(root), ["bg", "stripe", "dot"], SIZE)
+    config = {"root": str(root)}  # the same config before and after the edit
+    before = split_counts(data, "train", config, tmp_path / "cache")
+    mask = root / "train" / "masks" / "img01.png"
+    relabelled = np.full((SIZE, SIZE, 1), 2, np.uint8)
+    write_png(mask, relabelled)
+    after = split_counts(data, "train", config, tmp_path / "cache")
+    assert after.pixels[2] == before.pixels[2] + SIZE * SIZE  # image 1 had no dot: all of it now
+    write_png(mask, np.full((SIZE, SIZE, 1), 7, np.uint8))  # now a label beyond the classes
+    with pytest.raises(ValueError, match=r"img01.png\) has label 7"):
+        split_counts(data, "train", config, tmp_path / "cache")

@@ -13,7 +13,7 @@ from hydra.errors import MissingConfigException
 from mlflow.tracking import MlflowClient
 
 from seglab import train as train_module
-from seglab.tracking import RetryingClient
+from seglab.tracking import MlflowTracker, RetryingClient
 from seglab.train import run
 
 
@@ -223,3 +223,77 @@ def test_retrying_client_waits_out_a_locked_database():
     assert client.log_batch() == "ok" and Flaky.calls == 3
     with pytest.raises(RuntimeError, match="something else"):
         client.fail()
+
+
+def test_run_lock_names_its_live_holder_and_frees_on_release(tmp_path):
+    from seglab.checkpoints import RunLock
+
+    lock = RunLock()
+    lock.acquire(tmp_path, "abc")
+    held = RunLock.holder(tmp_path)
+    assert (held["pid"], held["host"]) == (os.getpid(), __import__("socket").gethostname())
+    with pytest.raises(ValueError, match=rf"run abc is being trained by pid {os.getpid()} on"):
+        RunLock().acquire(tmp_path, "abc")
+    lock.release()
+    assert RunLock.holder(tmp_path) is None
+    RunLock().acquire(tmp_path, "abc")  # free again
+
+
+def test_a_killed_trainer_leaves_its_run_resumable_at_once(tmp_path):
+    from seglab.checkpoints import RunLock
+
+    script = (
+        "import sys, time; from seglab.checkpoints import RunLock; "
+        f"lock = RunLock(); lock.acquire({str(tmp_path)!r}, 'abc'); print('held', flush=True); "
+        "time.sleep(300)"
+    )
+    child = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    try:
+        assert child.stdout.readline().strip() == "held"
+        assert RunLock.holder(tmp_path)["pid"] == child.pid
+        child.send_signal(signal.SIGKILL)  # no cleanup runs: owner.json stays behind
+        child.wait(timeout=30)
+    finally:
+        child.kill()
+    assert (tmp_path / "owner.json").is_file()
+    assert RunLock.holder(tmp_path) is None  # the OS released the lock with the process
+
+
+def test_another_hosts_trainer_is_live_while_its_heartbeat_is_fresh(tmp_path):
+    import json
+
+    from seglab.checkpoints import RunLock
+
+    owner = tmp_path / "owner.json"
+    owner.write_text(json.dumps({"host": "gpu-node-7", "pid": 4242, "since": 0}))
+    assert RunLock.holder(tmp_path)["host"] == "gpu-node-7"
+    stale = time.time() - RunLock.stale_after - 60
+    os.utime(owner, (stale, stale))
+    assert RunLock.holder(tmp_path) is None
+
+
+def test_resume_skips_a_live_run_and_refuses_one_named(tmp_path, sqlite_uri):
+    from seglab.checkpoints import RunLock
+
+    tracker = MlflowTracker("t", tracking_uri=sqlite_uri)
+    ids = []
+    for _ in range(2):
+        run = tracker.client.create_run(tracker.experiment_id())
+        (tmp_path / run.info.run_id / "last").mkdir(parents=True)
+        ids.append(run.info.run_id)
+        time.sleep(0.01)  # distinct start times
+    older, newer = ids
+    lock = RunLock()
+    lock.acquire(tmp_path / newer, newer)
+    try:
+        assert tracker.resumable_run(True, tmp_path) == older
+        with pytest.raises(ValueError, match=rf"resume='{newer}': run {newer} is being trained"):
+            tracker.resumable_run(newer, tmp_path)
+        other = RunLock()
+        other.acquire(tmp_path / older, older)
+        with pytest.raises(ValueError, match=r"no unfinished run .* that no live process trains"):
+            tracker.resumable_run(True, tmp_path)
+        other.release()
+    finally:
+        lock.release()
+    assert tracker.resumable_run(newer, tmp_path) == newer

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -61,6 +62,9 @@ class SegmentationData:
     num_test: int = 0
     test_names: tuple[str, ...] | None = None
 
+    def __post_init__(self) -> None:
+        check_class_names(self.class_names, "data.class_names")
+
     @property
     def num_classes(self) -> int:
         return len(self.class_names)
@@ -85,6 +89,21 @@ class SegmentationData:
         return getattr(self, f"num_{split}")
 
 
+def check_class_names(names: object, source: str) -> list[str]:
+    """At least two unique class names, as a list of strings; raises naming ``source``."""
+    if isinstance(names, str) or not isinstance(names, Sequence):
+        raise ValueError(f"{source} must be a list of class names, got {names!r}")
+    names = [str(n) for n in names]
+    if len(names) < 2:
+        raise ValueError(f"{source}: give at least 2 class names, got {names}")
+    if duplicates := sorted({n for n in names if names.count(n) > 1}):
+        raise ValueError(
+            f"{source} names {duplicates} more than once: every class needs its own name "
+            "(metrics are keyed by name)"
+        )
+    return names
+
+
 def class_counts(
     dataset: tf.data.Dataset,
     num_classes: int,
@@ -101,7 +120,16 @@ def class_counts(
     images = np.zeros(num_classes, np.int64)
     image_pixels = np.zeros(num_classes, np.int64)
     seen = 0
-    for batch in dataset.map(lambda *x: x[1]).batch(batch_size):
+    stream = iter(dataset.map(lambda *x: x[1]).batch(batch_size))
+    while True:
+        try:
+            batch = next(stream)
+        except StopIteration:
+            break
+        except tf.errors.OpError as error:  # a file TensorFlow cannot read: name it
+            bad = unreadable_sample(dataset, seen, batch_size)
+            sample = f"sample {bad}" + (f" ({names[bad]})" if names else "")
+            raise ValueError(f"cannot read {sample}: {tf_reason(error.message)}") from None
         masks = batch.numpy().reshape(batch.shape[0], -1).astype(np.int64)
         valid = masks != ignore_index
         bad = valid & ((masks < 0) | (masks >= num_classes))
@@ -127,6 +155,25 @@ def class_counts(
     if seen == 0:
         raise ValueError("the split is empty: no images to count classes on")
     return ClassCounts(pixels=pixels, images=images, image_pixels=image_pixels, num_images=seen)
+
+
+def tf_reason(message: str) -> str:
+    """The readable part of a ``tf.data`` error: its first line without TensorFlow's function
+    and iterator prefixes, and for a failed ``tf.Assert`` only what the assertion says."""
+    line = re.sub(r"\{\{function_node [^}]*\}\}\s*", "", message.strip()).splitlines()[0]
+    if "assertion failed:" in line:
+        return line.split("assertion failed:", 1)[1].strip()
+    return re.sub(r"^.*?transformation with iterator: \S+: ", "", line)
+
+
+def unreadable_sample(dataset: tf.data.Dataset, start: int, count: int) -> int:
+    """Index of the first sample in ``[start, start + count)`` that fails to load."""
+    for index in range(start, start + count):
+        try:
+            list(dataset.skip(index).take(1))
+        except tf.errors.OpError:
+            return index
+    return start
 
 
 def cached_class_counts(
@@ -170,15 +217,28 @@ def split_counts(
     data_config: Mapping[str, Any] | None = None,
     cache_dir: str | Path | None = None,
 ) -> ClassCounts:
-    """Class counts of one of ``data``'s splits, cached under the data config."""
+    """Class counts of one of ``data``'s splits, cached under the data config and, when its
+    samples are files, under their names, sizes and modification times: a mask edited in place
+    is recounted (and its labels validated again)."""
+    names = data.names(split)
+    key = {"split": split, **(data_config or {})}
+    if names:
+        key["files"] = files_fingerprint(names)
     return cached_class_counts(
-        data.stream(split),
-        data.num_classes,
-        data.ignore_index,
-        {"split": split, **(data_config or {})},
-        cache_dir,
-        names=data.names(split),
+        data.stream(split), data.num_classes, data.ignore_index, key, cache_dir, names=names
     )
+
+
+def files_fingerprint(paths: Sequence[str]) -> str:
+    """A digest of every file's path, size and modification time (no content read)."""
+    digest = hashlib.sha256()
+    for path in paths:
+        try:
+            stat = os.stat(path)
+            digest.update(f"{path}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
+        except OSError:  # not a file (a TFDS record name, say): its name is all there is
+            digest.update(f"{path}\n".encode())
+    return digest.hexdigest()
 
 
 def pixel_weight_map(mask: tf.Tensor, class_weights: tf.Tensor, ignore_index: int) -> tf.Tensor:

@@ -11,11 +11,11 @@ SegNet's CamVid (``train/`` beside ``trainannot/``) need no code: see ``conf/dat
 A ``test`` split is optional; when present, the best checkpoint is evaluated on it at the end of
 a run.
 
-Masks are either single-channel 8-bit PNGs whose values are class indices (and
-``ignore_index``), or colour masks (RGB, RGBA or palette PNGs, which TensorFlow decodes to their
-colours) mapped through a colour table: one ``[r, g, b]`` per class, plus an optional colour that
-means "ignore" (Pascal VOC's boundary colour, say). Class names, ignore index and colours come from
-the config or from ``<root>/classes.yaml``::
+Masks are either single-channel 8- or 16-bit PNGs whose values are class indices (and
+``ignore_index``), read exactly as stored, or colour masks (RGB, RGBA or palette PNGs, which
+TensorFlow decodes to their colours) mapped through a colour table: one ``[r, g, b]`` per class,
+plus an optional colour that means "ignore" (Pascal VOC's boundary colour, say). Class names,
+ignore index and colours come from the config or from ``<root>/classes.yaml``::
 
     classes: [background, road, person]
     ignore_index: 255                  # index masks: the value counted nowhere
@@ -36,7 +36,7 @@ import numpy as np
 import tensorflow as tf
 import yaml
 
-from seglab.data import SPLITS, SegmentationData, limited, resize_pair
+from seglab.data import SPLITS, SegmentationData, check_class_names, limited, resize_pair
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 Pairs = tuple[list[str], list[str]]
@@ -129,6 +129,26 @@ def read_image(path: tf.Tensor | str) -> tf.Tensor:
     return tf.io.decode_image(tf.io.read_file(path), channels=3, expand_animations=False)
 
 
+def read_mask(path: tf.Tensor | str, colors: bool) -> tf.Tensor:
+    """Decodes a mask PNG to ``int32 (H, W, channels)`` with its values as stored.
+
+    TensorFlow's default decode rescales a 16-bit PNG to 8 bits (labels 0, 1, 2 all become 0),
+    and a 16-bit decode rescales an 8-bit one (x 257): the bit depth in the PNG header (byte 24,
+    in IHDR) picks the decode. 16-bit colour masks are refused, naming the file.
+    """
+    contents = tf.io.read_file(path)
+    depth = tf.io.decode_raw(tf.strings.substr(contents, 24, 1), tf.uint8)[0]
+    if colors:
+        check = tf.Assert(tf.not_equal(depth, 16), ["16-bit colour masks are not supported:", path])
+        with tf.control_dependencies([check]):
+            return tf.cast(tf.io.decode_png(contents, channels=0), tf.int32)
+    return tf.cond(
+        tf.equal(depth, 16),
+        lambda: tf.cast(tf.io.decode_png(contents, channels=0, dtype=tf.uint16), tf.int32),
+        lambda: tf.cast(tf.io.decode_png(contents, channels=0), tf.int32),
+    )
+
+
 def load_pair(
     image_path: tf.Tensor,
     mask_path: tf.Tensor,
@@ -137,7 +157,7 @@ def load_pair(
 ) -> tuple[tf.Tensor, tf.Tensor]:
     """Decodes one image/mask pair, checks they match, resizes both to ``size``."""
     image = read_image(image_path)
-    mask = tf.io.decode_png(tf.io.read_file(mask_path), channels=0)
+    mask = read_mask(mask_path, colors is not None)
     if colors is None:
         channels = tf.Assert(
             tf.equal(tf.shape(mask)[2], 1),
@@ -193,21 +213,6 @@ def read_classes_file(path: Path) -> dict[str, Any]:
             f"got a {type(meta).__name__}"
         )
     return dict(meta)
-
-
-def check_class_names(names: object, source: str) -> list[str]:
-    """At least two unique class names, as a list of strings; raises naming ``source``."""
-    if isinstance(names, str) or not isinstance(names, Sequence):
-        raise ValueError(f"{source} must be a list of class names, got {names!r}")
-    names = [str(n) for n in names]
-    if len(names) < 2:
-        raise ValueError(f"{source}: give at least 2 class names, got {names}")
-    if duplicates := sorted({n for n in names if names.count(n) > 1}):
-        raise ValueError(
-            f"{source} names {duplicates} more than once: every class needs its own name "
-            "(metrics are keyed by name)"
-        )
-    return names
 
 
 def split_folders(

@@ -17,6 +17,8 @@ from __future__ import annotations
 import io
 import logging
 import os
+import re
+import secrets
 import tempfile
 import time
 import urllib.request
@@ -38,6 +40,7 @@ from mlflow.tracking import MlflowClient
 
 from seglab import plots, signals
 from seglab.augment import Augmenter, preview
+from seglab.checkpoints import RunLock, describe_holder
 from seglab.class_weights import ClassCounts
 from seglab.data import SegmentationData
 from seglab.evaluation import PerImageCounts
@@ -55,6 +58,7 @@ MAX_PARAMS_PER_BATCH = 100  # MLflow's log_batch limit
 MAX_PARAM_LENGTH = 6000
 MODEL_NAME = "model"  # runs:/<run id>/model
 MODEL_REQUIREMENTS = ("seglab", "tensorflow", "keras")
+EXPERIMENT_NAME = re.compile(r"[A-Za-z0-9_\-][A-Za-z0-9_\-. ]{0,199}")
 PICKLE_SUFFIXES = (".pkl", ".pickle", ".cloudpickle", ".joblib", ".dill")
 URI_SCHEMES = ("sqlite", "file", "http", "https", "postgresql", "mysql", "mssql", "databricks")
 
@@ -91,6 +95,14 @@ class RetryingClient:
             raise AssertionError("unreachable")
 
         return call
+
+
+def default_run_name(tags: Mapping[str, str]) -> str:
+    """``<loss>-<class weights>-<6 hex>``: what the run is, and a suffix from the OS's
+    randomness (MLflow's own names come from Python's ``random``, which ``trainer.seed`` seeds:
+    every seed-0 run would be called the same)."""
+    parts = [tags.get(f"seglab.{axis}") for axis in ("loss", "class_weights")]
+    return "-".join([*(p for p in parts if p), secrets.token_hex(3)])
 
 
 def pickle_files(folder: str | Path) -> list[Path]:
@@ -145,7 +157,9 @@ class MlflowTracker:
         default_uri: URI used when neither of the above is set.
         artifact_root: Artifact location for experiments this tracker creates in a local
             (sqlite or file) store; ignored for a server, which decides its own.
-        run_name: Name shown in the MLflow UI (``None``: MLflow picks one).
+        run_name: Name shown in the MLflow UI (``None``: the run's loss and class-weight tags and
+            a random suffix, drawn apart from the seeded random generators, so runs of the same
+            seed do not share a name).
         log_model: Log the best checkpoint as the run's MLflow model ``model`` (1.4 MB and
             0.3-1.5 s per run at the default size).
     """
@@ -159,6 +173,11 @@ class MlflowTracker:
         run_name: str | None = None,
         log_model: bool = True,
     ) -> None:
+        if not EXPERIMENT_NAME.fullmatch(experiment_name):
+            raise ValueError(
+                f"tracking.experiment_name={experiment_name!r}: use letters, digits and "
+                "'_-. ' only, not starting with '.' (it names a folder under the artifact root)"
+            )
         self.experiment_name = experiment_name
         self.log_model_enabled = log_model
         if tracking_uri:
@@ -215,8 +234,9 @@ class MlflowTracker:
     def resumable_run(self, resume: bool | str | None, checkpoint_root: str | Path) -> str | None:
         """The run ``trainer.resume`` names: ``None`` for a new run.
 
-        ``True`` picks the latest run of the experiment that did not finish and has a
-        checkpoint; a string is a run id, which must have a checkpoint.
+        ``True`` picks the latest run of the experiment that did not finish, has a checkpoint and
+        is not being trained by a live process (:class:`seglab.checkpoints.RunLock`); a string
+        is a run id, which must have a checkpoint and no live trainer.
         """
         if resume is None or resume is False:
             return None
@@ -225,12 +245,19 @@ class MlflowTracker:
             runs = self.client.search_runs(
                 [self.experiment_id()], order_by=["attributes.start_time DESC"]
             )
+            live = []
             for run in runs:
-                if run.info.status != "FINISHED" and (root / run.info.run_id / "last").is_dir():
-                    return run.info.run_id
+                run_id = run.info.run_id
+                if run.info.status == "FINISHED" or not (root / run_id / "last").is_dir():
+                    continue
+                if (held := RunLock.holder(root / run_id)) is not None:
+                    live.append(describe_holder(run_id, held))
+                    continue
+                return run_id
             raise ValueError(
                 f"trainer.resume=true: experiment {self.experiment_name!r} has no unfinished run "
-                f"with a checkpoint under {root}"
+                f"with a checkpoint under {root} that no live process trains"
+                + (f" ({'; '.join(live)})" if live else "")
             )
         run_id = str(resume)
         try:
@@ -239,6 +266,8 @@ class MlflowTracker:
             raise ValueError(f"trainer.resume={run_id!r}: no such run at {self.uri}") from error
         if not (root / run_id / "last").is_dir():
             raise ValueError(f"trainer.resume={run_id!r}: no checkpoint in {root / run_id}")
+        if (held := RunLock.holder(root / run_id)) is not None:
+            raise ValueError(f"trainer.resume={run_id!r}: {describe_holder(run_id, held)}")
         return run_id
 
     def logged_steps(self, key: str) -> list[int]:
@@ -270,9 +299,9 @@ class MlflowTracker:
         """Opens a run (or reopens ``resume_run_id``); it ends FINISHED, FAILED (reason tagged)
         or KILLED (Ctrl-C/SIGTERM)."""
         if resume_run_id is None:
-            run = self.client.create_run(
-                self.experiment_id(), run_name=self.run_name, tags=dict(tags or {})
-            )
+            tags = dict(tags or {})
+            name = self.run_name or default_run_name(tags)
+            run = self.client.create_run(self.experiment_id(), run_name=name, tags=tags)
             self.run_id = run.info.run_id
         else:
             self.run_id = resume_run_id

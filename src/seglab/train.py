@@ -7,6 +7,8 @@ import os
 import signal
 import sys
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's C++ start-up chatter out
@@ -23,7 +25,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from seglab import plots, signals
 from seglab.analysis import AXES, PARENT_TAG
-from seglab.checkpoints import Checkpointer
+from seglab.checkpoints import Checkpointer, RunLock
 from seglab.data import SegmentationData, split_counts
 from seglab.evaluation import per_image_counts, split_metrics
 from seglab.losses import build_loss
@@ -85,6 +87,7 @@ def run(cfg: DictConfig) -> EpochRecord:
         hidden = hidden_classes(val_losses, record.scores.iou, record.scores.support, rule)
         metrics = epoch_metrics(record, data.class_names, hidden)
         checkpointer.save(model, record.epoch, metrics)  # before logging: see resume below
+        lock.heartbeat()
         tracker.log_metrics(metrics, step=record.epoch)
         worst = data.class_names[record.scores.worst_class]
         hidden_names = ",".join(data.class_names[c] for c in hidden) or "none"
@@ -107,7 +110,12 @@ def run(cfg: DictConfig) -> EpochRecord:
     }
     if sweep is not None:
         tags[PARENT_TAG] = sweep["parent_run_id"]
-    with tracker.start_run(tags=tags, resume_run_id=resume_id):
+    lock = RunLock()  # this process trains the run: nobody may resume it meanwhile
+    if resume_id is not None:  # claimed before the run is reopened, or a loser would end it
+        lock.acquire(Path(cfg.paths.checkpoint_dir) / resume_id, resume_id)
+    with lock_released(lock), tracker.start_run(tags=tags, resume_run_id=resume_id):
+        if resume_id is None:
+            lock.acquire(Path(cfg.paths.checkpoint_dir) / tracker.run_id, tracker.run_id)
         checkpointer = Checkpointer(
             Path(cfg.paths.checkpoint_dir) / tracker.run_id,
             trainer.checkpoint_monitor,
@@ -171,6 +179,15 @@ def run(cfg: DictConfig) -> EpochRecord:
             log_best_model(tracker, model, data, samples[0][:1], best_epoch, checkpointer.monitor)
     print_summary(final, table, tags, tracker, test, best_epoch)
     return final
+
+
+@contextmanager
+def lock_released(lock: RunLock) -> Iterator[None]:
+    """Releases ``lock`` when the block ends, however it ends."""
+    try:
+        yield
+    finally:
+        lock.release()
 
 
 def evaluate_test_split(
