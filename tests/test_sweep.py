@@ -1,6 +1,7 @@
 """Multirun -> MLflow parent/child runs, the sweep report, and the notebook over it."""
 
 import json
+from pathlib import Path
 
 import nbformat
 import pytest
@@ -184,3 +185,57 @@ def test_job_count_multiplies_sweeps_and_lets_the_command_line_win():
     assert count_jobs(["loss=ce,dice", "trainer.epochs=3"]) == 2
     assert count_jobs(["loss=ce,dice"], {"class_weights": "none,enet,manual"}) == 6
     assert count_jobs(["class_weights=none"], {"class_weights": "none,enet"}) == 1
+
+
+@pytest.mark.slow
+def test_ctrl_c_ends_the_parent_killed_with_the_finished_jobs_reported(tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from mlflow.tracking import MlflowClient
+
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    child = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "seglab.train",
+            "-m",
+            "debug=smoke",
+            "trainer.epochs=1,200,1",  # job 2 is still training when Ctrl-C comes
+            f"paths.output_dir={tmp_path}",
+            f"hydra.sweep.dir={tmp_path}/sweep",
+        ],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    lines = []
+    try:
+        deadline = time.monotonic() + 600
+        for line in child.stdout:
+            lines.append(line)
+            if line.startswith("epoch 2/200"):
+                child.send_signal(signal.SIGINT)
+                break
+            assert time.monotonic() < deadline, "".join(lines[-20:])
+        lines += child.stdout.readlines()
+        child.wait(timeout=300)
+    finally:
+        child.kill()
+    assert child.returncode != 0
+    client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
+    runs = client.search_runs([client.get_experiment_by_name("seglab").experiment_id])
+    (parent,) = [r for r in runs if r.data.tags.get("seglab.sweep") == "parent"]
+    children = {r.info.run_name: r.info.status for r in runs if r != parent}
+    assert children == {"trainer.epochs=1": "FINISHED", "trainer.epochs=200": "KILLED"}
+    assert parent.info.status == "KILLED", "".join(lines[-30:])
+    tags = parent.data.tags
+    assert tags["seglab.failure_reason"] == "interrupted (Ctrl-C or SIGTERM) after 2 of 3 jobs"
+    assert tags["seglab.jobs_run"] == "trainer.epochs=1 (FINISHED), trainer.epochs=200 (KILLED)"
+    report = client.download_artifacts(parent.info.run_id, "sweep_report.md")
+    assert "| trainer.epochs=1 | FINISHED |" in Path(report).read_text()

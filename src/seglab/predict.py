@@ -104,6 +104,34 @@ def segment(model: keras.Model, images: list[np.ndarray], batch_size: int) -> li
     return masks
 
 
+def output_paths(files: list[Path], out: Path) -> dict[Path, tuple[Path, Path]]:
+    """Each input's mask and overlay path; raises before anything is written when two inputs
+    would write one file (``a.png`` and ``a.jpg``) or a target is a symlink (it would be
+    written through, overwriting whatever it points to)."""
+    by_stem: dict[str, Path] = {}
+    for file in files:
+        if file.stem in by_stem:
+            raise ValueError(
+                f"input has {by_stem[file.stem].name} and {file.name}: both would write "
+                f"masks/{file.stem}.png; rename one"
+            )
+        by_stem[file.stem] = file
+    targets = {
+        f: (out / "masks" / f"{f.stem}.png", out / "overlays" / f"{f.stem}.png") for f in files
+    }
+    for path in [out / "masks", out / "overlays", *(p for pair in targets.values() for p in pair)]:
+        if path.is_symlink():
+            raise ValueError(f"output: refusing to write through the symlink {path}")
+    return targets
+
+
+def write_new(path: Path, data: bytes) -> None:
+    """Writes ``path`` without following a symlink there (one made after the check fails)."""
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o644)
+    with os.fdopen(descriptor, "wb") as handle:
+        handle.write(data)
+
+
 def overlay(image: np.ndarray, mask: np.ndarray, colors: np.ndarray, alpha: float) -> np.ndarray:
     """``uint8`` image with each pixel blended towards its class colour by ``alpha``."""
     blended = (1 - alpha) * image.astype(np.float64) + alpha * colors[mask]
@@ -132,16 +160,17 @@ def predict_folder(
             f"the model's metadata has colours {colors.tolist()} for {num_classes} classes"
         )
     out = Path(output_dir).expanduser()
-    (out / "masks").mkdir(parents=True, exist_ok=True)
-    (out / "overlays").mkdir(parents=True, exist_ok=True)
+    targets = output_paths(files, out)
+    for folder in ("masks", "overlays"):
+        (out / folder).mkdir(parents=True, exist_ok=True)
     images = [np.asarray(read_image(str(f))) for f in files]
     dtype = tf.uint8 if num_classes <= 256 else tf.uint16
     counts = np.zeros(num_classes, np.int64)
     for file, image, mask in zip(files, images, segment(model, images, batch_size), strict=True):
-        indices = tf.io.encode_png(tf.cast(mask[..., None], dtype))
-        tf.io.write_file(str(out / "masks" / f"{file.stem}.png"), indices)
+        mask_path, overlay_path = targets[file]
+        write_new(mask_path, tf.io.encode_png(tf.cast(mask[..., None], dtype)).numpy())
         picture = overlay(image, mask, colors, overlay_alpha)
-        tf.io.write_file(str(out / "overlays" / f"{file.stem}.png"), tf.io.encode_png(picture))
+        write_new(overlay_path, tf.io.encode_png(picture).numpy())
         counts += np.bincount(mask.ravel(), minlength=num_classes)
     return files, counts
 

@@ -6,7 +6,9 @@ count, start time) into the sweep directory; every job, in whatever process or h
 puts it, reads that file and tags its run ``mlflow.parentRunId``. At ``on_multirun_end`` the
 parent gets the sweep table and figures (see :mod:`seglab.report`) and ends FINISHED, or FAILED
 when any job failed or made no run; then the process exits 1, so a script or CI step running the
-sweep sees the failure (every other job has still run and been logged).
+sweep sees the failure (every other job has still run and been logged). Ctrl-C or SIGTERM during
+an in-process sweep ends the parent KILLED, with the report of the jobs that finished and the
+list of those that ran (:func:`end_sweep`, called by the interrupted job).
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from mlflow.entities import RunStatus
 from omegaconf import DictConfig
 
 from seglab.analysis import PARENT_TAG, SWEEP_FILE, child_runs, read_sweep_file
+from seglab.tracking import MlflowTracker
 
 SWEEP_TAG = "seglab.sweep"
 
@@ -112,53 +115,80 @@ class MlflowSweepCallback(Callback):
             )
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
-        from seglab.report import build_report  # matplotlib and pandas only at the end
-
-        sweep_dir = Path(config.hydra.sweep.dir)
-        info = read_sweep_file(sweep_dir)
         tracker = instantiate(config.tracking)
-        tracker.run_id = info["parent_run_id"]
-        children = child_runs(tracker.client, tracker.run_id)
-        failed = [r.info.run_name for r in children if r.info.status != "FINISHED"]
-        report_error = None
-        try:
-            report = build_report(tracker.client, children)
-            if report is not None:
-                report.write(sweep_dir / "report")
-                print(report.text, flush=True)
-                tracker.log_text(report.text, "sweep_report.md")
-                tracker.log_table(report.summary, "sweep_summary.csv")
-                tracker.log_table(report.history, "sweep_history.csv")
-                for name, figure in report.figures.items():
-                    tracker.log_figure(figure, f"figures/{name}.png")
-        except Exception as error:  # the parent must still end, with the reason
-            report_error = f"{type(error).__name__}: {error}"
-            print(f"[sweep] the report failed: {report_error}", file=sys.stderr, flush=True)
-        tracker.set_tags({"seglab.jobs": len(children), "seglab.failed_jobs": len(failed)})
-        if report_error:
-            tracker.set_tags({"seglab.report_error": report_error})
-        missing = info["total_jobs"] - len(children)  # jobs that never made a run
-        bad = failed or missing > 0 or report_error
-        status = RunStatus.FAILED if bad else RunStatus.FINISHED
-        tracker.client.set_terminated(tracker.run_id, RunStatus.to_string(status))
-        elapsed = time.time() - info["start_time"]
-        print(
-            f"[sweep] {len(children)} jobs in {elapsed:.0f}s; parent run "
-            f"{tracker.run_id}; report in {sweep_dir / 'report'}",
-            flush=True,
-        )
-        if report_error and not (failed or missing > 0):
-            raise SystemExit(1)
-        if failed or missing > 0:
-            print(
-                f"[sweep] {len(failed)} of {info['total_jobs']} jobs FAILED: {failed}; each is "
-                "FAILED in MLflow with its reason in the tag seglab.failure_reason"
-                + (f"; {missing} jobs made no MLflow run (see their logs)" if missing > 0 else ""),
-                file=sys.stderr,
-                flush=True,
-            )
+        if not end_sweep(Path(config.hydra.sweep.dir), tracker):
             # Hydra turns a callback's Exception into a warning; SystemExit is not an Exception.
             raise SystemExit(1)
 
 
-__all__ = ["PARENT_TAG", "MlflowSweepCallback", "count_jobs", "job_context", "run_name"]
+def end_sweep(sweep_dir: Path, tracker: MlflowTracker, interrupted: bool = False) -> bool:
+    """Ends a sweep's parent run: the report of its finished jobs, tags ``seglab.jobs``,
+    ``seglab.failed_jobs`` and ``seglab.jobs_run`` (the names of the jobs that made a run),
+    and its status: FINISHED, FAILED (a job failed or made no run, or the report failed) or
+    KILLED (``interrupted``: Ctrl-C or SIGTERM stopped the sweep). Returns whether it
+    FINISHED."""
+    from seglab.report import build_report  # matplotlib and pandas only at the end
+
+    info = read_sweep_file(sweep_dir)
+    tracker.run_id = info["parent_run_id"]
+    children = child_runs(tracker.client, tracker.run_id)
+    failed = [r.info.run_name for r in children if r.info.status != "FINISHED"]
+    report_error = None
+    try:
+        report = build_report(tracker.client, children)
+        if report is not None:
+            report.write(sweep_dir / "report")
+            print(report.text, flush=True)
+            tracker.log_text(report.text, "sweep_report.md")
+            tracker.log_table(report.summary, "sweep_summary.csv")
+            tracker.log_table(report.history, "sweep_history.csv")
+            for name, figure in report.figures.items():
+                tracker.log_figure(figure, f"figures/{name}.png")
+    except Exception as error:  # the parent must still end, with the reason
+        report_error = f"{type(error).__name__}: {error}"
+        print(f"[sweep] the report failed: {report_error}", file=sys.stderr, flush=True)
+    tags = {
+        "seglab.jobs": len(children),
+        "seglab.failed_jobs": len(failed),
+        "seglab.jobs_run": ", ".join(f"{r.info.run_name} ({r.info.status})" for r in children),
+    }
+    if report_error:
+        tags["seglab.report_error"] = report_error
+    if interrupted:
+        tags["seglab.failure_reason"] = (
+            f"interrupted (Ctrl-C or SIGTERM) after {len(children)} of {info['total_jobs']} jobs"
+        )
+    tracker.set_tags(tags)
+    missing = info["total_jobs"] - len(children)  # jobs that never made a run
+    if interrupted:
+        status = RunStatus.KILLED
+    elif failed or missing > 0 or report_error:
+        status = RunStatus.FAILED
+    else:
+        status = RunStatus.FINISHED
+    tracker.client.set_terminated(tracker.run_id, RunStatus.to_string(status))
+    elapsed = time.time() - info["start_time"]
+    print(
+        f"[sweep] {len(children)} jobs in {elapsed:.0f}s; parent run {tracker.run_id} "
+        f"{RunStatus.to_string(status)}; report in {sweep_dir / 'report'}",
+        flush=True,
+    )
+    if (failed or missing > 0) and not interrupted:
+        print(
+            f"[sweep] {len(failed)} of {info['total_jobs']} jobs FAILED: {failed}; each is "
+            "FAILED in MLflow with its reason in the tag seglab.failure_reason"
+            + (f"; {missing} jobs made no MLflow run (see their logs)" if missing > 0 else ""),
+            file=sys.stderr,
+            flush=True,
+        )
+    return status == RunStatus.FINISHED
+
+
+__all__ = [
+    "PARENT_TAG",
+    "MlflowSweepCallback",
+    "count_jobs",
+    "end_sweep",
+    "job_context",
+    "run_name",
+]

@@ -14,6 +14,7 @@ At the end of a run: ``val/missed/<class>`` (last epoch) and, when the data has 
 
 from __future__ import annotations
 
+import fcntl
 import io
 import logging
 import os
@@ -95,6 +96,18 @@ class RetryingClient:
             raise AssertionError("unreachable")
 
         return call
+
+
+@contextmanager
+def store_lock(database: Path) -> Iterator[None]:
+    """An OS lock on ``<database>.lock`` for the block (the folder is made if missing)."""
+    database.parent.mkdir(parents=True, exist_ok=True)
+    with open(f"{database}.lock", "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def default_run_name(tags: Mapping[str, str]) -> str:
@@ -194,11 +207,17 @@ class MlflowTracker:
     @property
     def client(self) -> RetryingClient:
         if self._client is None:
-            if self.uri.startswith("sqlite:///"):
-                Path(self.uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
             for name in ("alembic", "mlflow.store.db.utils"):  # schema-migration chatter
                 logging.getLogger(name).setLevel(logging.WARNING)
-            self._client = RetryingClient(MlflowClient(tracking_uri=self.uri))
+            if self.uri.startswith("sqlite:///"):
+                # Opening the store creates or migrates its schema: one process at a time, or
+                # two runs starting on a fresh store race and one dies in the migration.
+                with store_lock(Path(self.uri.removeprefix("sqlite:///"))):
+                    client = MlflowClient(tracking_uri=self.uri)
+                    client.search_experiments(max_results=1)
+            else:
+                client = MlflowClient(tracking_uri=self.uri)
+            self._client = RetryingClient(client)
         return self._client
 
     def check(self) -> None:
@@ -213,13 +232,16 @@ class MlflowTracker:
         if scheme == "sqlite" and not self.uri.startswith("sqlite:///"):
             raise ValueError(f"{where}: write sqlite URIs as sqlite:///<path>, with three slashes")
         if scheme == "sqlite":
-            folder = Path(self.uri.removeprefix("sqlite:///")).parent
+            database = Path(self.uri.removeprefix("sqlite:///"))
+            folder = database.parent
             try:
                 folder.mkdir(parents=True, exist_ok=True)
                 with tempfile.NamedTemporaryFile(dir=folder):
                     pass
             except OSError as error:
                 raise ValueError(f"{where}: cannot write to {folder}: {error}") from error
+            if database.exists() and not os.access(database, os.R_OK | os.W_OK):
+                raise ValueError(f"{where}: the store {database} is not readable and writable")
         if scheme in ("http", "https"):
             try:
                 with urllib.request.urlopen(f"{self.uri.rstrip('/')}/health", timeout=5):

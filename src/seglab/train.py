@@ -32,7 +32,7 @@ from seglab.losses import build_loss
 from seglab.metrics import Scores
 from seglab.paths import config_dir, project_root
 from seglab.provenance import provenance_tags
-from seglab.sweep import job_context, run_name
+from seglab.sweep import end_sweep, job_context, run_name
 from seglab.tracking import (
     TAG_CLASS_NAMES,
     TAG_MODEL_ERROR,
@@ -327,6 +327,11 @@ def main(cfg: DictConfig) -> float:
     except Exception as error:  # the run is already FAILED in MLflow, with this reason
         print(f"[sweep] job failed: {type(error).__name__}: {error}", file=sys.stderr)
         return float("nan")
+    except KeyboardInterrupt:  # the sweep stops here: its parent must not stay RUNNING
+        signals.acknowledge()
+        with signals.deferred():
+            end_sweep(Path(HydraConfig.get().sweep.dir), build(cfg.tracking), interrupted=True)
+        raise
 
 
 if __name__ == "__main__":
