@@ -38,13 +38,13 @@ lock: ## Re-resolve requirements.lock: the newest versions pyproject.toml allows
 
 demo: install ## Sweep loss {ce,dice} x class_weights {none,median_frequency}; print the report
 	$(PY) -m seglab.train experiment=demo
-	@echo "Open the MLflow UI:  make ui   (then http://127.0.0.1:$(PORT), experiment 'demo')"
+	@echo "Open the MLflow UI with make ui, at the runs page the sweep printed above"
 
 stats: install ## Class pixel shares and image counts: make stats ARGS="data=folder data.root=..."
 	$(PY) -m seglab.stats hydra.run.dir=outputs/stats $(ARGS)
 
 report: install ## Report on a sweep: make report SWEEP=outputs/sweeps/<time> (default: latest)
-	$(PY) -m seglab.report $(or $(SWEEP),$(lastword $(sort $(wildcard outputs/sweeps/*))))
+	$(PY) -m seglab.report $(SWEEP)
 
 test: install lint docs ## Lint, build the docs strictly, run the whole test suite (what CI runs)
 	$(PY) -m pytest
@@ -71,7 +71,10 @@ bench: install ## Run benchmarks/*.py; JSON + markdown in benchmarks/results/
 		../$(PY) $$script || exit 1; done
 	cat benchmarks/results/*.md > benchmarks/results/SUMMARY.md
 
-ui: install ## MLflow UI on the project's store (outputs/mlflow.db)
+ui: install ## MLflow UI on the project's store (outputs/mlflow.db); prints each experiment's page
+	@$(PY) -c "from mlflow.tracking import MlflowClient; \
+	[print(f'{e.name}: http://127.0.0.1:$(PORT)/#/experiments/{e.experiment_id}/runs?workflowType=machine_learning') \
+	 for e in MlflowClient('sqlite:///$(CURDIR)/outputs/mlflow.db').search_experiments()]"
 	$(VENV)/bin/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/outputs/mlflow.db \
 		--host 127.0.0.1 --port $(PORT)
 

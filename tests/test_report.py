@@ -160,3 +160,79 @@ def test_summary_reads_each_column_from_its_own_metric(report):
     assert (row.pixel_acc, row.class_acc) == (pytest.approx(0.984), pytest.approx(0.96))
     assert (row.worst_class, row.hidden_classes) == ("rare", "")
     assert runs.loc["class_weights=none,trainer.seed=0"].hidden_classes == "rare"
+
+
+CHROMIUM_FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--virtual-time-budget=5000",
+]
+
+
+def chromium(tmp_path, *args):
+    """Runs Debian's headless Chromium; skips, saying why, when it is not installed."""
+    import shutil
+    import subprocess
+
+    binary = shutil.which("chromium")
+    if binary is None:
+        pytest.skip("no chromium: .ci/run installs Debian's chromium for this test")
+    profile = tmp_path / "profile"
+    return subprocess.run(
+        [binary, *CHROMIUM_FLAGS, f"--user-data-dir={profile}", *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    ).stdout
+
+
+@pytest.mark.slow
+def test_the_html_report_renders_in_a_real_browser(report, tmp_path):
+    from PIL import Image
+
+    page = tmp_path / "report.html"
+    page.write_text(report.html())
+    shot = tmp_path / "shot.png"
+    chromium(tmp_path, f"--screenshot={shot}", "--window-size=1280,2400", page.as_uri())
+    pixels = np.asarray(Image.open(shot).convert("L"))
+    assert pixels.std() > 10 and len(np.unique(pixels)) > 20  # not a blank page
+    dom = chromium(tmp_path, "--dump-dom", page.as_uri())
+    assert "Lowest loss is not best worst class." in dom
+    for name in (
+        "class_weights=none,trainer.seed=0",
+        "class_weights=median_frequency,trainer.seed=2",
+    ):
+        assert name in dom
+    for cls in CLASSES:
+        assert f"<td>{cls}</td>" in dom
+    assert dom.count('src="data:image/png;base64,') == 3  # the figures, embedded
+
+
+@pytest.mark.slow
+def test_a_click_on_a_header_sorts_its_table_in_the_browser(report, tmp_path):
+    import re
+
+    page = tmp_path / "sorted.html"
+    # Click the runs table's val_loss header once (ascending) when the page has loaded.
+    click = (
+        "<script>const th = [...document.querySelectorAll('table.sortable')[0]"
+        ".querySelectorAll('th')].find((h) => h.textContent === 'val_loss'); th.click();"
+        "</script></body>"
+    )
+    page.write_text(report.html().replace("</body>", click))
+    dom = chromium(tmp_path, "--dump-dom", page.as_uri())
+    first_table = dom.split("</table>")[0]
+    rows = re.findall(
+        r"<tr><td>([^<]*)</td><td>([^<]*)</td><td>[^<]*</td><td>[^<]*</td><td>([^<]*)</td>",
+        first_table,
+    )
+    losses = [float(loss) for _, _, loss in rows]
+    assert losses == sorted(losses) and len(losses) == 7
+    assert rows[0][0] == "broken"  # the failed run's 0.001 comes first

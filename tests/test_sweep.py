@@ -40,7 +40,7 @@ def test_sweep_makes_one_parent_and_a_complete_child_per_job(basic_sweep):
     (parent,) = parents
     assert len(children) == 6
     assert {c.info.run_name for c in children} == {
-        f"loss={loss},trainer.seed={seed}" for loss in ("ce", "dice") for seed in SEEDS
+        f"{loss},seed={seed}" for loss in ("ce", "dice") for seed in SEEDS
     }
     for child in children:
         assert child.data.tags["seglab.loss"] in child.info.run_name
@@ -172,13 +172,16 @@ def test_a_failed_job_does_not_stop_the_sweep(tmp_path):
     reason = by_status["FAILED"].data.tags["seglab.failure_reason"]
     assert reason.startswith("FloatingPointError") and "loss became nan" in reason
     assert parent.info.status == "FAILED" and parent.data.tags["seglab.failed_jobs"] == "1"
-    assert "[sweep] 1 of 2 jobs FAILED: ['+loss.after=5']" in result.stderr
+    assert "[sweep] 1 of 2 jobs FAILED: ['after=5']" in result.stderr
     assert "[sweep] job failed: FloatingPointError" in result.stderr
 
 
 def test_child_run_name_lists_the_swept_values_only():
     overrides = ["debug=smoke", "loss=dice", "+loss.after=5", "paths.output_dir=/x"]
-    assert run_name(overrides, ["loss", "loss.after"]) == "loss=dice,+loss.after=5"
+    assert run_name(overrides, ["loss", "loss.after"]) == "dice,after=5"
+    swept = ["trainer.seed", "class_weights", "data.rare_contrast"]
+    job = ["trainer.seed=2", "class_weights=none", "data.rare_contrast=0.35", "loss=ce"]
+    assert run_name(job, swept) == "seed=2,none,rare_contrast=0.35"
 
 
 def test_job_count_multiplies_sweeps_and_lets_the_command_line_win():
@@ -232,10 +235,10 @@ def test_ctrl_c_ends_the_parent_killed_with_the_finished_jobs_reported(tmp_path)
     runs = client.search_runs([client.get_experiment_by_name("seglab").experiment_id])
     (parent,) = [r for r in runs if r.data.tags.get("seglab.sweep") == "parent"]
     children = {r.info.run_name: r.info.status for r in runs if r != parent}
-    assert children == {"trainer.epochs=1": "FINISHED", "trainer.epochs=200": "KILLED"}
+    assert children == {"epochs=1": "FINISHED", "epochs=200": "KILLED"}
     assert parent.info.status == "KILLED", "".join(lines[-30:])
     tags = parent.data.tags
     assert tags["seglab.failure_reason"] == "interrupted (Ctrl-C or SIGTERM) after 2 of 3 jobs"
-    assert tags["seglab.jobs_run"] == "trainer.epochs=1 (FINISHED), trainer.epochs=200 (KILLED)"
+    assert tags["seglab.jobs_run"] == "epochs=1 (FINISHED), epochs=200 (KILLED)"
     report = client.download_artifacts(parent.info.run_id, "sweep_report.md")
-    assert "| trainer.epochs=1 | FINISHED |" in Path(report).read_text()
+    assert "| epochs=1 | FINISHED |" in Path(report).read_text()

@@ -98,7 +98,7 @@ def test_submitit_jobs_log_over_http_and_lose_nothing(tmp_path, mlflow_server):
     jobs = [p for p in (tmp_path / "sweep" / ".submitit").iterdir() if p.name.isdigit()]
     assert len(jobs) == 2 and all(any(j.glob("*_log.out")) for j in jobs)
     assert not (tmp_path / "mlflow.db").exists()  # everything went to the server
-    assert sorted(c.info.run_name for c in children) == ["loss=ce", "loss=dice"]
+    assert sorted(c.info.run_name for c in children) == ["ce", "dice"]
     assert parent.info.status == "FINISHED"
     assert "sweep_summary.csv" in {a.path for a in client.list_artifacts(parent.info.run_id)}
     assert_children_complete(client, parent, children)

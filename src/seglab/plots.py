@@ -24,6 +24,9 @@ PALETTE = np.array(
     ]
 )
 IGNORE_COLOUR = np.array([1.0, 1.0, 1.0])
+MAX_CURVES = 10  # classes singled out in per-class curves; the rest are grey
+MAX_ANNOTATED = 25  # cells written in a matrix figure up to this many classes
+MAX_LABELLED = 60  # class names as ticks up to this many classes
 
 
 def palette(num_classes: int) -> np.ndarray:
@@ -59,39 +62,62 @@ def loss_and_class_iou(
     losses: Mapping[str, Sequence[float]],
     class_iou: Mapping[str, Sequence[float]],
     title: str = "",
+    hidden: Sequence[str] = (),
 ) -> Figure:
     """Loss curves above every class's IoU curve, on one shared epoch axis.
 
-    The point of the figure: the loss falls while one class's IoU stays flat near 0.
+    The point of the figure: the loss falls while a class's IoU stays flat near 0. Classes keep
+    their palette colour by class index (``class_iou`` in class order); the worst class is drawn
+    thick and the hidden failures dashed and named in the legend. Past
+    :data:`MAX_CURVES` classes only the worst of them, and the hidden ones, get a colour and a
+    legend entry; the others are thin grey lines. The last loss values are written at the end
+    of their curves, so they can be read off a log axis.
     """
-    fig, (ax_loss, ax_iou) = plt.subplots(2, 1, figsize=(7, 6.5), sharex=True)
+    fig, (ax_loss, ax_iou) = plt.subplots(2, 1, figsize=(8.5, 6.5), sharex=True)
     for name, values in losses.items():
-        ax_loss.plot(epochs, values, marker="o", label=name)
+        (line,) = ax_loss.plot(epochs, values, marker="o", label=name)
+        ax_loss.annotate(
+            f"{values[-1]:.4g}",
+            (epochs[-1], values[-1]),
+            xytext=(6, 0),
+            textcoords="offset points",
+            va="center",
+            fontsize="small",
+            color=line.get_color(),
+        )
     ax_loss.set_ylabel("loss")
     if all(np.min(values) > 0 for values in losses.values()):
         ax_loss.set_yscale("log")  # a loss that can go negative (bce_minus_dice) stays linear
-    ax_loss.legend()
-    ax_loss.grid(alpha=0.3)
+        ax_loss.yaxis.set_minor_formatter(plt.FormatStrFormatter("%.3g"))
+        ax_loss.tick_params(axis="y", which="minor", labelsize="x-small")
+    ax_loss.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize="small")
+    ax_loss.grid(alpha=0.3, which="both")
     colours = palette(len(class_iou))
     final = {name: values[-1] for name, values in class_iou.items()}
     defined = {name: value for name, value in final.items() if not np.isnan(value)}
     worst = min(defined, key=defined.get) if defined else None
+    singled = set(sorted(defined, key=defined.get)[:MAX_CURVES]) | set(hidden)
     for colour, (name, values) in zip(colours, class_iou.items(), strict=True):
+        if len(class_iou) > MAX_CURVES and name not in singled:
+            ax_iou.plot(epochs, values, color="0.8", linewidth=0.8)
+            continue
+        marks = [m for m, on in (("worst", name == worst), ("hidden", name in hidden)) if on]
         ax_iou.plot(
             epochs,
             values,
             marker="o",
             color=colour,
             linewidth=3 if name == worst else 1.5,
-            label=f"{name} (worst)" if name == worst else name,
+            linestyle="--" if name in hidden else "-",
+            label=f"{name} ({', '.join(marks)})" if marks else name,
         )
     ax_iou.set_ylim(-0.02, 1.02)
     ax_iou.set_ylabel("val IoU")
     ax_iou.set_xlabel("epoch")
-    ax_iou.legend(loc="lower right", fontsize="small")
+    ax_iou.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize="small")
     ax_iou.grid(alpha=0.3)
     if title:
-        fig.suptitle(title)
+        fig.suptitle(title, fontsize="medium")
     fig.tight_layout()
     return fig
 
@@ -101,14 +127,17 @@ def confusion_matrix(cm: np.ndarray, class_names: Sequence[str]) -> Figure:
     cm = np.asarray(cm, dtype=float)
     with np.errstate(invalid="ignore", divide="ignore"):
         normalised = cm / cm.sum(axis=1, keepdims=True)
-    size = max(4.0, 0.7 * len(class_names) + 2)
+    classes = len(class_names)
+    size = min(max(4.0, 0.7 * classes + 2), 14.0)
     fig, ax = plt.subplots(figsize=(size + 1, size))
     image = ax.imshow(np.nan_to_num(normalised), vmin=0, vmax=1, cmap="Blues")
-    ax.set_xticks(range(len(class_names)), class_names, rotation=45, ha="right")
-    ax.set_yticks(range(len(class_names)), class_names)
+    if classes <= MAX_LABELLED:
+        ax.set_xticks(range(classes), class_names, rotation=45, ha="right")
+        ax.set_yticks(range(classes), class_names)
     ax.set_xlabel("predicted")
     ax.set_ylabel("true")
-    annotate(ax, normalised, "small", white_text=lambda v: v > 0.5)  # Blues: dark when high
+    if classes <= MAX_ANNOTATED:  # past that, cells are too small to read: the CSV has them
+        annotate(ax, normalised, "small", white_text=lambda v: v > 0.5)  # Blues: dark when high
     fig.colorbar(image, ax=ax, fraction=0.046)
     ax.set_title("validation confusion matrix (row-normalised)")
     fig.tight_layout()
@@ -170,56 +199,101 @@ def augmentation_grid(
 
 def iou_heatmap(matrix: pd.DataFrame) -> Figure:
     """Run x class heatmap of final val IoU (a failing class is a dark column)."""
-    fig, ax = plt.subplots(figsize=(1.2 * matrix.shape[1] + 4, 0.45 * matrix.shape[0] + 1.8))
+    width = min(1.2 * matrix.shape[1] + 4, 24.0)
+    fig, ax = plt.subplots(figsize=(width, 0.45 * matrix.shape[0] + 1.8))
     image = ax.imshow(matrix.to_numpy(dtype=float), vmin=0, vmax=1, cmap="viridis", aspect="auto")
-    ax.set_xticks(range(matrix.shape[1]), matrix.columns, rotation=30, ha="right")
+    if matrix.shape[1] <= MAX_LABELLED:
+        ax.set_xticks(range(matrix.shape[1]), matrix.columns, rotation=30, ha="right")
     ax.set_yticks(range(matrix.shape[0]), matrix.index, fontsize="small")
-    annotate(ax, matrix.to_numpy(dtype=float), "x-small", white_text=lambda v: v < 0.6)
+    if matrix.shape[1] <= MAX_ANNOTATED:
+        annotate(ax, matrix.to_numpy(dtype=float), "x-small", white_text=lambda v: v < 0.6)
     fig.colorbar(image, ax=ax, fraction=0.046, label="final val IoU")
     ax.set_title("final validation IoU per run and class")
     fig.tight_layout()
     return fig
 
 
-def loss_vs_worst_iou(
-    val_loss: Sequence[float], min_iou: Sequence[float], names: Sequence[str]
-) -> Figure:
-    """Final val loss against worst-class IoU, one point per run."""
-    fig, ax = plt.subplots(figsize=(6.5, 4.5))
-    ax.scatter(val_loss, min_iou, s=40)
-    for x, y, name in zip(val_loss, min_iou, names, strict=True):
-        ax.annotate(name, (x, y), fontsize="x-small", xytext=(4, 4), textcoords="offset points")
-    ax.set_xlabel("final val loss (lower looks better)")
-    ax.set_ylabel("final worst-class IoU")
-    ax.set_ylim(-0.05, 1.05)
-    ax.grid(alpha=0.3)
-    ax.set_title("does a lower loss mean a better worst class?")
+def loss_vs_worst_iou(runs: pd.DataFrame) -> Figure:
+    """Final val loss against worst-class IoU, one point per run, one panel per loss function
+    (values of different losses are not on one scale). Runs with a hidden failure are red
+    crosses.
+
+    Args:
+        runs: One row per run: ``loss``, ``val_loss``, ``min_iou``, ``run_name`` and
+            ``hidden_classes`` (empty when none).
+    """
+    families = list(dict.fromkeys(runs["loss"]))
+    fig, axes = plt.subplots(
+        1, len(families), figsize=(5.2 * len(families), 4.5), squeeze=False, sharey=True
+    )
+    for ax, family in zip(axes.flat, families, strict=True):
+        group = runs[runs["loss"] == family]
+        hidden = group.hidden_classes.fillna("").astype(str) != ""
+        ax.scatter(group.val_loss[~hidden], group.min_iou[~hidden], s=40, label="no hidden failure")
+        ax.scatter(
+            group.val_loss[hidden],
+            group.min_iou[hidden],
+            s=60,
+            marker="x",
+            color="red",
+            label="hidden failure",
+        )
+        for x, y, name in zip(group.val_loss, group.min_iou, group.run_name, strict=True):
+            ax.annotate(name, (x, y), fontsize="x-small", xytext=(4, 4), textcoords="offset points")
+        ax.set_title(f"loss={family}", fontsize="medium")
+        ax.set_xlabel("final val loss (lower looks better)")
+        ax.margins(x=0.25)
+        ax.grid(alpha=0.3)
+    axes.flat[0].set_ylabel("final worst-class IoU")
+    axes.flat[0].set_ylim(-0.05, 1.05)
+    axes.flat[-1].legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize="small")
+    fig.suptitle("does a lower loss mean a better worst class?", fontsize="medium")
     fig.tight_layout()
     return fig
 
 
-def class_iou_curves(history: pd.DataFrame) -> Figure:
-    """Small multiples: per run, every class's val IoU over epochs."""
+def class_iou_curves(history: pd.DataFrame, classes: Sequence[str] = ()) -> Figure:
+    """Small multiples: per run, every class's val IoU over epochs, in the palette colour of
+    its class index (``classes`` in class order; else the order the history has them), the
+    run's worst class thick, one legend for all panels. Past :data:`MAX_CURVES` classes the
+    others are grey."""
     ious = history[history.metric == "val/iou"]
     runs = list(dict.fromkeys(ious.run_name))
-    classes = list(dict.fromkeys(ious["class"]))
-    cols = min(len(runs), 3)
+    found = list(dict.fromkeys(ious["class"]))
+    order = [c for c in classes if c in found] + [c for c in found if c not in classes]
+    colours = dict(zip(order, palette(len(order)), strict=True))
+    cols = min(len(runs), 3) or 1
     rows = -(-len(runs) // cols) if runs else 1
     fig, axes = plt.subplots(
-        rows, max(cols, 1), figsize=(4 * max(cols, 1), 3 * rows), squeeze=False, sharey=True
+        rows, cols, figsize=(4 * cols + 2, 3 * rows), squeeze=False, sharey=True
     )
-    colours = palette(len(classes))
+    handles = {}
     for ax, run in zip(axes.flat, runs, strict=False):
-        for colour, cls in zip(colours, classes, strict=True):
-            curve = ious[(ious.run_name == run) & (ious["class"] == cls)].sort_values("epoch")
-            ax.plot(curve.epoch, curve.value, marker=".", color=colour, label=cls)
-        ax.set_title(run, fontsize="small")
+        mine = ious[ious.run_name == run]
+        final = mine.sort_values("epoch").groupby("class").value.last().dropna()
+        worst = final.idxmin() if len(final) else None
+        singled = set(final.sort_values().index[:MAX_CURVES])
+        for cls in order:
+            curve = mine[mine["class"] == cls].sort_values("epoch")
+            if len(order) > MAX_CURVES and cls not in singled:
+                ax.plot(curve.epoch, curve.value, color="0.8", linewidth=0.8)
+                continue
+            (line,) = ax.plot(
+                curve.epoch,
+                curve.value,
+                marker=".",
+                color=colours[cls],
+                linewidth=3 if cls == worst else 1.2,
+            )
+            handles.setdefault(cls, line)
+        ax.set_title(f"{run}\nworst: {worst}", fontsize="small")
         ax.set_ylim(-0.02, 1.02)
         ax.grid(alpha=0.3)
     for ax in list(axes.flat)[len(runs) :]:
         ax.set_axis_off()
-    axes.flat[0].legend(fontsize="x-small")
+    names = [c for c in order if c in handles]
+    fig.legend([handles[c] for c in names], names, loc="center right", fontsize="x-small")
     fig.supxlabel("epoch")
     fig.supylabel("val IoU")
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0, 0.85, 1))
     return fig

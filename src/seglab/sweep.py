@@ -29,7 +29,7 @@ from mlflow.entities import RunStatus
 from omegaconf import DictConfig
 
 from seglab.analysis import PARENT_TAG, SWEEP_FILE, child_runs, read_sweep_file
-from seglab.tracking import MlflowTracker
+from seglab.tracking import NOTE, MlflowTracker
 
 SWEEP_TAG = "seglab.sweep"
 
@@ -54,8 +54,15 @@ def count_jobs(overrides: list[str], params: dict[str, str] | None = None) -> in
 
 
 def run_name(job_overrides: list[str], swept_keys: list[str]) -> str:
-    """A child run's name: the job's values of the swept keys, e.g. ``loss=dice,augment=light``."""
-    parts = [o for o in job_overrides if o.split("=", 1)[0].lstrip("+~") in swept_keys]
+    """A child run's name: the job's values of the swept keys, short enough for the MLflow
+    UI's name column: ``dice,median_frequency``; a number keeps the last part of its key
+    (``dice,seed=2``), or it would say nothing."""
+    parts = []
+    for override in job_overrides:
+        key, _, value = override.partition("=")
+        if key.lstrip("+~") in swept_keys:
+            number = value.replace(".", "", 1).lstrip("-").isdigit()
+            parts.append(f"{key.lstrip('+~').rsplit('.', 1)[-1]}={value}" if number else value)
     return ",".join(parts)
 
 
@@ -133,13 +140,14 @@ def end_sweep(sweep_dir: Path, tracker: MlflowTracker, interrupted: bool = False
     tracker.run_id = info["parent_run_id"]
     children = child_runs(tracker.client, tracker.run_id)
     failed = [r.info.run_name for r in children if r.info.status != "FINISHED"]
-    report_error = None
+    report_error, report = None, None
     try:
         report = build_report(tracker.client, children)
         if report is not None:
             report.write(sweep_dir / "report")
-            print(report.text, flush=True)
+            print(report.terminal(), flush=True)
             tracker.log_text(report.text, "sweep_report.md")
+            tracker.log_text(report.html(), "report.html")
             tracker.log_table(report.summary, "sweep_summary.csv")
             tracker.log_table(report.history, "sweep_history.csv")
             for name, figure in report.figures.items():
@@ -154,6 +162,8 @@ def end_sweep(sweep_dir: Path, tracker: MlflowTracker, interrupted: bool = False
     }
     if report_error:
         tags["seglab.report_error"] = report_error
+    if report is not None:
+        tags[NOTE] = report.text
     if interrupted:
         tags["seglab.failure_reason"] = (
             f"interrupted (Ctrl-C or SIGTERM) after {len(children)} of {info['total_jobs']} jobs"
@@ -170,7 +180,8 @@ def end_sweep(sweep_dir: Path, tracker: MlflowTracker, interrupted: bool = False
     elapsed = time.time() - info["start_time"]
     print(
         f"[sweep] {len(children)} jobs in {elapsed:.0f}s; parent run {tracker.run_id} "
-        f"{RunStatus.to_string(status)}; report in {sweep_dir / 'report'}",
+        f"{RunStatus.to_string(status)}; report in {sweep_dir / 'report'}\n"
+        f"[sweep] in the MLflow UI (make ui): {tracker.runs_url()}",
         flush=True,
     )
     if (failed or missing > 0) and not interrupted:

@@ -54,6 +54,13 @@ TAG_WORST_CLASS = "seglab.worst_class"
 TAG_HIDDEN_FAILURE = "seglab.hidden_failure"
 TAG_HIDDEN_CLASSES = "seglab.hidden_failure_classes"
 TAG_CLASS_NAMES = "seglab.class_names"  # JSON list, in class index order
+NOTE = "mlflow.note.content"  # the MLflow UI shows it as the run's or experiment's description
+EXPERIMENT_DESCRIPTION = (
+    "seglab runs: each logs the loss next to every class's IoU per epoch (val/loss, "
+    "val/iou/<class>, val/min_iou), names the classes whose failure the loss hides "
+    "(tag seglab.hidden_failure_classes) and, in a sweep, nests under a parent run holding the "
+    "report. Group or filter by the tags seglab.loss, seglab.class_weights, seglab.augment."
+)
 TAG_MODEL_ERROR = "seglab.model_error"  # why the run has no MLflow model
 MAX_PARAMS_PER_BATCH = 100  # MLflow's log_batch limit
 MAX_PARAM_LENGTH = 6000
@@ -116,6 +123,16 @@ def default_run_name(tags: Mapping[str, str]) -> str:
     every seed-0 run would be called the same)."""
     parts = [tags.get(f"seglab.{axis}") for axis in ("loss", "class_weights")]
     return "-".join([*(p for p in parts if p), secrets.token_hex(3)])
+
+
+def verdict_line(final: EpochRecord, tags: Mapping[str, str]) -> str:
+    """One line a person reads first: the loss, the worst class, the hidden failures."""
+    hidden = tags[TAG_HIDDEN_CLASSES]
+    return (
+        f"val/loss {final.val_loss:.4g}, mIoU {final.scores.miou:.3f}, worst class "
+        f"{tags[TAG_WORST_CLASS]} (IoU {final.scores.min_iou:.3f}); "
+        + (f"hidden failures: {hidden}" if hidden else "no hidden failure")
+    )
 
 
 def pickle_files(folder: str | Path) -> list[Path]:
@@ -310,9 +327,16 @@ class MlflowTracker:
         if self.artifact_root and not self.uri.startswith(("http://", "https://", "databricks")):
             location = Path(self.artifact_root, self.experiment_name).resolve().as_uri()
         try:
-            return self.client.create_experiment(self.experiment_name, location)
+            experiment_id = self.client.create_experiment(
+                self.experiment_name, location, tags={NOTE: EXPERIMENT_DESCRIPTION}
+            )
         except MlflowException:  # created meanwhile by a parallel job
             return self.client.get_experiment_by_name(self.experiment_name).experiment_id
+        return experiment_id
+
+    def runs_url(self, host: str = "http://127.0.0.1:5000") -> str:
+        """The MLflow UI's page of this experiment's training runs (not its GenAI overview)."""
+        return f"{host}/#/experiments/{self.experiment_id()}/runs?workflowType=machine_learning"
 
     @contextmanager
     def start_run(
@@ -494,8 +518,12 @@ class MlflowTracker:
             "val/loss": [r.val_loss for r in history],
         }
         ious = {name: [r.scores.iou[c] for r in history] for c, name in enumerate(class_names)}
+        hidden_names = [class_names[c] for c in hidden]
+        name = self.client.get_run(self.run_id).info.run_name
+        verdict = f"hidden failures: {', '.join(hidden_names)}" if hidden else "no hidden failure"
         self.log_figure(
-            plots.loss_and_class_iou(epochs, losses, ious), "figures/loss_vs_class_iou.png"
+            plots.loss_and_class_iou(epochs, losses, ious, f"{name}: {verdict}", hidden_names),
+            "figures/loss_vs_class_iou.png",
         )
         self.log_figure(
             plots.confusion_matrix(final.confusion, class_names), "figures/confusion_matrix.png"
@@ -529,5 +557,6 @@ class MlflowTracker:
             TAG_HIDDEN_FAILURE: str(bool(hidden)).lower(),
             TAG_HIDDEN_CLASSES: ",".join(class_names[c] for c in hidden),
         }
+        tags[NOTE] = verdict_line(final, tags)
         self.set_tags(tags)
         return table, tags

@@ -281,6 +281,7 @@ def print_summary(
     hidden = tags["seglab.hidden_failure_classes"] or "none"
     print(f"worst class: {tags['seglab.worst_class']}   hidden failures: {hidden}")
     print(f"MLflow run {tracker.run_id} in experiment '{tracker.experiment_name}' at {tracker.uri}")
+    print(f"in the MLflow UI (make ui): {tracker.runs_url()}")
 
 
 def axis_tags(cfg: DictConfig) -> dict[str, str]:
