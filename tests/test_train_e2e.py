@@ -86,6 +86,9 @@ def test_config_is_logged_as_params_and_artifact_with_figures_tables_and_tags(sm
     assert {a.path for a in client.list_artifacts(run.info.run_id, "per_image")} == {
         "per_image/val.parquet"  # shapes has no test split
     }
+    gallery = [a.path for a in client.list_artifacts(run.info.run_id, "images")]
+    steps = sorted({int(p.split("+step+")[1].split("+")[0]) for p in gallery if p.endswith(".png")})
+    assert steps == [1, 2] and all(p.startswith("images/gallery~") for p in gallery)
     assert json.loads(run.data.tags["seglab.class_names"]) == CLASSES
     assert str(tmp_path / "mlartifacts") in run.info.artifact_uri
 

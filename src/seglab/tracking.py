@@ -485,6 +485,12 @@ class MlflowTracker:
         self.client.finalize_logged_model(logged.model_id, "READY")
         return f"runs:/{self.run_id}/{MODEL_NAME}"
 
+    def log_gallery(self, picture: np.ndarray, class_name: str, epoch: int) -> None:
+        """A failure gallery (:mod:`seglab.gallery`) as the image ``gallery/<class>`` at step
+        ``epoch``: the MLflow UI's step slider walks through the epochs."""
+        key = "gallery/" + re.sub(r"[^A-Za-z0-9_\-. ]", "_", class_name)
+        self.client.log_image(self.run_id, picture, key=key, step=epoch)
+
     def log_per_image(self, counts: PerImageCounts, class_names: Sequence[str], split: str) -> None:
         """``per_image/<split>.parquet``: the split's per-image per-class counts (tidy rows)."""
         with tempfile.TemporaryDirectory() as folder:

@@ -28,6 +28,7 @@ from seglab.analysis import AXES, PARENT_TAG
 from seglab.checkpoints import Checkpointer, RunLock
 from seglab.data import SegmentationData, split_counts
 from seglab.evaluation import per_image_counts, split_metrics
+from seglab.gallery import Gallery
 from seglab.losses import build_loss
 from seglab.metrics import Scores
 from seglab.paths import config_dir, project_root
@@ -81,6 +82,7 @@ def run(cfg: DictConfig) -> EpochRecord:
     tracker.check()
     resume_id = tracker.resumable_run(trainer.resume, cfg.paths.checkpoint_dir)
     val_losses: list[float] = []  # the whole run's, for the hidden-failure verdict
+    gallery = Gallery(data, cfg.metrics.gallery, cfg.metrics.gallery_pool)
 
     def on_epoch(record: EpochRecord) -> None:
         val_losses.append(record.val_loss)
@@ -89,6 +91,9 @@ def run(cfg: DictConfig) -> EpochRecord:
         checkpointer.save(model, record.epoch, metrics)  # before logging: see resume below
         lock.heartbeat()
         tracker.log_metrics(metrics, step=record.epoch)
+        targets = hidden or [record.scores.worst_class]
+        for target, picture in gallery.draw(model, targets).items():
+            tracker.log_gallery(picture, data.class_names[target], record.epoch)
         worst = data.class_names[record.scores.worst_class]
         hidden_names = ",".join(data.class_names[c] for c in hidden) or "none"
         print(

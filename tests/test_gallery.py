@@ -1,0 +1,44 @@
+"""The failure gallery: which images it shows, and how it marks the missed pixels."""
+
+import numpy as np
+import pytest
+from test_evaluation import label_reader
+
+from seglab.data import from_arrays
+from seglab.gallery import MISSED, Gallery
+
+SIZE = 8
+
+
+def data_with(truths, predictions):
+    """Images that make ``label_reader`` predict ``predictions`` (label / 10 in red)."""
+    images = np.repeat((predictions * 25.5)[..., None], 3, axis=-1).round().astype(np.uint8)
+    return from_arrays((images, truths), (images, truths), ["bg", "thing", "rare"], 255)
+
+
+def test_the_images_that_miss_the_class_most_come_first_and_absent_ones_never():
+    truths = np.zeros((4, SIZE, SIZE), np.int32)
+    predictions = np.zeros((4, SIZE, SIZE), np.int32)
+    truths[0, :2] = 2  # 16 rare pixels, 8 found
+    predictions[0, :1] = 2
+    truths[1, :4] = 2  # 32 rare pixels, none found: missed most
+    truths[3, :1] = 2  # 8 rare pixels, none found
+    gallery = Gallery(data_with(truths, predictions), count=2, pool=4)  # image 2 has no rare
+    (picture,) = gallery.draw(label_reader(3), [2]).values()
+    scale = 96 // SIZE
+    row = (SIZE * scale) + 2 * scale  # an image and the white line under it
+    assert picture.shape == (2 * row - 2 * scale, (3 * SIZE + 4) * scale, 3)
+    first, second = picture[: SIZE * scale], picture[row : row + SIZE * scale]
+    magenta = (MISSED * 255).astype(np.uint8)
+    prediction_column = slice((2 * SIZE + 4) * scale, None)
+    assert (first[:, prediction_column] == magenta).all(axis=-1).sum() == 32 * scale**2  # image 1
+    assert (second[:, prediction_column] == magenta).all(axis=-1).sum() == 8 * scale**2  # image 0
+
+
+def test_no_gallery_when_off_or_when_no_image_has_the_class():
+    truths = np.zeros((2, SIZE, SIZE), np.int32)
+    data = data_with(truths, truths)
+    assert Gallery(data, count=0).draw(label_reader(3), [2]) == {}
+    assert Gallery(data, count=2).draw(label_reader(3), [2]) == {}
+    with pytest.raises(ValueError, match=r"metrics.gallery must be >= 0"):
+        Gallery(data, count=-1)
