@@ -22,6 +22,14 @@ def sweep_params(cfg) -> dict[str, str]:
     return {str(k): str(v) for k, v in (cfg.hydra.sweeper.params or {}).items()}
 
 
+def values(key: str, sweep: str) -> list[str]:
+    """The values a sweep gives ``key`` (``a,b`` or ``range(3)``), as Hydra expands them."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    (override,) = OverridesParser.create().parse_overrides([f"{key}={sweep}"])
+    return list(override.sweep_string_iterator())
+
+
 def test_there_is_an_experiment_per_research_question():
     assert set(EXPERIMENTS) >= {
         "demo",
@@ -41,8 +49,8 @@ def test_experiment_is_a_multirun_whose_every_value_composes(name):
     assert str(cfg.hydra.mode) == "RunMode.MULTIRUN" and params
     assert cfg.tracking.experiment_name == name
     assert count_jobs([], params) >= 2
-    for key, values in params.items():
-        for value in values.split(","):
+    for key, sweep in params.items():
+        for value in values(key, sweep):
             OmegaConf.resolve(compose_experiment(name, f"{key}={value}"))
 
 
@@ -50,7 +58,7 @@ def last_swept_values(name: str) -> list[str]:
     """``key=value`` for the last value of every key the experiment sweeps: a configuration the
     sweep really runs (the composed config alone holds none of the swept values)."""
     params = sweep_params(compose_experiment(name))
-    return [f"{key}={values.split(',')[-1]}" for key, values in params.items()]
+    return [f"{key}={values(key, sweep)[-1]}" for key, sweep in params.items()]
 
 
 @pytest.mark.slow
