@@ -226,7 +226,7 @@ def test_retrying_client_waits_out_a_locked_database():
 
 
 def test_run_lock_names_its_live_holder_and_frees_on_release(tmp_path):
-    from seglab.checkpoints import RunLock
+    from seglab.runlock import RunLock
 
     lock = RunLock()
     lock.acquire(tmp_path, "abc")
@@ -240,10 +240,10 @@ def test_run_lock_names_its_live_holder_and_frees_on_release(tmp_path):
 
 
 def test_a_killed_trainer_leaves_its_run_resumable_at_once(tmp_path):
-    from seglab.checkpoints import RunLock
+    from seglab.runlock import RunLock
 
     script = (
-        "import sys, time; from seglab.checkpoints import RunLock; "
+        "import sys, time; from seglab.runlock import RunLock; "
         f"lock = RunLock(); lock.acquire({str(tmp_path)!r}, 'abc'); print('held', flush=True); "
         "time.sleep(300)"
     )
@@ -262,7 +262,7 @@ def test_a_killed_trainer_leaves_its_run_resumable_at_once(tmp_path):
 def test_another_hosts_trainer_is_live_while_its_heartbeat_is_fresh(tmp_path):
     import json
 
-    from seglab.checkpoints import RunLock
+    from seglab.runlock import RunLock
 
     owner = tmp_path / "owner.json"
     owner.write_text(json.dumps({"host": "gpu-node-7", "pid": 4242, "since": 0}))
@@ -273,7 +273,7 @@ def test_another_hosts_trainer_is_live_while_its_heartbeat_is_fresh(tmp_path):
 
 
 def test_resume_skips_a_live_run_and_refuses_one_named(tmp_path, sqlite_uri):
-    from seglab.checkpoints import RunLock
+    from seglab.runlock import RunLock
 
     tracker = MlflowTracker("t", tracking_uri=sqlite_uri)
     ids = []

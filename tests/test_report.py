@@ -236,3 +236,17 @@ def test_a_click_on_a_header_sorts_its_table_in_the_browser(report, tmp_path):
     losses = [float(loss) for _, _, loss in rows]
     assert losses == sorted(losses) and len(losses) == 7
     assert rows[0][0] == "broken"  # the failed run's 0.001 comes first
+
+
+def test_the_latest_sweep_is_the_default_target(tmp_path, monkeypatch, capsys):
+    import seglab.report as report_module
+
+    monkeypatch.setattr(report_module, "project_root", lambda: tmp_path)
+    assert report_module.latest_sweep() is None
+    assert main([]) == 2
+    assert "no sweep under outputs/sweeps; give a target" in capsys.readouterr().err
+    for stamp in ("2026-11-24_09-00-00", "2026-11-24_10-00-00", "2026-11-23_23-00-00"):
+        (tmp_path / "outputs" / "sweeps" / stamp).mkdir(parents=True)
+        (tmp_path / "outputs" / "sweeps" / stamp / "sweep.json").write_text("{}")
+    (tmp_path / "outputs" / "sweeps" / "2026-11-25_00-00-00").mkdir()  # no sweep.json: not one
+    assert report_module.latest_sweep() == tmp_path / "outputs/sweeps/2026-11-24_10-00-00"

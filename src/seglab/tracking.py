@@ -41,11 +41,11 @@ from mlflow.tracking import MlflowClient
 
 from seglab import plots, signals
 from seglab.augment import Augmenter, preview
-from seglab.checkpoints import RunLock, describe_holder
 from seglab.class_weights import ClassCounts
 from seglab.data import SegmentationData
 from seglab.evaluation import PerImageCounts
 from seglab.metrics import per_class_table
+from seglab.runlock import RunLock, describe_holder
 from seglab.trainer import EpochRecord
 
 TAG_FAILURE_REASON = "seglab.failure_reason"
@@ -274,7 +274,7 @@ class MlflowTracker:
         """The run ``trainer.resume`` names: ``None`` for a new run.
 
         ``True`` picks the latest run of the experiment that did not finish, has a checkpoint and
-        is not being trained by a live process (:class:`seglab.checkpoints.RunLock`); a string
+        is not being trained by a live process (:class:`seglab.runlock.RunLock`); a string
         is a run id, which must have a checkpoint and no live trainer.
         """
         if resume is None or resume is False:

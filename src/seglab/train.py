@@ -25,7 +25,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from seglab import plots, signals
 from seglab.analysis import AXES, PARENT_TAG
-from seglab.checkpoints import Checkpointer, RunLock
+from seglab.checkpoints import Checkpointer
 from seglab.data import SegmentationData, split_counts
 from seglab.evaluation import per_image_counts, split_metrics
 from seglab.gallery import Gallery
@@ -33,6 +33,7 @@ from seglab.losses import build_loss
 from seglab.metrics import Scores
 from seglab.paths import config_dir, project_root
 from seglab.provenance import provenance_tags
+from seglab.runlock import RunLock
 from seglab.sweep import end_sweep, job_context, run_name
 from seglab.tracking import (
     TAG_CLASS_NAMES,
