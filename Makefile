@@ -49,9 +49,10 @@ report: install ## Report on a sweep: make report SWEEP=outputs/sweeps/<time> (d
 test: install lint docs ## Lint, build the docs strictly, run the whole test suite (what CI runs)
 	$(PY) -m pytest
 
-lint: install ## ruff check and ruff format --check
+lint: install ## ruff check, ruff format --check, and mypy on src/
 	$(VENV)/bin/ruff check $(LINT_PATHS)
 	$(VENV)/bin/ruff format --check $(LINT_PATHS)
+	$(VENV)/bin/mypy src/seglab
 
 docs: install ## Build the documentation site into outputs/site (mkdocs --strict)
 	$(VENV)/bin/mkdocs build --strict --quiet

@@ -146,7 +146,8 @@ def summary(frame: pd.DataFrame, runs: Sequence[Run]) -> pd.DataFrame:
     labels = configuration_labels(runs)
     final = final_values(frame)
     rows = []
-    for run_id, group in frame.groupby("run_id", sort=False):
+    for key, group in frame.groupby("run_id", sort=False):
+        run_id = str(key)
         last = final[final.run_id == run_id]
         whole = last[last["class"] == ""]
         scalar = dict(zip(whole.metric, whole.value, strict=True))
@@ -329,8 +330,8 @@ def rankings(runs_summary: pd.DataFrame, loss_column: str = "val_loss") -> Ranki
     return Rankings(
         table=table,
         spearman_loss_vs_min_iou=spearman(table[loss_column], table.min_iou),
-        best_by_loss=table.loc[table[loss_column].idxmin()].configuration,
-        best_by_min_iou=table.loc[table.min_iou.idxmax()].configuration,
+        best_by_loss=str(table.configuration[table[loss_column].argmin()]),
+        best_by_min_iou=str(table.configuration[table.min_iou.argmax()]),
         mismatches=found,
     )
 
@@ -344,7 +345,7 @@ def mismatch(runs: pd.DataFrame, loss_column: str, label: str) -> Mismatch | Non
     0. Otherwise it says, with the numbers, that the seeds cannot tell them apart.
     """
     means = runs.groupby("configuration", sort=False)[[loss_column, "min_iou"]].mean()
-    lowest, best = means[loss_column].idxmin(), means.min_iou.idxmax()
+    lowest, best = str(means[loss_column].idxmin()), str(means.min_iou.idxmax())
     if lowest == best or means.min_iou[lowest] == means.min_iou[best]:
         return None
     a = runs[runs.configuration == lowest].set_index("seed")

@@ -148,7 +148,7 @@ class Checkpointer:
         model.save_weights(partial / "model.weights.h5")
         if model.optimizer is not None and model.optimizer.built:
             arrays = {f"v{i}": np.asarray(v) for i, v in enumerate(model.optimizer.variables)}
-            np.savez(partial / "optimizer.npz", **arrays)
+            np.savez(partial / "optimizer.npz", **arrays)  # type: ignore[arg-type]
         (partial / "state.json").write_text(json.dumps(state.__dict__, indent=2))
         old = self.directory / f".{name}.old"
         shutil.rmtree(old, ignore_errors=True)

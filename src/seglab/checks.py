@@ -1,9 +1,16 @@
-"""Config checks shared by the modules: one wording for every "bad value" error."""
+"""Config checks shared by the modules: one wording for every "bad value" error, and building
+objects from config nodes with our own errors first."""
 
 from __future__ import annotations
 
+import tempfile
 from collections.abc import Iterable
+from pathlib import Path
 from typing import Any
+
+from hydra.errors import InstantiationException
+from hydra.utils import instantiate
+from omegaconf import DictConfig
 
 
 def check_choice(option: str, value: Any, choices: Iterable[Any]) -> None:
@@ -11,3 +18,24 @@ def check_choice(option: str, value: Any, choices: Iterable[Any]) -> None:
     valid = list(choices)
     if value not in valid:
         raise ValueError(f"{option}={value!r} is not one of {valid}")
+
+
+def build(node: DictConfig, **kwargs: Any) -> Any:
+    """``hydra.utils.instantiate`` that re-raises our own ``ValueError`` unwrapped, so the
+    message naming the bad option is the first thing the user reads."""
+    try:
+        return instantiate(node, **kwargs)
+    except InstantiationException as error:
+        if isinstance(error.__cause__, ValueError):
+            raise error.__cause__ from None
+        raise
+
+
+def check_writable(folder: str, option: str) -> None:
+    """Raises naming ``option`` when ``folder`` cannot be created or written."""
+    try:
+        Path(folder).mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=folder):
+            pass
+    except OSError as error:
+        raise ValueError(f"{option}={folder!r} is not writable: {error}") from error

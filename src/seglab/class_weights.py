@@ -223,7 +223,7 @@ class WeightScheme:
         if self.scheme in ("none", "per_batch"):
             return None
         if self.scheme == "manual":
-            raw = manual(self.weights, class_names)
+            raw = manual(self.weights or [], class_names)  # __init__ made sure there are some
         elif self.scheme == "enet":
             raw = enet(counts, self.k)
         elif self.scheme == "effective_number":

@@ -307,6 +307,9 @@ def batches(
     """
     if batch_weights and (class_weights is not None or image_boost is not None):
         raise ValueError("per-batch weights cannot be combined with dataset or image weights")
+    if (batch_weights or image_boost is not None) and num_classes is None:
+        raise ValueError("per-batch and image weights need num_classes")
+    classes = int(num_classes or 0)
     size = int(dataset.cardinality())
     if shuffle_seed is not None and shuffle:
         dataset = dataset.shuffle(buffer_size, seed=shuffle_seed, reshuffle_each_iteration=True)
@@ -319,7 +322,7 @@ def batches(
         dataset = augment.stream(dataset, seed=shuffle_seed or 0)
     if class_weights is not None or image_boost is not None:
         table = tf.constant(
-            np.ones(num_classes) if class_weights is None else class_weights, tf.float32
+            np.ones(classes) if class_weights is None else class_weights, tf.float32
         )
 
         def weigh(x: tf.Tensor, y: tf.Tensor, *image_weight: tf.Tensor) -> tuple[tf.Tensor, ...]:
@@ -333,7 +336,7 @@ def batches(
     elif 0 < size % batch_size < min_batch:  # take, not filter: Keras keeps the step count
         dataset = dataset.take(size // batch_size)
     if batch_weights:
-        dataset = dataset.map(lambda x, y: (x, y, batch_weight_map(y, num_classes, ignore_index)))
+        dataset = dataset.map(lambda x, y: (x, y, batch_weight_map(y, classes, ignore_index)))
     return dataset.prefetch(tf.data.AUTOTUNE)
 
 
@@ -370,6 +373,17 @@ def scale_image(image: tf.Tensor, size: tuple[int, int]) -> tf.Tensor:
     return tf.clip_by_value(image, 0.0, 1.0)
 
 
+def image_size_pair(image_size: int | Sequence[int]) -> tuple[int, int]:
+    """``data.image_size`` as ``(height, width)``: one side, or ``[height, width]``; raises
+    naming the option on anything else."""
+    size = [image_size] * 2 if isinstance(image_size, int) else list(image_size)
+    if len(size) != 2 or min(int(s) for s in size) < 1:
+        raise ValueError(
+            f"data.image_size must be a positive side or [height, width], got {image_size}"
+        )
+    return int(size[0]), int(size[1])
+
+
 def limited(count: int, limit: int | None) -> int:
     """``count`` capped at ``data.limit`` (``None``: no cap); raises on a limit below 1."""
     if limit is None:
@@ -394,6 +408,8 @@ def from_arrays(
                 f"{split} images {images.shape} and masks {masks.shape} differ in size"
             )
 
+    shape = train[0].shape[1:]
+
     def stream(images: np.ndarray, masks: np.ndarray) -> tf.data.Dataset:
         ds = tf.data.Dataset.from_tensor_slices((images, masks.astype(np.int32)))
         return ds.map(lambda x, y: (tf.cast(x, tf.float32) / 255.0, y))
@@ -403,7 +419,7 @@ def from_arrays(
         val=stream(*val),
         class_names=tuple(class_names),
         ignore_index=ignore_index,
-        image_shape=tuple(int(s) for s in train[0].shape[1:]),
+        image_shape=(int(shape[0]), int(shape[1]), int(shape[2])),
         num_train=len(train[0]),
         num_val=len(val[0]),
     )
@@ -463,7 +479,7 @@ def shapes(
     }.items():
         if not 0.0 <= value <= 1.0:
             raise ValueError(f"data.{name} must be in [0, 1], got {value}")
-    params = dict(
+    params: dict[str, Any] = dict(
         image_size=image_size,
         object_probability=object_probability,
         rare_image_fraction=rare_image_fraction,

@@ -26,18 +26,19 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import sys
 from collections.abc import Sequence
+from typing import cast
 
 import pandas as pd
 from hydra import compose, initialize_config_dir
 from mlflow.exceptions import MlflowException
 from omegaconf import DictConfig, OmegaConf
 
+from seglab.checks import build
 from seglab.data import SegmentationData
 from seglab.evaluation import PerImageCounts, per_image_counts, split_metrics
 from seglab.paths import config_dir, project_root, register_resolvers
 from seglab.predict import load_run_model
 from seglab.tracking import TAG_CLASS_NAMES, MlflowTracker
-from seglab.train import build
 
 OPTIONS = {"run_id": None, "split": "test", "prefix": None, "new_run": "false", "batch_size": "8"}
 OPTIONS_WITH_URI = (*OPTIONS, "tracking_uri")
@@ -72,9 +73,9 @@ def data_config(run_config: DictConfig, overrides: Sequence[str]) -> DictConfig:
     if any(o.startswith("data=") for o in overrides):
         register_resolvers()
         with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
-            return compose("train", overrides=list(overrides)).data
+            return cast(DictConfig, compose("train", overrides=list(overrides)).data)
     changes = OmegaConf.from_dotlist([o.removeprefix("data.") for o in overrides])
-    return OmegaConf.merge(run_config.data, changes)
+    return cast(DictConfig, OmegaConf.merge(run_config.data, changes))
 
 
 def run_config(tracker: MlflowTracker, run_id: str) -> DictConfig:
@@ -85,7 +86,7 @@ def run_config(tracker: MlflowTracker, run_id: str) -> DictConfig:
         raise ValueError(
             f"run_id={run_id!r} has no config.yaml at {tracker.uri}: {error}"
         ) from error
-    return OmegaConf.load(local)
+    return cast(DictConfig, OmegaConf.load(local))
 
 
 def check_compatible(model_shape: tuple, num_classes: int, data: SegmentationData) -> None:

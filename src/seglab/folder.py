@@ -36,7 +36,14 @@ import numpy as np
 import tensorflow as tf
 import yaml
 
-from seglab.data import SPLITS, SegmentationData, check_class_names, limited, resize_pair
+from seglab.data import (
+    SPLITS,
+    SegmentationData,
+    check_class_names,
+    image_size_pair,
+    limited,
+    resize_pair,
+)
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 Pairs = tuple[list[str], list[str]]
@@ -321,14 +328,7 @@ def folder(
         color_table = ColorTable(colors, ignore_color, ignore_index)
     elif ignore_color is not None:
         raise ValueError("data.ignore_color is set but data.colors is not: give both")
-    if isinstance(image_size, int):
-        size = (image_size, image_size)
-    else:
-        size = tuple(int(s) for s in image_size)
-    if len(size) != 2 or min(size) < 1:
-        raise ValueError(
-            f"data.image_size must be a positive side or [height, width], got {image_size}"
-        )
+    size = image_size_pair(image_size)
     found = split_folders(base, splits) or seeded_split(base, val_fraction, split_seed)
     found = {
         split: (images[: limited(len(images), limit)], masks[: limited(len(masks), limit)])

@@ -18,7 +18,7 @@ from collections.abc import Sequence
 
 import tensorflow as tf
 
-from seglab.data import SegmentationData, limited, resize_pair
+from seglab.data import SegmentationData, image_size_pair, limited, resize_pair
 
 DATASET = "oxford_iiit_pet"
 CLASS_NAMES = ("background", "pet", "border")
@@ -85,7 +85,7 @@ def oxford_pet(
         raise ImportError(
             "data=oxford_pet needs tensorflow-datasets: pip install -e .[tfds]"
         ) from error
-    size = (image_size, image_size) if isinstance(image_size, int) else tuple(image_size)
+    size = image_size_pair(image_size)
     try:
         train, val = tfds.load(
             DATASET,

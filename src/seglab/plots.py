@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -95,8 +96,8 @@ def loss_and_class_iou(
     colours = palette(len(class_iou))
     final = {name: values[-1] for name, values in class_iou.items()}
     defined = {name: value for name, value in final.items() if not np.isnan(value)}
-    worst = min(defined, key=defined.get) if defined else None
-    singled = set(sorted(defined, key=defined.get)[:MAX_CURVES]) | set(hidden)
+    worst = min(defined, key=lambda name: defined[name]) if defined else None
+    singled = set(sorted(defined, key=lambda name: defined[name])[:MAX_CURVES]) | set(hidden)
     for colour, (name, values) in zip(colours, class_iou.items(), strict=True):
         if len(class_iou) > MAX_CURVES and name not in singled:
             ax_iou.plot(epochs, values, color="0.8", linewidth=0.8)
@@ -267,7 +268,7 @@ def class_iou_curves(history: pd.DataFrame, classes: Sequence[str] = ()) -> Figu
     fig, axes = plt.subplots(
         rows, cols, figsize=(4 * cols + 2, 3 * rows), squeeze=False, sharey=True
     )
-    handles = {}
+    handles: dict[str, Any] = {}
     for ax, run in zip(axes.flat, runs, strict=False):
         mine = ious[ious.run_name == run]
         final = mine.sort_values("epoch").groupby("class").value.last().dropna()
@@ -292,7 +293,9 @@ def class_iou_curves(history: pd.DataFrame, classes: Sequence[str] = ()) -> Figu
     for ax in list(axes.flat)[len(runs) :]:
         ax.set_axis_off()
     names = [c for c in order if c in handles]
-    fig.legend([handles[c] for c in names], names, loc="center right", fontsize="x-small")
+    fig.legend(
+        handles=[handles[c] for c in names], labels=names, loc="center right", fontsize="x-small"
+    )
     fig.supxlabel("epoch")
     fig.supylabel("val IoU")
     fig.tight_layout(rect=(0, 0, 0.85, 1))

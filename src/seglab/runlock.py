@@ -75,7 +75,7 @@ class RunLock:
 
     def release(self) -> None:
         """Gives the run up (at its end, whatever the status)."""
-        if self._file is None:
+        if self._file is None or self.directory is None:
             return
         (self.directory / "owner.json").unlink(missing_ok=True)
         fcntl.flock(self._file, fcntl.LOCK_UN)

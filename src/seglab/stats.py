@@ -14,9 +14,9 @@ import hydra
 import pandas as pd
 from omegaconf import DictConfig
 
+from seglab.checks import build
 from seglab.data import split_counts
 from seglab.paths import config_dir
-from seglab.train import build
 
 
 def table(cfg: DictConfig) -> pd.DataFrame:

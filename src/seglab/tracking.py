@@ -27,7 +27,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from importlib.metadata import version
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 from urllib.parse import urlparse
 
 import keras
@@ -218,11 +218,24 @@ class MlflowTracker:
             self.uri, self.uri_source = default_uri, "tracking.default_uri"
         self.artifact_root = artifact_root
         self.run_name = run_name
-        self.run_id: str | None = None
+        self._run_id: str | None = None
         self._client: RetryingClient | None = None
 
     @property
-    def client(self) -> RetryingClient:
+    def run_id(self) -> str:
+        """The open run's id; raises when no run is open."""
+        if self._run_id is None:
+            raise RuntimeError("no MLflow run is open: start_run() first, or set run_id")
+        return self._run_id
+
+    @run_id.setter
+    def run_id(self, value: str) -> None:
+        self._run_id = value
+
+    @property
+    def client(self) -> MlflowClient:
+        """The store's client; every call retries while sqlite is locked (a
+        :class:`RetryingClient` standing in for an ``MlflowClient``)."""
         if self._client is None:
             for name in ("alembic", "mlflow.store.db.utils"):  # schema-migration chatter
                 logging.getLogger(name).setLevel(logging.WARNING)
@@ -235,7 +248,7 @@ class MlflowTracker:
             else:
                 client = MlflowClient(tracking_uri=self.uri)
             self._client = RetryingClient(client)
-        return self._client
+        return cast(MlflowClient, self._client)
 
     def check(self) -> None:
         """Fails fast, before any training, on a malformed or unreachable tracking URI."""
@@ -331,7 +344,10 @@ class MlflowTracker:
                 self.experiment_name, location, tags={NOTE: EXPERIMENT_DESCRIPTION}
             )
         except MlflowException:  # created meanwhile by a parallel job
-            return self.client.get_experiment_by_name(self.experiment_name).experiment_id
+            created = self.client.get_experiment_by_name(self.experiment_name)
+            if created is None:
+                raise
+            return created.experiment_id
         return experiment_id
 
     def runs_url(self, host: str = "http://127.0.0.1:5000") -> str:
@@ -535,7 +551,7 @@ class MlflowTracker:
             plots.confusion_matrix(final.confusion, class_names), "figures/confusion_matrix.png"
         )
         self.log_table(
-            pd.DataFrame(final.confusion, index=class_names, columns=class_names)
+            pd.DataFrame(final.confusion, index=list(class_names), columns=list(class_names))
             .rename_axis("true\\predicted")
             .reset_index(),
             "confusion_matrix.csv",

@@ -6,10 +6,10 @@ import json
 import os
 import signal
 import sys
-import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any, cast
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's C++ start-up chatter out
 os.environ.setdefault("MPLBACKEND", "Agg")  # figures go to files and MLflow, never a window
@@ -19,13 +19,12 @@ import keras
 import numpy as np
 import pandas as pd
 from hydra.core.hydra_config import HydraConfig
-from hydra.errors import InstantiationException
-from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from seglab import plots, signals
 from seglab.analysis import AXES, PARENT_TAG
 from seglab.checkpoints import Checkpointer
+from seglab.checks import build, check_writable
 from seglab.data import SegmentationData, split_counts
 from seglab.evaluation import per_image_counts, split_metrics
 from seglab.gallery import Gallery
@@ -58,7 +57,7 @@ def run(cfg: DictConfig) -> EpochRecord:
     Everything that can be checked is checked before training: config values, the data's
     labels (every split), the output folder and the tracking store.
     """
-    reject_keras_class_weight(OmegaConf.to_container(cfg))
+    reject_keras_class_weight(cast(dict[str, Any], OmegaConf.to_container(cfg)))
     check_writable(cfg.paths.output_dir, "paths.output_dir")
     rule = HiddenFailureRule(**cfg.metrics.hidden_failure)
     keras.backend.clear_session()  # jobs of a multirun share this process: start clean
@@ -66,7 +65,7 @@ def run(cfg: DictConfig) -> EpochRecord:
     seed_everything(trainer.seed, trainer.deterministic)
     set_precision(trainer.mixed_precision)
     data = build(cfg.data)
-    data_key = OmegaConf.to_container(cfg.data, resolve=True)
+    data_key = cast(dict[str, Any], OmegaConf.to_container(cfg.data, resolve=True))
     # Counting every split once per data config validates its labels before any training.
     counts = split_counts(data, "train", data_key, cfg.paths.cache_dir)
     for split in data.splits[1:]:
@@ -130,7 +129,8 @@ def run(cfg: DictConfig) -> EpochRecord:
             trainer.checkpoint_tie_tolerance,
         )
         if resume_id is None:
-            tracker.log_config(OmegaConf.to_container(cfg, resolve=True), OmegaConf.to_yaml(cfg))
+            config = cast(dict[str, Any], OmegaConf.to_container(cfg, resolve=True))
+            tracker.log_config(config, OmegaConf.to_yaml(cfg))
             tracker.log_class_weights(data.class_names, counts, weights, scheme.scheme)
             if not augmenter.is_identity:
                 tracker.log_augmentation(augmenter, data, trainer.seed)
@@ -299,27 +299,6 @@ def axis_tags(cfg: DictConfig) -> dict[str, str]:
         fallback = str(cfg[axis].get("scheme") or cfg[axis]._target_.rsplit(".", 1)[-1])
         tags[f"seglab.{axis}"] = str(choices.get(axis) or fallback)
     return tags
-
-
-def build(node: DictConfig, **kwargs: object) -> object:
-    """``hydra.utils.instantiate`` that re-raises our own ``ValueError`` unwrapped, so the
-    message naming the bad option is the first thing the user reads."""
-    try:
-        return instantiate(node, **kwargs)
-    except InstantiationException as error:
-        if isinstance(error.__cause__, ValueError):
-            raise error.__cause__ from None
-        raise
-
-
-def check_writable(folder: str, option: str) -> None:
-    """Raises naming ``option`` when ``folder`` cannot be created or written."""
-    try:
-        Path(folder).mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=folder):
-            pass
-    except OSError as error:
-        raise ValueError(f"{option}={folder!r} is not writable: {error}") from error
 
 
 @hydra.main(version_base="1.3", config_path=str(config_dir()), config_name="train")

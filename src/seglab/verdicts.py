@@ -70,8 +70,8 @@ def loss_drop(val_loss: Sequence[float]) -> float:
 
 def hidden_classes(
     val_loss: Sequence[float],
-    final_iou: Sequence[float],
-    support: Sequence[int],
+    final_iou: Sequence[float] | np.ndarray,
+    support: Sequence[int] | np.ndarray,
     rule: HiddenFailureRule,
 ) -> list[int]:
     """Indices of the classes whose failure the loss hides, in class order.

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from functools import partial
+from typing import Any
 
 import numpy as np
 
@@ -28,8 +29,8 @@ def build_loss(
     combos) get ``class_weights``; pixelwise losses get them as ``sample_weight`` maps from
     ``tf.data`` instead (see ``seglab.data.batches``).
     """
-    loss_class = factory.func if isinstance(factory, partial) else factory
-    kwargs = {"ignore_index": ignore_index}
+    loss_class: Any = factory.func if isinstance(factory, partial) else factory
+    kwargs: dict[str, Any] = {"ignore_index": ignore_index}
     if class_weights is not None and loss_class.class_weighted:
         kwargs["class_weights"] = [float(w) for w in class_weights]
     return factory(**kwargs)
