@@ -6,6 +6,7 @@ import json
 import os
 import signal
 import sys
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -57,6 +58,7 @@ def run(cfg: DictConfig) -> EpochRecord:
     Everything that can be checked is checked before training: config values, the data's
     labels (every split), the output folder and the tracking store.
     """
+    started = time.perf_counter()
     reject_keras_class_weight(cast(dict[str, Any], OmegaConf.to_container(cfg)))
     check_writable(cfg.paths.output_dir, "paths.output_dir")
     rule = HiddenFailureRule(**cfg.metrics.hidden_failure)
@@ -143,6 +145,7 @@ def run(cfg: DictConfig) -> EpochRecord:
             tracker.set_tags({TAG_RESUMED: state.epoch})
             val_losses.extend(tracker.metric_values("val/loss"))
             print(f"resuming run {resume_id} after epoch {state.epoch}", flush=True)
+        training_started = time.perf_counter()
         history = trainer.fit(
             model,
             loss,
@@ -155,6 +158,7 @@ def run(cfg: DictConfig) -> EpochRecord:
             resume_from=checkpointer if resume_id else None,
         )
         final = history[-1]
+        training_ended = time.perf_counter()
         # The final model: its per-image counts add up to the last epoch's confusion matrix.
         val_counts = per_image_counts(
             model,
@@ -183,6 +187,15 @@ def run(cfg: DictConfig) -> EpochRecord:
         test = evaluate_test_split(tracker, model, data, trainer.batch_size, best_epoch)
         if tracker.log_model_enabled:
             log_best_model(tracker, model, data, samples[0][:1], best_epoch, checkpointer.monitor)
+        # Where the run's time went: checks, counting and building; the epochs; the summary,
+        # the evaluations and the model (what grows with the class count).
+        tracker.set_tags(
+            {
+                "seglab.seconds.setup": f"{training_started - started:.2f}",
+                "seglab.seconds.training": f"{training_ended - training_started:.2f}",
+                "seglab.seconds.end_of_run": f"{time.perf_counter() - training_ended:.2f}",
+            }
+        )
     print_summary(final, table, tags, tracker, test, best_epoch)
     return final
 
