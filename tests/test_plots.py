@@ -1,0 +1,99 @@
+"""Figures: one palette in class order everywhere, the failing classes marked, and nothing that
+stops scaling with the class count."""
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+import pytest
+from matplotlib.colors import to_rgb
+
+from seglab import plots
+
+CLASSES = ["background", "disk", "square", "bar", "speck"]
+
+
+def history(classes, runs=("a",), epochs=3):
+    rows = [
+        {"run_name": run, "metric": "val/iou", "class": cls, "epoch": epoch, "value": value}
+        for run in runs
+        for c, cls in enumerate(classes)
+        for epoch in range(1, epochs + 1)
+        for value in [0.0 if cls == "speck" else 0.2 * c + 0.1 * epoch]
+    ]
+    return pd.DataFrame(rows)
+
+
+def test_class_curves_colour_each_class_by_its_index_whatever_the_history_order():
+    alphabetical = history(sorted(CLASSES))  # MLflow returns keys sorted by name
+    figure = plots.class_iou_curves(alphabetical, CLASSES)
+    legend = figure.legends[0]
+    colours = {
+        t.get_text(): to_rgb(h.get_color())
+        for t, h in zip(legend.texts, legend.legend_handles, strict=True)
+    }
+    for index, cls in enumerate(CLASSES):
+        np.testing.assert_allclose(colours[cls], plots.palette(5)[index])
+    (ax,) = [a for a in figure.axes if a.get_title()]
+    assert ax.get_title() == "a\nworst: speck"
+    plt.close(figure)
+
+
+def test_loss_and_iou_marks_the_worst_and_hidden_classes_and_labels_the_final_loss():
+    ious = {cls: [0.1 + 0.1 * c, 0.2 + 0.2 * c] for c, cls in enumerate(CLASSES)}
+    ious["speck"] = [0.0, 0.0]
+    figure = plots.loss_and_class_iou(
+        [1, 2], {"val/loss": [0.5, 0.0215]}, ious, "run: hidden failures: speck", ["speck"]
+    )
+    ax_loss, ax_iou = figure.axes[:2]
+    labels = [t.get_text() for t in ax_iou.get_legend().texts]
+    assert "speck (worst, hidden)" in labels
+    (speck,) = [line for line in ax_iou.lines if line.get_label() == "speck (worst, hidden)"]
+    assert speck.get_linestyle() == "--" and speck.get_linewidth() == 3
+    assert "0.0215" in [t.get_text() for t in ax_loss.texts]  # readable off the log axis
+    assert figure._suptitle.get_text() == "run: hidden failures: speck"
+    plt.close(figure)
+
+
+def test_past_ten_classes_only_the_worst_and_hidden_get_colours():
+    names = [f"c{i}" for i in range(150)]
+    ious = {name: [0.9, 0.5 + i / 400] for i, name in enumerate(names)}
+    figure = plots.loss_and_class_iou([1, 2], {"val/loss": [1.0, 0.5]}, ious, hidden=["c149"])
+    ax_iou = figure.axes[1]
+    labelled = [t.get_text() for t in ax_iou.get_legend().texts]
+    assert len(labelled) == plots.MAX_CURVES + 1  # the ten worst, and the hidden one
+    assert "c0 (worst)" in labelled and "c149 (hidden)" in labelled
+    grey = [line for line in ax_iou.lines if isinstance(line.get_color(), str)]
+    assert len(grey) == 150 - len(labelled)
+    plt.close(figure)
+
+
+@pytest.mark.parametrize(("classes", "texts"), [(5, 25), (150, 0)])
+def test_confusion_matrix_writes_cells_only_while_they_are_readable(classes, texts):
+    cm = np.random.default_rng(0).integers(0, 50, (classes, classes))
+    figure = plots.confusion_matrix(cm, [f"c{i}" for i in range(classes)])
+    assert len(figure.axes[0].texts) == texts
+    width, height = figure.get_size_inches()
+    assert width <= 15 and height <= 14
+    plt.close(figure)
+
+
+def test_loss_against_worst_iou_has_a_panel_per_loss_and_marks_hidden_failures():
+    runs = pd.DataFrame(
+        {
+            "loss": ["ce", "ce", "dice"],
+            "val_loss": [0.02, 0.03, 0.7],
+            "min_iou": [0.0, 0.5, 0.1],
+            "run_name": ["ce,none", "ce,mf", "dice,mf"],
+            "hidden_classes": ["speck", "", "disk"],
+        }
+    )
+    figure = plots.loss_vs_worst_iou(runs)
+    panels = [ax for ax in figure.axes if ax.get_title()]
+    assert [ax.get_title() for ax in panels] == ["loss=ce", "loss=dice"]
+    crosses = panels[0].collections[1].get_offsets()
+    np.testing.assert_allclose(crosses, [[0.02, 0.0]])  # the CE run with a hidden failure
+    plt.close(figure)
