@@ -12,7 +12,7 @@ PORT ?= 5000
 LINT_PATHS := $(wildcard src tests benchmarks)
 
 .DEFAULT_GOAL := help
-.PHONY: help install lock demo report stats test lint docs mutate format ui bench clean
+.PHONY: help install lock demo report stats notebook test lint docs mutate format ui bench clean
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  make %-8s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -45,6 +45,10 @@ stats: install ## Class pixel shares and image counts: make stats ARGS="data=fol
 
 report: install ## Report on a sweep: make report SWEEP=outputs/sweeps/<time> (default: latest)
 	$(PY) -m seglab.report $(SWEEP)
+
+notebook: install ## Open the per-class IoU notebook in JupyterLab (installs the notebook extra)
+	$(PY) -m pip install --quiet -e '.[notebook]'
+	$(VENV)/bin/jupyter lab notebooks/per_class_iou_analysis.ipynb
 
 test: install lint docs ## Lint, build the docs strictly, run the whole test suite (what CI runs)
 	$(PY) -m pytest

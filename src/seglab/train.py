@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import signal
 import sys
@@ -98,13 +99,12 @@ def run(cfg: DictConfig) -> EpochRecord:
             tracker.log_gallery(picture, data.class_names[target], record.epoch)
         worst = data.class_names[record.scores.worst_class]
         hidden_names = ",".join(data.class_names[c] for c in hidden) or "none"
-        print(
+        say(
             f"epoch {record.epoch}/{trainer.epochs}  train/loss {record.train_loss:.4f}  "
             f"val/loss {record.val_loss:.4f}  val/ce {record.val_ce:.4f}  "
             f"val/pixel_acc {record.scores.pixel_acc:.3f}  val/miou {record.scores.miou:.3f}  "
             f"val/min_iou {record.scores.min_iou:.3f} ({worst})  hidden: {hidden_names}  "
-            f"{record.seconds:.1f}s",
-            flush=True,
+            f"{record.seconds:.1f}s"
         )
 
     sweep = job_context()
@@ -144,7 +144,7 @@ def run(cfg: DictConfig) -> EpochRecord:
                 tracker.log_metrics(state.metrics, step=state.epoch)
             tracker.set_tags({TAG_RESUMED: state.epoch})
             val_losses.extend(tracker.metric_values("val/loss"))
-            print(f"resuming run {resume_id} after epoch {state.epoch}", flush=True)
+            say(f"resuming run {resume_id} after epoch {state.epoch}")
         training_started = time.perf_counter()
         history = trainer.fit(
             model,
@@ -248,7 +248,7 @@ def log_best_model(
         tracker.set_tags({TAG_MODEL_ERROR: reason})
         print(f"the model was not logged ({TAG_MODEL_ERROR}): {reason}", file=sys.stderr)
     else:
-        print(f"model (epoch {epoch}, best {monitor}): {uri}", flush=True)
+        say(f"model (epoch {epoch}, best {monitor}): {uri}")
 
 
 def model_metadata(data: SegmentationData, epoch: int) -> dict[str, object]:
@@ -262,6 +262,17 @@ def model_metadata(data: SegmentationData, epoch: int) -> dict[str, object]:
         "image_shape": list(data.image_shape),
         "checkpoint_epoch": epoch,
     }
+
+
+log = logging.getLogger("seglab.train")  # the job's log file only: see say()
+
+
+def say(text: str) -> None:
+    """Prints ``text`` and keeps it in the job's log file, so a sweep job's log holds its
+    epochs and per-class table (``conf/hydra/job_logging/seglab.yaml`` routes this logger to
+    the file alone: the console shows the line once)."""
+    print(text, flush=True)
+    log.info(text)
 
 
 def print_summary(
@@ -286,21 +297,21 @@ def print_summary(
         shown["val_missed"] = table.val_missed.map("{:.0%}".format)
     if test is not None:
         shown["test_iou"] = [f"{v:.3f}" for v in test.iou]
-    print(
+    say(
         f"\nval/loss {final.val_loss:.4f}   val/ce {final.val_ce:.4f}   "
         f"val/pixel_acc {final.scores.pixel_acc:.3%}   val/class_acc {final.scores.class_acc:.3%}"
         f"   val/miou {final.scores.miou:.3f}   val/min_iou {final.scores.min_iou:.3f}"
     )
     if test is not None:
-        print(
+        say(
             f"test (best checkpoint, epoch {best_epoch}): pixel_acc {test.pixel_acc:.3%}   "
             f"class_acc {test.class_acc:.3%}   miou {test.miou:.3f}   min_iou {test.min_iou:.3f}"
         )
-    print(shown.to_string(index=False))
+    say(shown.to_string(index=False))
     hidden = tags["seglab.hidden_failure_classes"] or "none"
-    print(f"worst class: {tags['seglab.worst_class']}   hidden failures: {hidden}")
-    print(f"MLflow run {tracker.run_id} in experiment '{tracker.experiment_name}' at {tracker.uri}")
-    print(f"in the MLflow UI (make ui): {tracker.runs_url()}")
+    say(f"worst class: {tags['seglab.worst_class']}   hidden failures: {hidden}")
+    say(f"MLflow run {tracker.run_id} in experiment '{tracker.experiment_name}' at {tracker.uri}")
+    say(f"in the MLflow UI (make ui): {tracker.runs_url()}")
 
 
 def axis_tags(cfg: DictConfig) -> dict[str, str]:
