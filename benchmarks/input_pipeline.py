@@ -21,8 +21,9 @@ import numpy as np
 import tensorflow as tf
 
 from seglab.augment import Augmenter
-from seglab.data import batches, class_counts, shapes, split_counts
-from seglab.folder import folder
+from seglab.data import batches, class_counts, split_counts
+from seglab.datasets.folder import folder
+from seglab.datasets.shapes import shapes
 from seglab.model import build_unet
 
 BATCH = 16

@@ -28,7 +28,7 @@ import numpy as np
 import tensorflow as tf
 
 from seglab.data import batches
-from seglab.folder import folder
+from seglab.datasets.folder import folder
 from seglab.losses import CrossEntropy
 from seglab.model import build_unet
 from seglab.trainer import Trainer
@@ -93,7 +93,7 @@ def seglab(data, epochs: int, jit: bool = False) -> tuple[common.EpochTimer, ker
     model = new_model()
     timer = common.EpochTimer()
     trainer.fit(model, CrossEntropy(11), data, callbacks=[timer])
-    return timer, model, trainer.streams(data, CrossEntropy(11))
+    return timer, model, trainer.streams(data)
 
 
 def main() -> None:

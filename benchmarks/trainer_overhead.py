@@ -27,7 +27,8 @@ import keras
 import psutil
 
 from seglab.augment import Augmenter
-from seglab.data import batches, shapes
+from seglab.data import batches
+from seglab.datasets.shapes import shapes
 from seglab.losses import CrossEntropy
 from seglab.model import build_unet
 from seglab.tracking import MlflowTracker, epoch_metrics
@@ -108,7 +109,7 @@ def paired_steps(data, rounds: int) -> dict[str, dict[str, list[float]]]:
     trainer = new_trainer(epochs=1)
     seglab_model = new_model(data)
     trainer.fit(seglab_model, CrossEntropy(255), data)  # its test step counts into the metrics
-    seglab_train, seglab_val = trainer.streams(data, CrossEntropy(255))
+    seglab_train, seglab_val = trainer.streams(data)
     return common.paired_steps(
         {
             "bare": (bare_model, bare_train, bare_val),

@@ -13,10 +13,11 @@ tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfigur
 
 import keras  # noqa: E402
 
-from seglab.data import shapes  # noqa: E402
+from seglab.datasets.shapes import shapes  # noqa: E402
 from seglab.losses import CrossEntropy  # noqa: E402
 from seglab.model import build_unet  # noqa: E402
-from seglab.trainer import Trainer, seed_everything  # noqa: E402
+from seglab.runtime import seed_everything  # noqa: E402
+from seglab.trainer import Trainer  # noqa: E402
 
 
 def history(strategy: str, num_val: int) -> dict:

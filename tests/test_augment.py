@@ -6,7 +6,9 @@ import pytest
 import tensorflow as tf
 
 from seglab.augment import Augmenter, preview
-from seglab.data import batches, from_arrays, shapes
+from seglab.class_weights import Weighting
+from seglab.data import batches, from_arrays
+from seglab.datasets.shapes import shapes
 from seglab.losses import CrossEntropy, Dice
 from seglab.trainer import Trainer
 
@@ -142,10 +144,9 @@ def test_validation_batches_are_identical_with_and_without_augmentation_or_boost
     data = shapes(image_size=32, num_train=8, num_val=6)
     loss = CrossEntropy(ignore_index=IGNORE)
     weights = np.linspace(1, 2, C).astype(np.float32)
-    _, plain = trainer().streams(data, loss, class_weights=weights)
-    train, val = trainer().streams(
-        data, loss, class_weights=weights, augment=Augmenter(1.0), image_boost=(4, 10.0)
-    )
+    _, plain = trainer().streams(data, Weighting.for_loss(loss, weights))
+    boosted = Weighting.for_loss(loss, weights, image_boost=(4, 10.0))
+    train, val = trainer().streams(data, boosted, augment=Augmenter(1.0))
     for a, b in zip(plain, val, strict=True):
         for x, y in zip(a, b, strict=True):
             np.testing.assert_array_equal(x.numpy(), y.numpy())
@@ -154,9 +155,8 @@ def test_validation_batches_are_identical_with_and_without_augmentation_or_boost
 
 
 def test_image_boost_needs_a_pixelwise_loss():
-    data = shapes(image_size=32, num_train=4, num_val=2)
     with pytest.raises(ValueError, match="image_boost_class builds per-pixel weight maps"):
-        trainer().streams(data, Dice(), image_boost=(4, 2.0))
+        Weighting.for_loss(Dice(), image_boost=(4, 2.0))
 
 
 def test_preview_shows_the_original_then_one_draw_per_epoch():
@@ -208,7 +208,8 @@ def test_per_batch_weights_reach_the_training_and_the_validation_stream():
     from seglab.class_weights import batch_inverse_frequency
 
     data = shapes(image_size=32, num_train=8, num_val=6)
-    train, val = trainer().streams(data, CrossEntropy(ignore_index=IGNORE), per_batch=True)
+    per_batch = Weighting.for_loss(CrossEntropy(ignore_index=IGNORE), per_batch=True)
+    train, val = trainer().streams(data, per_batch)
     for stream in (train, val):
         for _, masks, weights in stream:
             masks = masks.numpy()

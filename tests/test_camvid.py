@@ -10,8 +10,8 @@ import tensorflow as tf
 from conftest import compose_train
 from mlflow.tracking import MlflowClient
 
+from seglab.datasets.folder import folder
 from seglab.evaluation import PerImageCounts, split_metrics
-from seglab.folder import folder
 from seglab.train import run
 
 SIZE = 32  # debug=smoke's size: no resizing, so pixel counts are exact

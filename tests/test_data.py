@@ -3,7 +3,8 @@ import pytest
 import tensorflow as tf
 
 from seglab.class_weights import batch_inverse_frequency
-from seglab.data import batches, cached_class_counts, class_counts, from_arrays, shapes
+from seglab.data import batches, cached_class_counts, class_counts, from_arrays
+from seglab.datasets.shapes import shapes
 
 
 def arrays(dataset: tf.data.Dataset) -> tuple[np.ndarray, np.ndarray]:
@@ -139,7 +140,7 @@ def test_split_counts_recount_for_any_change_of_the_data_config_and_per_split(
     from seglab.data import split_counts
 
     data = shapes(num_train=6, num_val=2, image_size=16)
-    config = {"_target_": "seglab.data.shapes", "seed": 0, "image_size": 16}
+    config = {"_target_": "seglab.datasets.shapes.shapes", "seed": 0, "image_size": 16}
     for split in ("train", "val"):
         split_counts(data, split, config, tmp_path)
     assert len(list(tmp_path.glob("class_counts-*.json"))) == 2  # one per split

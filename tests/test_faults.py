@@ -102,7 +102,7 @@ def test_runs_of_the_same_seed_get_different_names(tmp_path):
     ],
 )
 def test_class_names_must_be_a_list_of_unique_names(tmp_path, source, message):
-    from seglab.folder import folder
+    from seglab.datasets.folder import folder
 
     (tmp_path / "images").mkdir()
     (tmp_path / "masks").mkdir()
@@ -119,7 +119,7 @@ def test_class_names_must_be_a_list_of_unique_names(tmp_path, source, message):
 
 
 def test_duplicate_names_are_refused_for_the_synthetic_set_too():
-    from seglab.data import shapes
+    from seglab.datasets.shapes import shapes
 
     with pytest.raises(ValueError, match=r"data.class_names names \['x'\] more than once"):
         shapes(["bg", "x", "x", "c", "d"], num_train=2, num_val=2)

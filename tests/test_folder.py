@@ -9,7 +9,7 @@ from conftest import compose_train
 from PIL import Image
 
 from seglab.data import class_counts
-from seglab.folder import folder
+from seglab.datasets.folder import folder
 from seglab.stats import table
 from seglab.train import run
 

@@ -8,7 +8,7 @@ import tensorflow as tf
 from conftest import compose_train
 
 from seglab.data import class_counts
-from seglab.oxford_pet import CLASS_NAMES, oxford_pet
+from seglab.datasets.oxford_pet import CLASS_NAMES, oxford_pet
 from seglab.train import run
 
 tfds = pytest.importorskip("tensorflow_datasets")

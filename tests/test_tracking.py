@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 from mlflow.tracking import MlflowClient
 
+from seglab.callbacks import EpochRecord
 from seglab.metrics import scores_from_confusion
 from seglab.tracking import MlflowTracker, epoch_metrics, flatten
-from seglab.trainer import EpochRecord
 
 
 def test_uri_precedence_is_config_then_environment_then_default(monkeypatch):

@@ -3,11 +3,14 @@ import numpy as np
 import pytest
 from omegaconf import OmegaConf
 
-from seglab.data import batches, shapes
+from seglab.class_weights import Weighting
+from seglab.data import batches
+from seglab.datasets.shapes import shapes
 from seglab.losses import CrossEntropy, Dice, Lovasz
 from seglab.metrics import scores_from_confusion
 from seglab.model import build_unet
-from seglab.trainer import Trainer, predict_samples, reject_keras_class_weight, seed_everything
+from seglab.runtime import seed_everything
+from seglab.trainer import Trainer, predict_samples, reject_keras_class_weight
 
 WEIGHTS = np.array([0.5, 1.0, 2.0, 3.0, 20.0], np.float32)
 
@@ -30,7 +33,8 @@ def val_arrays(data):
 
 @pytest.fixture(scope="module")
 def fitted():
-    return fit_small(CrossEntropy(ignore_index=255), class_weights=WEIGHTS)
+    loss = CrossEntropy(ignore_index=255)
+    return fit_small(loss, weighting=Weighting.for_loss(loss, WEIGHTS))
 
 
 def test_one_record_per_epoch_is_passed_to_on_epoch(fitted):
@@ -116,7 +120,7 @@ def test_keras_class_weight_is_rejected_with_the_reason_and_the_alternative():
 
 def test_per_batch_weights_need_a_pixelwise_loss():
     with pytest.raises(ValueError, match=r"per_batch .* loss 'lovasz' takes no pixel weights"):
-        fit_small(Lovasz(), epochs=1, per_batch=True)
+        fit_small(Lovasz(), epochs=1, weighting=Weighting.for_loss(Lovasz(), per_batch=True))
 
 
 @pytest.mark.parametrize(
@@ -136,7 +140,7 @@ def test_trainer_rejects_bad_settings_by_name(kwargs, message):
 
 
 def test_mixed_precision_trains_with_loss_scaling_and_float32_outputs():
-    from seglab.trainer import set_precision
+    from seglab.runtime import set_precision
 
     set_precision(True)
     try:

@@ -18,6 +18,7 @@ from __future__ import annotations
 import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -156,6 +157,57 @@ def normalize(weights: np.ndarray, how: str, pixel_share: np.ndarray) -> np.ndar
     return weights / float(np.sum(pixel_share * weights))
 
 
+@dataclass(frozen=True)
+class Weighting:
+    """How one run weighs its classes, checked against its loss once, when made
+    (:meth:`for_loss`).
+
+    Attributes:
+        pixel_weighted: The loss takes per-pixel ``sample_weight`` maps (pixelwise losses).
+        loss_name: The loss's name, for the error message.
+        class_weights: Dataset class weights (C,), or ``None``. A pixelwise loss gets them as
+            per-pixel maps ``w[mask]`` on the training and validation streams; a region loss
+            already holds them (``seglab.losses.build_loss``).
+        per_batch: Inverse frequency recomputed from each batch (pixelwise losses only).
+        image_boost: ``(class index, factor)``: the pixel weights of the training images that
+            contain the class are multiplied by ``factor`` (pixelwise losses only).
+
+    Raises:
+        ValueError: When per-batch or image weights meet a loss that takes no pixel weights.
+    """
+
+    pixel_weighted: bool = True
+    loss_name: str = "loss"
+    class_weights: np.ndarray | None = None
+    per_batch: bool = False
+    image_boost: tuple[int, float] | None = None
+
+    def __post_init__(self) -> None:
+        if (self.per_batch or self.image_boost) and not self.pixel_weighted:
+            option = "per_batch" if self.per_batch else "image_boost_class"
+            raise ValueError(
+                f"class_weights {option} builds per-pixel weight maps, but loss "
+                f"{self.loss_name!r} takes no pixel weights; use it with a pixelwise loss (ce, "
+                "focal, ce_dice)"
+            )
+
+    @classmethod
+    def for_loss(
+        cls,
+        loss: Any,
+        class_weights: np.ndarray | None = None,
+        per_batch: bool = False,
+        image_boost: tuple[int, float] | None = None,
+    ) -> Weighting:
+        """The weighting of ``loss`` (a ``seglab.losses.SegmentationLoss``)."""
+        return cls(loss.pixel_weighted, loss.name, class_weights, per_batch, image_boost)
+
+    @property
+    def pixel_maps(self) -> np.ndarray | None:
+        """The class weights the streams turn into per-pixel maps (none for a region loss)."""
+        return self.class_weights if self.pixel_weighted else None
+
+
 class WeightScheme:
     """A configured scheme: ``scheme(counts, class_names)`` -> weights (C,) or ``None``.
 
@@ -207,6 +259,13 @@ class WeightScheme:
     @property
     def per_batch(self) -> bool:
         return self.scheme == "per_batch"
+
+    def weighting(
+        self, weights: np.ndarray | None, class_names: Sequence[str], loss: Any
+    ) -> Weighting:
+        """The run's :class:`Weighting`: ``weights`` (from :meth:`__call__`), this scheme's
+        per-batch mode and image boost, for ``loss``."""
+        return Weighting.for_loss(loss, weights, self.per_batch, self.boost(class_names))
 
     def boost(self, class_names: Sequence[str]) -> tuple[int, float] | None:
         """``(class index, factor)`` of the image-level boost, or ``None``."""

@@ -28,7 +28,7 @@ class ValidationOnly:
     """Mixin: batches count only while ``validating`` is true, checked when Keras traces a step.
 
     Keras updates compile metrics in training steps too; seglab reads them after validation
-    only. Its trainer clears ``validating`` before ``fit`` and ``seglab.trainer.ValidationGate``
+    only. Its trainer clears ``validating`` before ``fit`` and ``seglab.callbacks.ValidationGate``
     sets it around each validation pass, so the training step is traced with no metric ops at
     all and the test step with them. (A gate variable read inside the graph still cost up to 3 %
     of a small U-Net's training step.) Outside that trainer ``validating`` stays true and every

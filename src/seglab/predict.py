@@ -29,7 +29,7 @@ from mlflow.models import Model
 from omegaconf import DictConfig
 
 from seglab.data import scale_image
-from seglab.folder import IMAGE_SUFFIXES, read_image
+from seglab.datasets.folder import IMAGE_SUFFIXES, read_image
 from seglab.paths import config_dir
 from seglab.tracking import MODEL_NAME, TAG_MODEL_ERROR, MlflowTracker, pickle_files
 

@@ -41,12 +41,12 @@ from mlflow.tracking import MlflowClient
 
 from seglab import plots, signals
 from seglab.augment import Augmenter, preview
+from seglab.callbacks import EpochRecord
 from seglab.class_weights import ClassCounts
 from seglab.data import SegmentationData
 from seglab.evaluation import PerImageCounts
 from seglab.metrics import per_class_table
 from seglab.runlock import RunLock, describe_holder
-from seglab.trainer import EpochRecord
 
 TAG_FAILURE_REASON = "seglab.failure_reason"
 TAG_RESUMED = "seglab.resumed_at_epoch"

@@ -25,6 +25,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from seglab import plots, signals
 from seglab.analysis import AXES, PARENT_TAG
+from seglab.callbacks import EpochRecord
 from seglab.checkpoints import Checkpointer
 from seglab.checks import build, check_writable
 from seglab.data import SegmentationData, split_counts
@@ -35,6 +36,7 @@ from seglab.metrics import Scores
 from seglab.paths import config_dir, project_root
 from seglab.provenance import provenance_tags
 from seglab.runlock import RunLock
+from seglab.runtime import seed_everything, set_precision
 from seglab.sweep import end_sweep, job_context, run_name
 from seglab.tracking import (
     TAG_CLASS_NAMES,
@@ -43,13 +45,7 @@ from seglab.tracking import (
     MlflowTracker,
     epoch_metrics,
 )
-from seglab.trainer import (
-    EpochRecord,
-    predict_samples,
-    reject_keras_class_weight,
-    seed_everything,
-    set_precision,
-)
+from seglab.trainer import predict_samples, reject_keras_class_weight
 from seglab.verdicts import HiddenFailureRule, hidden_classes
 
 
@@ -79,8 +75,7 @@ def run(cfg: DictConfig) -> EpochRecord:
     with trainer.scope():
         model = build(cfg.model, input_shape=data.image_shape, num_classes=data.num_classes)
     loss = build_loss(build(cfg.loss), weights, data.ignore_index)
-    image_boost = scheme.boost(data.class_names)
-    trainer.check_weighting(loss, scheme.per_batch, image_boost)
+    weighting = scheme.weighting(weights, data.class_names, loss)  # checked here, once
     tracker: MlflowTracker = build(cfg.tracking)
     tracker.check()
     resume_id = tracker.resumable_run(trainer.resume, cfg.paths.checkpoint_dir)
@@ -150,9 +145,7 @@ def run(cfg: DictConfig) -> EpochRecord:
             model,
             loss,
             data,
-            class_weights=weights,
-            per_batch=scheme.per_batch,
-            image_boost=image_boost,
+            weighting=weighting,
             augment=augmenter,
             on_epoch=on_epoch,
             resume_from=checkpointer if resume_id else None,

@@ -2,30 +2,30 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
 import keras
 import numpy as np
 import tensorflow as tf
-from tensorflow.python.framework import config as tf_config  # disable_op_determinism: no API
 
 from seglab import signals
 from seglab.augment import Augmenter
+from seglab.callbacks import (
+    EpochRecord,
+    EpochRecorder,
+    NonFiniteGuard,
+    SignalGuard,
+    ValidationGate,
+)
 from seglab.checkpoints import MODES, Checkpointer
 from seglab.checks import check_choice
+from seglab.class_weights import Weighting
 from seglab.data import SegmentationData, batches
 from seglab.losses import CrossEntropy, SegmentationLoss
-from seglab.metrics import (
-    ConfusionMatrix,
-    PerClassLoss,
-    Scores,
-    ValidationOnly,
-    scores_from_confusion,
-)
+from seglab.metrics import ConfusionMatrix, PerClassLoss
+from seglab.runtime import check_strategy, distribution_strategy
 
 CLASS_WEIGHT_ERROR = (
     "Keras' class_weight is not supported: fit(class_weight=...) looks up one weight per "
@@ -45,181 +45,6 @@ def reject_keras_class_weight(config: Mapping[str, Any], path: str = "") -> None
             raise ValueError(f"config key {path}{key}: {CLASS_WEIGHT_ERROR}")
         if isinstance(value, Mapping):
             reject_keras_class_weight(value, f"{path}{key}.")
-
-
-@dataclass(frozen=True)
-class EpochRecord:
-    """What one epoch produced.
-
-    Attributes:
-        epoch: 1-based epoch number (the MLflow step).
-        train_loss: Mean training loss over the epoch's batches.
-        val_loss: Loss over the whole validation set.
-        val_ce: Unweighted cross-entropy over the validation set (comparable across losses
-            and class weights).
-        loss_share: Each class's fraction of ``val_loss`` (pixel losses: the pixels of that
-            true class; region losses: that class's term).
-        confusion: Validation confusion matrix over every validation pixel.
-        scores: Per-class scores derived from ``confusion``.
-        seconds: Wall time of the epoch, validation included.
-    """
-
-    epoch: int
-    train_loss: float
-    val_loss: float
-    val_ce: float
-    loss_share: np.ndarray
-    confusion: np.ndarray
-    scores: Scores
-    seconds: float
-
-
-class EpochRecorder(keras.callbacks.Callback):
-    """Turns each epoch's logs and validation confusion matrix into an :class:`EpochRecord`.
-
-    Keras' ``fit`` runs the validation pass, which resets the model's metrics first, right
-    before ``on_epoch_end``: at that point the confusion matrix holds exactly the validation
-    set (``tests/test_trainer.py`` checks this against an independent prediction pass).
-    """
-
-    def __init__(
-        self,
-        confusion: ConfusionMatrix,
-        loss_terms: PerClassLoss,
-        ce: PerClassLoss,
-        on_epoch: Callable[[EpochRecord], None] | None = None,
-    ) -> None:
-        super().__init__()
-        self.confusion = confusion
-        self.loss_terms = loss_terms
-        self.ce = ce
-        self.on_epoch = on_epoch
-        self.records: list[EpochRecord] = []
-        self._start = 0.0
-
-    def on_epoch_begin(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
-        self._start = time.perf_counter()
-
-    def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
-        logs = logs or {}
-        cm = self.confusion.matrix()
-        record = EpochRecord(
-            epoch=epoch + 1,
-            train_loss=float(logs["loss"]),
-            val_loss=float(logs["val_loss"]),
-            val_ce=float(self.ce.result()),
-            loss_share=self.loss_terms.shares(),
-            confusion=cm,
-            scores=scores_from_confusion(cm),
-            seconds=time.perf_counter() - self._start,
-        )
-        self.records.append(record)
-        if self.on_epoch is not None:
-            self.on_epoch(record)
-
-
-class ValidationGate(keras.callbacks.Callback):
-    """Lets seglab's metrics count during the validation pass only (see
-    ``metrics.ValidationOnly``): Keras traces the test step inside it, the training step
-    outside, so training steps carry no metric work."""
-
-    def __init__(self, metrics: Sequence[ValidationOnly]) -> None:
-        super().__init__()
-        self.metrics = metrics
-        self.on_test_end()
-
-    def on_test_begin(self, logs: dict[str, Any] | None = None) -> None:
-        for metric in self.metrics:
-            metric.validating = True
-
-    def on_test_end(self, logs: dict[str, Any] | None = None) -> None:
-        for metric in self.metrics:
-            metric.validating = False
-
-
-class NonFiniteGuard(keras.callbacks.Callback):
-    """Stops training at the first NaN/Inf loss by raising, so the run ends FAILED with the
-    reason, the metrics logged so far stay, and the last good checkpoint is not overwritten
-    (Keras' ``TerminateOnNaN`` would instead finish the epoch and validate the broken model)."""
-
-    def on_train_batch_end(self, batch: int, logs: dict[str, Any] | None = None) -> None:
-        loss = (logs or {}).get("loss")
-        if loss is not None and not np.isfinite(loss):
-            raise FloatingPointError(
-                f"training loss became {float(loss)} at batch {batch + 1} of epoch "
-                f"{self.epoch + 1}; lower the learning rate or check the data and loss"
-            )
-
-    def on_epoch_begin(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
-        self.epoch = epoch
-
-    def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
-        loss = (logs or {}).get("val_loss")
-        if loss is not None and not np.isfinite(loss):
-            raise FloatingPointError(f"validation loss became {float(loss)} at epoch {epoch + 1}")
-
-
-class SignalGuard(keras.callbacks.Callback):
-    """Ends training at the next batch once Ctrl-C or SIGTERM has arrived (see
-    :mod:`seglab.signals`; :meth:`Trainer.fit` defers signals, so this is where they land)."""
-
-    def check(self, *args: Any, **kwargs: Any) -> None:
-        signals.raise_if_received()
-
-    on_train_batch_end = on_test_batch_end = on_epoch_end = check
-
-
-def seed_everything(seed: int, deterministic: bool = False) -> None:
-    """Seeds Python, NumPy and TensorFlow; ``deterministic`` also makes TF ops deterministic.
-
-    With both, the same seed on the same machine and TensorFlow build gives the same per-class
-    IoU history. Without op determinism, parallel reductions may differ in the last bits.
-    """
-    keras.utils.set_random_seed(seed)
-    if deterministic:
-        tf.config.experimental.enable_op_determinism()
-    else:  # the jobs of a multirun share this process: one job's setting must not leak on
-        tf_config.disable_op_determinism()
-
-
-def set_precision(mixed: bool) -> None:
-    """``mixed_float16`` (GPU speed-up) or ``float32`` for the models built after this call.
-
-    Set on every run, so one mixed-precision job of a multirun does not leak into the next.
-    Under ``mixed_float16`` Keras wraps the optimizer in a ``LossScaleOptimizer`` at compile;
-    the U-Net's output activation and seglab's losses compute in float32.
-    """
-    keras.mixed_precision.set_global_policy("mixed_float16" if mixed else "float32")
-
-
-STRATEGIES = ("default", "mirrored")
-MULTI_WORKER_ERROR = (
-    "trainer.strategy='multi_worker' is not available: Keras 3's model.fit fails under "
-    "tf.distribute.MultiWorkerMirroredStrategy ('Attempt to convert a value (PerReplica...)', "
-    "keras-team/keras#20585, tensorflow/tensorflow#72388; reproduced here with two workers, "
-    "see tests/test_strategy.py). Use trainer.strategy=mirrored for several devices of one "
-    "host, and a Hydra launcher (hydra/launcher=slurm) to spread a sweep's jobs over hosts."
-)
-
-
-def check_strategy(name: str) -> None:
-    """Raises naming ``trainer.strategy`` unless ``name`` is one of :data:`STRATEGIES`."""
-    if name == "multi_worker":
-        raise ValueError(MULTI_WORKER_ERROR)
-    check_choice("trainer.strategy", name, STRATEGIES)
-
-
-def distribution_strategy(name: str) -> tf.distribute.Strategy:
-    """The ``tf.distribute`` strategy called ``name`` (one of :data:`STRATEGIES`).
-
-    ``mirrored`` replicates the model on every GPU, or on every logical CPU device when there is
-    no GPU (how the tests run it on CPU).
-    """
-    check_strategy(name)
-    if name == "default":
-        return tf.distribute.get_strategy()
-    devices = tf.config.list_logical_devices("GPU") or tf.config.list_logical_devices("CPU")
-    return tf.distribute.MirroredStrategy([d.name for d in devices])
 
 
 class Trainer:
@@ -311,26 +136,10 @@ class Trainer:
         """Context in which to build the model, so its variables live on every replica."""
         return self.distribution.scope()
 
-    @staticmethod
-    def check_weighting(
-        loss: SegmentationLoss, per_batch: bool, image_boost: tuple[int, float] | None
-    ) -> None:
-        """Per-batch and image-level weights are pixel weight maps: pixelwise losses only."""
-        if (per_batch or image_boost) and not loss.pixel_weighted:
-            option = "per_batch" if per_batch else "image_boost_class"
-            raise ValueError(
-                f"class_weights {option} builds per-pixel weight maps, but loss {loss.name!r} "
-                "takes no pixel weights; use it with a pixelwise loss (ce, focal, ce_dice)"
-            )
-
     def streams(
         self,
         data: SegmentationData,
-        loss: SegmentationLoss,
-        *,
-        class_weights: np.ndarray | None = None,
-        per_batch: bool = False,
-        image_boost: tuple[int, float] | None = None,
+        weighting: Weighting | None = None,
         augment: Augmenter | None = None,
     ) -> tuple[tf.data.Dataset, tf.data.Dataset]:
         """The batched training and validation streams :meth:`fit` trains on.
@@ -347,7 +156,7 @@ class Trainer:
         multiple of the replica count.
         """
 
-        self.check_weighting(loss, per_batch, image_boost)
+        weighting = weighting or Weighting()
         replicas = self.distribution.num_replicas_in_sync
         if self.batch_size % replicas:
             raise ValueError(
@@ -363,8 +172,8 @@ class Trainer:
             )
         stream = partial(
             batches,
-            class_weights=class_weights if loss.pixel_weighted else None,
-            batch_weights=per_batch,
+            class_weights=weighting.pixel_maps,
+            batch_weights=weighting.per_batch,
             num_classes=data.num_classes,
             ignore_index=data.ignore_index,
         )
@@ -374,7 +183,7 @@ class Trainer:
             shuffle_seed=self.seed,
             shuffle=self.shuffle,
             augment=augment,
-            image_boost=image_boost,
+            image_boost=weighting.image_boost,
             min_batch=replicas,
         )
         val_batch = replica_safe_batch_size(data.num_val, self.batch_size, replicas)
@@ -386,9 +195,7 @@ class Trainer:
         loss: SegmentationLoss,
         data: SegmentationData,
         *,
-        class_weights: np.ndarray | None = None,
-        per_batch: bool = False,
-        image_boost: tuple[int, float] | None = None,
+        weighting: Weighting | None = None,
         augment: Augmenter | None = None,
         on_epoch: Callable[[EpochRecord], None] | None = None,
         callbacks: Sequence[keras.callbacks.Callback] = (),
@@ -401,10 +208,8 @@ class Trainer:
             model: The model to train.
             loss: A seglab loss (already holding its class weights if it is a region loss).
             data: Train and val streams.
-            class_weights: Dataset class weights (C,); a pixelwise loss gets them as
-                per-pixel ``sample_weight`` maps, on the train and val streams alike.
-            per_batch: Recompute the weights from each batch (the pitfall, pixel losses only).
-            image_boost: ``(class index, factor)`` image-level weight, training stream only.
+            weighting: The class weights, per-batch mode and image boost, already checked
+                against ``loss`` (default: none; see :class:`seglab.class_weights.Weighting`).
             augment: Joint augmentation of the training stream (validation never is).
             on_epoch: Called with each epoch's record.
             callbacks: Extra Keras callbacks.
@@ -431,14 +236,7 @@ class Trainer:
                 steps_per_execution=self.steps_per_execution,
                 jit_compile=self.jit_compile,
             )
-        train, val = self.streams(
-            data,
-            loss,
-            class_weights=class_weights,
-            per_batch=per_batch,
-            image_boost=image_boost,
-            augment=augment,
-        )
+        train, val = self.streams(data, weighting or Weighting.for_loss(loss), augment)
         initial_epoch = 0 if resume_from is None else resume_from.restore(model).epoch
         recorder = EpochRecorder(confusion, loss_terms, ce, on_epoch)
         with signals.deferred():  # a signal ends training between batches, never inside a write
