@@ -31,7 +31,8 @@ from seglab.data import batches
 from seglab.datasets.shapes import shapes
 from seglab.losses import CrossEntropy
 from seglab.model import build_unet
-from seglab.tracking import MlflowTracker, epoch_metrics
+from seglab.run_summary import epoch_metrics
+from seglab.tracking import MlflowTracker
 from seglab.trainer import Trainer
 
 BATCH = 16

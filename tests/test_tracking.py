@@ -6,7 +6,8 @@ from mlflow.tracking import MlflowClient
 
 from seglab.callbacks import EpochRecord
 from seglab.metrics import scores_from_confusion
-from seglab.tracking import MlflowTracker, epoch_metrics, flatten
+from seglab.run_summary import epoch_metrics
+from seglab.tracking import MlflowTracker, flatten
 
 
 def test_uri_precedence_is_config_then_environment_then_default(monkeypatch):

@@ -38,6 +38,7 @@ from seglab.data import SegmentationData
 from seglab.evaluation import PerImageCounts, per_image_counts, split_metrics
 from seglab.paths import config_dir, project_root, register_resolvers
 from seglab.predict import load_run_model
+from seglab.run_summary import log_per_image
 from seglab.tracking import TAG_CLASS_NAMES, MlflowTracker
 
 OPTIONS = {"run_id": None, "split": "test", "prefix": None, "new_run": "false", "batch_size": "8"}
@@ -161,11 +162,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         }
         with tracker.start_run(tags=tags):
             tracker.log_metrics(split_metrics(counts, names, prefix), step=epoch)
-            tracker.log_per_image(counts, names, prefix)
+            log_per_image(tracker, counts, names, prefix)
     else:
         tracker.run_id = run_id
         tracker.log_metrics(split_metrics(counts, names, prefix), step=epoch)
-        tracker.log_per_image(counts, names, prefix)
+        log_per_image(tracker, counts, names, prefix)
     scores = counts.scores()
     print(
         f"{prefix}: {len(counts.names)} images of split {split!r} scored with the model of run "

@@ -28,6 +28,9 @@ from mlflow.exceptions import MlflowException
 from mlflow.models import Model
 from omegaconf import DictConfig
 
+# Imported to register seglab's losses and metrics with Keras: the model's compile config names
+# them (seglab>CEDice, ...), and safe-mode loading finds classes by those names only.
+from seglab import losses, metrics  # noqa: F401
 from seglab.data import scale_image
 from seglab.datasets.folder import IMAGE_SUFFIXES, read_image
 from seglab.paths import config_dir

@@ -31,6 +31,7 @@ from mlflow.tracking import MlflowClient
 from seglab import analysis, plots
 from seglab.paths import project_root
 from seglab.statistics import Interval
+from seglab.tracking import resolve_uri
 
 RUN_ID = re.compile(r"^[0-9a-f]{32}$")
 RANKED_DIGITS = {"val_loss": 4, "min_iou": 3, "miou": 3}  # losses can be small: one digit more
@@ -378,11 +379,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         except ValueError as error:
             print(f"seglab.report: {error}", file=sys.stderr)
             return 2
-    uri = (
-        uri
-        or os.environ.get("MLFLOW_TRACKING_URI")
-        or (f"sqlite:///{project_root() / 'outputs' / 'mlflow.db'}")
-    )
+    uri, _ = resolve_uri(uri, f"sqlite:///{project_root() / 'outputs' / 'mlflow.db'}")
     client = MlflowClient(uri)
     try:
         runs, default_out = resolve(target, client)

@@ -86,20 +86,19 @@ class MlflowSweepCallback(Callback):
         tracker = instantiate(config.tracking)
         tracker.check()
         overrides = list(config.hydra.overrides.task)
-        parent = tracker.client.create_run(
-            tracker.experiment_id(),
-            run_name=f"sweep {sweep_dir.name}",
-            tags={
+        parent_id = tracker.open_run(
+            {
                 SWEEP_TAG: "parent",
                 "seglab.sweep_dir": str(sweep_dir),
                 "seglab.sweep_overrides": " ".join(overrides),
             },
+            f"sweep {sweep_dir.name}",
         )
         params = config.hydra.sweeper.get("params") or {}
         axes = swept(overrides, {str(k): str(v) for k, v in params.items()})
         total = math.prod(axes.values())
         info = {
-            "parent_run_id": parent.info.run_id,
+            "parent_run_id": parent_id,
             "tracking_uri": tracker.uri,
             "experiment_name": tracker.experiment_name,
             "total_jobs": total,
@@ -107,9 +106,7 @@ class MlflowSweepCallback(Callback):
             "start_time": time.time(),
         }
         (sweep_dir / SWEEP_FILE).write_text(json.dumps(info, indent=2))
-        print(
-            f"[sweep] {total} jobs; parent MLflow run {parent.info.run_id}; {sweep_dir}", flush=True
-        )
+        print(f"[sweep] {total} jobs; parent MLflow run {parent_id}; {sweep_dir}", flush=True)
 
     def on_job_start(self, config: DictConfig, **kwargs: Any) -> None:
         context = job_context()
@@ -176,7 +173,7 @@ def end_sweep(sweep_dir: Path, tracker: MlflowTracker, interrupted: bool = False
         status = RunStatus.FAILED
     else:
         status = RunStatus.FINISHED
-    tracker.client.set_terminated(tracker.run_id, RunStatus.to_string(status))
+    tracker.terminate(RunStatus.to_string(status))
     elapsed = time.time() - info["start_time"]
     print(
         f"[sweep] {len(children)} jobs in {elapsed:.0f}s; parent run {tracker.run_id} "

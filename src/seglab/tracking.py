@@ -23,7 +23,7 @@ import secrets
 import tempfile
 import time
 import urllib.request
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from importlib.metadata import version
 from pathlib import Path
@@ -39,13 +39,7 @@ from mlflow.entities import Metric, Param, RunStatus, RunTag
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
-from seglab import plots, signals
-from seglab.augment import Augmenter, preview
-from seglab.callbacks import EpochRecord
-from seglab.class_weights import ClassCounts
-from seglab.data import SegmentationData
-from seglab.evaluation import PerImageCounts
-from seglab.metrics import per_class_table
+from seglab import signals
 from seglab.runlock import RunLock, describe_holder
 
 TAG_FAILURE_REASON = "seglab.failure_reason"
@@ -117,6 +111,16 @@ def store_lock(database: Path) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
+def resolve_uri(explicit: str | None, default: str) -> tuple[str, str]:
+    """The tracking URI and where it came from, first match wins: ``explicit`` (the config's
+    ``tracking.tracking_uri``, a CLI option), ``$MLFLOW_TRACKING_URI``, ``default``."""
+    if explicit:
+        return explicit, "tracking.tracking_uri"
+    if os.environ.get("MLFLOW_TRACKING_URI"):
+        return os.environ["MLFLOW_TRACKING_URI"], "MLFLOW_TRACKING_URI"
+    return default, "tracking.default_uri"
+
+
 def default_run_name(tags: Mapping[str, str]) -> str:
     """``<loss>-<class weights>-<6 hex>``: what the run is, and a suffix from the OS's
     randomness (MLflow's own names come from Python's ``random``, which ``trainer.seed`` seeds:
@@ -125,44 +129,9 @@ def default_run_name(tags: Mapping[str, str]) -> str:
     return "-".join([*(p for p in parts if p), secrets.token_hex(3)])
 
 
-def verdict_line(final: EpochRecord, tags: Mapping[str, str]) -> str:
-    """One line a person reads first: the loss, the worst class, the hidden failures."""
-    hidden = tags[TAG_HIDDEN_CLASSES]
-    return (
-        f"val/loss {final.val_loss:.4g}, mIoU {final.scores.miou:.3f}, worst class "
-        f"{tags[TAG_WORST_CLASS]} (IoU {final.scores.min_iou:.3f}); "
-        + (f"hidden failures: {hidden}" if hidden else "no hidden failure")
-    )
-
-
 def pickle_files(folder: str | Path) -> list[Path]:
     """Files under ``folder`` whose loading would unpickle (run code), by suffix."""
     return sorted(p for p in Path(folder).rglob("*") if p.suffix.lower() in PICKLE_SUFFIXES)
-
-
-def epoch_metrics(
-    record: EpochRecord, class_names: Sequence[str], hidden: Sequence[int] = ()
-) -> dict[str, float]:
-    """The metric dict logged for one epoch, keyed by metric path; ``hidden`` are the indices
-    of the classes whose failure the loss hides so far (:func:`seglab.verdicts.hidden_classes`)."""
-    scores = record.scores
-    metrics = {
-        "train/loss": record.train_loss,
-        "val/loss": record.val_loss,
-        "val/ce": record.val_ce,
-        "val/miou": scores.miou,
-        "val/min_iou": scores.min_iou,
-        "val/pixel_acc": scores.pixel_acc,
-        "val/class_acc": scores.class_acc,
-        "val/hidden_count": float(len(hidden)),
-    }
-    for c, name in enumerate(class_names):
-        metrics[f"val/iou/{name}"] = float(scores.iou[c])
-        metrics[f"val/dice/{name}"] = float(scores.dice[c])
-        metrics[f"val/recall/{name}"] = float(scores.recall[c])
-        metrics[f"val/loss_share/{name}"] = float(record.loss_share[c])
-        metrics[f"val/hidden/{name}"] = float(c in hidden)
-    return metrics
 
 
 def flatten(config: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
@@ -210,12 +179,7 @@ class MlflowTracker:
             )
         self.experiment_name = experiment_name
         self.log_model_enabled = log_model
-        if tracking_uri:
-            self.uri, self.uri_source = tracking_uri, "tracking.tracking_uri"
-        elif os.environ.get("MLFLOW_TRACKING_URI"):
-            self.uri, self.uri_source = os.environ["MLFLOW_TRACKING_URI"], "MLFLOW_TRACKING_URI"
-        else:
-            self.uri, self.uri_source = default_uri, "tracking.default_uri"
+        self.uri, self.uri_source = resolve_uri(tracking_uri, default_uri)
         self.artifact_root = artifact_root
         self.run_name = run_name
         self._run_id: str | None = None
@@ -425,35 +389,6 @@ class MlflowTracker:
         frame.to_csv(buffer, index=False)
         self.log_text(buffer.getvalue(), artifact_file)
 
-    def log_class_weights(
-        self,
-        class_names: Sequence[str],
-        counts: ClassCounts,
-        weights: np.ndarray | None,
-        scheme: str,
-    ) -> None:
-        """Params ``class_weight/<class>`` (the scheme name when there are no dataset weights)
-        and ``class_weights.csv`` with the training counts they came from."""
-        shown = [scheme] * len(class_names) if weights is None else [f"{w:.6g}" for w in weights]
-        self.log_params({f"class_weight/{n}": w for n, w in zip(class_names, shown, strict=True)})
-        table = pd.DataFrame(
-            {
-                "class": list(class_names),
-                "train_pixels": counts.pixels,
-                "train_pixel_share": counts.pixel_share,
-                "train_images": counts.images,
-                "weight": np.nan if weights is None else weights,
-            }
-        )
-        self.log_table(table, "class_weights.csv")
-
-    def log_augmentation(self, augmenter: Augmenter, data: SegmentationData, seed: int) -> None:
-        """``figures/augmented_samples.png``: training samples as three epochs draw them."""
-        images, masks = preview(augmenter, data.train, seed=seed)
-        title = f"augment strength {augmenter.strength:g}"
-        figure = plots.augmentation_grid(images, masks, data.class_names, title)
-        self.log_figure(figure, "figures/augmented_samples.png")
-
     def log_model(
         self, model: keras.Model, example: np.ndarray, epoch: int, metadata: Mapping[str, Any]
     ) -> str:
@@ -507,78 +442,23 @@ class MlflowTracker:
         key = "gallery/" + re.sub(r"[^A-Za-z0-9_\-. ]", "_", class_name)
         self.client.log_image(self.run_id, picture, key=key, step=epoch)
 
-    def log_per_image(self, counts: PerImageCounts, class_names: Sequence[str], split: str) -> None:
-        """``per_image/<split>.parquet``: the split's per-image per-class counts (tidy rows)."""
+    def log_parquet(self, frame: pd.DataFrame, artifact_file: str) -> None:
+        """A data frame as Parquet (typed, compact) under ``artifact_file``."""
+        path = Path(artifact_file)
         with tempfile.TemporaryDirectory() as folder:
-            path = Path(folder) / f"{split}.parquet"
-            counts.frame(class_names, split).to_parquet(path, index=False)
-            self.client.log_artifact(self.run_id, str(path), "per_image")
+            local = Path(folder) / path.name
+            frame.to_parquet(local, index=False)
+            self.client.log_artifact(
+                self.run_id, str(local), str(path.parent) if path.parent != Path(".") else None
+            )
 
-    def log_summary(
-        self,
-        history: Sequence[EpochRecord],
-        class_names: Sequence[str],
-        train_pixel_share: np.ndarray,
-        class_weights: np.ndarray | None,
-        samples: tuple[np.ndarray, np.ndarray, np.ndarray],
-        hidden: Sequence[int],
-        val_counts: PerImageCounts,
-    ) -> tuple[pd.DataFrame, dict[str, str]]:
-        """End-of-run artifacts and tags; returns the per-class table and the tags.
+    def open_run(self, tags: Mapping[str, str], run_name: str) -> str:
+        """Creates a run that outlives this process's block (a sweep's parent); returns its id
+        and makes it this tracker's run. :meth:`terminate` ends it."""
+        run = self.client.create_run(self.experiment_id(), run_name=run_name, tags=dict(tags))
+        self.run_id = run.info.run_id
+        return self.run_id
 
-        Artifacts: ``figures/loss_vs_class_iou.png`` (the mismatch at a glance),
-        ``figures/confusion_matrix.png`` and ``confusion_matrix.csv``,
-        ``figures/val_overlays.png``, ``per_class.csv``, ``per_image/val.parquet``. Metrics:
-        ``val/missed/<class>`` at the last epoch. Tags: ``seglab.worst_class``,
-        ``seglab.hidden_failure`` and ``seglab.hidden_failure_classes`` (``hidden``: the classes
-        :func:`seglab.verdicts.hidden_classes` names), all of the last epoch.
-        """
-        final = history[-1]
-        epochs = [r.epoch for r in history]
-        losses = {
-            "train/loss": [r.train_loss for r in history],
-            "val/loss": [r.val_loss for r in history],
-        }
-        ious = {name: [r.scores.iou[c] for r in history] for c, name in enumerate(class_names)}
-        hidden_names = [class_names[c] for c in hidden]
-        name = self.client.get_run(self.run_id).info.run_name
-        verdict = f"hidden failures: {', '.join(hidden_names)}" if hidden else "no hidden failure"
-        self.log_figure(
-            plots.loss_and_class_iou(epochs, losses, ious, f"{name}: {verdict}", hidden_names),
-            "figures/loss_vs_class_iou.png",
-        )
-        self.log_figure(
-            plots.confusion_matrix(final.confusion, class_names), "figures/confusion_matrix.png"
-        )
-        self.log_table(
-            pd.DataFrame(final.confusion, index=list(class_names), columns=list(class_names))
-            .rename_axis("true\\predicted")
-            .reset_index(),
-            "confusion_matrix.csv",
-        )
-        self.log_figure(plots.overlays(*samples, class_names), "figures/val_overlays.png")
-        missed = val_counts.missed()
-        self.log_metrics(
-            {f"val/missed/{n}": float(m) for n, m in zip(class_names, missed, strict=True)},
-            step=final.epoch,
-        )
-        self.log_per_image(val_counts, class_names, "val")
-        table = per_class_table(
-            final.scores,
-            class_names,
-            train_pixel_share,
-            final.loss_share,
-            class_weights,
-            hidden,
-            missed,
-        )
-        self.log_table(table, "per_class.csv")
-        worst = final.scores.worst_class
-        tags = {
-            TAG_WORST_CLASS: class_names[worst] if worst >= 0 else "none",
-            TAG_HIDDEN_FAILURE: str(bool(hidden)).lower(),
-            TAG_HIDDEN_CLASSES: ",".join(class_names[c] for c in hidden),
-        }
-        tags[NOTE] = verdict_line(final, tags)
-        self.set_tags(tags)
-        return table, tags
+    def terminate(self, status: str) -> None:
+        """Ends this tracker's run with ``status`` (``FINISHED``, ``FAILED``, ``KILLED``)."""
+        self.client.set_terminated(self.run_id, status)

@@ -35,16 +35,17 @@ from seglab.losses import build_loss
 from seglab.metrics import Scores
 from seglab.paths import config_dir, project_root
 from seglab.provenance import provenance_tags
+from seglab.run_summary import (
+    epoch_metrics,
+    log_augmentation,
+    log_class_weights,
+    log_per_image,
+    log_summary,
+)
 from seglab.runlock import RunLock
 from seglab.runtime import seed_everything, set_precision
 from seglab.sweep import end_sweep, job_context, run_name
-from seglab.tracking import (
-    TAG_CLASS_NAMES,
-    TAG_MODEL_ERROR,
-    TAG_RESUMED,
-    MlflowTracker,
-    epoch_metrics,
-)
+from seglab.tracking import TAG_CLASS_NAMES, TAG_MODEL_ERROR, TAG_RESUMED, MlflowTracker
 from seglab.trainer import predict_samples, reject_keras_class_weight
 from seglab.verdicts import HiddenFailureRule, hidden_classes
 
@@ -128,9 +129,9 @@ def run(cfg: DictConfig) -> EpochRecord:
         if resume_id is None:
             config = cast(dict[str, Any], OmegaConf.to_container(cfg, resolve=True))
             tracker.log_config(config, OmegaConf.to_yaml(cfg))
-            tracker.log_class_weights(data.class_names, counts, weights, scheme.scheme)
+            log_class_weights(tracker, data.class_names, counts, weights, scheme.scheme)
             if not augmenter.is_identity:
-                tracker.log_augmentation(augmenter, data, trainer.seed)
+                log_augmentation(tracker, augmenter, data, trainer.seed)
         else:
             # A kill between saving a checkpoint and logging its epoch leaves that step
             # unlogged: log it from the checkpoint, so the history has no gap and no duplicate.
@@ -166,7 +167,8 @@ def run(cfg: DictConfig) -> EpochRecord:
             model, data, cfg.metrics.overlays, prefer_class=final.scores.worst_class
         )
         hidden = hidden_classes(val_losses, final.scores.iou, final.scores.support, rule)
-        table, tags = tracker.log_summary(
+        table, tags = log_summary(
+            tracker,
             history,
             data.class_names,
             counts.pixel_share,
@@ -217,7 +219,7 @@ def evaluate_test_split(
         model, data.test, data.num_classes, data.ignore_index, batch_size, data.test_names, "test"
     )
     tracker.log_metrics(split_metrics(counts, data.class_names, "test"), step=epoch)
-    tracker.log_per_image(counts, data.class_names, "test")
+    log_per_image(tracker, counts, data.class_names, "test")
     return counts.scores()
 
 
