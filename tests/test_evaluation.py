@@ -11,6 +11,8 @@ from seglab.metrics import ConfusionMatrix, scores_from_confusion
 
 C = 3
 IGNORE = 255
+# 0/0 is handled on purpose (NaN for an undefined score): never through a numpy warning.
+pytestmark = pytest.mark.filterwarnings("error::RuntimeWarning")
 
 
 def label_reader(num_classes: int = C) -> keras.Model:
@@ -149,3 +151,33 @@ def test_memory_holds_counts_not_predictions(counts):
     assert all(isinstance(getattr(counts, k), np.ndarray) for k in ("tp", "fp", "fn"))
     assert counts.tp.shape == (3, C)
     assert isinstance(counts.frame(["bg", "a", "b"], "val"), pd.DataFrame)
+
+
+def test_missed_and_iou_on_more_images_than_classes():
+    # 4 images x 2 classes (not square, so an axis mix-up shows): class 1 is in images 0-2,
+    # found in image 0 only; class 0 is in every image and always found.
+    counts = PerImageCounts(
+        ("a", "b", "c", "d"),
+        np.array([[5, 3], [6, 0], [7, 0], [8, 0]]),
+        np.array([[0, 0], [0, 1], [2, 0], [0, 0]]),
+        np.array([[1, 1], [2, 4], [0, 2], [0, 0]]),
+    )
+    np.testing.assert_allclose(counts.missed(), [0.0, 2 / 3])
+    iou = counts.iou()
+    assert iou.shape == (4, 2)
+    np.testing.assert_allclose(iou[:, 0], [5 / 6, 6 / 8, 7 / 9, 1.0])
+    np.testing.assert_allclose(iou[:3, 1], [3 / 4, 0.0, 0.0])
+    assert np.isnan(iou[3, 1])  # neither true nor predicted in image d
+
+
+def test_a_bad_label_past_the_first_batch_is_named_by_its_own_index():
+    truths = np.concatenate([TRUTHS, TRUTHS])
+    truths[3, 0, 0] = 9  # the second image of the second batch of 2
+    predictions = np.concatenate([PREDICTIONS, PREDICTIONS])
+    with pytest.raises(ValueError, match=r"mask test\[3\] has labels outside 0..2"):
+        per_image_counts(label_reader(), stream(truths, predictions), C, IGNORE, 2, split="test")
+    counts = per_image_counts(
+        label_reader(), stream(TRUTHS, PREDICTIONS), C, IGNORE, 2, split="val"
+    )
+    assert counts.names == ("val[0]", "val[1]", "val[2]")
+    assert counts.tp.shape == (3, C)

@@ -7,6 +7,8 @@ from seglab.metrics import ConfusionMatrix, scores_from_confusion
 
 C = 5
 IGNORE = 255
+# 0/0 is handled on purpose (NaN for an undefined score): never through a numpy warning.
+pytestmark = pytest.mark.filterwarnings("error::RuntimeWarning")
 
 
 def probabilities_for(labels: np.ndarray, num_classes: int = C) -> np.ndarray:
@@ -281,3 +283,21 @@ def test_confusion_matrix_round_trips_through_its_config():
     metric = ConfusionMatrix(4, ignore_index=7, name="cm")
     copy = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(metric))
     assert (copy.num_classes, copy.ignore_index, copy.name) == (4, 7, "cm")
+
+
+def test_per_class_loss_passes_the_pixel_weights_on_by_default():
+    from seglab.losses import CrossEntropy
+    from seglab.metrics import PerClassLoss
+
+    y_true = np.array([[[0, 1], [1, 2]]])
+    y_pred = keras.ops.softmax(np.random.default_rng(2).normal(size=(1, 2, 2, 3)))
+    weights = np.array([[[1.0, 5.0], [5.0, 2.0]]], np.float32)
+    weighted, plain = PerClassLoss(CrossEntropy(), 3), PerClassLoss(CrossEntropy(), 3, False)
+    assert weighted.name == "loss_terms"
+    for metric in (weighted, plain):
+        metric.update_state(y_true, y_pred, sample_weight=weights)
+    expected = np.asarray(CrossEntropy().per_class(y_true, y_pred, weights))
+    np.testing.assert_allclose(weighted.terms(), expected, rtol=1e-6)
+    np.testing.assert_allclose(
+        plain.terms(), np.asarray(CrossEntropy().per_class(y_true, y_pred)), rtol=1e-6
+    )

@@ -16,6 +16,7 @@ from seglab.statistics import (
 )
 
 NAN = math.nan
+pytestmark = pytest.mark.filterwarnings("error::RuntimeWarning")
 # Student-t 0.975 quantiles from a printed table: df 1, 2, 4.
 T1, T2, T4 = 12.7062, 4.3027, 2.7764
 

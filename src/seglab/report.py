@@ -295,6 +295,12 @@ def build_report(client: MlflowClient, runs: Sequence[Run]) -> Report | None:
                 "Final validation IoU per class:",
                 Table(per_class),
             ]
+            if summary.test_miou.notna().any():
+                test = analysis.configuration_summary(summary, history, split="test")
+                blocks += [
+                    "Test IoU per class (the best checkpoint of each run):",
+                    Table(seed_tables(test)[1]),
+                ]
         else:
             blocks += [
                 "## Final validation IoU per class",
