@@ -202,9 +202,12 @@ def with_intervals(table: pd.DataFrame, columns: Mapping[str, int]) -> pd.DataFr
     return shown
 
 
-def seed_tables(configurations: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+def seed_tables(
+    configurations: pd.DataFrame, classes: Sequence[str] = ()
+) -> tuple[pd.DataFrame, pd.DataFrame]:
     """From :func:`seglab.analysis.configuration_summary`: the whole-split metrics and the
-    per-class IoU as ``mean ± half-width`` tables, one row per configuration."""
+    per-class IoU as ``mean ± half-width`` tables, one row per configuration, the classes in
+    ``classes``' order (class index order) when given."""
     cell = configurations.assign(
         shown=[
             Interval(n, m, 0.0, lo, hi).format()
@@ -216,11 +219,13 @@ def seed_tables(configurations: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFram
     wide = cell.pivot(index="configuration", columns="metric", values="shown")
     order = list(dict.fromkeys(configurations.configuration))
     seeds = configurations.groupby("configuration").n.max()
-    per_class = [c for c in wide.columns if "/iou/" in c]
+    rank = {name: i for i, name in enumerate(classes)}
+    found = [c for c in wide.columns if "/iou/" in c]
+    per_class = sorted(found, key=lambda c: rank.get(c.rsplit("/", 1)[-1], len(rank)))
     whole = [c for c in dict.fromkeys(configurations.metric) if c not in per_class]
     scalar = wide.loc[order, whole].assign(seeds=seeds.loc[order]).reset_index()
-    classes = wide.loc[order, per_class].rename(columns=lambda c: c.rsplit("/", 1)[-1])
-    return scalar[["configuration", "seeds", *whole]], classes.reset_index()
+    by_class = wide.loc[order, per_class].rename(columns=lambda c: c.rsplit("/", 1)[-1])
+    return scalar[["configuration", "seeds", *whole]], by_class.reset_index()
 
 
 def image_evidence(
@@ -286,7 +291,8 @@ def build_report(client: MlflowClient, runs: Sequence[Run]) -> Report | None:
         rho = ranked.spearman_loss_vs_min_iou
         configurations = analysis.configuration_summary(summary, history)
         if configurations.n.max() > 1:
-            scalar, per_class = seed_tables(configurations)
+            classes = analysis.class_order(runs)
+            scalar, per_class = seed_tables(configurations, classes)
             blocks += [
                 "## Configurations over seeds",
                 "Mean ± half-width of the 95 % Student-t interval over each configuration's "
@@ -299,7 +305,7 @@ def build_report(client: MlflowClient, runs: Sequence[Run]) -> Report | None:
                 test = analysis.configuration_summary(summary, history, split="test")
                 blocks += [
                     "Test IoU per class (the best checkpoint of each run):",
-                    Table(seed_tables(test)[1]),
+                    Table(seed_tables(test, classes)[1]),
                 ]
         else:
             blocks += [
