@@ -253,3 +253,18 @@ def test_child_runs_are_the_runs_nested_under_the_parent_oldest_first(store):
     second = store({"mlflow.parentRunId": parent.info.run_id}, {"trainer.seed": "1"})
     children = child_runs(store.client, parent.info.run_id)
     assert [r.info.run_id for r in children] == [first.info.run_id, second.info.run_id]
+
+
+def test_across_loss_functions_the_overall_sentence_compares_val_ce():
+    runs = summary(
+        [
+            ("a", "focal", "FINISHED", "focal", 0.05, 0.02, 0.5, "pole"),  # lowest val_loss
+            ("b", "ce", "FINISHED", "ce", 0.90, 0.06, 0.5, "pole"),
+        ]
+    ).assign(val_ce=[0.45, 0.40])  # on the common yardstick, ce is the lower one
+    ranked = rankings(runs)
+    assert ranked.mismatches == []  # ce has the lowest val_ce and the best worst class
+    flipped = runs.assign(val_ce=[0.40, 0.45])
+    (found,) = rankings(flipped).mismatches
+    assert (found.lowest_loss, found.best_worst_class) == ("focal", "ce")
+    assert "the lowest val_ce (focal: 0.4000)" in found.text

@@ -285,8 +285,8 @@ class Rankings:
         best_by_loss: Configuration with the lowest mean loss.
         best_by_min_iou: Configuration with the highest mean worst-class IoU.
         mismatches: Where the lowest-loss configuration is not the best worst-class one: over
-            all configurations, then within each loss (losses of different functions are not on
-            one scale, so the within-loss comparison is the fair one).
+            all configurations (by ``val_ce`` when they use different loss functions, whose
+            values are not on one scale), then within each loss by its own value.
     """
 
     table: pd.DataFrame
@@ -321,12 +321,18 @@ def rankings(runs_summary: pd.DataFrame, loss_column: str = "val_loss") -> Ranki
     for column in ("min_iou", "miou"):
         table[f"rank_by_{column}"] = table[column].rank(ascending=False, method="min").astype(int)
     table = table.sort_values(["loss", loss_column], kind="stable").reset_index(drop=True)
-    groups = [("all configurations", done)]
-    if done["loss"].nunique() > 1:
+    # Across loss functions the losses are not on one scale: compare the unweighted CE every
+    # run logs instead, then each loss on its own terms.
+    several = done["loss"].nunique() > 1
+    overall = "val_ce" if several and "val_ce" in done else loss_column
+    groups = [("all configurations", done, overall)]
+    if several:
         groups += [
-            (f"loss={loss}", g) for loss, g in done.groupby("loss") if g.configuration.nunique() > 1
+            (f"loss={loss}", g, loss_column)
+            for loss, g in done.groupby("loss")
+            if g.configuration.nunique() > 1
         ]
-    found = [m for label, g in groups if (m := mismatch(g, loss_column, label)) is not None]
+    found = [m for label, g, column in groups if (m := mismatch(g, column, label)) is not None]
     return Rankings(
         table=table,
         spearman_loss_vs_min_iou=spearman(table[loss_column], table.min_iou),
