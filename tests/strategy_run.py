@@ -15,6 +15,7 @@ import keras  # noqa: E402
 
 from seglab.datasets.shapes import shapes  # noqa: E402
 from seglab.losses import CrossEntropy  # noqa: E402
+from seglab.losses.base import scale_for_replicas  # noqa: E402
 from seglab.model import build_unet  # noqa: E402
 from seglab.runtime import seed_everything  # noqa: E402
 from seglab.trainer import Trainer  # noqa: E402
@@ -36,8 +37,11 @@ def history(strategy: str, num_val: int) -> dict:
             data.image_shape, data.num_classes, depth=2, base_filters=8, batch_norm=False
         )
     records = trainer.fit(model, CrossEntropy(data.ignore_index), data)
+    with trainer.scope():
+        scaled = float(scale_for_replicas(tf.constant(6.0)))
     return {
         "replicas": trainer.distribution.num_replicas_in_sync,
+        "six_scaled": scaled,
         "train_loss": [r.train_loss for r in records],
         "val_loss": [r.val_loss for r in records],
         "iou": [r.scores.iou.tolist() for r in records],

@@ -268,3 +268,15 @@ def test_across_loss_functions_the_overall_sentence_compares_val_ce():
     (found,) = rankings(flipped).mismatches
     assert (found.lowest_loss, found.best_worst_class) == ("focal", "ce")
     assert "the lowest val_ce (focal: 0.4000)" in found.text
+
+
+def test_experiment_runs_are_its_training_runs_oldest_first(store):
+    from seglab.analysis import experiment_runs
+
+    first = store({"seglab.loss": "ce"}, {})
+    store({"seglab.sweep": "parent"}, {})
+    second = store({"seglab.loss": "dice"}, {})
+    ids = [run.info.run_id for run in experiment_runs(store.client, "e")]
+    assert ids == [first.info.run_id, second.info.run_id]
+    with pytest.raises(ValueError, match="no MLflow experiment named 'f'"):
+        experiment_runs(store.client, "f")

@@ -204,3 +204,45 @@ def test_normalize_names_its_option():
 
     with pytest.raises(ValueError, match=r"class_weights.normalize='sum' is not one of"):
         normalize(np.ones(3), "sum", COUNTS.pixel_share)
+
+
+# A class on exactly one pixel: thresholds written ``> 0`` must not become ``> 1``.
+ONE_PIXEL = ClassCounts(
+    pixels=np.array([59, 1, 40]),
+    images=np.array([3, 1, 2]),
+    image_pixels=np.array([60, 20, 40]),
+    num_images=3,
+)
+
+
+def test_median_frequency_counts_a_class_on_one_pixel_as_present():
+    # f = 59/60, 1/20, 40/40; median over all three (the one-pixel class is present): 59/60
+    np.testing.assert_allclose(
+        median_frequency(ONE_PIXEL), [1.0, (59 / 60) / (1 / 20), 59 / 60], rtol=1e-12
+    )
+
+
+def test_effective_number_defaults_to_cuis_beta():
+    expected = (1 - 0.9999) / (1 - 0.9999 ** COUNTS.pixels.astype(float))
+    np.testing.assert_allclose(effective_number(COUNTS), expected, rtol=1e-12)
+    np.testing.assert_allclose(
+        WeightScheme("effective_number", normalize="none")(COUNTS, NAMES), expected
+    )
+
+
+def test_batch_weights_of_a_class_on_one_pixel():
+    masks = np.array([[[0, 0, 0, 1], [0, 0, 255, 0]]])  # 7 labelled pixels, class 2 absent
+    np.testing.assert_allclose(
+        batch_inverse_frequency(masks, 3, 255), [7 / (3 * 6), 7 / 3, 0.0], rtol=1e-12
+    )
+
+
+def test_image_boost_is_off_by_default_and_clip_max_below_one_is_allowed():
+    scheme = WeightScheme("inverse_frequency", normalize="none", clip_max=0.5)
+    assert scheme.image_boost == 1.0 and scheme.boost(NAMES) is None
+    np.testing.assert_allclose(scheme(COUNTS, NAMES), [0.5, 0.5, 0.5])
+
+
+def test_a_zero_manual_weight_is_allowed():
+    weights = WeightScheme("manual", normalize="none", weights=[0.0, 1.0, 2.0])(COUNTS, NAMES)
+    np.testing.assert_array_equal(weights, [0.0, 1.0, 2.0])

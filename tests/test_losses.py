@@ -546,3 +546,108 @@ def test_a_reduction_other_than_the_default_is_refused_not_ignored(name):
     with pytest.raises(ValueError, match=r"reduction='none' is not supported"):
         make(name, reduction="none")
     assert make(name, reduction="sum_over_batch_size").reduction == "sum_over_batch_size"
+
+
+# ----------------------------------------------------------------------- wiring and defaults
+@pytest.mark.parametrize("name", NAMES)
+def test_labels_with_a_trailing_channel_equal_plain_labels(name):
+    labels, probs = random_case(16)
+    assert float(make(name)(labels[..., None], probs)) == pytest.approx(
+        float(make(name)(labels, probs)), rel=1e-6
+    )
+
+
+def test_cross_entropy_renormalises_probabilities_that_do_not_sum_to_one():
+    # As keras.losses.CategoricalCrossentropy does (its sparse twin does not renormalise).
+    labels, probs = random_case(17)
+    scaled = probs * np.random.default_rng(17).uniform(0.2, 3.0, size=(*labels.shape, 1))
+    scaled = scaled.astype(np.float32)
+    expected = float(keras.losses.CategoricalCrossentropy()(np.eye(C)[labels], scaled))
+    assert float(CrossEntropy()(labels, scaled)) == pytest.approx(expected, rel=1e-5)
+    assert float(CrossEntropy()(labels, scaled)) == pytest.approx(np_ce(labels, scaled), rel=1e-5)
+
+
+def test_keyword_arguments_reach_keras_loss():
+    assert CrossEntropy(dtype="float64").dtype == "float64"
+
+
+def test_region_losses_include_the_background_by_default():
+    assert Dice().include_background and GeneralizedDice().include_background
+    labels, probs = random_case(18)
+    assert float(Dice()(labels, probs)) == pytest.approx(np_dice(labels, probs), rel=1e-5)
+
+
+@pytest.mark.parametrize("name", ["dice", "tversky", "focal_tversky"])
+def test_excluding_the_background_equals_a_zero_background_weight(name):
+    labels, probs = random_case(19)
+    weights = [2.0, 1.0, 5.0, 0.5]
+    excluded = make(name, class_weights=weights, include_background=False)
+    zeroed = make(name, class_weights=[0.0, *weights[1:]])
+    assert float(excluded(labels, probs)) == pytest.approx(float(zeroed(labels, probs)), rel=1e-6)
+
+
+def np_weighted_generalized_dice(labels, probs, class_weights, include_background=True):
+    """Sudre's weights w_c = 1/V_c^2 times the class weights scaled to mean 1 over the classes
+    that take part (the documented meaning of GeneralizedDice's class_weights)."""
+    g, _, p = np_inputs(labels, probs)
+    relative = np.asarray(class_weights, float)
+    if not include_background:
+        g, p, relative = g[..., 1:], p[..., 1:], relative[1:]
+    relative = relative / relative.mean()
+    volume = g.sum((0, 1, 2))
+    with np.errstate(divide="ignore"):
+        w = 1.0 / volume**2
+    w[~np.isfinite(w)] = w[np.isfinite(w)].max()
+    w = w * relative
+    intersection, union = (g * p).sum((0, 1, 2)), (g + p).sum((0, 1, 2))
+    return 1 - (2 * (w * intersection).sum() + 1e-5) / ((w * union).sum() + 1e-5)
+
+
+@pytest.mark.parametrize("include_background", [True, False])
+def test_generalized_dice_class_weights_multiply_the_volume_weights(include_background):
+    labels, probs = random_case(20)
+    weights = [1.0, 4.0, 0.5, 2.0]
+    loss = GeneralizedDice(class_weights=weights, include_background=include_background)
+    expected = np_weighted_generalized_dice(labels, probs, weights, include_background)
+    assert float(loss(labels, probs)) == pytest.approx(expected, rel=1e-5)
+    unweighted = float(GeneralizedDice(include_background=include_background)(labels, probs))
+    assert expected != pytest.approx(unweighted, rel=1e-3)
+
+
+def test_focal_tversky_takes_class_weights():
+    labels, probs = random_case(21)
+    weights = [1.0, 1.0, 10.0, 1.0]
+    weighted = float(FocalTversky(class_weights=weights)(labels, probs))
+    g, _, p = np_inputs(labels, probs)
+    tp, fp, fn = (g * p).sum((0, 1, 2)), (p * (1 - g)).sum((0, 1, 2)), ((1 - p) * g).sum((0, 1, 2))
+    terms = (1 - (tp + 1e-5) / (tp + 0.3 * fp + 0.7 * fn + 1e-5)) ** 0.75
+    assert weighted == pytest.approx((np.array(weights) * terms).sum() / sum(weights), rel=1e-5)
+    assert weighted != pytest.approx(np_tversky(labels, probs, gamma=0.75), rel=1e-3)
+
+
+@pytest.mark.parametrize(("alpha", "beta"), [(0.0, 1.0), (1.0, 0.0)])
+def test_tversky_accepts_a_zero_alpha_or_beta(alpha, beta):
+    labels, probs = random_case(22)
+    loss = Tversky(alpha=alpha, beta=beta)
+    expected = np_tversky(labels, probs, alpha=alpha, beta=beta)
+    assert float(loss(labels, probs)) == pytest.approx(expected, rel=1e-5)
+
+
+def test_ce_dice_weighs_dice_one_by_default():
+    labels, probs = random_case(23)
+    expected = np_ce(labels, probs) + np_dice(labels, probs)
+    assert float(CEDice()(labels, probs)) == pytest.approx(expected, rel=1e-5)
+
+
+def test_bce_minus_dice_with_a_pixel_weight_map():
+    labels, probs = random_case(24)
+    weights = np.random.default_rng(24).uniform(0.1, 5.0, size=labels.shape).astype(np.float32)
+    expected = np_bce_minus_dice(labels, probs, weights=weights)
+    assert float(BCEMinusDice()(labels, probs, weights)) == pytest.approx(expected, rel=1e-5)
+
+
+def test_lovasz_with_a_class_on_a_single_pixel():
+    labels, probs = random_case(25, absent=None)
+    labels[labels == 2] = 0
+    labels[0, 0, 0] = 2  # class 2 now covers exactly one pixel
+    assert float(Lovasz()(labels, probs)) == pytest.approx(np_lovasz(labels, probs), rel=1e-5)

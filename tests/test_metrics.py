@@ -301,3 +301,84 @@ def test_per_class_loss_passes_the_pixel_weights_on_by_default():
     np.testing.assert_allclose(
         plain.terms(), np.asarray(CrossEntropy().per_class(y_true, y_pred)), rtol=1e-6
     )
+
+
+def test_confusion_counts_stay_exact_past_float32_precision():
+    # A float32 counter stops at 2**24 + 1 == 2**24; CamVid-size splits pass 2**24 pixels.
+    metric = ConfusionMatrix(2)
+    metric.counts.assign(np.full((2, 2), 2**24, np.int64))
+    truth = np.array([[[0, 1]]])
+    metric.update_state(truth, probabilities_for(truth, 2))
+    np.testing.assert_array_equal(metric.matrix(), [[2**24 + 1, 2**24], [2**24, 2**24 + 1]])
+
+
+def test_a_label_equal_to_the_class_count_is_out_of_range():
+    metric = ConfusionMatrix(3)
+    metric.update_state(np.array([[[0, 3, 3]]]), probabilities_for(np.array([[[0, 1, 2]]]), 3))
+    assert metric.out_of_range == 2
+
+
+def test_metric_result_counts_a_class_seen_on_one_pixel():
+    metric = ConfusionMatrix(3)
+    truth = np.array([[[0, 0, 0, 1]]])  # class 1: one pixel, found; class 2 absent
+    metric.update_state(truth, probabilities_for(truth, 3))
+    assert float(metric.result()) == pytest.approx(1.0)
+    metric.update_state(np.array([[[2]]]), probabilities_for(np.array([[[0]]]), 3))
+    # class 2 now has a one-pixel union and IoU 0: the mean is over three classes
+    assert float(metric.result()) == pytest.approx((3 / 4 + 1 + 0) / 3)
+
+
+SCORE_CASES = [
+    # (tp, fp, fn) per class -> iou, dice, recall
+    ("one_pixel_found", [1, 3], [0, 0], [0, 0], [1.0, 1.0], [1.0, 1.0], [1.0, 1.0]),
+    ("one_pixel_missed", [0, 3], [0, 1], [1, 0], [0.0, 0.75], [0.0, 6 / 7], [0.0, 1.0]),
+    ("only_false_negatives", [0, 2], [0, 5], [5, 0], [0.0, 2 / 7], [0.0, 4 / 9], [0.0, 1.0]),
+    ("only_false_positives", [0, 2], [4, 0], [0, 4], [0.0, 1 / 3], [0.0, 0.5], [np.nan, 1 / 3]),
+]
+
+
+@pytest.mark.parametrize(
+    ("tp", "fp", "fn", "iou", "dice", "recall"),
+    [case[1:] for case in SCORE_CASES],
+    ids=[case[0] for case in SCORE_CASES],
+)
+def test_scores_from_counts_table(tp, fp, fn, iou, dice, recall):
+    from seglab.metrics import scores_from_counts
+
+    scores = scores_from_counts(np.array(tp), np.array(fp), np.array(fn))
+    np.testing.assert_allclose(scores.iou, iou)
+    np.testing.assert_allclose(scores.dice, dice)
+    np.testing.assert_allclose(scores.recall, recall)
+
+
+def test_no_class_defined_gives_nan_scores_without_a_warning():
+    from seglab.metrics import nan_mean, scores_from_counts
+
+    zeros = np.zeros(3)
+    scores = scores_from_counts(zeros, zeros, zeros)
+    assert np.isnan([scores.miou, scores.min_iou, scores.pixel_acc, scores.class_acc]).all()
+    assert scores.worst_class == -1
+    assert np.isnan(nan_mean(np.array([]))) and np.isnan(nan_mean(np.array([np.nan])))
+
+
+def test_per_class_loss_of_a_single_one_image_batch():
+    from seglab.losses import CrossEntropy
+    from seglab.metrics import PerClassLoss
+
+    y_true = np.array([[[0, 1], [1, 2]]])
+    y_pred = keras.ops.softmax(np.random.default_rng(3).normal(size=(1, 2, 2, 3)))
+    metric = PerClassLoss(CrossEntropy(), 3)
+    metric.update_state(y_true, y_pred)
+    expected = np.asarray(CrossEntropy().per_class(y_true, y_pred))
+    np.testing.assert_allclose(metric.terms(), expected, rtol=1e-6)
+    assert float(metric.result()) == pytest.approx(expected.sum(), rel=1e-6)
+
+
+def test_loss_shares_of_a_zero_loss_are_undefined_without_a_warning():
+    from seglab.losses import Dice
+    from seglab.metrics import PerClassLoss
+
+    truth = np.array([[[0, 1]]])
+    metric = PerClassLoss(Dice(smooth=0.0), 2)
+    metric.update_state(truth, np.eye(2, dtype=np.float32)[truth])  # perfect: every term 0
+    assert np.isnan(metric.shares()).all()

@@ -250,3 +250,39 @@ def test_the_latest_sweep_is_the_default_target(tmp_path, monkeypatch, capsys):
         (tmp_path / "outputs" / "sweeps" / stamp / "sweep.json").write_text("{}")
     (tmp_path / "outputs" / "sweeps" / "2026-11-25_00-00-00").mkdir()  # no sweep.json: not one
     assert report_module.latest_sweep() == tmp_path / "outputs/sweeps/2026-11-24_10-00-00"
+
+
+def test_each_target_has_its_default_report_folder(store, tmp_path, monkeypatch):
+    import seglab.report as report_module
+
+    _, client, runs = store
+    monkeypatch.setattr(report_module, "project_root", lambda: tmp_path)
+    sweep = tmp_path / "sweep"
+    sweep.mkdir()
+    parent = runs[0].info.run_id  # any run id: it has no children here
+    (sweep / "sweep.json").write_text(json.dumps({"parent_run_id": parent}))
+    assert report_module.resolve(str(sweep), client) == ([], sweep / "report")
+    assert report_module.resolve(parent, client) == ([], tmp_path / "outputs/reports" / parent)
+    found, folder = report_module.resolve("hand", client)
+    assert len(found) == 7 and folder == tmp_path / "outputs/reports/hand"
+
+
+def test_written_tables_have_no_index_column(report, tmp_path):
+    report.write(tmp_path)
+    for table in ("history.csv", "summary.csv"):
+        assert pd.read_csv(tmp_path / table).columns[0] == "run_id", table
+    assert pd.read_parquet(tmp_path / "history.parquet").index.equals(
+        pd.RangeIndex(len(report.history))
+    )
+    assert list(pd.read_parquet(tmp_path / "history.parquet").columns) == list(
+        report.history.columns
+    )
+
+
+def test_the_terminal_text_underlines_headings_and_drops_markdown_bold():
+    from seglab.report import Report
+
+    text = Report(
+        pd.DataFrame(), pd.DataFrame(), None, {}, ["# Title", "## Part", "a **bold** word"]
+    )
+    assert text.terminal() == "Title\n=====\n\nPart\n----\n\na bold word\n"

@@ -171,3 +171,11 @@ def test_bootstrap_refuses_runs_scored_on_different_images():
     b = counts([[1]], [[0]], [[0]], names=["z"])
     with pytest.raises(ValueError, match="scored on different images"):
         paired_bootstrap(a, b, ["c"])
+
+
+@pytest.mark.parametrize(
+    ("low", "high", "excludes"),
+    [(0.1, 0.3, True), (-0.3, -0.1, True), (0.0, 1.0, False), (-1.0, 0.0, False)],
+)
+def test_an_interval_touching_zero_does_not_exclude_it(low, high, excludes):
+    assert Interval(3, (low + high) / 2, 0.1, low, high).excludes_zero() is excludes

@@ -43,6 +43,12 @@ def test_mirrored_runs_on_two_replicas(runs):
 
 
 @pytest.mark.slow
+def test_losses_divide_by_the_replica_count_as_keras_losses_do(runs):
+    # Keras multiplies a replica's loss back by the count when it reports it.
+    assert (runs["default"]["six_scaled"], runs["mirrored"]["six_scaled"]) == (6.0, 3.0)
+
+
+@pytest.mark.slow
 def test_confusion_matrix_counts_every_validation_pixel_once_across_replicas(runs):
     for strategy in ("default", "mirrored"):
         assert runs[strategy]["confusion_total"] == [9 * PIXELS] * 3, strategy

@@ -2,6 +2,7 @@
 
 import math
 
+import numpy as np
 import pytest
 
 from seglab.verdicts import HiddenFailureRule, hidden_classes, loss_drop
@@ -147,3 +148,19 @@ def test_loss_drop_is_relative_to_the_first_epoch(losses, expected):
 def test_bad_thresholds_are_named(kwargs, message):
     with pytest.raises(ValueError, match=message):
         HiddenFailureRule(**kwargs)
+
+
+def test_the_loosest_thresholds_are_allowed():
+    rule = HiddenFailureRule(iou_floor=1.0, min_loss_drop=0.0)
+    # a stalled loss counts as "improved" at min_loss_drop=0; any IoU below 1 fails
+    assert hidden_classes([0.5, 0.5], [1.0, 0.99, np.nan], [5, 5, 5], rule) == [1]
+
+
+def test_the_loss_drop_runs_from_the_first_to_the_last_epoch():
+    assert loss_drop([1.0, 0.2, 0.5]) == pytest.approx(0.5)  # not the best epoch's 0.8
+
+
+@pytest.mark.parametrize("losses", [[NAN, 0.3], [1.0, NAN], [1.0, np.inf], [0.0, -1.0]])
+def test_no_trajectory_no_verdict(losses):
+    assert np.isnan(loss_drop(losses))
+    assert hidden_classes(losses, [0.9, 0.0], [5, 5], HiddenFailureRule()) == []

@@ -168,10 +168,11 @@ class Checkpointer:
         """Loads ``last`` into a compiled ``model`` (weights and optimizer) and the best-so-far."""
         state = self.read_state()
         last = self.directory / "last"
-        model.load_weights(last / "model.weights.h5")
         saved = last / "optimizer.npz"
-        if saved.is_file():
+        if saved.is_file():  # built first, or load_weights warns that it skips the optimizer
             model.optimizer.build(model.trainable_variables)
+        model.load_weights(last / "model.weights.h5")
+        if saved.is_file():
             with np.load(saved) as arrays:
                 values = [arrays[f"v{i}"] for i in range(len(arrays.files))]
             variables = model.optimizer.variables

@@ -116,8 +116,9 @@ class PixelLoss(SegmentationLoss):
     do); ``w_i`` is the per-pixel sample weight (1 without class weights) and ``N_valid`` the
     number of non-ignored pixels. Without ignored pixels this is Keras' ``sum_over_batch_size``
     reduction, so ``CrossEntropy`` equals ``keras.losses.SparseCategoricalCrossentropy`` with
-    the same ``sample_weight``. The per-class term of class c sums over the pixels whose true
-    class is c.
+    the same ``sample_weight`` on probabilities that sum to 1 (a softmax output); others are
+    renormalised, as ``keras.losses.CategoricalCrossentropy`` does and the sparse one does not.
+    The per-class term of class c sums over the pixels whose true class is c.
     """
 
     pixel_weighted = True
