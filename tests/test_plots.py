@@ -97,3 +97,27 @@ def test_loss_against_worst_iou_has_a_panel_per_loss_and_marks_hidden_failures()
     crosses = panels[0].collections[1].get_offsets()
     np.testing.assert_allclose(crosses, [[0.02, 0.0]])  # the CE run with a hidden failure
     plt.close(figure)
+
+
+def test_loss_against_worst_iou_labels_each_configuration_once_with_its_seed_interval():
+    runs = pd.DataFrame(
+        {
+            "loss": ["ce"] * 4,
+            "val_loss": [0.30, 0.40, 0.90, 1.00],
+            "min_iou": [0.0, 0.02, 0.05, 0.07],
+            "run_name": [f"seed={i}" for i in range(4)],
+            "configuration": ["loss=ce,cw=none"] * 2 + ["loss=ce,cw=mf"] * 2,
+            "hidden_classes": ["pole"] * 4,
+        }
+    )
+    figure = plots.loss_vs_worst_iou(runs)
+    panel = next(ax for ax in figure.axes if ax.get_title() == "loss=ce")
+    labels = {t.get_text(): t.xy for t in panel.texts}
+    assert set(labels) == {"cw=none", "cw=mf"}  # once each, without the panel's loss
+    np.testing.assert_allclose(labels["cw=mf"], (0.95, 0.06))
+    # t(0.975, df=1) = 12.706 times the standard error of two values 0.1 apart: 0.6353
+    bars = [c for c in panel.containers if hasattr(c, "lines")]
+    assert len(bars) == 2
+    x_bar = bars[1].lines[2][0].get_segments()[0]
+    np.testing.assert_allclose(x_bar[:, 0], [0.95 - 0.6353, 0.95 + 0.6353], rtol=1e-3)
+    plt.close(figure)

@@ -10,6 +10,8 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
+from seglab.statistics import t_interval
+
 PALETTE = np.array(
     [
         [0.15, 0.15, 0.15],
@@ -217,13 +219,16 @@ def iou_heatmap(matrix: pd.DataFrame) -> Figure:
 def loss_vs_worst_iou(runs: pd.DataFrame) -> Figure:
     """Final val loss against worst-class IoU, one point per run, one panel per loss function
     (values of different losses are not on one scale). Runs with a hidden failure are red
-    crosses.
+    crosses. With a ``configuration`` column that repeats (several seeds), each configuration
+    is labelled once, at its mean, with its 95 % t-intervals as error bars; the label leaves
+    out the panel's own ``loss=...``.
 
     Args:
-        runs: One row per run: ``loss``, ``val_loss``, ``min_iou``, ``run_name`` and
-            ``hidden_classes`` (empty when none).
+        runs: One row per run: ``loss``, ``val_loss``, ``min_iou``, ``run_name``,
+            ``hidden_classes`` (empty when none) and optionally ``configuration``.
     """
     families = list(dict.fromkeys(runs["loss"]))
+    seeded = "configuration" in runs and bool(runs["configuration"].duplicated().any())
     fig, axes = plt.subplots(
         1, len(families), figsize=(5.2 * len(families), 4.5), squeeze=False, sharey=True
     )
@@ -239,8 +244,28 @@ def loss_vs_worst_iou(runs: pd.DataFrame) -> Figure:
             color="red",
             label="hidden failure",
         )
-        for x, y, name in zip(group.val_loss, group.min_iou, group.run_name, strict=True):
-            ax.annotate(name, (x, y), fontsize="x-small", xytext=(4, 4), textcoords="offset points")
+        by = "configuration" if seeded else "run_name"
+        for name, members in group.groupby(by, sort=False):
+            x, y = members.val_loss.mean(), members.min_iou.mean()
+            if len(members) > 1:
+                ax.errorbar(
+                    x,
+                    y,
+                    xerr=t_interval(members.val_loss).half_width,
+                    yerr=t_interval(members.min_iou).half_width,
+                    fmt="none",
+                    ecolor="grey",
+                    capsize=3,
+                    linewidth=1,
+                )
+            label = ",".join(p for p in str(name).split(",") if p != f"loss={family}")
+            ax.annotate(
+                label or str(name),
+                (x, y),
+                fontsize="x-small",
+                xytext=(4, 4),
+                textcoords="offset points",
+            )
         ax.set_title(f"loss={family}", fontsize="medium")
         ax.set_xlabel("final val loss (lower looks better)")
         ax.margins(x=0.25)
