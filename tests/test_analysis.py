@@ -280,3 +280,17 @@ def test_experiment_runs_are_its_training_runs_oldest_first(store):
     assert ids == [first.info.run_id, second.info.run_id]
     with pytest.raises(ValueError, match="no MLflow experiment named 'f'"):
         experiment_runs(store.client, "f")
+
+
+def test_a_worst_class_difference_the_loss_does_not_see_is_said_so():
+    runs = seeded(
+        {
+            "weights=none": [(0.020, 0.00), (0.035, 0.00), (0.025, 0.00)],
+            "weights=median": [(0.030, 0.50), (0.028, 0.60), (0.031, 0.55)],
+        }
+    )
+    (found,) = rankings(runs).mismatches
+    assert not found.separated
+    assert found.worst_class_gain.low > 0 and found.loss_gain.low < 0 < found.loss_gain.high
+    assert found.text.startswith("**The loss cannot tell them apart; the worst class can.**")
+    assert "the val_loss interval includes 0, the worst-class one does not" in found.text

@@ -348,7 +348,9 @@ def mismatch(runs: pd.DataFrame, loss_column: str, label: str) -> Mismatch | Non
 
     The sentence says "lowest loss is not best worst class" only when the seeds separate them:
     the 95 % intervals of both differences (worst-class IoU and loss, paired by seed) lie above
-    0. Otherwise it says, with the numbers, that the seeds cannot tell them apart.
+    0. When only the worst-class difference is separated, it says that the loss cannot tell
+    the two apart while the worst class can (the loss does not see the failing class).
+    Otherwise it says, with the numbers, that the seeds cannot tell them apart.
     """
     means = runs.groupby("configuration", sort=False)[[loss_column, "min_iou"]].mean()
     lowest, best = str(means[loss_column].idxmin()), str(means.min_iou.idxmax())
@@ -377,6 +379,12 @@ def mismatch(runs: pd.DataFrame, loss_column: str, label: str) -> Mismatch | Non
         text = (
             f"**Lowest loss is not best worst class.** {base}. Over {seeds} seeds the "
             f"differences are {gains}: the seeds separate them."
+        )
+    elif seeds >= 2 and iou_gain.low > 0:
+        text = (
+            f"**The loss cannot tell them apart; the worst class can.** {base}. Over {seeds} "
+            f"seeds the differences are {gains}: the {loss_column} interval includes 0, the "
+            "worst-class one does not."
         )
     elif seeds < 2:
         text = (
