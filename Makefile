@@ -74,7 +74,7 @@ format: install ## Apply ruff fixes and formatting
 bench: install ## Run benchmarks/*.py; JSON + markdown in benchmarks/results/
 	cd benchmarks && for script in $$(ls *.py | grep -v common.py); do \
 		../$(PY) $$script || exit 1; done
-	cat benchmarks/results/*.md > benchmarks/results/SUMMARY.md
+	cat $$(ls benchmarks/results/*.md | grep -v SUMMARY.md) > benchmarks/results/SUMMARY.md
 
 ui: install ## MLflow UI on the project's store (outputs/mlflow.db); prints each experiment's page
 	@$(PY) -c "from mlflow.tracking import MlflowClient; \
