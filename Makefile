@@ -9,6 +9,8 @@ LOCK ?= requirements.lock
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 export NO_MKDOCS_2_WARNING ?= 1
 PORT ?= 5000
+# Test processes: the suite's fixed costs (imports, subprocess runs, sqlite) overlap on two.
+TEST_WORKERS ?= 2
 LINT_PATHS := $(wildcard src tests benchmarks)
 
 .DEFAULT_GOAL := help
@@ -51,7 +53,7 @@ notebook: install ## Open the per-class IoU notebook in JupyterLab (installs the
 	$(VENV)/bin/jupyter lab notebooks/per_class_iou_analysis.ipynb
 
 test: install lint docs ## Lint, build the docs strictly, run the whole test suite (what CI runs)
-	$(PY) -m pytest
+	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile
 
 lint: install ## ruff check, ruff format --check, and mypy on src/
 	$(VENV)/bin/ruff check $(LINT_PATHS)
