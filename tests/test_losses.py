@@ -651,3 +651,57 @@ def test_lovasz_with_a_class_on_a_single_pixel():
     labels[labels == 2] = 0
     labels[0, 0, 0] = 2  # class 2 now covers exactly one pixel
     assert float(Lovasz()(labels, probs)) == pytest.approx(np_lovasz(labels, probs), rel=1e-5)
+
+
+# ------------------------------------------------------------------ the functional core alone
+# One image of 4 pixels, 2 classes: truth [0, 0, 1, 1], p(class 1) = [0.2, 0.4, 0.7, 0.1].
+# Class 0: TP = 0.8 + 0.6 = 1.4, FP = 0.3 + 0.9 = 1.2, FN = 0.2 + 0.4 = 0.6.
+# Class 1: TP = 0.7 + 0.1 = 0.8, FP = 0.2 + 0.4 = 0.6, FN = 0.3 + 0.9 = 1.2.
+P1 = np.array([0.2, 0.4, 0.7, 0.1])
+CORE_PROBS = np.stack([1 - P1, P1], -1).reshape(1, 1, 4, 2).astype(np.float32)
+CORE_ONE_HOT = np.eye(2, dtype=np.float32)[[0, 0, 1, 1]].reshape(1, 1, 4, 2)
+CORE_CASES = [
+    (
+        "overlaps",
+        lambda f: np.stack(f.overlaps(CORE_ONE_HOT, CORE_PROBS)),
+        [[1.4, 0.8], [1.2, 0.6], [0.6, 1.2]],
+    ),
+    # 1 - 2 TP / (2 TP + FP + FN)
+    (
+        "soft_dice",
+        lambda f: f.soft_dice(CORE_ONE_HOT, CORE_PROBS, 0.0),
+        [1 - 2.8 / 4.6, 1 - 1.6 / 3.4],
+    ),
+    # TP / (TP + 0.3 FP + 0.7 FN)
+    (
+        "tversky_index",
+        lambda f: f.tversky_index(CORE_ONE_HOT, CORE_PROBS, 0.3, 0.7, 0.0),
+        [1.4 / (1.4 + 0.36 + 0.42), 0.8 / (0.8 + 0.18 + 0.84)],
+    ),
+    ("focal_tversky", lambda f: f.focal_tversky(np.array([0.75, 1.0]), 0.5), [0.5, 1e-7**0.5]),
+    # -log p_t, p_t = 0.8 and 0.7
+    (
+        "cross_entropy",
+        lambda f: f.cross_entropy(np.array([0.8, 0.7])),
+        [-np.log(0.8), -np.log(0.7)],
+    ),
+    # -0.25 (1 - p)^2 log p
+    (
+        "focal",
+        lambda f: f.focal(np.array([0.8, 0.5]), 2.0, 0.25),
+        [-0.25 * 0.04 * np.log(0.8), -0.25 * 0.25 * np.log(0.5)],
+    ),
+    # sorted truth [1, 1, 0]: Jaccard losses 1 - 1/2, 1 - 0/2, 1 - 0/3 -> steps 0.5, 0.5, 0
+    (
+        "lovasz_grad",
+        lambda f: f.lovasz_grad(np.array([[1.0], [1.0], [0.0]])),
+        [[0.5], [0.5], [0.0]],
+    ),
+]
+
+
+@pytest.mark.parametrize(("name", "call", "expected"), CORE_CASES, ids=[c[0] for c in CORE_CASES])
+def test_functional_core_equals_hand_computed_values(name, call, expected):
+    from seglab.losses import functional
+
+    np.testing.assert_allclose(np.asarray(call(functional)), expected, rtol=1e-5, atol=1e-7)

@@ -13,7 +13,8 @@ import numpy as np
 
 from seglab.losses.base import PixelLoss, RegionLoss, SegmentationLoss
 from seglab.losses.combo import BCEMinusDice, CEDice
-from seglab.losses.lovasz import Lovasz, lovasz_grad
+from seglab.losses.functional import lovasz_grad
+from seglab.losses.lovasz import Lovasz
 from seglab.losses.pixel import CrossEntropy, FocalLoss
 from seglab.losses.region import Dice, FocalTversky, GeneralizedDice, Tversky
 

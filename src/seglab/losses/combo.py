@@ -8,7 +8,8 @@ from typing import Any
 import keras
 from keras import ops
 
-from seglab.losses.base import EPSILON, SegmentationLoss, prepare
+from seglab.losses.base import SegmentationLoss, prepare
+from seglab.losses.functional import bce_minus_dice
 from seglab.losses.pixel import CrossEntropy
 from seglab.losses.region import Dice
 
@@ -100,14 +101,8 @@ class BCEMinusDice(SegmentationLoss):
 
     def per_class(self, y_true: Any, y_pred: Any, sample_weight: Any = None) -> Any:
         one_hot, valid, probs = prepare(y_true, y_pred, self.ignore_index)
-        p = ops.clip(probs, EPSILON, 1.0 - EPSILON)
-        bce = -ops.mean(one_hot * ops.log(p) + (1.0 - one_hot) * ops.log(1.0 - p), axis=-1)
-        masked = probs * valid[..., None]
-        dice = (2.0 * ops.sum(one_hot * masked) + self.smooth) / (
-            ops.sum(one_hot) + ops.sum(masked) + self.smooth
-        )
         weights = valid if sample_weight is None else valid * ops.cast(sample_weight, "float32")
-        weighted = (bce - 1.0 - dice) * weights
+        weighted = bce_minus_dice(one_hot, probs, valid, self.smooth) * weights
         totals = ops.sum(one_hot * weighted[..., None], axis=(0, 1, 2))
         return ops.divide_no_nan(totals, ops.sum(valid))
 

@@ -9,20 +9,7 @@ import keras
 from keras import ops
 
 from seglab.losses.base import RegionLoss, prepare
-
-
-def lovasz_grad(sorted_truth: Any) -> Any:
-    """Gradient of the Lovász extension of the Jaccard loss at sorted errors (per column).
-
-    ``sorted_truth`` is (N, C): each column the class's 0/1 truth ordered by decreasing error.
-    Entry i is ``J(i) - J(i - 1)`` with ``J(i)`` the Jaccard loss of predicting the first i+1
-    pixels wrong (Berman et al., Algorithm 1).
-    """
-    total = ops.sum(sorted_truth, axis=0, keepdims=True)
-    intersection = total - ops.cumsum(sorted_truth, axis=0)
-    union = total + ops.cumsum(1.0 - sorted_truth, axis=0)
-    jaccard = 1.0 - intersection / union
-    return ops.concatenate([jaccard[:1], jaccard[1:] - jaccard[:-1]], axis=0)
+from seglab.losses.functional import lovasz_softmax
 
 
 @keras.saving.register_keras_serializable(package="seglab")
@@ -55,14 +42,9 @@ class Lovasz(RegionLoss):
         del sample_weight
         one_hot, valid, probs = prepare(y_true, y_pred, self.ignore_index)
         num_classes = probs.shape[-1]
-        truth = ops.reshape(one_hot, (-1, num_classes))
-        # Ignored pixels: zero truth and zero probability, hence zero error; they sort last
-        # and, contributing error 0, change no term (lovasz_grad depends on the prefix only).
-        errors = ops.abs(truth - ops.reshape(probs * valid[..., None], (-1, num_classes)))
-        order = ops.argsort(-errors, axis=0)
-        sorted_errors = ops.take_along_axis(errors, order, axis=0)
-        sorted_truth = ops.take_along_axis(truth, order, axis=0)
-        losses = ops.sum(sorted_errors * ops.stop_gradient(lovasz_grad(sorted_truth)), axis=0)
-        present = ops.cast(ops.sum(truth, axis=0) > 0, "float32")
+        # Ignored pixels: zero truth and zero probability, hence zero error (they change no
+        # term: lovasz_grad depends on the prefix only).
+        losses = lovasz_softmax(one_hot, probs * valid[..., None])
+        present = ops.cast(ops.sum(one_hot, axis=(0, 1, 2)) > 0, "float32")
         weights = self.mean_weights(num_classes) * present
         return ops.divide_no_nan(weights * losses, ops.sum(weights))

@@ -5,9 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 import keras
-from keras import ops
 
 from seglab.losses.base import PixelLoss
+from seglab.losses.functional import cross_entropy, focal
 
 
 @keras.saving.register_keras_serializable(package="seglab")
@@ -15,8 +15,9 @@ class CrossEntropy(PixelLoss):
     """Sparse categorical cross-entropy with an ignore index.
 
     ``L = sum_i w_i * (-log p_i[y_i]) / N_valid``. Probabilities are renormalised and clipped to
-    ``[1e-7, 1 - 1e-7]`` like ``keras.losses.sparse_categorical_crossentropy``, which this
-    equals (with the same ``sample_weight``) when no pixel is ignored.
+    ``[1e-7, 1 - 1e-7]`` like ``keras.losses.categorical_crossentropy``; on softmax outputs this
+    equals ``keras.losses.sparse_categorical_crossentropy`` (with the same ``sample_weight``)
+    when no pixel is ignored.
 
     Args:
         ignore_index: Mask label whose pixels count nowhere.
@@ -27,7 +28,7 @@ class CrossEntropy(PixelLoss):
         super().__init__(ignore_index=ignore_index, name=name, **kwargs)
 
     def pixel_loss(self, p_true: Any) -> Any:
-        return -ops.log(p_true)
+        return cross_entropy(p_true)
 
 
 @keras.saving.register_keras_serializable(package="seglab")
@@ -61,7 +62,7 @@ class FocalLoss(PixelLoss):
         self.alpha = alpha
 
     def pixel_loss(self, p_true: Any) -> Any:
-        return self.alpha * ops.power(1.0 - p_true, self.gamma) * -ops.log(p_true)
+        return focal(p_true, self.gamma, self.alpha)
 
     def get_config(self) -> dict[str, Any]:
         return {**super().get_config(), "gamma": self.gamma, "alpha": self.alpha}

@@ -10,9 +10,14 @@ from collections.abc import Sequence
 from typing import Any
 
 import keras
-from keras import ops
 
-from seglab.losses.base import RegionLoss, overlaps, prepare
+from seglab.losses.base import RegionLoss, prepare
+from seglab.losses.functional import (
+    focal_tversky,
+    generalized_dice,
+    soft_dice,
+    tversky_index,
+)
 
 
 @keras.saving.register_keras_serializable(package="seglab")
@@ -49,10 +54,7 @@ class Dice(RegionLoss):
         self.squared = squared
 
     def class_losses(self, one_hot: Any, probs: Any) -> Any:
-        tp = ops.sum(one_hot * probs, axis=(0, 1, 2))
-        power = 2 if self.squared else 1
-        denominator = ops.sum(probs**power, axis=(0, 1, 2)) + ops.sum(one_hot, axis=(0, 1, 2))
-        return 1.0 - (2.0 * tp + self.smooth) / (denominator + self.smooth + 1e-12)
+        return soft_dice(one_hot, probs, self.smooth, self.squared)
 
     def get_config(self) -> dict[str, Any]:
         return {**super().get_config(), "smooth": self.smooth, "squared": self.squared}
@@ -97,19 +99,13 @@ class GeneralizedDice(RegionLoss):
         one_hot, valid, probs = prepare(y_true, y_pred, self.ignore_index)
         probs = probs * valid[..., None]
         num_classes = probs.shape[-1]
-        included = self.included(num_classes)
-        volume = ops.sum(one_hot, axis=(0, 1, 2))
-        present = volume > 0
-        inverse = ops.where(present, 1.0 / ops.square(ops.where(present, volume, 1.0)), 0.0)
-        inverse = inverse * included
-        largest = ops.max(inverse)  # over the classes that take part; 0 when none is present
-        volume_weights = ops.where(present, inverse, largest) * included
-        relative = self.mean_weights(num_classes)
-        relative = relative * ops.sum(included) / ops.sum(relative)  # mean 1 where included
-        weights = volume_weights * relative
-        intersection = ops.sum(one_hot * probs, axis=(0, 1, 2))
-        union = ops.sum(one_hot + probs, axis=(0, 1, 2))
-        return weights * (union - 2.0 * intersection) / (ops.sum(weights * union) + self.smooth)
+        return generalized_dice(
+            one_hot,
+            probs,
+            self.included(num_classes),
+            self.mean_weights(num_classes),
+            self.smooth,
+        )
 
     def get_config(self) -> dict[str, Any]:
         return {**super().get_config(), "smooth": self.smooth}
@@ -158,13 +154,8 @@ class Tversky(RegionLoss):
         self.beta = beta
         self.smooth = smooth
 
-    def tversky_index(self, one_hot: Any, probs: Any) -> Any:
-        tp, fp, fn = overlaps(one_hot, probs)
-        denominator = tp + self.alpha * fp + self.beta * fn + self.smooth
-        return (tp + self.smooth) / (denominator + 1e-12)
-
     def class_losses(self, one_hot: Any, probs: Any) -> Any:
-        return 1.0 - self.tversky_index(one_hot, probs)
+        return 1.0 - tversky_index(one_hot, probs, self.alpha, self.beta, self.smooth)
 
     def get_config(self) -> dict[str, Any]:
         return {
@@ -216,7 +207,8 @@ class FocalTversky(Tversky):
         self.gamma = gamma
 
     def class_losses(self, one_hot: Any, probs: Any) -> Any:
-        return ops.power(ops.maximum(1.0 - self.tversky_index(one_hot, probs), 1e-7), self.gamma)
+        index = tversky_index(one_hot, probs, self.alpha, self.beta, self.smooth)
+        return focal_tversky(index, self.gamma)
 
     def get_config(self) -> dict[str, Any]:
         return {**super().get_config(), "gamma": self.gamma}
