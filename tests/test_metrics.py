@@ -252,6 +252,7 @@ def test_per_class_table_holds_each_column_in_class_order():
     np.testing.assert_array_equal(table.train_pixel_share, [0.7, 0.2, 0.1])
     np.testing.assert_array_equal(table.val_loss_share, [0.5, 0.3, 0.2])
     assert list(table.hidden_failure) == [False, True, False]
+    np.testing.assert_array_equal(table.val_missed, [0.0, 0.5, np.nan])
     plain = per_class_table(scores, ["bg", "a", "b"], np.zeros(3), np.zeros(3))
     np.testing.assert_array_equal(plain.class_weight, [1.0, 1.0, 1.0])
     assert "val_missed" not in plain and not plain.hidden_failure.any()
@@ -382,3 +383,10 @@ def test_loss_shares_of_a_zero_loss_are_undefined_without_a_warning():
     metric = PerClassLoss(Dice(smooth=0.0), 2)
     metric.update_state(truth, np.eye(2, dtype=np.float32)[truth])  # perfect: every term 0
     assert np.isnan(metric.shares()).all()
+
+
+def test_confusion_matrix_takes_labels_with_a_trailing_channel():
+    truth = np.array([[[0, 1], [2, 2]]])
+    metric = ConfusionMatrix(3)
+    metric.update_state(truth[..., None], probabilities_for(np.array([[[0, 1], [2, 0]]]), 3))
+    np.testing.assert_array_equal(metric.matrix(), [[1, 0, 0], [0, 1, 0], [1, 0, 1]])
