@@ -79,10 +79,11 @@ class BCEMinusDice(SegmentationLoss):
     ``Dice = (2 sum g p + s) / (sum g + sum p + s)`` pooled over all pixels and classes of the
     batch, and ``L = sum_i w_i (BCE_i - 1 - Dice) / N_valid`` with the per-pixel weight
     ``w_i = class_weight[y_i]``. Meant for sigmoid outputs (``model.output_activation=sigmoid``).
-    Its minimum is -2, so the values are not comparable with other losses.
+    Its minimum is -2 times the mean pixel weight (-2 unweighted), so the values are not
+    comparable with other losses.
 
     Args:
-        smooth: Dice smoothing (the report's snippet uses 1).
+        smooth: Dice smoothing (the hidden-failure question's code uses 1).
         ignore_index: Mask label that counts nowhere.
         name: Loss name.
     """
