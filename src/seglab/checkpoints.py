@@ -169,10 +169,11 @@ class Checkpointer:
         state = self.read_state()
         last = self.directory / "last"
         saved = last / "optimizer.npz"
-        if saved.is_file():  # built first, or load_weights warns that it skips the optimizer
+        has_optimizer = saved.is_file()
+        if has_optimizer:  # built first, or load_weights warns that it skips the optimizer
             model.optimizer.build(model.trainable_variables)
         model.load_weights(last / "model.weights.h5")
-        if saved.is_file():
+        if has_optimizer:
             with np.load(saved) as arrays:
                 values = [arrays[f"v{i}"] for i in range(len(arrays.files))]
             variables = model.optimizer.variables
