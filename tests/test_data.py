@@ -24,6 +24,19 @@ def test_shapes_is_deterministic_for_a_seed():
     assert not np.array_equal(arrays(first.train)[1], arrays(other.train)[1])
 
 
+def test_leaving_an_object_kind_out_keeps_the_others_and_renumbers_the_speck():
+    names = ["background", "disk", "bar", "speck"]
+    full = shapes(num_train=20, num_val=2, seed=1)
+    four = shapes(names, objects=["disk", "bar"], num_train=20, num_val=2, seed=1)
+    (_, all_masks), (_, masks) = arrays(full.train), arrays(four.train)
+    assert four.class_names == tuple(names) and set(np.unique(masks)) == {0, 1, 2, 3}
+    # The same draws: bars and specks (drawn after the square) are unchanged; disks only gain
+    # the pixels the square used to cover.
+    np.testing.assert_array_equal(masks == 2, all_masks == 3)
+    np.testing.assert_array_equal(masks == 3, all_masks == 4)
+    assert np.all(masks[all_masks == 1] == 1) and np.all(all_masks[masks == 1] != 3)
+
+
 def test_validation_split_does_not_depend_on_num_train():
     small, large = shapes(num_train=4, num_val=6), shapes(num_train=20, num_val=6)
     np.testing.assert_array_equal(arrays(small.val)[1], arrays(large.val)[1])
@@ -80,6 +93,13 @@ def test_class_counts_name_the_sample_and_the_bad_label():
     ("kwargs", "message"),
     [
         ({"class_names": ["a", "b"]}, r"data.class_names must name 5 classes"),
+        (
+            {"objects": ["disk", "bar"]},
+            r"must name 4 classes \(background, disk, bar, speck\) for data=shapes with "
+            r"data.objects=\['disk', 'bar'\], got 5",
+        ),
+        ({"objects": ["disk", "cone"]}, r"data.objects must list distinct kinds among"),
+        ({"objects": ["disk", "disk"]}, r"data.objects must list distinct kinds among"),
         ({"rare_contrast": 1.5}, r"data.rare_contrast must be in \[0, 1\], got 1.5"),
         ({"image_size": 8}, r"data.image_size must be at least 16"),
         ({"num_train": 0}, r"the train split is empty"),

@@ -23,10 +23,13 @@ def sweep_params(cfg) -> dict[str, str]:
 
 
 def values(key: str, sweep: str) -> list[str]:
-    """The values a sweep gives ``key`` (``a,b`` or ``range(3)``), as Hydra expands them."""
+    """The values a sweep gives ``key`` (``a,b``, ``range(3)`` or one value), as Hydra expands
+    them."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
     (override,) = OverridesParser.create().parse_overrides([f"{key}={sweep}"])
+    if not override.is_sweep_override():
+        return [override.get_value_element_as_str()]
     return list(override.sweep_string_iterator())
 
 

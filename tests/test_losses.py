@@ -8,6 +8,7 @@ import pytest
 import tensorflow as tf
 
 from seglab.losses import (
+    BatchCountWeightedCE,
     BCEMinusDice,
     CEDice,
     CrossEntropy,
@@ -128,6 +129,17 @@ def np_bce_minus_dice(labels, probs, smooth=1.0, weights=None, ignore=None):
     return np_pixel_mean(bce - 1 - dice, v, weights)
 
 
+def np_batch_count_weighted_ce(labels, probs, weight_by="truth", ignore=None):
+    """The one-class-everywhere question's loss as written: w_c = B / (count_c + eps) from the
+    batch, probabilities renormalised and clipped, weights by truth or by prediction."""
+    g, v, p = np_inputs(labels, probs, ignore)
+    w = labels.shape[0] / (g.sum(axis=(0, 1, 2)) + EPS)
+    pc = np.clip(p / p.sum(-1, keepdims=True), EPS, 1 - EPS)
+    ce = -(g * np.log(pc)).sum(-1)
+    pixel_weights = (g * w).sum(-1) if weight_by == "truth" else (pc * w).sum(-1)
+    return np_pixel_mean(ce * pixel_weights, v)
+
+
 # ------------------------------------------------------------------------------ the table
 LOSSES = {
     "ce": (CrossEntropy, np_ce),
@@ -152,6 +164,11 @@ LOSSES = {
         lambda y, p, ignore=None: np_ce(y, p, ignore=ignore) + 0.5 * np_dice(y, p, ignore=ignore),
     ),
     "bce_minus_dice": (BCEMinusDice, np_bce_minus_dice),
+    "batch_count_weighted_ce": (BatchCountWeightedCE, np_batch_count_weighted_ce),
+    "batch_count_weighted_ce_by_prediction": (
+        partial(BatchCountWeightedCE, weight_by="prediction"),
+        partial(np_batch_count_weighted_ce, weight_by="prediction"),
+    ),
 }
 NAMES = sorted(LOSSES)
 
@@ -534,6 +551,11 @@ def test_build_loss_routes_class_weights_only_to_losses_that_take_them(factory, 
         (partial(FocalLoss, gamma=-1), "loss.gamma must be >= 0"),
         (partial(Tversky, alpha=-0.1), "loss.alpha and loss.beta must be >= 0"),
         (partial(FocalTversky, gamma=0), "loss.gamma must be > 0"),
+        (
+            partial(BatchCountWeightedCE, weight_by="label"),
+            r"loss.weight_by must be one of \['truth', 'prediction'\], got 'label'",
+        ),
+        (partial(BatchCountWeightedCE, epsilon=0.0), "loss.epsilon must be > 0, got 0.0"),
     ],
 )
 def test_bad_loss_options_are_rejected_by_name(factory, message):
@@ -679,6 +701,13 @@ CORE_CASES = [
         [1.4 / (1.4 + 0.36 + 0.42), 0.8 / (0.8 + 0.18 + 0.84)],
     ),
     ("focal_tversky", lambda f: f.focal_tversky(np.array([0.75, 1.0]), 0.5), [0.5, 1e-7**0.5]),
+    # B / (count + eps): one image, two pixels of each class; then class 1 absent
+    ("batch_count_weights", lambda f: f.batch_count_weights(CORE_ONE_HOT), [0.5, 0.5]),
+    (
+        "batch_count_weights_absent_class",
+        lambda f: f.batch_count_weights(CORE_ONE_HOT * np.float32([1, 0])),
+        [1 / (2 + 1e-7), 1e7],
+    ),
     # -log p_t, p_t = 0.8 and 0.7
     (
         "cross_entropy",
@@ -705,3 +734,62 @@ def test_functional_core_equals_hand_computed_values(name, call, expected):
     from seglab.losses import functional
 
     np.testing.assert_allclose(np.asarray(call(functional)), expected, rtol=1e-5, atol=1e-7)
+
+
+# ------------------------------------------- the one-class-everywhere question's loss, by hand
+# One 2x2 image, 3 classes, labels [[0, 1], [1, 1]]: class 2 is absent from the batch, so
+# w = [1 / (1 + eps), 1 / (3 + eps), 1 / eps] = [1, 1/3, 1e7].
+BATCH_LABELS = np.array([[[0, 1], [1, 1]]])
+BATCH_PROBS = np.array(
+    [[[[0.7, 0.2, 0.1], [0.3, 0.6, 0.1]], [[0.2, 0.5, 0.3], [0.1, 0.8, 0.1]]]], np.float32
+)
+BATCH_CASES = [
+    # mean of w[y] (-log p_y): (-log .7 + (-log .6 - log .5 - log .8) / 3) / 4
+    ("truth", 0.2080951, [0.0891687, 0.1189264, 0.0]),
+    # pixel weights sum_c w_c p_c are about 1e7 x p(class 2): 1e6, 1e6, 3e6, 1e6
+    ("prediction", 792521.6, [89168.8, 703352.8, 0.0]),
+]
+
+
+@pytest.mark.parametrize(("weight_by", "expected", "per_class"), BATCH_CASES)
+def test_batch_count_weighted_ce_equals_hand_computed_values(weight_by, expected, per_class):
+    loss = BatchCountWeightedCE(weight_by=weight_by)
+    assert float(loss(BATCH_LABELS, BATCH_PROBS)) == pytest.approx(expected, rel=1e-6)
+    np.testing.assert_allclose(loss.per_class(BATCH_LABELS, BATCH_PROBS), per_class, rtol=1e-6)
+
+
+def test_batch_count_weighted_ce_by_truth_equals_keras_ce_with_the_batch_weight_map():
+    labels, probs = random_case(17)
+    counts = np.bincount(labels.ravel(), minlength=C)
+    weight_map = (labels.shape[0] / (counts + EPS))[labels].astype(np.float32)
+    oracle = keras.losses.CategoricalCrossentropy()
+    assert float(BatchCountWeightedCE()(labels, probs)) == pytest.approx(
+        float(oracle(np.eye(C)[labels], probs, sample_weight=weight_map)), rel=1e-5
+    )
+
+
+def test_batch_count_weights_on_a_balanced_batch_scale_plain_ce():
+    labels = np.array([[[0, 1], [2, 3]], [[3, 2], [1, 0]]])  # every class twice in a batch of 2
+    _, probs = random_case(18, shape=(2, 2, 2))
+    assert float(BatchCountWeightedCE()(labels, probs)) == pytest.approx(
+        float(CrossEntropy()(labels, probs)), rel=1e-5
+    )
+
+
+def test_an_absent_class_weighs_nothing_by_truth_and_everything_by_prediction():
+    labels, probs = random_case(19)  # class 3 absent: weight 2 / 1e-7
+    by_truth = BatchCountWeightedCE()
+    by_prediction = BatchCountWeightedCE(weight_by="prediction")
+    # Swap, in every pixel, the absent class's probability with a wrong present class's: the
+    # probability of the true class, hence the loss by truth, does not move.
+    other = (labels + 1) % 3
+    swapped = probs.copy()
+    absent_p = probs[..., 3].copy()
+    swapped[..., 3] = np.take_along_axis(probs, other[..., None], -1)[..., 0]
+    np.put_along_axis(swapped, other[..., None], absent_p[..., None], -1)
+    assert float(by_truth(labels, swapped)) == pytest.approx(float(by_truth(labels, probs)))
+    # By prediction the loss is about (B / eps) mean(p_absent * CE): the absent class rules it.
+    ce = -np.log(np.take_along_axis(probs, labels[..., None], -1)[..., 0])
+    for p in (probs, swapped):
+        dominant = (labels.shape[0] / EPS * p[..., 3] * ce).mean()
+        assert float(by_prediction(labels, p)) == pytest.approx(dominant, rel=1e-4)

@@ -150,6 +150,18 @@ def test_recall_and_class_accuracy_equal_sklearn(seed):
     assert np.isnan(scores.recall[3]) and np.isnan(scores.recall[4])
     # balanced accuracy = mean recall over the classes in the truth: SegNet's "C"
     assert scores.class_acc == pytest.approx(balanced_accuracy_score(truth[keep], pred[keep]))
+    # the share of the counted pixels predicted as each class, straight from the predictions
+    predicted = np.bincount(pred[keep], minlength=5) / keep.sum()
+    np.testing.assert_allclose(scores.predicted_share, predicted, rtol=1e-12)
+
+
+def test_a_model_that_predicts_one_class_everywhere_has_a_predicted_share_of_one():
+    cm = np.array([[0, 0, 90], [0, 0, 6], [0, 0, 4]])  # every pixel predicted as class 2
+    scores = scores_from_confusion(cm)
+    np.testing.assert_array_equal(scores.predicted_share, [0.0, 0.0, 1.0])
+    assert scores.pixel_acc == pytest.approx(0.04)
+    empty = scores_from_confusion(np.zeros((2, 2)))
+    assert np.isnan(empty.predicted_share).all()
 
 
 def test_class_accuracy_weighs_a_rare_class_like_a_common_one():
@@ -239,6 +251,7 @@ def test_per_class_table_holds_each_column_in_class_order():
         "val_iou",
         "val_dice",
         "val_recall",
+        "val_predicted_share",
         "val_loss_share",
         "val_pixels",
         "hidden_failure",
@@ -247,6 +260,7 @@ def test_per_class_table_holds_each_column_in_class_order():
     assert list(table["class"]) == ["bg", "a", "b"]
     np.testing.assert_allclose(table.val_iou, [8 / 12, 2 / 5, 0.0])
     np.testing.assert_allclose(table.val_recall, [0.8, 0.5, np.nan])
+    np.testing.assert_allclose(table.val_predicted_share, scores.predicted_share)
     np.testing.assert_array_equal(table.val_pixels, [10, 4, 0])
     np.testing.assert_array_equal(table.class_weight, [1.0, 2.0, 3.0])
     np.testing.assert_array_equal(table.train_pixel_share, [0.7, 0.2, 0.1])

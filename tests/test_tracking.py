@@ -35,10 +35,12 @@ def test_epoch_metrics_are_keyed_by_path_per_class():
         "val/iou/bg": pytest.approx(0.8),
         "val/dice/bg": pytest.approx(16 / 18),
         "val/recall/bg": 1.0,
+        "val/predicted_share/bg": 1.0,
         "val/hidden/bg": 0.0,
         "val/iou/rare": 0.0,
         "val/dice/rare": 0.0,
         "val/recall/rare": 0.0,
+        "val/predicted_share/rare": 0.0,
         "val/hidden/rare": 1.0,
     }
 

@@ -166,7 +166,8 @@ def test_terminal_prints_the_per_class_table_with_the_loss(smoke_run):
     out = result.stdout
     assert "epoch 2/2" in out and "val/loss" in out
     assert (
-        "class train_pixel_share class_weight val_iou val_dice val_recall val_loss_share "
+        "class train_pixel_share class_weight val_iou val_dice val_recall val_predicted_share "
+        "val_loss_share "
         "hidden_failure val_missed" in out
     )
     assert "val/class_acc" in out and "hidden failures:" in out

@@ -225,6 +225,8 @@ class Scores:
         recall: Per-class recall (accuracy of that class) = TP / (TP + FN), NaN for a class
             with no true pixels.
         support: True pixels of each class.
+        predicted_share: Share of the counted pixels predicted as each class = (TP + FP) / N:
+            near 1 for one class when a model predicts that class everywhere.
         miou: Mean IoU over defined classes.
         min_iou: IoU of the worst defined class.
         worst_class: Index of that class (-1 when no class is defined).
@@ -236,6 +238,7 @@ class Scores:
     dice: np.ndarray
     recall: np.ndarray
     support: np.ndarray
+    predicted_share: np.ndarray
     miou: float
     min_iou: float
     worst_class: int
@@ -266,6 +269,7 @@ def scores_from_counts(tp: np.ndarray, fp: np.ndarray, fn: np.ndarray) -> Scores
         dice=dice,
         recall=recall,
         support=(tp + fn).astype(np.int64),
+        predicted_share=(tp + fp) / total if total else np.full(tp.shape, np.nan),
         miou=nan_mean(iou),
         min_iou=float(np.nanmin(iou)) if defined.any() else float("nan"),
         worst_class=int(np.nanargmin(iou)) if defined.any() else -1,
@@ -289,9 +293,10 @@ def per_class_table(
     hidden: Sequence[int] = (),
     missed: np.ndarray | None = None,
 ) -> pd.DataFrame:
-    """One row per class: training pixel share, class weight, val IoU, Dice, recall, loss share,
-    pixels, whether its failure is hidden (see :mod:`seglab.verdicts`) and, given per-image
-    counts, the share of its images where it was missed entirely."""
+    """One row per class: training pixel share, class weight, val IoU, Dice, recall, share of
+    the pixels predicted as the class, loss share, pixels, whether its failure is hidden (see
+    :mod:`seglab.verdicts`) and, given per-image counts, the share of its images where it was
+    missed entirely."""
     weights = np.ones(len(class_names)) if class_weights is None else class_weights
     columns = {
         "class": list(class_names),
@@ -300,6 +305,7 @@ def per_class_table(
         "val_iou": scores.iou,
         "val_dice": scores.dice,
         "val_recall": scores.recall,
+        "val_predicted_share": scores.predicted_share,
         "val_loss_share": np.asarray(loss_share, dtype=float),
         "val_pixels": scores.support,
         "hidden_failure": [c in hidden for c in range(len(class_names))],

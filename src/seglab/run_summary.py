@@ -45,6 +45,7 @@ def epoch_metrics(
         metrics[f"val/iou/{name}"] = float(scores.iou[c])
         metrics[f"val/dice/{name}"] = float(scores.dice[c])
         metrics[f"val/recall/{name}"] = float(scores.recall[c])
+        metrics[f"val/predicted_share/{name}"] = float(scores.predicted_share[c])
         metrics[f"val/loss_share/{name}"] = float(record.loss_share[c])
         metrics[f"val/hidden/{name}"] = float(c in hidden)
     return metrics

@@ -7,7 +7,8 @@ unchanged), then ``sqlite:///<project root>/outputs/mlflow.db``.
 Metric keys are paths, logged with ``step = epoch`` (1-based: step 3 is the state after the third
 epoch): ``train/loss``, ``val/loss``, ``val/ce``, ``val/miou``, ``val/min_iou``,
 ``val/pixel_acc``, ``val/class_acc``, ``val/hidden_count`` and per class ``val/iou/<class>``,
-``val/dice/<class>``, ``val/recall/<class>``, ``val/loss_share/<class>``, ``val/hidden/<class>``.
+``val/dice/<class>``, ``val/recall/<class>``, ``val/predicted_share/<class>``,
+``val/loss_share/<class>``, ``val/hidden/<class>``.
 At the end of a run: ``val/missed/<class>`` (last epoch) and, when the data has a test split,
 ``test/...`` (at the step of the best checkpoint, which is what is evaluated).
 """

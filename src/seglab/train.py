@@ -285,6 +285,7 @@ def print_summary(
         val_iou=table.val_iou.map("{:.3f}".format),
         val_dice=table.val_dice.map("{:.3f}".format),
         val_recall=table.val_recall.map("{:.3f}".format),
+        val_predicted_share=table.val_predicted_share.map("{:.1%}".format),
         val_loss_share=table.val_loss_share.map("{:.1%}".format),
         hidden_failure=table.hidden_failure.map({True: "HIDDEN", False: ""}),
     )

@@ -9,11 +9,12 @@ import numpy as np
 
 from seglab.data import SegmentationData, from_arrays, limited
 
-SHAPES_NUM_CLASSES = 5
+OBJECT_KINDS = ("disk", "square", "bar")
 
 
 def shapes(
     class_names: Sequence[str] = ("background", "disk", "square", "bar", "speck"),
+    objects: Sequence[str] = OBJECT_KINDS,
     image_size: int = 64,
     num_train: int = 800,
     num_val: int = 200,
@@ -29,16 +30,20 @@ def shapes(
 ) -> SegmentationData:
     """Synthetic imbalanced shapes: the dataset on which plain CE hides a failing class.
 
-    Classes, in index order: background (textured, ~90 % of pixels), a disk, a square, a thin
-    bar, and a rare speck: ``rare_size``-pixel squares, at most ``rare_max_count`` of them, in
-    ``rare_image_fraction`` of the images, whose colour departs from the local background by
-    ``rare_contrast``. With the defaults the speck covers ~0.1 % of the training pixels.
+    Classes, in index order: background (textured, ~90 % of pixels), the ``objects`` (by default
+    a disk, a square and a thin bar), and a rare speck: ``rare_size``-pixel squares, at most
+    ``rare_max_count`` of them, in ``rare_image_fraction`` of the images, whose colour departs
+    from the local background by ``rare_contrast``. With the defaults the speck covers ~0.1 % of
+    the training pixels.
 
     Train and val come from independent seeded generators (``[seed, 0]`` and ``[seed, 1]``), so
     the validation set does not change when ``num_train`` does.
 
     Args:
-        class_names: Five names, for background, disk, square, bar and speck.
+        class_names: One name per class: background, each of ``objects``, speck.
+        objects: Which of the object kinds ``disk``, ``square``, ``bar`` to draw, each at most
+            once per image, in class order (fewer kinds, fewer classes: ``[disk, bar]`` makes a
+            4-class set).
         image_size: Height and width in pixels.
         num_train: Training images.
         num_val: Validation images.
@@ -52,10 +57,17 @@ def shapes(
         ignore_index: Label that counts in neither loss nor metrics (unused by this generator).
         limit: At most this many images per split (the first ones drawn; quick runs).
     """
-    if len(class_names) != SHAPES_NUM_CLASSES:
+    unknown = [kind for kind in objects if kind not in OBJECT_KINDS]
+    if unknown or len(set(objects)) != len(objects):
         raise ValueError(
-            f"data.class_names must name {SHAPES_NUM_CLASSES} classes (background, disk, square, "
-            f"bar, speck) for data=shapes, got {len(class_names)}: {list(class_names)}"
+            f"data.objects must list distinct kinds among {list(OBJECT_KINDS)}, got {list(objects)}"
+        )
+    expected = ["background", *objects, "speck"]
+    if len(class_names) != len(expected):
+        raise ValueError(
+            f"data.class_names must name {len(expected)} classes ({', '.join(expected)}) for "
+            f"data=shapes with data.objects={list(objects)}, got {len(class_names)}: "
+            f"{list(class_names)}"
         )
     if image_size < 16:
         raise ValueError(f"data.image_size must be at least 16 for data=shapes, got {image_size}")
@@ -67,6 +79,7 @@ def shapes(
         if not 0.0 <= value <= 1.0:
             raise ValueError(f"data.{name} must be in [0, 1], got {value}")
     params: dict[str, Any] = dict(
+        labels={kind: objects.index(kind) + 1 for kind in objects},
         image_size=image_size,
         object_probability=object_probability,
         rare_image_fraction=rare_image_fraction,
@@ -89,6 +102,7 @@ def _draw_shapes(
     count: int,
     rng: np.random.Generator,
     *,
+    labels: dict[str, int],
     image_size: int,
     object_probability: float,
     rare_image_fraction: float,
@@ -97,7 +111,7 @@ def _draw_shapes(
     rare_contrast: float,
     noise: float,
 ) -> tuple[np.ndarray, np.ndarray]:
-    size = image_size
+    size, speck = image_size, len(labels) + 1
     yy, xx = np.mgrid[0:size, 0:size]
     images = np.empty((count, size, size, 3), np.uint8)
     masks = np.zeros((count, size, size), np.uint8)
@@ -109,30 +123,36 @@ def _draw_shapes(
         image = base + tilt[0] * (yy / size - 0.5) + tilt[1] * (xx / size - 0.5)
         image = np.repeat(image[..., None], 3, axis=-1)
         mask = np.zeros((size, size), np.uint8)
+        # Every kind's draws happen whether or not it is drawn, so that leaving one out does not
+        # change the others.
         shapes_here = rng.random(3) < object_probability
         if shapes_here[0]:
             r = rng.uniform(5, 9) * scale
             cy, cx = rng.uniform(r, size - r, size=2)
-            mask[(yy - cy) ** 2 + (xx - cx) ** 2 <= r**2] = 1
+            if "disk" in labels:
+                mask[(yy - cy) ** 2 + (xx - cx) ** 2 <= r**2] = labels["disk"]
         if shapes_here[1]:
             side = int(rng.integers(6, 15) * scale)
             y0, x0 = rng.integers(0, size - side, size=2)
-            mask[y0 : y0 + side, x0 : x0 + side] = 2
+            if "square" in labels:
+                mask[y0 : y0 + side, x0 : x0 + side] = labels["square"]
         if shapes_here[2]:
             length, width = int(rng.integers(15, 41) * scale), max(int(2 * scale), 2)
             y0, x0 = rng.integers(0, size - length, size=2)
-            if rng.random() < 0.5:
-                mask[y0 : y0 + width, x0 : x0 + length] = 3
-            else:
-                mask[y0 : y0 + length, x0 : x0 + width] = 3
-        for c in range(1, 4):
-            colour = np.clip(_CLASS_COLOURS[c - 1] + rng.normal(0, 0.05, 3), 0, 1)
-            image[mask == c] = colour
+            bar = (slice(y0, y0 + width), slice(x0, x0 + length))
+            if rng.random() >= 0.5:
+                bar = (slice(y0, y0 + length), slice(x0, x0 + width))
+            if "bar" in labels:
+                mask[bar] = labels["bar"]
+        for kind, colour_mean in zip(OBJECT_KINDS, _CLASS_COLOURS, strict=True):
+            colour = np.clip(colour_mean + rng.normal(0, 0.05, 3), 0, 1)
+            if kind in labels:
+                image[mask == labels[kind]] = colour
         if rng.random() < rare_image_fraction:
             for _ in range(rng.integers(1, rare_max_count + 1)):
                 y0, x0 = rng.integers(0, size - rare_size, size=2)
                 region = (slice(y0, y0 + rare_size), slice(x0, x0 + rare_size))
-                mask[region] = 4
+                mask[region] = speck
                 image[region] = np.clip(image[region] + rare_contrast * _SPECK_DIRECTION, 0, 1)
         image += rng.normal(0, noise, image.shape)
         images[i] = np.clip(image * 255 + 0.5, 0, 255).astype(np.uint8)

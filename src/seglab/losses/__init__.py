@@ -15,7 +15,7 @@ from seglab.losses.base import PixelLoss, RegionLoss, SegmentationLoss
 from seglab.losses.combo import BCEMinusDice, CEDice
 from seglab.losses.functional import lovasz_grad
 from seglab.losses.lovasz import Lovasz
-from seglab.losses.pixel import CrossEntropy, FocalLoss
+from seglab.losses.pixel import BatchCountWeightedCE, CrossEntropy, FocalLoss
 from seglab.losses.region import Dice, FocalTversky, GeneralizedDice, Tversky
 
 
@@ -39,6 +39,7 @@ def build_loss(
 
 __all__ = [
     "BCEMinusDice",
+    "BatchCountWeightedCE",
     "CEDice",
     "CrossEntropy",
     "Dice",

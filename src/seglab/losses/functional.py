@@ -31,6 +31,14 @@ def cross_entropy(p_true: Any) -> Any:
     return -ops.log(p_true)
 
 
+def batch_count_weights(one_hot: Any, epsilon: float = EPSILON) -> Any:
+    """(C,) weights ``B / (sum_bhw g_c + eps)`` from one batch's one-hot targets: the per-batch
+    inverse counts of the one-class-everywhere question's loss. A class absent from the batch
+    gets ``B / eps`` (1.6e8 for a batch of 16)."""
+    batch = ops.cast(ops.shape(one_hot)[0], "float32")
+    return batch / (ops.sum(one_hot, axis=(0, 1, 2)) + epsilon)
+
+
 def focal(p_true: Any, gamma: float, alpha: float) -> Any:
     """Per-pixel focal loss ``-alpha (1 - p_t)^gamma log p_t`` (Lin et al. 2017)."""
     return alpha * ops.power(1.0 - p_true, gamma) * -ops.log(p_true)
