@@ -190,6 +190,7 @@ def test_spearman_on_ranks(x, y, expected):
     [
         ("val/iou/speck", ("val/iou", "speck")),
         ("val/loss_share/bg", ("val/loss_share", "bg")),
+        ("val/predicted_share/bar", ("val/predicted_share", "bar")),
         ("val/loss", ("val/loss", "")),
         ("val/miou", ("val/miou", "")),
     ],
@@ -294,3 +295,18 @@ def test_a_worst_class_difference_the_loss_does_not_see_is_said_so():
     assert found.worst_class_gain.low > 0 and found.loss_gain.low < 0 < found.loss_gain.high
     assert found.text.startswith("**The loss cannot tell them apart; the worst class can.**")
     assert "the val_loss interval includes 0, the worst-class one does not" in found.text
+
+
+def test_every_per_class_key_a_run_logs_splits_into_metric_and_class():
+    import numpy as np
+
+    from seglab.callbacks import EpochRecord
+    from seglab.metrics import scores_from_confusion
+    from seglab.run_summary import epoch_metrics
+
+    cm = np.array([[8, 1], [2, 3]])
+    record = EpochRecord(1, 0.5, 0.4, 0.3, np.array([0.6, 0.4]), cm, scores_from_confusion(cm), 1)
+    for key in epoch_metrics(record, ["bg", "rare"]):
+        metric, cls = split_key(key)
+        assert (cls in ("bg", "rare")) == key.endswith(("/bg", "/rare")), key
+        assert not metric.endswith(("/bg", "/rare")), key

@@ -34,7 +34,7 @@ from seglab.statistics import (
 PARENT_TAG = "mlflow.parentRunId"
 SWEEP_FILE = "sweep.json"
 AXES = ("loss", "class_weights", "augment")
-PER_CLASS_KINDS = ("iou", "dice", "recall", "loss_share", "hidden", "missed")
+PER_CLASS_KINDS = ("iou", "dice", "recall", "predicted_share", "loss_share", "hidden", "missed")
 PER_CLASS = tuple(f"{split}/{kind}" for split in ("val", "test") for kind in PER_CLASS_KINDS)
 SEED_PARAM = "trainer.seed"
 # Params that do not make two runs different configurations.
