@@ -130,6 +130,8 @@ def test_markdown_formats_floats_and_leaves_nan_blank():
     frame = pd.DataFrame({"a": ["x", "y"], "b": [0.123456, float("nan")], "c": [1, 2]})
     assert markdown(frame) == "| a | b | c |\n|---|---|---|\n| x | 0.1235 | 1 |\n| y |  | 2 |"
     assert markdown(frame, "{:.1f}").splitlines()[2] == "| x | 0.1 | 1 |"
+    tiny = pd.DataFrame({"val_loss": [5.2e-4, 3.1e-5, 0.0]})
+    assert markdown(tiny).splitlines()[2:] == ["| 0.0005 |", "| 3.1e-05 |", "| 0.0000 |"]
 
 
 def test_cli_writes_the_report_for_an_experiment(store, tmp_path, capsys):

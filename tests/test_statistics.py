@@ -82,6 +82,10 @@ def test_one_seed_gives_no_interval_and_never_excludes_zero():
     [
         (Interval(3, 0.5123, 0.1, 0.48, 0.5446), "0.512 ± 0.032"),
         (Interval(1, 0.5, NAN, NAN, NAN), "0.500"),
+        # a tiny loss is shown, not rounded to zero; an exact zero stays 0.000
+        (Interval(2, 3.2e-5, 1e-6, 2.2e-5, 4.2e-5), "3.2e-05 ± 1e-05"),
+        (Interval(2, 0.0, 0.0, 0.0, 0.0), "0.000 ± 0.000"),
+        (Interval(1, -4e-5, NAN, NAN, NAN), "-4e-05"),
     ],
 )
 def test_interval_format(interval, text):

@@ -30,7 +30,7 @@ from mlflow.tracking import MlflowClient
 
 from seglab import analysis, plots
 from seglab.paths import project_root
-from seglab.statistics import Interval
+from seglab.statistics import Interval, unhidden
 from seglab.tracking import resolve_uri
 
 RUN_ID = re.compile(r"^[0-9a-f]{32}$")
@@ -50,7 +50,7 @@ class Table:
         for column in shown.columns:
             if pd.api.types.is_float_dtype(shown[column]):
                 shown[column] = shown[column].map(
-                    lambda v: "" if pd.isna(v) else self.floats.format(v)
+                    lambda v: "" if pd.isna(v) else unhidden(v, self.floats.format(v))
                 )
         return shown.astype(str)
 

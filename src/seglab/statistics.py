@@ -57,9 +57,16 @@ class Interval:
 
     def format(self, digits: int = 3) -> str:
         """``0.512 ± 0.034`` (``0.512`` alone with one value)."""
+        mean = unhidden(self.mean, f"{self.mean:.{digits}f}")
         if math.isnan(self.half_width):
-            return f"{self.mean:.{digits}f}"
-        return f"{self.mean:.{digits}f} ± {self.half_width:.{digits}f}"
+            return mean
+        return f"{mean} ± {unhidden(self.half_width, f'{self.half_width:.{digits}f}')}"
+
+
+def unhidden(value: float, shown: str) -> str:
+    """``shown`` (``value`` with fixed decimals), or ``value`` to 3 significant digits when the
+    decimals would show a nonzero value as 0: a loss of 3e-5 must not read ``0.0000``."""
+    return f"{value:.3g}" if value != 0 and not math.isnan(value) and float(shown) == 0 else shown
 
 
 def t_interval(values: Sequence[float]) -> Interval:
