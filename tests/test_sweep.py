@@ -242,3 +242,23 @@ def test_ctrl_c_ends_the_parent_killed_with_the_finished_jobs_reported(tmp_path)
     assert tags["seglab.jobs_run"] == "epochs=1 (FINISHED), epochs=200 (KILLED)"
     report = client.download_artifacts(parent.info.run_id, "sweep_report.md")
     assert "| epochs=1 | FINISHED |" in Path(report).read_text()
+
+
+def test_a_report_that_cannot_even_be_imported_still_ends_the_parent_failed(tmp_path, monkeypatch):
+    import json
+    import sys
+    import time
+
+    from seglab.sweep import end_sweep
+    from seglab.tracking import MlflowTracker
+
+    tracker = MlflowTracker("t", tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
+    tracker.check()
+    parent = tracker.open_run({"seglab.sweep": "parent"}, "sweep x")
+    info = {"parent_run_id": parent, "total_jobs": 0, "start_time": time.time()}
+    (tmp_path / "sweep.json").write_text(json.dumps(info))
+    monkeypatch.setitem(sys.modules, "seglab.report", None)  # importing it raises ImportError
+    assert end_sweep(tmp_path, tracker) is False
+    run = tracker.client.get_run(parent)
+    assert run.info.status == "FAILED"
+    assert "import of seglab.report halted" in run.data.tags["seglab.report_error"]

@@ -131,14 +131,14 @@ def end_sweep(sweep_dir: Path, tracker: MlflowTracker, interrupted: bool = False
     and its status: FINISHED, FAILED (a job failed or made no run, or the report failed) or
     KILLED (``interrupted``: Ctrl-C or SIGTERM stopped the sweep). Returns whether it
     FINISHED."""
-    from seglab.report import build_report  # matplotlib and pandas only at the end
-
     info = read_sweep_file(sweep_dir)
     tracker.run_id = info["parent_run_id"]
     children = child_runs(tracker.client, tracker.run_id)
     failed = [r.info.run_name for r in children if r.info.status != "FINISHED"]
     report_error, report = None, None
     try:
+        from seglab.report import build_report  # matplotlib and pandas only at the end
+
         report = build_report(tracker.client, children)
         if report is not None:
             report.write(sweep_dir / "report")
