@@ -34,11 +34,16 @@ def values(key: str, sweep: str) -> list[str]:
 
 
 def test_there_is_an_experiment_per_research_question():
+    # The experiments without training runs are measure.py scripts (test_experiment_measurements).
     assert set(EXPERIMENTS) >= {
         "demo",
         "hidden_failure",
         "class_weight_schemes",
         "per_batch_weights_pitfall",
+        "one_class_everywhere",
+        "one_class_everywhere_fix",
+        "hidden_failure_original",
+        "hidden_failure_original_camvid",
         "loss_zoo",
         "augmentation_strength",
         "imbalance_severity",
@@ -86,3 +91,17 @@ def test_experiment_smoke_trains_its_last_swept_configuration(name, tmp_path):
         if "." in key:  # a config value, e.g. data.rare_max_count=2
             assert str(OmegaConf.select(cfg, key)) == value
     assert math.isfinite(run(cfg).val_loss)
+
+
+def test_every_experiment_folder_has_a_readme_in_the_index():
+    from seglab.paths import project_root
+
+    root = project_root() / "experiments"
+    index = (root / "README.md").read_text()
+    folders = sorted(p.name for p in root.iterdir() if p.is_dir())
+    for folder in folders:
+        assert (root / folder / "README.md").is_file(), folder
+        assert f"]({folder}/README.md)" in index, folder
+    # Every experiment config has its folder, or is a companion of one (`<folder>_...`).
+    for name in EXPERIMENTS:
+        assert name in ("demo", "demo_seeds") or any(name.startswith(f) for f in folders), name
