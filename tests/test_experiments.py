@@ -86,10 +86,14 @@ def test_experiment_smoke_trains_its_last_swept_configuration(name, tmp_path):
         f"paths.output_dir={tmp_path}",
         hydra=False,
     )
-    for override in swept:
-        key, value = override.split("=", 1)
-        if "." in key:  # a config value, e.g. data.rare_max_count=2
-            assert str(OmegaConf.select(cfg, key)) == value
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    for override in OverridesParser.create().parse_overrides(swept):
+        if "." in override.key_or_group:  # a config value, e.g. data.rare_max_count=2
+            selected = OmegaConf.select(cfg, override.key_or_group)
+            if OmegaConf.is_config(selected):  # e.g. trainer.optimizer={_target_: ...}
+                selected = OmegaConf.to_container(selected)
+            assert selected == override.value()
     assert math.isfinite(run(cfg).val_loss)
 
 
