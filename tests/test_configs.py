@@ -91,6 +91,21 @@ def test_smoke_preset_shrinks_data_and_model_and_everything_instantiates(tmp_pat
     assert tracker.uri == f"sqlite:///{tmp_path}/mlflow.db"
 
 
+OPTIMIZERS = sorted(p.stem for p in (config_dir() / "trainer" / "optimizer").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("option", OPTIMIZERS)
+def test_every_optimizer_option_builds_a_fresh_keras_optimizer(option):
+    import keras
+
+    trainer = instantiate(compose_train(f"trainer/optimizer={option}").trainer)
+    first, second = trainer.optimizer(), trainer.optimizer()
+    assert isinstance(first, keras.optimizers.Optimizer) and first is not second
+    assert type(first).__name__.lower() == option
+    expected = {"adam": 3e-3, "sgd": 1e-2}[option]
+    assert first.learning_rate.numpy() == pytest.approx(expected)
+
+
 def test_predict_config_needs_run_input_and_output_and_writes_nothing_else(tmp_path):
     from hydra import compose, initialize_config_dir
 
