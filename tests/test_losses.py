@@ -754,6 +754,7 @@ BATCH_CASES = [
 @pytest.mark.parametrize(("weight_by", "expected", "per_class"), BATCH_CASES)
 def test_batch_count_weighted_ce_equals_hand_computed_values(weight_by, expected, per_class):
     loss = BatchCountWeightedCE(weight_by=weight_by)
+    assert loss.name == "batch_count_weighted_ce"  # the name error messages and configs use
     assert float(loss(BATCH_LABELS, BATCH_PROBS)) == pytest.approx(expected, rel=1e-6)
     np.testing.assert_allclose(loss.per_class(BATCH_LABELS, BATCH_PROBS), per_class, rtol=1e-6)
 
@@ -793,3 +794,35 @@ def test_an_absent_class_weighs_nothing_by_truth_and_everything_by_prediction():
     for p in (probs, swapped):
         dominant = (labels.shape[0] / EPS * p[..., 3] * ce).mean()
         assert float(by_prediction(labels, p)) == pytest.approx(dominant, rel=1e-4)
+
+
+@pytest.mark.parametrize("weight_by", ["truth", "prediction"])
+def test_batch_count_weighted_ce_renormalises_clips_and_takes_its_epsilon(weight_by):
+    labels, probs = random_case(20)  # class 3 absent from the batch
+    unnormalised = probs * np.random.default_rng(20).uniform(0.5, 2.0, (*labels.shape, 1))
+    # Probabilities are renormalised over the classes before anything else.
+    loss = BatchCountWeightedCE(weight_by=weight_by)
+    assert float(loss(labels, unnormalised.astype(np.float32))) == pytest.approx(
+        np_batch_count_weighted_ce(labels, probs, weight_by), rel=1e-5
+    )
+    # A perfect prediction is clipped to 1 - eps, and eps also sets the absent class's weight.
+    eps = 1e-3
+    perfect = np.eye(C, dtype=np.float32)[labels]
+    counts = np.bincount(labels.ravel(), minlength=C)
+    weights = labels.shape[0] / (counts + eps)
+    clipped = np.clip(perfect, eps, 1 - eps)
+    pixel_weights = weights[labels] if weight_by == "truth" else (clipped * weights).sum(-1)
+    expected = (pixel_weights * -np.log(1 - eps)).mean()
+    got = float(BatchCountWeightedCE(weight_by=weight_by, epsilon=eps)(labels, perfect))
+    assert got == pytest.approx(expected, rel=1e-4)
+
+
+def test_batch_count_weighted_ce_multiplies_a_given_sample_weight_map():
+    labels, probs = random_case(21)
+    sample = np.random.default_rng(21).uniform(0.5, 3.0, labels.shape).astype(np.float32)
+    counts = np.bincount(labels.ravel(), minlength=C)
+    weights = (labels.shape[0] / (counts + EPS))[labels]
+    ce = -np.log(np.take_along_axis(probs, labels[..., None], -1)[..., 0])
+    assert float(BatchCountWeightedCE()(labels, probs, sample)) == pytest.approx(
+        (weights * sample * ce).mean(), rel=1e-5
+    )
