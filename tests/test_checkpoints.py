@@ -29,6 +29,14 @@ SELECTION_CASES = {
     "nan_monitor_is_never_selected": ([NAN, 0.1, NAN], [0.9, 0.1, 0.9], "max", 0.01, 2),
     "all_nan_selects_nothing": ([NAN, NAN], [0.5, 0.6], "max", 0.01, 0),
     "nan_tie_breaker_is_beaten_by_a_number": ([0.0, 0.0], [NAN, 0.2], "max", 0.01, 2),
+    # ties may not drift: 0.586 ties the selected 0.595 but is 0.014 below the peak 0.60
+    "ties_stay_within_the_tolerance_of_the_peak": (
+        [0.50, 0.60, 0.595, 0.586],
+        [0.1, 0.2, 0.3, 0.4],
+        "max",
+        0.01,
+        3,
+    ),
 }
 
 
@@ -67,6 +75,10 @@ def test_unknown_monitor_or_tie_breaker_is_named_with_the_logged_metrics(tmp_pat
         Checkpointer(tmp_path, tie_breaker="val/x").consider(1, metrics)
     with pytest.raises(ValueError, match=r"checkpoint_tie_tolerance must be >= 0, got -1"):
         Checkpointer(tmp_path, tie_tolerance=-1)
+    with pytest.raises(ValueError, match=r"trainer.checkpoint_mode='up' is not one of"):
+        Checkpointer(tmp_path, mode="up")
+    with pytest.raises(FileNotFoundError, match=r"no checkpoint to resume from in"):
+        Checkpointer(tmp_path / "empty").read_state()
 
 
 def test_selection_state_survives_a_restore(tmp_path):

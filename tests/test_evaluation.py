@@ -181,3 +181,15 @@ def test_a_bad_label_past_the_first_batch_is_named_by_its_own_index():
     )
     assert counts.names == ("val[0]", "val[1]", "val[2]")
     assert counts.tp.shape == (3, C)
+
+
+def test_images_are_named_by_their_files_when_the_data_knows_them():
+    # data=folder and data=camvid pass the file names: the per-image artifact must carry them.
+    names = ["0001TP_006690.png", "0001TP_006720.png", "Seq05VD_f00000.png"]
+    counts = per_image_counts(
+        label_reader(), stream(TRUTHS, PREDICTIONS), C, IGNORE, batch_size=2, names=names
+    )
+    assert counts.names == tuple(names)
+    np.testing.assert_array_equal(counts.tp, EXPECTED["tp"])
+    frame = counts.frame(["a", "b", "c"], "test")
+    assert list(frame.image.unique()) == names
