@@ -79,7 +79,7 @@ def shapes(
         if not 0.0 <= value <= 1.0:
             raise ValueError(f"data.{name} must be in [0, 1], got {value}")
     params: dict[str, Any] = dict(
-        labels={kind: objects.index(kind) + 1 for kind in objects},
+        labels={kind: label for label, kind in enumerate(objects, start=1)},
         image_size=image_size,
         object_probability=object_probability,
         rare_image_fraction=rare_image_fraction,

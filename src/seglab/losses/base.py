@@ -51,8 +51,12 @@ def prepare(y_true: Any, y_pred: Any, ignore_index: int | None) -> tuple[Any, An
         rows of ``one_hot`` and have ``valid == 0``.
     """
     labels, valid, probs = prepare_labels(y_true, y_pred, ignore_index)
-    one_hot = ops.one_hot(labels, ops.shape(probs)[-1], dtype="float32") * valid[..., None]
-    return one_hot, valid, probs
+    return masked_one_hot(labels, valid, ops.shape(probs)[-1]), valid, probs
+
+
+def masked_one_hot(labels: Any, valid: Any, num_classes: Any) -> Any:
+    """(B, H, W, C) one-hot targets whose ignored pixels are all-zero rows."""
+    return ops.one_hot(labels, num_classes, dtype="float32") * valid[..., None]
 
 
 def scale_for_replicas(value: Any) -> Any:

@@ -7,8 +7,14 @@ from typing import Any
 import keras
 from keras import ops
 
-from seglab.losses.base import PixelLoss, prepare_labels
-from seglab.losses.functional import EPSILON, batch_count_weights, cross_entropy, focal
+from seglab.losses.base import PixelLoss, masked_one_hot, prepare_labels
+from seglab.losses.functional import (
+    EPSILON,
+    batch_count_weights,
+    cross_entropy,
+    focal,
+    true_class_probability,
+)
 
 WEIGHT_BY = ("truth", "prediction")
 
@@ -118,19 +124,18 @@ class BatchCountWeightedCE(PixelLoss):
         self, y_true: Any, y_pred: Any, sample_weight: Any = None
     ) -> tuple[Any, Any, Any]:
         labels, valid, probs = prepare_labels(y_true, y_pred, self.ignore_index)
-        num_classes = ops.shape(probs)[-1]
-        one_hot = ops.one_hot(labels, num_classes, dtype="float32") * valid[..., None]
+        one_hot = masked_one_hot(labels, valid, ops.shape(probs)[-1])
         weights = batch_count_weights(one_hot, self.epsilon)
-        renormalised = probs / ops.sum(probs, axis=-1, keepdims=True)
-        clipped = ops.clip(renormalised, self.epsilon, 1.0 - self.epsilon)
         if self.weight_by == "truth":
             pixel_weights = ops.take(weights, labels)
-        else:
+        else:  # the whole renormalised, clipped prediction, only this variant needs it
+            renormalised = probs / ops.sum(probs, axis=-1, keepdims=True)
+            clipped = ops.clip(renormalised, self.epsilon, 1.0 - self.epsilon)
             pixel_weights = ops.sum(clipped * weights, axis=-1)
         pixel_weights = pixel_weights * valid
         if sample_weight is not None:
             pixel_weights = pixel_weights * ops.cast(sample_weight, "float32")
-        p_true = ops.take_along_axis(clipped, labels[..., None], axis=-1)[..., 0]
+        p_true = true_class_probability(labels, probs, self.epsilon)
         return labels, valid, cross_entropy(p_true) * pixel_weights
 
     def get_config(self) -> dict[str, Any]:
