@@ -15,15 +15,15 @@ from keras import ops
 EPSILON = 1e-7
 
 
-def true_class_probability(labels: Any, probs: Any, epsilon: float = EPSILON) -> Any:
+def true_class_probability(labels: Any, probs: Any) -> Any:
     """(B, H, W) probability each pixel gives its true class, renormalised over the classes and
-    clipped to ``[epsilon, 1 - epsilon]`` (as Keras' ``categorical_crossentropy`` does).
+    clipped to ``[eps, 1 - eps]`` (as Keras' ``categorical_crossentropy`` does).
 
     Gathered, not picked by a one-hot product: on a small U-Net a (B, H, W, C) product and its
     gradient cost about 6 % of a training step.
     """
     p_true = ops.take_along_axis(probs, labels[..., None], axis=-1)[..., 0]
-    return ops.clip(p_true / ops.sum(probs, axis=-1), epsilon, 1.0 - epsilon)
+    return ops.clip(p_true / ops.sum(probs, axis=-1), EPSILON, 1.0 - EPSILON)
 
 
 def cross_entropy(p_true: Any) -> Any:

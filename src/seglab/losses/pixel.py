@@ -8,13 +8,7 @@ import keras
 from keras import ops
 
 from seglab.losses.base import PixelLoss, masked_one_hot, prepare_labels
-from seglab.losses.functional import (
-    EPSILON,
-    batch_count_weights,
-    cross_entropy,
-    focal,
-    true_class_probability,
-)
+from seglab.losses.functional import EPSILON, batch_count_weights, cross_entropy, focal
 
 WEIGHT_BY = ("truth", "prediction")
 
@@ -126,16 +120,17 @@ class BatchCountWeightedCE(PixelLoss):
         labels, valid, probs = prepare_labels(y_true, y_pred, self.ignore_index)
         one_hot = masked_one_hot(labels, valid, ops.shape(probs)[-1])
         weights = batch_count_weights(one_hot, self.epsilon)
+        # The question's order: renormalise and clip the whole prediction, then weigh and pick.
+        renormalised = probs / ops.sum(probs, axis=-1, keepdims=True)
+        clipped = ops.clip(renormalised, self.epsilon, 1.0 - self.epsilon)
         if self.weight_by == "truth":
             pixel_weights = ops.take(weights, labels)
-        else:  # the whole renormalised, clipped prediction, only this variant needs it
-            renormalised = probs / ops.sum(probs, axis=-1, keepdims=True)
-            clipped = ops.clip(renormalised, self.epsilon, 1.0 - self.epsilon)
+        else:
             pixel_weights = ops.sum(clipped * weights, axis=-1)
         pixel_weights = pixel_weights * valid
         if sample_weight is not None:
             pixel_weights = pixel_weights * ops.cast(sample_weight, "float32")
-        p_true = true_class_probability(labels, probs, self.epsilon)
+        p_true = ops.take_along_axis(clipped, labels[..., None], axis=-1)[..., 0]
         return labels, valid, cross_entropy(p_true) * pixel_weights
 
     def get_config(self) -> dict[str, Any]:
