@@ -66,9 +66,43 @@ def test_past_ten_classes_only_the_worst_and_hidden_get_colours():
     labelled = [t.get_text() for t in ax_iou.get_legend().texts]
     assert len(labelled) == plots.MAX_CURVES + 1  # the ten worst, and the hidden one
     assert "c0 (worst)" in labelled and "c149 (hidden)" in labelled
-    grey = [line for line in ax_iou.lines if isinstance(line.get_color(), str)]
-    assert len(grey) == 150 - len(labelled)
+    assert len(ax_iou.lines) == len(labelled)
+    (grey,) = ax_iou.collections  # the other classes, one grey artist
+    assert len(grey.get_segments()) == 150 - len(labelled)
+    np.testing.assert_allclose(grey.get_segments()[0], [[1, 0.9], [2, 0.5 + 10 / 400]])  # c10
+    np.testing.assert_allclose(grey.get_colors()[0][:3], to_rgb("0.8"))
     plt.close(figure)
+
+
+def overlay_legend(classes, truths, predictions):
+    images = np.zeros((*truths.shape, 3))
+    figure = plots.overlays(images, truths, predictions, [f"c{i}" for i in range(classes)])
+    (legend,) = figure.legends
+    names = [t.get_text() for t in legend.texts]
+    colours = [to_rgb(h.get_facecolor()) for h in legend.legend_handles]
+    plt.close(figure)
+    return names, colours, legend.get_title().get_text()
+
+
+def test_overlay_legend_lists_every_class_while_few():
+    truths = np.zeros((2, 4, 4), int)
+    names, colours, title = overlay_legend(5, truths, truths)
+    assert names == [f"c{i}" for i in range(5)]
+    np.testing.assert_allclose(colours, plots.palette(5))
+    assert title == ""
+
+
+def test_overlay_legend_past_twenty_classes_lists_the_most_shown_in_class_order():
+    # Class c has c + 1 true pixels for c < 30, and 1 predicted pixel of class 149: the 20
+    # classes with most pixels are 10..29 (149 has one pixel, fewer than any of them).
+    truths = np.concatenate([np.full(c + 1, c) for c in range(30)])
+    truths = np.pad(truths, (0, 480 - truths.size), constant_values=255).reshape(2, 16, 15)
+    predictions = np.full_like(truths, 255)
+    predictions[0, 0, 0] = 149
+    names, colours, title = overlay_legend(150, truths, predictions)
+    assert names == [f"c{i}" for i in range(10, 30)]
+    np.testing.assert_allclose(colours, plots.palette(150)[10:30])
+    assert title == "the 20 classes with most pixels shown, of 150"
 
 
 @pytest.mark.parametrize(("classes", "texts"), [(5, 25), (150, 0)])

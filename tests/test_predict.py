@@ -73,7 +73,10 @@ def test_the_best_checkpoint_is_the_runs_mlflow_model_with_signature_and_example
     assert "tensorflow" in mlmodel["flavors"]
     signature = {k: json.loads(v) for k, v in mlmodel["signature"].items() if v}
     assert signature["inputs"][0]["tensor-spec"] == {"dtype": "float32", "shape": [-1, 32, 32, 3]}
-    assert signature["outputs"][0]["tensor-spec"]["shape"] == [-1, 32, 32, len(CLASSES)]
+    assert signature["outputs"][0]["tensor-spec"] == {
+        "dtype": "float32",
+        "shape": [-1, 32, 32, len(CLASSES)],
+    }
     assert (folder / "input_example.json").is_file()
     meta = mlmodel["metadata"]
     assert meta["class_names"] == CLASSES

@@ -8,6 +8,7 @@ from typing import Any
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
+from matplotlib.collections import LineCollection
 from matplotlib.figure import Figure
 
 from seglab.statistics import t_interval
@@ -30,6 +31,7 @@ IGNORE_COLOUR = np.array([1.0, 1.0, 1.0])
 MAX_CURVES = 10  # classes singled out in per-class curves; the rest are grey
 MAX_ANNOTATED = 25  # cells written in a matrix figure up to this many classes
 MAX_LABELLED = 60  # class names as ticks up to this many classes
+MAX_LEGEND = 20  # class swatches under the overlays; past that, the classes shown most
 
 
 def palette(num_classes: int) -> np.ndarray:
@@ -100,9 +102,13 @@ def loss_and_class_iou(
     defined = {name: value for name, value in final.items() if not np.isnan(value)}
     worst = min(defined, key=lambda name: defined[name]) if defined else None
     singled = set(sorted(defined, key=lambda name: defined[name])[:MAX_CURVES]) | set(hidden)
+    if len(class_iou) > MAX_CURVES:
+        singled = singled & set(class_iou)
+        # The others as one grey collection: one artist, not one per class (150 classes).
+        grey = [np.column_stack([epochs, v]) for n, v in class_iou.items() if n not in singled]
+        ax_iou.add_collection(LineCollection(grey, colors="0.8", linewidths=0.8))
     for colour, (name, values) in zip(colours, class_iou.items(), strict=True):
         if len(class_iou) > MAX_CURVES and name not in singled:
-            ax_iou.plot(epochs, values, color="0.8", linewidth=0.8)
             continue
         marks = [m for m, on in (("worst", name == worst), ("hidden", name in hidden)) if on]
         ax_iou.plot(
@@ -165,10 +171,40 @@ def overlays(
             ax.set_axis_off()
             if row == 0:
                 ax.set_title(title)
-    handles = [plt.Rectangle((0, 0), 1, 1, color=colour) for colour in palette(num_classes)]
-    fig.legend(handles, class_names, loc="lower center", ncol=min(num_classes, 5), fontsize="small")
-    fig.tight_layout(rect=(0, 0.05, 1, 1))
+    listed = legend_classes(truths, predictions, num_classes)
+    colours = palette(num_classes)
+    handles = [plt.Rectangle((0, 0), 1, 1, color=colours[c]) for c in listed]
+    title = None
+    if len(listed) < num_classes:
+        title = f"the {len(listed)} classes with most pixels shown, of {num_classes}"
+    columns = min(len(listed), 5)
+    legend_rows = -(-len(listed) // columns) + (title is not None)
+    fig.legend(
+        handles,
+        [class_names[c] for c in listed],
+        loc="lower center",
+        ncol=columns,
+        fontsize="small",
+        title=title,
+        title_fontsize="small",
+    )
+    # Room for the legend under the panels: about 0.2 inch per legend row.
+    fig.tight_layout(rect=(0, min(0.5, 0.2 * (legend_rows + 0.5) / (2 * rows)), 1, 1))
     return fig
+
+
+def legend_classes(truths: np.ndarray, predictions: np.ndarray, num_classes: int) -> list[int]:
+    """The classes the overlays' legend lists, in class order: every class up to
+    :data:`MAX_LEGEND` classes; past that, the :data:`MAX_LEGEND` classes with the most pixels
+    in the shown truths and predictions."""
+    if num_classes <= MAX_LEGEND:
+        return list(range(num_classes))
+    labels = np.concatenate([np.ravel(truths), np.ravel(predictions)])
+    labels = labels[(labels >= 0) & (labels < num_classes)]
+    pixels = np.bincount(labels, minlength=num_classes)
+    shown = np.flatnonzero(pixels)
+    most = shown[np.argsort(-pixels[shown], kind="stable")[:MAX_LEGEND]]
+    return sorted(int(c) for c in most)
 
 
 def augmentation_grid(

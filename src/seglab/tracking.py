@@ -396,8 +396,8 @@ class MlflowTracker:
         """Logs ``model`` as this run's MLflow model ``model`` (TensorFlow flavour); returns its
         URI, ``runs:/<run id>/model``.
 
-        The model carries a tensor signature inferred from ``example`` (one input image, also
-        saved as the input example), ``metadata`` (class names, colours: what
+        The model carries a tensor signature of ``example`` (one input image, also saved as the
+        input example) and of the model's output, ``metadata`` (class names, colours: what
         :mod:`seglab.predict` needs) and is linked to the run's metrics at step ``epoch``. The
         model is Keras' native ``data/model.keras``; the pickle of Keras' registry of custom
         objects that the flavour adds is removed before upload (:data:`PICKLE_SUFFIXES`):
@@ -411,7 +411,9 @@ class MlflowTracker:
         logged = self.client.create_logged_model(
             self.experiment_id(), name=MODEL_NAME, source_run_id=self.run_id
         )
-        signature = infer_signature(example, model.predict(example, verbose=0))
+        # The output's shape and dtype are the model's own: no prediction (and no retrace) needed.
+        (output,) = model.outputs
+        signature = infer_signature(example, np.zeros((1, *output.shape[1:]), output.dtype))
         with tempfile.TemporaryDirectory() as folder:
             local = Path(folder) / MODEL_NAME
             mlflow.tensorflow.save_model(
