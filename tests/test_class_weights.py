@@ -5,6 +5,7 @@ import pytest
 
 from seglab.class_weights import (
     ClassCounts,
+    Weighting,
     WeightScheme,
     batch_inverse_frequency,
     effective_number,
@@ -246,3 +247,80 @@ def test_image_boost_is_off_by_default_and_clip_max_below_one_is_allowed():
 def test_a_zero_manual_weight_is_allowed():
     weights = WeightScheme("manual", normalize="none", weights=[0.0, 1.0, 2.0])(COUNTS, NAMES)
     np.testing.assert_array_equal(weights, [0.0, 1.0, 2.0])
+
+
+class FakeLoss:
+    """What :class:`Weighting` reads from a seglab loss: its name and whether it takes pixel
+    weights."""
+
+    def __init__(self, name: str, pixel_weighted: bool) -> None:
+        self.name, self.pixel_weighted = name, pixel_weighted
+
+
+WEIGHTS = np.array([0.5, 1.0, 3.0])
+
+
+@pytest.mark.parametrize(
+    ("options", "loss", "expected"),
+    [
+        # (per_batch, image_boost, pixel_maps) of the run's weighting
+        ({}, FakeLoss("ce", True), (False, None, WEIGHTS)),
+        ({}, FakeLoss("dice", False), (False, None, None)),  # the loss holds the weights
+        ({"scheme": "per_batch"}, FakeLoss("ce", True), (True, None, WEIGHTS)),
+        ({"image_boost_class": "rare", "image_boost": 4}, FakeLoss("ce", True),
+         (False, (2, 4.0), WEIGHTS)),
+    ],
+)  # fmt: skip
+def test_the_runs_weighting_carries_the_schemes_modes_for_its_loss(options, loss, expected):
+    weighting = WeightScheme(**options).weighting(WEIGHTS, NAMES, loss)
+    per_batch, image_boost, pixel_maps = expected
+    assert weighting.per_batch is per_batch
+    assert weighting.image_boost == image_boost
+    assert weighting.loss_name == loss.name and weighting.pixel_weighted is loss.pixel_weighted
+    np.testing.assert_array_equal(weighting.class_weights, WEIGHTS)
+    if pixel_maps is None:
+        assert weighting.pixel_maps is None
+    else:
+        np.testing.assert_array_equal(weighting.pixel_maps, pixel_maps)
+
+
+@pytest.mark.parametrize(
+    ("options", "option"),
+    [
+        ({"scheme": "per_batch"}, "per_batch"),
+        ({"image_boost_class": "rare"}, "image_boost_class"),
+        ({"scheme": "per_batch", "image_boost_class": "rare"}, "per_batch"),
+    ],
+)
+def test_per_pixel_modes_with_a_region_loss_are_refused_naming_option_and_loss(options, option):
+    with pytest.raises(ValueError) as error:
+        WeightScheme(**options).weighting(None, NAMES, FakeLoss("lovasz", False))
+    assert str(error.value) == (
+        f"class_weights {option} builds per-pixel weight maps, but loss 'lovasz' takes no pixel "
+        "weights; use it with a pixelwise loss (ce, focal, ce_dice)"
+    )
+
+
+def test_the_default_weighting_is_plain_pixel_weighting_with_nothing_to_weigh():
+    default = Weighting()
+    assert (default.pixel_weighted, default.loss_name, default.per_batch) == (True, "loss", False)
+    assert default.class_weights is None and default.image_boost is None
+    assert default.pixel_maps is None
+
+
+def test_an_absent_class_under_enet_gets_the_largest_weight_of_the_present_classes():
+    # ENet gives a class of share 0 the finite weight 1 / ln(1.02) = 50.5; the fill takes the
+    # largest weight of the classes that occur instead (rare: share 10 / 100).
+    with pytest.warns(UserWarning, match=r"classes \['d'\] never occur") as record:
+        filled = WeightScheme("enet", normalize="none")(WITH_ABSENT, ["a", "b", "c", "d"])
+    np.testing.assert_allclose(filled[3], 1 / np.log(1.02 + 0.1), rtol=1e-12)
+    assert record[0].filename == __file__  # the warning points at the caller's line
+
+
+def test_weights_all_zero_are_refused_showing_each_class_weight():
+    with pytest.raises(ValueError) as error:
+        WeightScheme("manual", weights=[0, 0, 0])(COUNTS, NAMES)
+    assert str(error.value) == (
+        "class_weights=manual: weights must be finite, >= 0 and not all 0, got "
+        "{'bg': 0.0, 'thing': 0.0, 'rare': 0.0}"
+    )

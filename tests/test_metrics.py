@@ -210,15 +210,33 @@ def test_per_class_loss_round_trips_through_its_config():
     from seglab.metrics import PerClassLoss
 
     loss = Dice(class_weights=[1.0, 2.0, 3.0], ignore_index=255)
-    metric = PerClassLoss(loss, 3, use_sample_weight=False, name="dice_terms")
+    metric = PerClassLoss(loss, 3, use_sample_weight=False, name="dice_terms", dtype="float64")
     copy = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(metric))
     assert (copy.name, copy.num_classes, copy.use_sample_weight) == ("dice_terms", 3, False)
+    assert copy.dtype == "float64"  # Keras' own arguments pass through
     assert copy.loss.get_config() == loss.get_config()
     y_true = np.random.default_rng(0).integers(0, 3, (2, 4, 4))
     y_pred = keras.ops.softmax(np.random.default_rng(1).normal(size=(2, 4, 4, 3)))
     for m in (metric, copy):
         m.update_state(y_true, y_pred)
     np.testing.assert_allclose(copy.terms(), metric.terms(), rtol=1e-6)
+
+
+def test_per_class_loss_accumulates_in_float64_past_float32s_exact_integers():
+    from seglab.losses import CrossEntropy
+    from seglab.metrics import PerClassLoss
+
+    metric = PerClassLoss(CrossEntropy(), 2)
+    # As after a stream of 2^24 single-image batches whose class-0 terms sum to 2^24: one more
+    # image must still count (float32 cannot hold 2^24 + 1).
+    metric.count.assign(2.0**24)
+    metric.totals.assign([2.0**24, 0.0])
+    y_true = np.zeros((1, 1, 2), int)
+    y_pred = np.array([[[[np.exp(-1.0), 1 - np.exp(-1.0)]] * 2]])  # CE of each pixel: 1
+    metric.update_state(y_true, y_pred)
+    assert float(metric.count.numpy()) == 2.0**24 + 1
+    # float32 would round 2^24 + 1 to 2^24 or 2^24 + 2: off by 1, not by the log's last bits.
+    np.testing.assert_allclose(metric.totals.numpy(), [2.0**24 + 1, 0.0], rtol=0, atol=1e-3)
 
 
 def test_worst_class_skips_an_undefined_class_even_when_it_comes_first():

@@ -3,7 +3,9 @@ known values, so every number the report prints can be checked (no training)."""
 
 import json
 import math
+import shutil
 
+import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import pytest
@@ -179,7 +181,6 @@ CHROMIUM_FLAGS = [
 
 def chromium(tmp_path, *args):
     """Runs Debian's headless Chromium; skips, saying why, when it is not installed."""
-    import shutil
     import subprocess
 
     binary = shutil.which("chromium")
@@ -288,3 +289,78 @@ def test_the_terminal_text_underlines_headings_and_drops_markdown_bold():
         pd.DataFrame(), pd.DataFrame(), None, {}, ["# Title", "## Part", "a **bold** word"]
     )
     assert text.terminal() == "Title\n=====\n\nPart\n----\n\na bold word\n"
+
+
+def test_cli_help_names_the_command_its_arguments_and_keeps_the_description_lines(
+    capsys, monkeypatch
+):
+    from seglab.report import HELP
+
+    monkeypatch.setenv("COLUMNS", "100")
+    with pytest.raises(SystemExit) as done:
+        main(["--help"])
+    assert done.value.code == 0
+    text = capsys.readouterr().out
+    assert text.startswith(
+        "usage: python -m seglab.report [-h] [--tracking-uri TRACKING_URI] [--out OUT] "
+        "[--markdown]\n"
+    )
+    assert HELP in text  # line for line: the description is not re-wrapped
+    words = " ".join(text.split())  # the options' help, however argparse wraps it
+    for option in (
+        "target sweep directory, parent run id or experiment",
+        "--tracking-uri TRACKING_URI MLflow store (default: the sweep's, else "
+        "$MLFLOW_TRACKING_URI, else outputs/mlflow.db)",
+        "--out OUT output folder",
+        "--markdown print markdown instead of aligned text",
+    ):
+        assert option in words, option
+
+
+def test_cli_prints_aligned_text_by_default_and_markdown_when_asked(store, tmp_path, capsys):
+    store_path, _, _ = store
+    uri = f"sqlite:///{store_path / 'mlflow.db'}"
+    plt.close("all")
+    assert main(["hand", "--tracking-uri", uri, "--out", str(tmp_path / "a")]) == 0
+    aligned = capsys.readouterr().out
+    assert "Configurations over seeds\n-------------------------" in aligned
+    assert "| class_weights=none | 3 |" not in aligned
+    assert main(["hand", "--tracking-uri", uri, "--out", str(tmp_path / "b"), "--markdown"]) == 0
+    marked = capsys.readouterr().out
+    assert "## Configurations over seeds" in marked and "| class_weights=none | 3 |" in marked
+    assert plt.get_fignums() == []  # the report's figures are closed once written
+
+
+def test_cli_defaults_to_the_projects_store_and_report_folder(store, tmp_path, monkeypatch, capsys):
+    import seglab.report as report_module
+
+    store_path, _, _ = store
+    monkeypatch.setattr(report_module, "project_root", lambda: tmp_path)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    (tmp_path / "outputs").mkdir()
+    shutil.copy(store_path / "mlflow.db", tmp_path / "outputs" / "mlflow.db")
+    assert main(["hand"]) == 0
+    assert f"written to {tmp_path / 'outputs/reports/hand'}" in capsys.readouterr().out
+    assert (tmp_path / "outputs/reports/hand/report.html").is_file()
+
+
+def test_cli_reads_the_store_from_the_sweep_unless_one_is_given(store, tmp_path, capsys):
+    store_path, _, runs = store
+    uri = f"sqlite:///{store_path / 'mlflow.db'}"
+    sweep = tmp_path / "sweep"
+    sweep.mkdir()
+    parent = runs[0].info.run_id  # no children: nothing to report
+    (sweep / "sweep.json").write_text(json.dumps({"parent_run_id": parent, "tracking_uri": uri}))
+    assert main([str(sweep)]) == 2
+    assert capsys.readouterr().err == f"seglab.report: no runs found for {str(sweep)!r} at {uri}\n"
+    shutil.copy(store_path / "mlflow.db", tmp_path / "other.db")
+    other = f"sqlite:///{tmp_path / 'other.db'}"
+    assert main([str(sweep), "--tracking-uri", other]) == 2
+    assert capsys.readouterr().err.endswith(f" at {other}\n")
+
+
+def test_cli_refuses_a_folder_that_is_not_a_sweep(tmp_path, capsys):
+    assert main([str(tmp_path)]) == 2
+    assert capsys.readouterr().err == (
+        f"seglab.report: {tmp_path} is not a seglab sweep directory (no sweep.json)\n"
+    )
