@@ -324,3 +324,9 @@ def test_weights_all_zero_are_refused_showing_each_class_weight():
         "class_weights=manual: weights must be finite, >= 0 and not all 0, got "
         "{'bg': 0.0, 'thing': 0.0, 'rare': 0.0}"
     )
+
+
+def test_manual_without_weights_says_what_it_needs():
+    with pytest.raises(ValueError) as error:
+        WeightScheme("manual")
+    assert str(error.value) == "class_weights=manual needs class_weights.weights (list or mapping)"

@@ -826,3 +826,37 @@ def test_batch_count_weighted_ce_multiplies_a_given_sample_weight_map():
     assert float(BatchCountWeightedCE()(labels, probs, sample)) == pytest.approx(
         (weights * sample * ce).mean(), rel=1e-5
     )
+
+
+@pytest.mark.parametrize(
+    ("loss", "name"),
+    [
+        (CrossEntropy, "cross_entropy"),
+        (FocalLoss, "focal"),
+        (BatchCountWeightedCE, "batch_count_weighted_ce"),
+        (Dice, "dice"),
+        (GeneralizedDice, "generalized_dice"),
+        (Tversky, "tversky"),
+        (FocalTversky, "focal_tversky"),
+        (Lovasz, "lovasz"),
+        (CEDice, "ce_dice"),
+        (BCEMinusDice, "bce_minus_dice"),
+    ],
+)
+def test_each_loss_has_its_name_and_takes_another(loss, name):
+    # The name is what errors and Keras' logs call the loss.
+    assert loss().name == name
+    assert loss(name="mine").name == "mine"
+    assert loss(name="mine").get_config()["name"] == "mine"
+
+
+def test_ce_dice_passes_squared_on_to_its_dice():
+    labels, probs = random_case(5)
+    for squared in (False, True):
+        expected = float(CrossEntropy()(labels, probs)) + float(
+            Dice(squared=squared)(labels, probs)
+        )
+        assert float(CEDice(squared=squared)(labels, probs)) == pytest.approx(expected, rel=1e-6)
+    assert float(Dice(squared=True)(labels, probs)) != pytest.approx(
+        float(Dice()(labels, probs)), rel=1e-3
+    )  # the two differ on this case, so the check above can fail
