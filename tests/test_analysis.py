@@ -310,3 +310,44 @@ def test_every_per_class_key_a_run_logs_splits_into_metric_and_class():
         metric, cls = split_key(key)
         assert (cls in ("bg", "rare")) == key.endswith(("/bg", "/rare")), key
         assert not metric.endswith(("/bg", "/rare")), key
+
+
+def test_history_is_tidy_one_row_per_logged_point_with_the_runs_axes(store):
+    from mlflow.entities import Metric
+
+    from seglab.analysis import final_values, history
+
+    tagged = store({"seglab.loss": "dice", "seglab.class_weights": "enet"}, {})
+    untagged = store({}, {})
+    points = [("val/loss", 0.9, 1), ("val/loss", 0.5, 2), ("val/iou/sky", 0.25, 2)]
+    for run in (tagged, untagged):
+        store.client.log_batch(run.info.run_id, metrics=[Metric(k, v, 0, s) for k, v, s in points])
+    runs = [store.client.get_run(r.info.run_id) for r in (tagged, untagged)]
+    frame = history(store.client, runs)
+    assert list(frame.columns) == [
+        "run_id", "run_name", "status", "loss", "class_weights", "augment",
+        "epoch", "metric", "class", "value",
+    ]  # fmt: skip
+    assert frame.index.equals(pd.RangeIndex(6))
+    assert list(frame.sort_values("run_id").run_id) == list(frame.run_id)  # grouped by run
+    rows = frame[frame.run_id == tagged.info.run_id]
+    assert rows[["metric", "class", "epoch", "value"]].values.tolist() == [
+        ["val/iou", "sky", 2, 0.25],
+        ["val/loss", "", 1, 0.9],
+        ["val/loss", "", 2, 0.5],
+    ]
+    axes = ["loss", "class_weights", "augment"]
+    assert rows[axes].drop_duplicates().values.tolist() == [["dice", "enet", ""]]
+    bare = frame[frame.run_id == untagged.info.run_id]
+    assert bare[axes].drop_duplicates().values.tolist() == [["", "", ""]]  # tags missing
+    last = final_values(frame)
+    assert last.index.equals(pd.RangeIndex(4))  # two (metric, class) pairs per run
+    assert sorted(last[last.metric == "val/loss"].value) == [0.5, 0.5]
+
+
+def test_history_of_runs_without_metrics_is_empty_with_its_columns(store):
+    from seglab.analysis import history
+
+    frame = history(store.client, [store({}, {})])
+    assert frame.empty and list(frame.columns)[:3] == ["run_id", "run_name", "status"]
+    assert len(frame.columns) == 10
