@@ -66,8 +66,7 @@ docs: install ## Build the documentation site into outputs/site (mkdocs --strict
 mutate: install ## Mutation testing of the numbers' core ([tool.mutmut]); lists the survivors
 	rm -rf mutants
 	$(VENV)/bin/mutmut run > outputs/mutmut.log 2>&1 || (tail -20 outputs/mutmut.log; exit 1)
-	$(VENV)/bin/mutmut results
-	$(PY) -c "import collections, subprocess; out = subprocess.run(['$(VENV)/bin/mutmut', 'results', '--all', 'true'], capture_output=True, text=True).stdout; c = collections.Counter(l.rsplit(': ', 1)[-1] for l in out.splitlines() if ': ' in l); print(dict(c), 'kill rate', round(c['killed'] / max(1, sum(c.values())), 4))"
+	$(PY) tests/mutation_recheck.py
 
 format: install ## Apply ruff fixes and formatting
 	$(VENV)/bin/ruff check --fix $(LINT_PATHS)
