@@ -5,8 +5,12 @@ its statistics. A call made while a module-scoped fixture was built is credited 
 test that used the fixture only, so the other tests that read the fixture's result (most of
 ``test_report.py``) never meet the mutant. This script runs every survivor, timeout and
 untested mutant again, with the whole test files of its module (:data:`TEST_FILES`), stopping
-at the first failure, and prints the final counts per module, the kill rate and the mutants
-that still survive (also written to ``outputs/mutation.json``).
+at the first failure (in worker processes that run a chunk of mutants each, and whose results
+count only if the files still pass without a mutant afterwards), and prints the final counts
+per module, the kill rate and the mutants that still survive (also written to
+``outputs/mutation.json``). Outcomes are cached in
+``outputs/mutation_recheck_cache.json`` while the mutant's module and its test files are
+unchanged, so a stopped re-check resumes.
 
 Usage, after ``mutmut run`` (``make mutate`` runs both): ``python tests/mutation_recheck.py``.
 """
@@ -15,11 +19,14 @@ from __future__ import annotations
 
 import argparse
 import collections
+import hashlib
 import json
 import os
 import subprocess
 import sys
+import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -62,53 +69,124 @@ def mutmut_results() -> dict[str, str]:
     return {name: status for name, status in pairs}
 
 
-def run_mutant(mutant: str, timeout: float) -> str:
-    """``killed``, ``survived`` or ``timeout``: the mutant's module tests in ``mutants/``,
-    where mutmut's copy of ``src`` switches the mutant on by ``MUTANT_UNDER_TEST``."""
-    env = {**os.environ, "PYTHONPATH": "src", "MUTANT_UNDER_TEST": mutant}
-    command = [sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider"]
-    try:
-        done = subprocess.run(
-            [*command, *test_files(mutant)],
-            cwd=ROOT / "mutants",
-            env=env,
-            capture_output=True,
-            timeout=timeout,
-        )
-    except subprocess.TimeoutExpired:
-        return "timeout"
-    return "survived" if done.returncode == 0 else "killed"
+def fingerprint(mutant: str) -> str:
+    """What a re-check's outcome depends on: the mutant's name, its module as mutmut wrote it
+    and the test files (a cached outcome is reused only while all three are unchanged)."""
+    module = module_of(mutant).replace(".", "/")
+    source = ROOT / "mutants" / "src" / f"{module}.py"
+    if not source.is_file():
+        source = ROOT / "mutants" / "src" / module / "__init__.py"
+    digest = hashlib.sha1(source.read_bytes())
+    for name in test_files(mutant):
+        digest.update((ROOT / "mutants" / name).read_bytes())
+    return f"{mutant}:{digest.hexdigest()}"
 
 
-def main() -> int:
+def worker(files: list[str], mutants: list[str]) -> int:
+    """Runs in ``mutants/``: ``files`` once per mutant in this one process, printing
+    ``RESULT <mutant> <killed|survived>`` lines; then ``RESULT - clean`` if the files still pass
+    without a mutant (``contaminated`` otherwise: the parent then discards these results).
+
+    One process saves the imports (seconds per mutant); mutmut's trampolines read
+    ``MUTANT_UNDER_TEST`` at every call, and each ``pytest.main`` builds its fixtures anew.
+    """
+    import pytest
+
+    arguments = ["-x", "-q", "-p", "no:cacheprovider", "--timeout=300", *files]
+
+    def passes(mutant: str) -> bool:
+        os.environ["MUTANT_UNDER_TEST"] = mutant  # "" switches every mutant off
+        return pytest.main(arguments) == 0
+
+    if not passes(""):
+        print("RESULT - failing", flush=True)
+        return 1
+    for mutant in mutants:
+        print(f"RESULT {mutant} {'survived' if passes(mutant) else 'killed'}", flush=True)
+    print(f"RESULT - {'clean' if passes('') else 'contaminated'}", flush=True)
+    return 0
+
+
+def run_worker(files: list[str], mutants: list[str], found: Callable[[str, str], None]) -> bool:
+    """One :func:`worker` over ``mutants``; ``found(mutant, state)`` as results arrive. True
+    when the worker ended clean (its results stand)."""
+    env = {**os.environ, "PYTHONPATH": "src"}
+    command = [sys.executable, str(Path(__file__).resolve()), "--worker", *files, "--", *mutants]
+    results: dict[str, str] = {}
+    end = None
+    with subprocess.Popen(
+        command, cwd=ROOT / "mutants", env=env, stdout=subprocess.PIPE, text=True
+    ) as process:
+        assert process.stdout is not None
+        for line in process.stdout:
+            if line.startswith("RESULT "):
+                _, mutant, state = line.split()
+                if mutant == "-":
+                    end = state
+                else:
+                    results[mutant] = state
+    if end != "clean":
+        print(f"worker over {files} ended {end}: its {len(results)} results are discarded")
+        return False
+    for mutant, state in results.items():
+        found(mutant, state)
+    return True
+
+
+def main(argv: list[str]) -> int:
+    if argv[:1] == ["--worker"]:
+        split = argv.index("--")
+        return worker(argv[1:split], argv[split + 1 :])
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1)
-    parser.add_argument("--timeout", type=float, default=900, help="seconds per mutant")
+    parser.add_argument("--chunk", type=int, default=20, help="mutants per worker process")
     parser.add_argument(
         "--budget",
         type=float,
         default=None,
-        help="seconds after which no more mutants are started; the rest stay as mutmut left "
-        "them and are listed as not re-checked",
+        help="seconds after which no more workers are started; the mutants left stay as "
+        "mutmut left them and are listed as not re-checked",
     )
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     status = mutmut_results()
     if not status:
         print("no mutmut results: run `mutmut run` first", file=sys.stderr)
         return 2
     again = sorted(name for name, state in status.items() if state in RECHECKED)
-    print(f"re-checking {len(again)} of {len(status)} mutants with whole test files", flush=True)
+    cache_file = ROOT / "outputs" / "mutation_recheck_cache.json"
+    cache = json.loads(cache_file.read_text()) if cache_file.is_file() else {}
+    keys = {mutant: fingerprint(mutant) for mutant in again}
+    todo: dict[tuple[str, ...], list[str]] = collections.defaultdict(list)
+    for mutant in again:
+        if keys[mutant] not in cache:
+            todo[tuple(test_files(mutant))].append(mutant)
+    chunks = [
+        (list(files), mutants[i : i + args.chunk])
+        for files, mutants in todo.items()
+        for i in range(0, len(mutants), args.chunk)
+    ]
+    print(
+        f"re-checking {len(again)} of {len(status)} mutants with whole test files "
+        f"({len(again) - sum(map(len, todo.values()))} cached, {len(chunks)} workers to run)",
+        flush=True,
+    )
     deadline = None if args.budget is None else time.monotonic() + args.budget
+    lock = threading.Lock()
 
-    def recheck(mutant: str) -> str | None:
-        if deadline is not None and time.monotonic() > deadline:
-            return None
-        return run_mutant(mutant, args.timeout)
+    def found(mutant: str, state: str) -> None:
+        with lock:  # saved as it goes: a stopped re-check resumes where it stopped
+            cache[keys[mutant]] = state
+            cache_file.parent.mkdir(exist_ok=True)
+            cache_file.write_text(json.dumps(cache, indent=0))
+
+    def run(chunk: tuple[list[str], list[str]]) -> None:
+        if deadline is None or time.monotonic() < deadline:
+            run_worker(*chunk, found)
 
     with ThreadPoolExecutor(args.jobs) as pool:
-        states = list(pool.map(recheck, again))
-    unchecked = [name for name, state in zip(again, states, strict=True) if state is None]
-    status.update({n: s for n, s in zip(again, states, strict=True) if s is not None})
+        list(pool.map(run, chunks))
+    unchecked = [mutant for mutant in again if keys[mutant] not in cache]
+    status.update({mutant: cache[keys[mutant]] for mutant in again if keys[mutant] in cache})
     per_module: dict[str, collections.Counter] = collections.defaultdict(collections.Counter)
     for name, state in status.items():
         per_module[module_of(name)][state] += 1
@@ -127,10 +205,9 @@ def main() -> int:
         "survivors": survivors,
         "not_rechecked": unchecked,
     }
-    (ROOT / "outputs").mkdir(exist_ok=True)
     (ROOT / "outputs" / "mutation.json").write_text(json.dumps(report, indent=1))
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(sys.argv[1:]))
