@@ -351,3 +351,58 @@ def test_history_of_runs_without_metrics_is_empty_with_its_columns(store):
     frame = history(store.client, [store({}, {})])
     assert frame.empty and list(frame.columns)[:3] == ["run_id", "run_name", "status"]
     assert len(frame.columns) == 10
+
+
+@pytest.mark.parametrize(
+    ("runs", "expected"),
+    [
+        # (tags, params) per run -> labels
+        (  # class weights logged per class tell the scheme apart: named by its tag
+            [
+                ({"seglab.class_weights": "none"}, {"class_weight/bg": "1.0"}),
+                ({"seglab.class_weights": "enet"}, {"class_weight/bg": "2.5"}),
+            ],
+            ["class_weights=none", "class_weights=enet"],
+        ),
+        (  # an axis whose tag is missing is shown as unknown, not as the param
+            [({}, {"loss._target_": "CE"}), ({"seglab.loss": "dice"}, {"loss._target_": "D"})],
+            ["loss=?", "loss=dice"],
+        ),
+        (  # nothing tells them apart
+            [({"seglab.loss": "ce"}, {"trainer.seed": "0"})] * 2,
+            ["one configuration", "one configuration"],
+        ),
+    ],
+)
+def test_configuration_labels_name_what_differs(store, runs, expected):
+    made = [store(tags, params) for tags, params in runs]
+    labels = configuration_labels(made)
+    assert [labels[run.info.run_id] for run in made] == expected
+
+
+def test_compare_runs_bootstraps_the_two_runs_images_with_its_defaults(tmp_path):
+    import numpy as np
+
+    from seglab.analysis import compare_runs
+    from seglab.evaluation import PerImageCounts
+    from seglab.statistics import paired_bootstrap
+
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    experiment = client.create_experiment("p", (tmp_path / "artifacts").as_uri())
+    names = ["bg", "rare"]
+    rng = np.random.default_rng(0)
+    counts, ids = [], []
+    for _ in range(2):
+        tp, fp, fn = (rng.integers(0, 20, (12, 2)) for _ in range(3))
+        made = PerImageCounts(tuple(f"i{i}" for i in range(12)), tp, fp, fn)
+        run = client.create_run(experiment, tags={"seglab.class_names": json.dumps(names)})
+        folder = tmp_path / run.info.run_id
+        folder.mkdir()
+        made.frame(names, "val").to_parquet(folder / "val.parquet")
+        client.log_artifact(run.info.run_id, str(folder / "val.parquet"), "per_image")
+        counts.append(made)
+        ids.append(run.info.run_id)
+    expected = paired_bootstrap(counts[0], counts[1], names, 2000, 0)
+    pd.testing.assert_frame_equal(compare_runs(client, *ids), expected)
+    other = paired_bootstrap(counts[0], counts[1], names, 2001, 0)
+    assert not other[["ci_low", "ci_high"]].equals(expected[["ci_low", "ci_high"]])
