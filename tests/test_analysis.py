@@ -406,3 +406,33 @@ def test_compare_runs_bootstraps_the_two_runs_images_with_its_defaults(tmp_path)
     pd.testing.assert_frame_equal(compare_runs(client, *ids), expected)
     other = paired_bootstrap(counts[0], counts[1], names, 2001, 0)
     assert not other[["ci_low", "ci_high"]].equals(expected[["ci_low", "ci_high"]])
+
+
+def test_configuration_summary_covers_summary_test_and_per_class_metrics_of_finished_runs():
+    from seglab.analysis import SUMMARY_METRICS, configuration_summary
+
+    runs = pd.DataFrame(
+        {
+            "run_id": ["r0", "r1", "r2"],
+            "status": ["FINISHED", "FINISHED", "FAILED"],
+            "configuration": ["c", "c", "c"],
+            **{metric: [0.5, 0.7, 0.0] for metric in SUMMARY_METRICS},
+            "test_miou": [0.4, 0.6, 0.0],
+            "test_class_acc": [float("nan")] * 3,  # no test split scored: left out
+        }
+    )
+    frame = pd.DataFrame(
+        {
+            "run_id": ["r0", "r0", "r1", "r1", "r2"],
+            "metric": ["val/iou", "val/iou", "val/iou", "val/iou", "val/iou"],
+            "class": ["sky", "sky", "sky", "sky", "sky"],
+            "epoch": [1, 2, 1, 2, 2],
+            "value": [0.0, 0.2, 0.0, 0.4, 0.9],  # the failed run's 0.9 must not count
+        }
+    )
+    table = configuration_summary(runs, frame).set_index("metric")
+    assert list(table.index) == [*SUMMARY_METRICS, "test_miou", "val/iou/sky"]
+    assert table.loc["val/iou/sky", "n"] == 2
+    assert table.loc["val/iou/sky", "mean"] == pytest.approx(0.3)  # final epochs: 0.2, 0.4
+    assert table.loc["test_miou", "mean"] == pytest.approx(0.5)
+    assert (table["configuration"] == "c").all()

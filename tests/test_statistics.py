@@ -183,3 +183,23 @@ def test_bootstrap_refuses_runs_scored_on_different_images():
 )
 def test_an_interval_touching_zero_does_not_exclude_it(low, high, excludes):
     assert Interval(3, (low + high) / 2, 0.1, low, high).excludes_zero() is excludes
+
+
+def test_seed_summary_keeps_the_configurations_order_and_every_column():
+    runs = pd.DataFrame({"configuration": ["z", "a", "z", "a"], "miou": [0.7, 0.5, 0.9, 0.5]})
+    table = seed_summary(runs, ["miou"])
+    assert list(table.columns) == [
+        "configuration",
+        "metric",
+        "n",
+        "mean",
+        "sd",
+        "ci_low",
+        "ci_high",
+    ]
+    assert list(table.configuration) == ["z", "a"]  # as the runs come, not sorted
+    z = table.iloc[0]
+    half = T1 * math.sqrt(0.02) / math.sqrt(2)  # sd of 0.7 and 0.9 is sqrt(0.02)
+    assert (z.n, z["mean"], z.sd) == (2, pytest.approx(0.8), pytest.approx(math.sqrt(0.02)))
+    assert (z.ci_low, z.ci_high) == pytest.approx((0.8 - half, 0.8 + half), rel=1e-4)
+    assert seed_summary(runs.iloc[:0], ["miou"]).columns.tolist() == table.columns.tolist()
