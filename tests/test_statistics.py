@@ -9,6 +9,7 @@ import pytest
 from seglab.evaluation import PerImageCounts
 from seglab.statistics import (
     Interval,
+    iou_from_sums,
     paired_bootstrap,
     paired_difference,
     seed_summary,
@@ -203,3 +204,30 @@ def test_seed_summary_keeps_the_configurations_order_and_every_column():
     assert (z.n, z["mean"], z.sd) == (2, pytest.approx(0.8), pytest.approx(math.sqrt(0.02)))
     assert (z.ci_low, z.ci_high) == pytest.approx((0.8 - half, 0.8 + half), rel=1e-4)
     assert seed_summary(runs.iloc[:0], ["miou"]).columns.tolist() == table.columns.tolist()
+
+
+@pytest.mark.parametrize(
+    ("tp", "fp", "fn", "expected"),
+    [
+        (1, 0, 0, 1.0),  # a class on one pixel, found
+        (0, 1, 0, 0.0),  # predicted on one pixel, absent
+        (0, 0, 1, 0.0),  # on one pixel, missed
+        (3, 1, 2, 0.5),
+        (0, 0, 0, NAN),  # neither true nor predicted: undefined
+    ],
+)
+def test_iou_from_sums_on_a_table(tp, fp, fn, expected):
+    (iou,) = iou_from_sums(np.array([tp]), np.array([fp]), np.array([fn]))
+    np.testing.assert_equal(iou, expected)
+
+
+def test_paired_bootstrap_defaults_to_2000_resamples_seeded_0():
+    rng = np.random.default_rng(3)
+    a, b = (
+        PerImageCounts(tuple("abcdefgh"), *(rng.integers(0, 9, (8, 2)) for _ in range(3)))
+        for _ in range(2)
+    )
+    default = paired_bootstrap(a, b, ["x", "y"])
+    pd.testing.assert_frame_equal(default, paired_bootstrap(a, b, ["x", "y"], 2000, 0))
+    other = paired_bootstrap(a, b, ["x", "y"], 2001, 0)
+    assert not other[["ci_low", "ci_high"]].equals(default[["ci_low", "ci_high"]])
