@@ -32,17 +32,19 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 MUTMUT = Path(sys.executable).parent / "mutmut"
-# Module (or package) prefix -> the test files that exercise it, first the quickest to fail.
+# Module (or package) prefix -> the test files that exercise it, in the order the modules are
+# re-checked: the quick ones, then those whose functions the report's module-scoped fixture
+# calls (where mutmut misses most), then the rest.
 TEST_FILES = {
-    "seglab.metrics": ["tests/test_metrics.py", "tests/test_evaluation.py"],
     "seglab.class_weights": ["tests/test_class_weights.py"],
-    "seglab.losses": ["tests/test_losses.py", "tests/test_metrics.py"],
-    "seglab.statistics": ["tests/test_statistics.py", "tests/test_report.py"],
-    "seglab.analysis": ["tests/test_analysis.py", "tests/test_report.py"],
-    "seglab.report": ["tests/test_report.py"],
-    "seglab.checkpoints": ["tests/test_checkpoints.py"],
     "seglab.verdicts": ["tests/test_verdicts.py"],
+    "seglab.report": ["tests/test_report.py"],
+    "seglab.statistics": ["tests/test_statistics.py", "tests/test_report.py"],
     "seglab.evaluation": ["tests/test_evaluation.py", "tests/test_report.py"],
+    "seglab.analysis": ["tests/test_analysis.py", "tests/test_report.py"],
+    "seglab.metrics": ["tests/test_metrics.py", "tests/test_evaluation.py"],
+    "seglab.losses": ["tests/test_losses.py", "tests/test_metrics.py"],
+    "seglab.checkpoints": ["tests/test_checkpoints.py"],
 }
 RECHECKED = ("survived", "timeout", "no tests")
 
@@ -157,6 +159,8 @@ def main(argv: list[str]) -> int:
     cache = json.loads(cache_file.read_text()) if cache_file.is_file() else {}
     keys = {mutant: fingerprint(mutant) for mutant in again}
     todo: dict[tuple[str, ...], list[str]] = collections.defaultdict(list)
+    for files in dict.fromkeys(tuple(files) for files in TEST_FILES.values()):
+        todo[files] = []  # in TEST_FILES' order
     for mutant in again:
         if keys[mutant] not in cache:
             todo[tuple(test_files(mutant))].append(mutant)
