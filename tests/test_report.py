@@ -364,3 +364,57 @@ def test_cli_refuses_a_folder_that_is_not_a_sweep(tmp_path, capsys):
     assert capsys.readouterr().err == (
         f"seglab.report: {tmp_path} is not a seglab sweep directory (no sweep.json)\n"
     )
+
+
+@pytest.fixture
+def one_seed_runs(tmp_path):
+    """Three configurations, one seed each: lower loss, better worst class (no mismatch); no
+    run logged val/miou."""
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    experiment = client.create_experiment("one", (tmp_path / "artifacts").as_uri())
+    runs = []
+    for scheme, loss, rare in (("none", 0.1, 0.5), ("enet", 0.2, 0.3), ("mf", 0.3, 0.1)):
+        run = client.create_run(
+            experiment,
+            run_name=f"class_weights={scheme}",
+            tags={
+                "seglab.loss": "ce",
+                "seglab.class_weights": scheme,
+                "seglab.class_names": json.dumps(CLASSES),
+            },
+        )
+        client.log_param(run.info.run_id, "class_weights.scheme", scheme)
+        client.log_param(run.info.run_id, "trainer.seed", "0")
+        final = {"val/loss": loss, "val/min_iou": rare, "val/iou/bg": 0.95, "val/iou/rare": rare}
+        client.log_batch(run.info.run_id, metrics=[Metric(k, v, 0, 1) for k, v in final.items()])
+        client.set_terminated(run.info.run_id, "FINISHED")
+        runs.append(client.get_run(run.info.run_id))
+    return client, runs
+
+
+def test_a_one_seed_sweep_shows_each_runs_final_iou_and_the_rank_correlation(
+    one_seed_runs, tmp_path
+):
+    report = build_report(*one_seed_runs)
+    text = report.text
+    assert "## Configurations over seeds" not in text  # one seed: no intervals to show
+    table = text.split("## Final validation IoU per class\n\n")[1].split("\n\n")[0]
+    assert table.splitlines() == [
+        "| run_name | bg | rare |",
+        "|---|---|---|",
+        "| class_weights=enet | 0.950 | 0.300 |",
+        "| class_weights=mf | 0.950 | 0.100 |",
+        "| class_weights=none | 0.950 | 0.500 |",
+    ]
+    ranked = report.rankings.table
+    assert list(ranked.rank_by_min_iou) == [1, 2, 3]  # in loss order: none, enet, mf
+    assert ranked.rank_by_miou.isna().all()  # never logged: no rank, a blank cell
+    assert (
+        "Spearman correlation of val loss with worst-class IoU across configurations: -1.00 "
+        "(a loss that tracked the failing class would be near -1)."
+    ) in text
+    assert report.rankings.mismatches == []
+    report.write(tmp_path / "out")
+    for figure in ("final_iou_heatmap", "val_loss_vs_min_iou", "class_iou_curves"):
+        assert (tmp_path / "out" / f"{figure}.png").stat().st_size > 0, figure
+    plt.close("all")

@@ -317,9 +317,12 @@ def rankings(runs_summary: pd.DataFrame, loss_column: str = "val_loss") -> Ranki
         rows.append(row)
     table = pd.DataFrame(rows)
     # Losses of different functions are not on one scale: rank by loss within each loss only.
-    table["rank_by_loss"] = table.groupby("loss")[loss_column].rank(method="min").astype(int)
+    # Nullable integers: a finished run that never logged a metric has no rank in it.
+    ranks = table.groupby("loss")[loss_column].rank(method="min")
+    table["rank_by_loss"] = ranks.astype("Int64")
     for column in ("min_iou", "miou"):
-        table[f"rank_by_{column}"] = table[column].rank(ascending=False, method="min").astype(int)
+        ranks = table[column].rank(ascending=False, method="min")
+        table[f"rank_by_{column}"] = ranks.astype("Int64")
     table = table.sort_values(["loss", loss_column], kind="stable").reset_index(drop=True)
     # Across loss functions the losses are not on one scale: compare the unweighted CE every
     # run logs instead, then each loss on its own terms.

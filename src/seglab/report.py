@@ -52,7 +52,7 @@ class Table:
                 shown[column] = shown[column].map(
                     lambda v: "" if pd.isna(v) else unhidden(v, self.floats.format(v))
                 )
-        return shown.astype(str)
+        return shown.astype(object).where(shown.notna(), "").astype(str)  # <NA> blank too
 
 
 Block = str | Table  # a paragraph (a heading when it starts with "# " or "## "), or a table
