@@ -174,18 +174,18 @@ def overlays(
     listed = legend_classes(truths, predictions, num_classes)
     colours = palette(num_classes)
     handles = [plt.Rectangle((0, 0), 1, 1, color=colours[c]) for c in listed]
-    title = None
+    legend_title = None
     if len(listed) < num_classes:
-        title = f"the {len(listed)} classes with most pixels shown, of {num_classes}"
+        legend_title = f"the {len(listed)} classes with most pixels shown, of {num_classes}"
     columns = min(len(listed), 5)
-    legend_rows = -(-len(listed) // columns) + (title is not None)
+    legend_rows = -(-len(listed) // columns) + (legend_title is not None)
     fig.legend(
         handles,
         [class_names[c] for c in listed],
         loc="lower center",
         ncol=columns,
         fontsize="small",
-        title=title,
+        title=legend_title,
         title_fontsize="small",
     )
     # Room for the legend under the panels: about 0.2 inch per legend row.
