@@ -112,8 +112,11 @@ def per_image_counts(
             naming the image.
     """
     c = num_classes
+    batches = stream.batch(batch_size)
 
-    @tf.function(reduce_retracing=True)
+    # One trace for every batch size: the last batch is usually smaller, and a second trace
+    # of the whole model for it costs more than its prediction.
+    @tf.function(input_signature=tuple(batches.element_spec))
     def count(images: tf.Tensor, masks: tf.Tensor) -> tuple[tf.Tensor, ...]:
         pred = tf.cast(tf.argmax(model(images, training=False), axis=-1), tf.int32)
         masks = tf.cast(masks, tf.int32)
@@ -135,7 +138,7 @@ def per_image_counts(
 
     rows: dict[str, list[np.ndarray]] = {k: [] for k in COUNT_COLUMNS}
     seen = 0
-    for images, masks in stream.batch(batch_size):
+    for images, masks in batches:
         tp, fp, fn, bad = (t.numpy() for t in count(images, masks))
         if bad.any():
             index = seen + int(np.argmax(bad))

@@ -137,9 +137,14 @@ def confusion_matrix(cm: np.ndarray, class_names: Sequence[str]) -> Figure:
     with np.errstate(invalid="ignore", divide="ignore"):
         normalised = cm / cm.sum(axis=1, keepdims=True)
     classes = len(class_names)
-    size = min(max(4.0, 0.7 * classes + 2), 14.0)
+    # Names as ticks need room; past MAX_LABELLED a smaller figure (faster to encode) shows the
+    # same pattern of cells.
+    size = min(max(4.0, 0.7 * classes + 2), 14.0 if classes <= MAX_LABELLED else 10.0)
     fig, ax = plt.subplots(figsize=(size + 1, size))
-    image = ax.imshow(np.nan_to_num(normalised), vmin=0, vmax=1, cmap="Blues")
+    # Cells as sharp squares: no resampling of the matrix to the figure's pixels.
+    image = ax.imshow(
+        np.nan_to_num(normalised), vmin=0, vmax=1, cmap="Blues", interpolation="nearest"
+    )
     if classes <= MAX_LABELLED:
         ax.set_xticks(range(classes), class_names, rotation=45, ha="right")
         ax.set_yticks(range(classes), class_names)
