@@ -51,6 +51,19 @@ def test_t_interval(case):
         assert (got.low + got.high) / 2 == pytest.approx(mean)
 
 
+@pytest.mark.parametrize("value", [0.95, 0.1, 0.7, 1 / 3])
+def test_seeds_that_agree_have_no_spread_even_when_binary_floats_round(value):
+    # numpy's two-pass std gives 1.4e-16 for three 0.95s, which a report prints as "± 3.3e-16"
+    got = t_interval([value] * 3)
+    assert (got.mean, got.sd, got.low, got.high) == (value, 0.0, value, value)
+    assert got.format() == f"{value:.3f} ± 0.000"
+
+
+def test_welch_difference_of_agreeing_seeds_is_a_point():
+    got = paired_difference(pd.Series([0.95] * 3), pd.Series([0.1] * 2, index=[7, 8]))
+    assert (got.low, got.high) == (got.mean, got.mean) == (pytest.approx(-0.85),) * 2
+
+
 def test_paired_difference_pairs_by_seed():
     a = pd.Series({0: 0.10, 1: 0.20, 2: 0.30})
     b = pd.Series({2: 0.50, 0: 0.30, 1: 0.35})  # order does not matter, seeds do

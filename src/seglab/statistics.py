@@ -17,6 +17,7 @@ Two sources of noise, two methods:
 from __future__ import annotations
 
 import math
+import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -71,14 +72,16 @@ def unhidden(value: float, shown: str) -> str:
 
 def t_interval(values: Sequence[float]) -> Interval:
     """Mean and Student-t 95 % interval of ``values`` (NaNs dropped)."""
-    data = np.asarray([v for v in values if not math.isnan(v)], dtype=float)
+    data = [float(v) for v in values if not math.isnan(v)]
     n = len(data)
     if n == 0:
         return Interval(0, math.nan, math.nan, math.nan, math.nan)
-    mean = float(data.mean())
+    # statistics sums exactly: seeds that agree (0.95 three times) have sd 0, not numpy's
+    # 1.4e-16, which a report would print as an interval.
+    mean = statistics.mean(data)
     if n == 1:
         return Interval(1, mean, math.nan, math.nan, math.nan)
-    sd = float(data.std(ddof=1))
+    sd = statistics.stdev(data, mean)
     half = float(stats.t.ppf((1 + CONFIDENCE) / 2, n - 1)) * sd / math.sqrt(n)
     return Interval(n, mean, sd, mean - half, mean + half)
 
@@ -93,7 +96,7 @@ def paired_difference(a: pd.Series | Sequence[float], b: pd.Series | Sequence[fl
     mean = float(b.mean() - a.mean())
     if len(a) < 2 or len(b) < 2:
         return Interval(min(len(a), len(b)), mean, math.nan, math.nan, math.nan)
-    va, vb = a.var(ddof=1) / len(a), b.var(ddof=1) / len(b)
+    va, vb = statistics.variance(a) / len(a), statistics.variance(b) / len(b)
     se = math.sqrt(va + vb)
     if se == 0:
         return Interval(min(len(a), len(b)), mean, 0.0, mean, mean)
