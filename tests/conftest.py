@@ -1,4 +1,5 @@
-"""Shared fixtures: quiet TensorFlow, and no test ever writes to the user's MLflow store."""
+"""Shared fixtures: quiet TensorFlow, no test ever writes to the user's MLflow store, and golden
+files for whole texts (``SEGLAB_UPDATE_GOLDEN=1 pytest ...`` rewrites them: review the diff)."""
 
 from __future__ import annotations
 
@@ -42,6 +43,25 @@ def _no_external_tracking(monkeypatch: pytest.MonkeyPatch) -> None:
 @pytest.fixture
 def sqlite_uri(tmp_path) -> str:
     return f"sqlite:///{tmp_path / 'mlflow.db'}"
+
+
+GOLDEN = Path(__file__).parent / "golden"
+
+
+@pytest.fixture
+def golden():
+    """``golden(name, text)`` asserts ``text`` equals ``tests/golden/<name>`` (a whole report,
+    say: every heading, sentence and number as a reader sees it)."""
+
+    def check(name: str, text: str) -> None:
+        path = GOLDEN / name
+        if os.environ.get("SEGLAB_UPDATE_GOLDEN") == "1":
+            path.parent.mkdir(exist_ok=True)
+            path.write_text(text)
+        assert path.is_file(), f"no {path}: write it with SEGLAB_UPDATE_GOLDEN=1 and review it"
+        assert text == path.read_text()
+
+    return check
 
 
 def free_port() -> int:

@@ -436,3 +436,34 @@ def test_configuration_summary_covers_summary_test_and_per_class_metrics_of_fini
     assert table.loc["val/iou/sky", "mean"] == pytest.approx(0.3)  # final epochs: 0.2, 0.4
     assert table.loc["test_miou", "mean"] == pytest.approx(0.5)
     assert (table["configuration"] == "c").all()
+
+
+# Two seeds, the fewest that give an interval: {configuration: [(val_loss, min_iou)] per seed},
+# and the whole sentence. Worst-class IoU gains 0.50, 0.52 -> 0.510 ± t(0.975, 1) 0.01 = 0.127
+# (and 0.5, -0.3 -> 0.1 ± 12.706 * 0.4 = 5.082); loss gains +0.010, -0.005 -> +0.0025 ± 0.0953.
+TWO_SEED_SENTENCES = {
+    "the_worst_class_separates_but_not_the_loss": (
+        {"a": [(0.020, 0.00), (0.030, 0.00)], "b": [(0.030, 0.50), (0.025, 0.52)]},
+        "**The loss cannot tell them apart; the worst class can.** Among all configurations, "
+        "the lowest val_loss (a: 0.0250 ± 0.0635) has worst-class IoU 0.000 ± 0.000 (speck), "
+        "while b reaches 0.510 ± 0.127 with val_loss 0.0275 ± 0.0318. Over 2 seeds the "
+        "differences are worst-class IoU +0.510 (95 % CI [+0.383, +0.637]), val_loss +0.0025 "
+        "(95 % CI [-0.0928, +0.0978]): the val_loss interval includes 0, the worst-class one "
+        "does not.",
+    ),
+    "neither_separates": (
+        {"a": [(0.020, 0.00), (0.030, 0.40)], "b": [(0.030, 0.50), (0.025, 0.10)]},
+        "**Not separated.** Among all configurations, the lowest val_loss (a: 0.0250 ± 0.0635) "
+        "has worst-class IoU 0.200 ± 2.541 (speck), while b reaches 0.300 ± 2.541 with val_loss "
+        "0.0275 ± 0.0318; 2 seeds cannot tell them apart: worst-class IoU +0.100 (95 % CI "
+        "[-4.982, +5.182]), val_loss +0.0025 (95 % CI [-0.0928, +0.0978]), an interval "
+        "includes 0.",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(TWO_SEED_SENTENCES))
+def test_two_seeds_give_an_interval_and_the_sentence_says_what_it_shows(case):
+    values, sentence = TWO_SEED_SENTENCES[case]
+    (found,) = rankings(seeded(values)).mismatches
+    assert found.text == sentence

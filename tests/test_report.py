@@ -1,8 +1,10 @@
 """The sweep report on a store written by hand: 2 configurations x 3 seeds and a failed run, with
 known values, so every number the report prints can be checked (no training)."""
 
+import base64
 import json
 import math
+import re
 import shutil
 
 import matplotlib.pyplot as plt
@@ -13,8 +15,9 @@ from mlflow.entities import Metric
 from mlflow.tracking import MlflowClient
 
 from seglab.evaluation import PerImageCounts
-from seglab.report import build_report, main, markdown
+from seglab.report import build_report, main, markdown, seed_tables, with_intervals
 
+NAN = float("nan")
 CLASSES = ["bg", "rare"]
 # configuration -> per seed: (final val loss, rare IoU); bg IoU is 0.95 throughout
 RUNS = {
@@ -36,50 +39,64 @@ def per_image_frame(rare_found: float) -> pd.DataFrame:
     return counts.frame(CLASSES, "val")
 
 
+def write_run(client, experiment, folder, scheme, seed, loss, rare):
+    """One finished hand-made run of configuration ``class_weights=<scheme>``."""
+    run = client.create_run(
+        experiment,
+        run_name=f"class_weights={scheme},trainer.seed={seed}",
+        tags={
+            "seglab.loss": "ce",
+            "seglab.class_weights": scheme,
+            "seglab.augment": "none",
+            "seglab.class_names": json.dumps(CLASSES),
+            "seglab.worst_class": "rare",
+            "seglab.hidden_failure_classes": "rare" if rare < 0.1 else "",
+        },
+    )
+    run_id = run.info.run_id
+    client.log_param(run_id, "class_weights.scheme", scheme)
+    client.log_param(run_id, "trainer.seed", str(seed))
+    final = {
+        "val/loss": loss,
+        "val/ce": loss * 1.5,
+        "val/miou": (0.95 + rare) / 2,
+        "val/min_iou": rare,
+        "val/pixel_acc": 0.99 - rare / 100,
+        "val/class_acc": 0.9 + rare / 10,
+        "val/iou/bg": 0.95,
+        "val/iou/rare": rare,
+    }
+    first = {key: value * 0.5 for key, value in final.items()}
+    first["val/loss"] = loss * 3
+    # The test split, scored with the best checkpoint (epoch 2): rare a little lower.
+    test = {
+        "test/miou": (0.9 + 0.8 * rare) / 2,
+        "test/min_iou": 0.8 * rare,
+        "test/pixel_acc": 0.98 - rare / 100,
+        "test/class_acc": 0.85 + rare / 10,
+        "test/iou/bg": 0.9,
+        "test/iou/rare": 0.8 * rare,
+    }
+    metrics = [Metric(k, v, 0, 1) for k, v in first.items()]
+    metrics += [Metric(k, v, 0, 2) for k, v in {**final, **test}.items()]
+    client.log_batch(run_id, metrics=metrics)
+    (folder / run_id).mkdir()
+    per_image_frame(rare).to_parquet(folder / run_id / "val.parquet")
+    client.log_artifact(run_id, str(folder / run_id / "val.parquet"), "per_image")
+    client.set_terminated(run_id, "FINISHED")
+    return client.get_run(run_id)
+
+
 @pytest.fixture(scope="module")
 def store(tmp_path_factory):
     tmp_path = tmp_path_factory.mktemp("store")
     client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
     experiment = client.create_experiment("hand", (tmp_path / "artifacts").as_uri())
-    runs = []
-    for scheme, seeds in RUNS.items():
-        for seed, (loss, rare) in enumerate(seeds):
-            run = client.create_run(
-                experiment,
-                run_name=f"class_weights={scheme},trainer.seed={seed}",
-                tags={
-                    "seglab.loss": "ce",
-                    "seglab.class_weights": scheme,
-                    "seglab.augment": "none",
-                    "seglab.class_names": json.dumps(CLASSES),
-                    "seglab.worst_class": "rare",
-                    "seglab.hidden_failure_classes": "rare" if rare < 0.1 else "",
-                },
-            )
-            run_id = run.info.run_id
-            client.log_param(run_id, "class_weights.scheme", scheme)
-            client.log_param(run_id, "trainer.seed", str(seed))
-            final = {
-                "val/loss": loss,
-                "val/ce": loss * 1.5,
-                "val/miou": (0.95 + rare) / 2,
-                "val/min_iou": rare,
-                "val/pixel_acc": 0.99 - rare / 100,
-                "val/class_acc": 0.9 + rare / 10,
-                "val/iou/bg": 0.95,
-                "val/iou/rare": rare,
-            }
-            first = {key: value * 0.5 for key, value in final.items()}
-            first["val/loss"] = loss * 3
-            metrics = [Metric(k, v, 0, 1) for k, v in first.items()]
-            metrics += [Metric(k, v, 0, 2) for k, v in final.items()]
-            client.log_batch(run_id, metrics=metrics)
-            folder = tmp_path / run_id
-            folder.mkdir()
-            per_image_frame(rare).to_parquet(folder / "val.parquet")
-            client.log_artifact(run_id, str(folder / "val.parquet"), "per_image")
-            client.set_terminated(run_id, "FINISHED")
-            runs.append(client.get_run(run_id))
+    runs = [
+        write_run(client, experiment, tmp_path, scheme, seed, loss, rare)
+        for scheme, seeds in RUNS.items()
+        for seed, (loss, rare) in enumerate(seeds)
+    ]
     failed = client.create_run(experiment, run_name="broken", tags={"seglab.loss": "ce"})
     client.log_metric(failed.info.run_id, "val/loss", 0.001, step=1)
     client.set_terminated(failed.info.run_id, "FAILED")
@@ -91,6 +108,32 @@ def store(tmp_path_factory):
 def report(store):
     _, client, runs = store
     return build_report(client, runs)
+
+
+EMBEDDED_PNG = re.compile(r"data:image/png;base64,([A-Za-z0-9+/=]+)")
+
+
+def test_the_whole_report_reads_as_reviewed(report, golden):
+    """Every heading, sentence, column and number of the three renderings, as reviewed in
+    ``tests/golden`` (the numbers checked by hand: the tests above derive the key ones)."""
+    golden("report_seeds.md", report.text)
+    golden("report_seeds.txt", report.terminal())
+    page = report.html()
+    images = EMBEDDED_PNG.findall(page)
+    assert len(images) == 3
+    assert all(base64.b64decode(data)[:8] == b"\x89PNG\r\n\x1a\n" for data in images)
+    golden("report_seeds.html", EMBEDDED_PNG.sub("data:image/png;base64,...", page))
+
+
+def test_the_summary_holds_every_column_of_every_run(report, golden):
+    shown = report.summary.drop(columns="run_id")
+    golden("report_seeds_summary.csv", shown.to_csv(index=False))
+
+
+def test_a_one_seed_report_reads_as_reviewed(one_seed_runs, golden):
+    report = build_report(*one_seed_runs)
+    golden("report_one_seed.md", report.text)
+    plt.close("all")
 
 
 def test_every_run_is_listed_with_its_seed_and_status(report):
@@ -417,4 +460,61 @@ def test_a_one_seed_sweep_shows_each_runs_final_iou_and_the_rank_correlation(
     report.write(tmp_path / "out")
     for figure in ("final_iou_heatmap", "val_loss_vs_min_iou", "class_iou_curves"):
         assert (tmp_path / "out" / f"{figure}.png").stat().st_size > 0, figure
+    plt.close("all")
+
+
+def test_ranked_cells_blank_a_metric_never_logged_and_unhide_tiny_losses():
+    table = pd.DataFrame(
+        {"val_loss": [3.1e-5, 0.2], "val_loss_ci": [float("nan"), 0.01], "miou": [float("nan")] * 2}
+    ).assign(miou_ci=float("nan"))
+    shown = with_intervals(table, {"val_loss": 4, "miou": 3})
+    assert shown.to_dict("list") == {"val_loss": ["3.1e-05", "0.2000 ± 0.0100"], "miou": ["", ""]}
+
+
+def test_seed_tables_split_whole_split_metrics_from_classes_in_class_index_order():
+    rows = []
+    for configuration, n in (("b", 3), ("a", 1)):  # first-seen order, not alphabetical
+        for metric, mean in (
+            ("val_loss", 0.25),
+            ("val/iou/sky", 0.9),
+            ("miou", 0.5),
+            ("val/iou/car", 0.4),
+            ("val/iou/pole", 0.1),
+        ):
+            low, high = (mean - 0.05, mean + 0.05) if n > 1 else (NAN, NAN)
+            rows.append((configuration, metric, n, mean, 0.04, low, high))
+    frame = pd.DataFrame(
+        rows, columns=["configuration", "metric", "n", "mean", "sd", "ci_low", "ci_high"]
+    )
+    scalar, per_class = seed_tables(frame, ["sky", "pole", "car"])
+    assert scalar.to_dict("list") == {
+        "configuration": ["b", "a"],
+        "seeds": [3, 1],
+        "val_loss": ["0.250 ± 0.050", "0.250"],
+        "miou": ["0.500 ± 0.050", "0.500"],
+    }
+    assert per_class.to_dict("list") == {
+        "configuration": ["b", "a"],
+        "sky": ["0.900 ± 0.050", "0.900"],
+        "pole": ["0.100 ± 0.050", "0.100"],
+        "car": ["0.400 ± 0.050", "0.400"],
+    }
+    # classes the order does not know come last, alphabetically
+    assert list(seed_tables(frame, ["car"])[1].columns) == ["configuration", "car", "pole", "sky"]
+
+
+def test_image_evidence_compares_the_two_runs_of_the_lowest_seed_both_ran(tmp_path):
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    experiment = client.create_experiment("seeds", (tmp_path / "artifacts").as_uri())
+    # none ran seeds 1, 2; median_frequency ran 0, 1 (rare found 0.2, 0.6): only seed 1 is shared
+    spec = [("none", 1, 0.020, 0.0), ("none", 2, 0.021, 0.0)]
+    spec += [("median_frequency", 0, 0.030, 0.2), ("median_frequency", 1, 0.031, 0.6)]
+    runs = [write_run(client, experiment, tmp_path, *run) for run in spec]
+    report = build_report(client, runs)
+    text = report.text
+    assert (
+        "Paired bootstrap over the validation images (2000 resamples), "
+        "class_weights=median_frequency,trainer.seed=1 minus class_weights=none,trainer.seed=1:"
+    ) in text
+    assert "| rare | 0.000 | 0.600 | 0.600 | 0.600 | 0.600 | 20 |" in text
     plt.close("all")

@@ -86,6 +86,54 @@ def test_unpaired_difference_uses_welch():
     assert not got.excludes_zero()
 
 
+# a, b (Series: index = seed), then the expected Interval of b - a: n, mean, sd, low, high.
+# Welch ends from scipy.stats.ttest_ind(b, a, equal_var=False).confidence_interval(0.95).
+DIFFERENCE_CASES = {
+    "two_paired_seeds": (
+        {0: 0.1, 1: 0.2},
+        {1: 0.5, 0: 0.3},
+        (2, 0.25, math.sqrt(0.005), 0.25 - T1 * 0.05, 0.25 + T1 * 0.05),
+    ),
+    "welch_three_against_two": (
+        {0: 0.1, 1: 0.3},
+        {5: 0.4, 6: 0.6, 7: 0.65},
+        (2, 0.55 - 0.2, NAN, -0.15833425995609313, 0.858334259956093),
+    ),
+    "welch_two_against_three": (
+        {0: 0.1, 1: 0.3, 2: 0.2},
+        {5: 0.4, 6: 0.6},
+        (2, 0.3, NAN, -0.29769974482583705, 0.8976997448258369),
+    ),
+    "shared_seeds_but_one_extra_is_unpaired": (
+        {0: 0.1, 1: 0.3},
+        {0: 0.4, 1: 0.6, 2: 0.65},
+        (2, 0.55 - 0.2, NAN, -0.15833425995609313, 0.858334259956093),
+    ),
+    "one_value_against_two": ({0: 0.1}, {0: 0.3, 1: 0.4}, (1, 0.25, NAN, NAN, NAN)),
+    "two_values_against_one": ({0: 0.1, 1: 0.2}, {3: 0.4}, (1, 0.25, NAN, NAN, NAN)),
+    "no_spread_on_either_side": (
+        {0: 0.2, 1: 0.2},
+        {4: 0.5, 5: 0.5, 6: 0.5},
+        (2, 0.3, 0.0, 0.3, 0.3),
+    ),
+    "nans_are_dropped_before_pairing": (
+        {0: 0.1, 1: 0.2, 2: NAN},
+        {0: 0.3, 1: 0.5},
+        (2, 0.25, math.sqrt(0.005), 0.25 - T1 * 0.05, 0.25 + T1 * 0.05),
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(DIFFERENCE_CASES))
+def test_paired_difference(case):
+    a, b, expected = DIFFERENCE_CASES[case]
+    got = paired_difference(pd.Series(a), pd.Series(b))
+    assert isinstance(got.n, int) and isinstance(got.sd, float)
+    assert (got.n, got.mean, got.sd, got.low, got.high) == pytest.approx(
+        expected, rel=1e-4, nan_ok=True
+    )
+
+
 def test_one_seed_gives_no_interval_and_never_excludes_zero():
     got = paired_difference(pd.Series({0: 0.0}), pd.Series({0: 0.5}))
     assert got.mean == 0.5 and math.isnan(got.low) and not got.excludes_zero()

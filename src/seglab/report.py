@@ -196,7 +196,7 @@ def with_intervals(table: pd.DataFrame, columns: Mapping[str, int]) -> pd.DataFr
     for column, digits in columns.items():
         half = shown.pop(f"{column}_ci")
         shown[column] = [
-            Interval(0, m, 0.0, m - h, m + h).format(digits) if h == h else f"{m:.{digits}f}"
+            "" if m != m else Interval(0, m, 0.0, m - h, m + h).format(digits)
             for m, h in zip(shown[column], half, strict=True)
         ]
     return shown
