@@ -161,7 +161,7 @@ def summary(frame: pd.DataFrame, runs: Sequence[Run]) -> pd.DataFrame:
                 "run_name": first.run_name,
                 "status": first.status,
                 "configuration": labels.get(run_id, first.run_name),
-                "seed": int(seed) if seed not in (None, "None") else -1,
+                "seed": int(seed) if seed not in (None, "None") else pd.NA,
                 **{axis: first[axis] for axis in AXES},
                 "epochs": int(group.epoch.max()) if len(group) else 0,
                 "val_loss": scalar.get("val/loss", np.nan),
@@ -183,7 +183,8 @@ def summary(frame: pd.DataFrame, runs: Sequence[Run]) -> pd.DataFrame:
                 },
             }
         )
-    return pd.DataFrame(rows)
+    # Nullable: a run that never logged trainer.seed (failed before its config) has no seed.
+    return pd.DataFrame(rows).astype({"seed": "Int64"}) if rows else pd.DataFrame(rows)
 
 
 def configuration_summary(
@@ -306,7 +307,7 @@ def rankings(runs_summary: pd.DataFrame, loss_column: str = "val_loss") -> Ranki
     if "configuration" not in done:
         done["configuration"] = done.run_name
     if "seed" not in done:
-        done["seed"] = -1
+        done["seed"] = pd.NA
     rows = []
     for configuration, group in done.groupby("configuration", sort=False):
         row = {"configuration": configuration, "loss": group["loss"].iloc[0], "seeds": len(group)}

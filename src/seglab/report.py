@@ -236,7 +236,7 @@ def image_evidence(
     done = summary[summary.status == "FINISHED"]
     a = done[done.configuration == found.lowest_loss]
     b = done[done.configuration == found.best_worst_class]
-    shared = sorted(set(a.seed) & set(b.seed))
+    shared = sorted(set(a.seed.dropna()) & set(b.seed.dropna()))
     seed = shared[0] if shared else None
     run_a = (a[a.seed == seed] if seed is not None else a).iloc[0]
     run_b = (b[b.seed == seed] if seed is not None else b).iloc[0]
