@@ -94,7 +94,9 @@ def worker(files: list[str], mutants: list[str]) -> int:
     """
     import pytest
 
-    arguments = ["-x", "-q", "-p", "no:cacheprovider", "--timeout=300", *files]
+    # Not the slow tests: in these files they drive a real browser over the HTML report,
+    # seconds each, and the golden HTML file already compares that page whole.
+    arguments = ["-x", "-q", "-m", "not slow", "-p", "no:cacheprovider", "--timeout=300", *files]
 
     def passes(mutant: str) -> bool:
         os.environ["MUTANT_UNDER_TEST"] = mutant  # "" switches every mutant off

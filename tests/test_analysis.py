@@ -3,12 +3,20 @@ real MLflow store."""
 
 import json
 import math
+from types import SimpleNamespace
 
 import pandas as pd
 import pytest
 from mlflow.tracking import MlflowClient
 
-from seglab.analysis import class_order, configuration_labels, rankings, spearman, split_key
+from seglab.analysis import (
+    class_order,
+    configuration_labels,
+    final_iou_matrix,
+    rankings,
+    spearman,
+    split_key,
+)
 
 
 def summary(rows):
@@ -467,3 +475,42 @@ def test_two_seeds_give_an_interval_and_the_sentence_says_what_it_shows(case):
     values, sentence = TWO_SEED_SENTENCES[case]
     (found,) = rankings(seeded(values)).mismatches
     assert found.text == sentence
+
+
+def test_class_order_is_the_union_of_the_runs_names_in_first_seen_order():
+    def run(tags=None, params=None):
+        return SimpleNamespace(data=SimpleNamespace(tags=tags or {}, params=params or {}))
+
+    runs = [
+        run(tags={"seglab.class_names": json.dumps(["sky", "road"])}),
+        run(params={"data.class_names": "['road', 'car']"}),
+        run(params={"data.class_names": "None"}),  # names from a classes file: nothing here
+        run(tags={"seglab.class_names": json.dumps(["pole", "sky"])}),
+    ]
+    assert class_order(runs) == ["sky", "road", "car", "pole"]
+
+
+def test_final_iou_matrix_is_run_by_class_at_the_last_epoch_in_class_index_order():
+    rows = [
+        (run, epoch, name, value)
+        for run, values in (("r1", (0.1, 0.2, 0.3)), ("r2", (0.4, 0.5, 0.6)))
+        for epoch in (1, 2)
+        for name, value in zip(("sky", "car", "bike"), values, strict=True)
+    ]
+    frame = pd.DataFrame(
+        [
+            (run, f"name-{run}", "val/iou", name, epoch, value * epoch)
+            for run, epoch, name, value in rows
+        ],
+        columns=["run_id", "run_name", "metric", "class", "epoch", "value"],
+    )
+    tagged = SimpleNamespace(
+        data=SimpleNamespace(tags={"seglab.class_names": json.dumps(["sky", "car"])}, params={})
+    )
+    matrix = final_iou_matrix(frame, [tagged])
+    # sky, car from the tag; bike, which no run names, after them
+    assert list(matrix.columns) == ["sky", "car", "bike"]
+    assert matrix.round(6).to_dict("index") == {
+        "name-r1": {"sky": 0.2, "car": 0.4, "bike": 0.6},
+        "name-r2": {"sky": 0.8, "car": 1.0, "bike": 1.2},
+    }
