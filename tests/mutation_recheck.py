@@ -4,11 +4,11 @@ mutmut runs each mutant against the tests that called the mutated function while
 its statistics. A call made while a module-scoped fixture was built is credited to the first
 test that used the fixture only, so the other tests that read the fixture's result (most of
 ``test_report.py``) never meet the mutant. This script runs every survivor, timeout and
-untested mutant again, with the whole test files of its module (:data:`TEST_FILES`), stopping
-at the first failure (in worker processes that run a chunk of mutants each, and whose results
-count only if the files still pass without a mutant afterwards), and prints the final counts
-per module, the kill rate and the mutants that still survive (also written to
-``outputs/mutation.json``). Outcomes are cached in
+untested mutant again, with the whole test files of its module (:data:`TEST_FILES`; not the
+slow browser tests), stopping at the first failure (in worker processes that run a chunk of
+mutants each, and whose results count only if the files still pass without a mutant
+afterwards), and prints the final counts per module, the kill rate and the mutants that still
+survive (also written to ``outputs/mutation.json``). Outcomes are cached in
 ``outputs/mutation_recheck_cache.json`` while the mutant's module and its test files are
 unchanged, so a stopped re-check resumes.
 
