@@ -480,6 +480,7 @@ def test_seed_tables_split_whole_split_metrics_from_classes_in_class_index_order
             ("miou", 0.5),
             ("val/iou/car", 0.4),
             ("val/iou/pole", 0.1),
+            ("val_ce", NAN),  # never logged
         ):
             low, high = (mean - 0.05, mean + 0.05) if n > 1 else (NAN, NAN)
             rows.append((configuration, metric, n, mean, 0.04, low, high))
@@ -492,6 +493,7 @@ def test_seed_tables_split_whole_split_metrics_from_classes_in_class_index_order
         "seeds": [3, 1],
         "val_loss": ["0.250 ± 0.050", "0.250"],
         "miou": ["0.500 ± 0.050", "0.500"],
+        "val_ce": ["", ""],
     }
     assert per_class.to_dict("list") == {
         "configuration": ["b", "a"],

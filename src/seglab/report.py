@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import base64
 import io
+import math
 import os
 
 os.environ.setdefault("MPLBACKEND", "Agg")  # figures go to files, never a window
@@ -189,6 +190,12 @@ document.querySelectorAll("table.sortable th").forEach((th, column) => {
 """
 
 
+def interval_cell(interval: Interval, digits: int = 3) -> str:
+    """A table cell: ``mean ± half-width``, blank when there is no mean (never logged), as
+    :meth:`Table.shown` blanks a missing float."""
+    return "" if math.isnan(interval.mean) else interval.format(digits)
+
+
 def with_intervals(table: pd.DataFrame, columns: Mapping[str, int]) -> pd.DataFrame:
     """Each of ``columns`` (name -> digits) shown as ``mean ± half-width`` from its
     ``<column>_ci`` partner."""
@@ -196,7 +203,7 @@ def with_intervals(table: pd.DataFrame, columns: Mapping[str, int]) -> pd.DataFr
     for column, digits in columns.items():
         half = shown.pop(f"{column}_ci")
         shown[column] = [
-            "" if m != m else Interval(0, m, 0.0, m - h, m + h).format(digits)
+            interval_cell(Interval(0, m, 0.0, m - h, m + h), digits)
             for m, h in zip(shown[column], half, strict=True)
         ]
     return shown
@@ -210,7 +217,7 @@ def seed_tables(
     ``classes``' order (class index order) when given."""
     cell = configurations.assign(
         shown=[
-            Interval(n, m, 0.0, lo, hi).format()
+            interval_cell(Interval(n, m, 0.0, lo, hi))
             for n, m, lo, hi in configurations[["n", "mean", "ci_low", "ci_high"]].itertuples(
                 index=False
             )
