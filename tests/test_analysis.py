@@ -477,15 +477,17 @@ def test_two_seeds_give_an_interval_and_the_sentence_says_what_it_shows(case):
     assert found.text == sentence
 
 
-def test_class_order_is_the_union_of_the_runs_names_in_first_seen_order():
-    def run(tags=None, params=None):
-        return SimpleNamespace(data=SimpleNamespace(tags=tags or {}, params=params or {}))
+def fake_run(tags=None, params=None):
+    """What class_order reads of an MLflow run: its tags and params."""
+    return SimpleNamespace(data=SimpleNamespace(tags=tags or {}, params=params or {}))
 
+
+def test_class_order_is_the_union_of_the_runs_names_in_first_seen_order():
     runs = [
-        run(tags={"seglab.class_names": json.dumps(["sky", "road"])}),
-        run(params={"data.class_names": "['road', 'car']"}),
-        run(params={"data.class_names": "None"}),  # names from a classes file: nothing here
-        run(tags={"seglab.class_names": json.dumps(["pole", "sky"])}),
+        fake_run(tags={"seglab.class_names": json.dumps(["sky", "road"])}),
+        fake_run(params={"data.class_names": "['road', 'car']"}),
+        fake_run(params={"data.class_names": "None"}),  # names from a classes file: nothing here
+        fake_run(tags={"seglab.class_names": json.dumps(["pole", "sky"])}),
     ]
     assert class_order(runs) == ["sky", "road", "car", "pole"]
 
@@ -504,10 +506,7 @@ def test_final_iou_matrix_is_run_by_class_at_the_last_epoch_in_class_index_order
         ],
         columns=["run_id", "run_name", "metric", "class", "epoch", "value"],
     )
-    tagged = SimpleNamespace(
-        data=SimpleNamespace(tags={"seglab.class_names": json.dumps(["sky", "car"])}, params={})
-    )
-    matrix = final_iou_matrix(frame, [tagged])
+    matrix = final_iou_matrix(frame, [fake_run(tags={"seglab.class_names": '["sky", "car"]'})])
     # sky, car from the tag; bike, which no run names, after them
     assert list(matrix.columns) == ["sky", "car", "bike"]
     assert matrix.round(6).to_dict("index") == {
