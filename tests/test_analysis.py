@@ -10,6 +10,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from seglab.analysis import (
+    AXES,
     class_order,
     configuration_labels,
     final_iou_matrix,
@@ -33,6 +34,11 @@ RUNS = summary(
         ("e", "failed", "FAILED", "ce", 0.001, 0.99, 0.99, "speck"),
     ]
 )
+
+
+def test_rankings_of_no_finished_run_refuse_with_the_reason():
+    with pytest.raises(ValueError, match=r"^no finished runs to rank$"):
+        rankings(RUNS[RUNS.status != "FINISHED"])
 
 
 def test_rankings_ignore_unfinished_runs_and_rank_three_ways():
@@ -399,21 +405,25 @@ def test_compare_runs_bootstraps_the_two_runs_images_with_its_defaults(tmp_path)
     experiment = client.create_experiment("p", (tmp_path / "artifacts").as_uri())
     names = ["bg", "rare"]
     rng = np.random.default_rng(0)
-    counts, ids = [], []
+    counts, ids = {"val": [], "test": []}, []
     for _ in range(2):
-        tp, fp, fn = (rng.integers(0, 20, (12, 2)) for _ in range(3))
-        made = PerImageCounts(tuple(f"i{i}" for i in range(12)), tp, fp, fn)
         run = client.create_run(experiment, tags={"seglab.class_names": json.dumps(names)})
         folder = tmp_path / run.info.run_id
         folder.mkdir()
-        made.frame(names, "val").to_parquet(folder / "val.parquet")
-        client.log_artifact(run.info.run_id, str(folder / "val.parquet"), "per_image")
-        counts.append(made)
+        for split in counts:
+            tp, fp, fn = (rng.integers(0, 20, (12, 2)) for _ in range(3))
+            made = PerImageCounts(tuple(f"i{i}" for i in range(12)), tp, fp, fn)
+            made.frame(names, split).to_parquet(folder / f"{split}.parquet")
+            client.log_artifact(run.info.run_id, str(folder / f"{split}.parquet"), "per_image")
+            counts[split].append(made)
         ids.append(run.info.run_id)
-    expected = paired_bootstrap(counts[0], counts[1], names, 2000, 0)
+    expected = paired_bootstrap(*counts["val"], names, 2000, 0)
     pd.testing.assert_frame_equal(compare_runs(client, *ids), expected)
-    other = paired_bootstrap(counts[0], counts[1], names, 2001, 0)
+    other = paired_bootstrap(*counts["val"], names, 2001, 0)
     assert not other[["ci_low", "ci_high"]].equals(expected[["ci_low", "ci_high"]])
+    # Another split, resample count and seed are passed on as given.
+    expected = paired_bootstrap(*counts["test"], names, 500, 3)
+    pd.testing.assert_frame_equal(compare_runs(client, *ids, "test", 500, 3), expected)
 
 
 def test_configuration_summary_covers_summary_test_and_per_class_metrics_of_finished_runs():
@@ -513,3 +523,67 @@ def test_final_iou_matrix_is_run_by_class_at_the_last_epoch_in_class_index_order
         "name-r1": {"sky": 0.2, "car": 0.4, "bike": 0.6},
         "name-r2": {"sky": 0.8, "car": 1.0, "bike": 1.2},
     }
+
+
+def test_summary_row_per_run_reads_the_verdict_tags_seed_and_final_metrics():
+    from seglab.analysis import summary as run_summary
+
+    def run(run_id, tags, seed):
+        made = fake_run(tags, {"trainer.seed": seed, "loss._target_": "CrossEntropy"})
+        made.info = SimpleNamespace(run_id=run_id)
+        return made
+
+    verdict = {
+        "seglab.worst_class": "pole",  # the run's own choice, whatever the IoUs say
+        "seglab.hidden_failure": "true",
+        "seglab.hidden_failure_classes": "pole,sign",
+    }
+    runs = [run("r1", verdict, "3"), run("r2", {}, "None")]
+    rows = [
+        # run, epoch, metric, class, value
+        ("r2", 1, "val/loss", "", 0.3),
+        ("r2", 2, "val/loss", "", 0.6),
+        ("r2", 2, "val/iou", "sky", 0.2),
+        ("r2", 2, "val/iou", "pole", 0.7),
+        ("r1", 1, "val/loss", "", 0.9),
+        ("r1", 2, "val/loss", "", 0.4),
+        ("r1", 2, "val/miou", "", 0.5),
+        ("r1", 2, "test/miou", "", 0.45),
+        ("r1", 2, "val/iou", "sky", 0.9),
+        ("r1", 2, "val/iou", "pole", 0.1),
+    ]
+    frame = pd.DataFrame(
+        [
+            {
+                "run_id": r,
+                "run_name": f"name-{r}",
+                "status": "FINISHED",
+                **dict.fromkeys(AXES, "x"),
+                "epoch": e,
+                "metric": m,
+                "class": c,
+                "value": v,
+            }
+            for r, e, m, c, v in rows
+        ]
+    )
+    table = run_summary(frame, runs).set_index("run_id")
+    assert list(table.index) == ["r2", "r1"]  # in the frame's order
+    assert table.loc["r1", "seed"] == 3 and table.loc["r2", "seed"] is pd.NA
+    assert table.loc["r1", "configuration"] == "one configuration"
+    assert (table.loc["r1", "val_loss"], table.loc["r1", "best_val_loss"]) == (0.4, 0.4)
+    assert (table.loc["r2", "val_loss"], table.loc["r2", "best_val_loss"]) == (0.6, 0.3)
+    assert table.loc["r1", "epochs"] == 2 and table.loc["r1", "miou"] == 0.5
+    assert math.isnan(table.loc["r2", "miou"]) and math.isnan(table.loc["r2", "min_iou"])
+    assert table.loc["r1", "test_miou"] == 0.45 and math.isnan(table.loc["r2", "test_miou"])
+    assert table.loc["r1", ["worst_class", "hidden_failure", "hidden_classes"]].tolist() == [
+        "pole",
+        "true",
+        "pole,sign",
+    ]
+    # No verdict tags (a run from before them): the worst class from the IoUs, no verdict.
+    assert table.loc["r2", ["worst_class", "hidden_failure", "hidden_classes"]].tolist() == [
+        "sky",
+        "",
+        "",
+    ]

@@ -98,6 +98,7 @@ def test_selection_state_survives_a_restore(tmp_path):
     assert not resumed.consider(3, {"val/min_iou": 0.284, "val/miou": 0.9})
 
 
+@pytest.mark.parametrize("reader", ["saving", "fresh"])  # from memory; from the files
 @pytest.mark.parametrize(
     ("name", "values", "expected"),
     [
@@ -106,7 +107,7 @@ def test_selection_state_survives_a_restore(tmp_path):
     ],
 )
 def test_restore_best_loads_the_best_weights_or_the_last_when_none_was_selected(
-    tmp_path, name, values, expected
+    tmp_path, name, values, expected, reader
 ):
     model = tiny_model()
     weights = {}
@@ -116,6 +117,8 @@ def test_restore_best_loads_the_best_weights_or_the_last_when_none_was_selected(
         weights[epoch] = model.get_weights()
         checkpointer.save(model, epoch, {"val/min_iou": value, "val/miou": 0.5})
     model.set_weights([w * 0 for w in model.get_weights()])
+    if reader == "fresh":  # another process, as after a resume
+        checkpointer = Checkpointer(tmp_path / name)
     assert checkpointer.restore_best(model) == expected
     for got, want in zip(model.get_weights(), weights[expected], strict=True):
         np.testing.assert_array_equal(got, want)

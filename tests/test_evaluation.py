@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 import tensorflow as tf
 
-from seglab.evaluation import PerImageCounts, per_image_counts, split_metrics
+from seglab.evaluation import PerImageCounts, count_batch, per_image_counts, split_metrics
 from seglab.metrics import ConfusionMatrix, scores_from_confusion
 
 C = 3
@@ -181,6 +181,19 @@ def test_a_bad_label_past_the_first_batch_is_named_by_its_own_index():
     )
     assert counts.names == ("val[0]", "val[1]", "val[2]")
     assert counts.tp.shape == (3, C)
+    unnamed = per_image_counts(label_reader(), stream(TRUTHS, PREDICTIONS).take(1), C, IGNORE)
+    assert unnamed.names == ("split[0]",)
+
+
+def test_count_batch_counts_each_image_apart_and_flags_labels_outside_the_classes():
+    masks = np.array([[[0, -1, 1]], [[1, 1, IGNORE]], [[2, 0, 5]]])
+    predictions = np.array([[[0, 1, 0]], [[1, 0, 2]], [[2, 2, 2]]])
+    tp, fp, fn, bad = count_batch(masks, predictions, C, IGNORE)
+    # Labels -1 and 5 (neither a class nor ignored) count nowhere and flag their images.
+    np.testing.assert_array_equal(bad, [True, False, True])
+    np.testing.assert_array_equal(tp, [[1, 0, 0], [0, 1, 0], [0, 0, 1]])
+    np.testing.assert_array_equal(fp, [[1, 0, 0], [1, 0, 0], [0, 0, 1]])
+    np.testing.assert_array_equal(fn, [[0, 1, 0], [0, 1, 0], [1, 0, 0]])
 
 
 def test_images_are_named_by_their_files_when_the_data_knows_them():

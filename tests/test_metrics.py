@@ -175,7 +175,9 @@ def test_class_accuracy_weighs_a_rare_class_like_a_common_one():
 
 def test_support_counts_the_true_pixels_of_each_class():
     cm = np.array([[5, 1, 0], [2, 3, 0], [0, 0, 0]])
-    np.testing.assert_array_equal(scores_from_confusion(cm).support, [6, 5, 0])
+    support = scores_from_confusion(cm).support
+    np.testing.assert_array_equal(support, [6, 5, 0])
+    assert support.dtype == np.int64  # pixel counts, printed and saved as integers
 
 
 @pytest.mark.parametrize("jit", [False, True])
@@ -188,7 +190,8 @@ def test_labels_beyond_the_classes_are_counted_and_refused_not_dropped(jit):
     update(truth, probabilities_for(np.array([[[0, 1, 1, 1]]]), 3))
     update(np.array([[[IGNORE, 2]]]), probabilities_for(np.array([[[0, 2]]]), 3))
     assert metric.out_of_range == 1  # the ignored pixel is not counted as out of range
-    with pytest.raises(ValueError, match=r"1 pixels have a true label outside 0..2 .*=255"):
+    reason = r"1 pixels have a true label outside 0..2 .*=255; .* Check num_classes and ignore"
+    with pytest.raises(ValueError, match=reason):
         metric.matrix()
     metric.reset_state()
     assert metric.out_of_range == 0 and metric.matrix().sum() == 0
@@ -288,6 +291,10 @@ def test_per_class_table_holds_each_column_in_class_order():
     plain = per_class_table(scores, ["bg", "a", "b"], np.zeros(3), np.zeros(3))
     np.testing.assert_array_equal(plain.class_weight, [1.0, 1.0, 1.0])
     assert "val_missed" not in plain and not plain.hidden_failure.any()
+    # Whole-number inputs (lists of ints) still give float columns: per_class.csv is typed.
+    ints = per_class_table(scores, ["bg", "a", "b"], [1, 0, 0], [0, 1, 0], [1, 2, 3], [], [0, 1, 0])
+    floats = ["train_pixel_share", "class_weight", "val_loss_share", "val_missed"]
+    assert all(ints[column].dtype == np.float64 for column in floats)
 
 
 def test_per_class_loss_streams_terms_shares_and_the_loss_over_batches():
@@ -422,3 +429,27 @@ def test_confusion_matrix_takes_labels_with_a_trailing_channel():
     metric = ConfusionMatrix(3)
     metric.update_state(truth[..., None], probabilities_for(np.array([[[0, 1], [2, 0]]]), 3))
     np.testing.assert_array_equal(metric.matrix(), [[1, 0, 0], [0, 1, 0], [1, 0, 1]])
+
+
+# The metrics' state, as Keras lists it (``metric.variables``): exact integer counts (int64: a
+# float32 counter stops being exact past 2^24 pixels) and float64 loss sums, each named.
+STATE_CASES = {
+    "confusion_matrix": (
+        "ConfusionMatrix",
+        [("counts", "int64", (3, 3)), ("out_of_range", "int64", ())],
+    ),
+    "per_class_loss": ("PerClassLoss", [("totals", "float64", (3,)), ("count", "float64", ())]),
+}
+
+
+@pytest.mark.parametrize("case", sorted(STATE_CASES))
+def test_metric_state_variables_have_their_names_dtypes_and_shapes(case):
+    from seglab.losses import CrossEntropy
+    from seglab.metrics import PerClassLoss
+
+    kind, expected = STATE_CASES[case]
+    metric = ConfusionMatrix(3) if kind == "ConfusionMatrix" else PerClassLoss(CrossEntropy(), 3)
+    state = [(v.name, v.dtype, tuple(v.shape)) for v in metric.variables]
+    assert state == expected
+    assert keras.ops.convert_to_numpy(metric.result()).dtype == np.float32
+    assert metric.name == {"ConfusionMatrix": "miou", "PerClassLoss": "loss_terms"}[kind]

@@ -82,6 +82,9 @@ class Checkpointer:
         self.best_epoch = 0
         self.best_tie = math.nan
         self.peak = math.nan
+        # The best epoch's weights when it was saved by this process: restoring them from
+        # memory is exact and skips reading the file back at the end of the run.
+        self._best_weights: list[np.ndarray] | None = None
 
     def selects(self, value: float, tie_value: float) -> bool:
         """Whether an epoch with monitor ``value`` and tie-breaker ``tie_value`` becomes the
@@ -139,6 +142,7 @@ class Checkpointer:
         self._write(model, state, "last")
         if selected:
             self._write(model, state, "best")
+            self._best_weights = model.get_weights()
 
     def _write(self, model: keras.Model, state: CheckpointState, name: str) -> None:
         final = self.directory / name
@@ -192,8 +196,12 @@ class Checkpointer:
         """Loads the ``best`` checkpoint's weights into ``model``; returns its epoch.
 
         When no epoch was selected (the monitor was NaN throughout), the ``last`` checkpoint
-        stands in for it.
+        stands in for it. The weights come from memory when this process saved the best
+        checkpoint (they are what it wrote), else from the file.
         """
+        if self._best_weights is not None:
+            model.set_weights(self._best_weights)
+            return self.best_epoch
         name = "best" if (self.directory / "best").is_dir() else "last"
         model.load_weights(self.directory / name / "model.weights.h5")
         return self.read_state(name).epoch

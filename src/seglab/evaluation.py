@@ -22,6 +22,7 @@ import pandas as pd
 import tensorflow as tf
 
 from seglab.metrics import Scores, scores_from_counts
+from seglab.prediction import LabelPredictor, label_predictor
 
 COUNT_COLUMNS = ("tp", "fp", "fn")
 
@@ -94,7 +95,7 @@ class PerImageCounts:
 
 
 def per_image_counts(
-    model: keras.Model,
+    model: keras.Model | LabelPredictor,
     stream: tf.data.Dataset,
     num_classes: int,
     ignore_index: int,
@@ -104,56 +105,57 @@ def per_image_counts(
 ) -> PerImageCounts:
     """Predicts every image of an unbatched ``(image, mask)`` stream and counts per image.
 
-    The model is called directly (not through ``model.predict``), so a model built under a
-    ``tf.distribute`` strategy runs on one device and no replica gets an empty batch.
+    ``model`` may be a :class:`~seglab.prediction.LabelPredictor`, whose one trace a run
+    shares between its passes; a model gets one of its own.
 
     Raises:
         ValueError: On a true label outside ``[0, num_classes)`` that is not ``ignore_index``,
             naming the image.
     """
-    c = num_classes
-    batches = stream.batch(batch_size)
-
-    # One trace for every batch size: the last batch is usually smaller, and a second trace
-    # of the whole model for it costs more than its prediction.
-    @tf.function(input_signature=tuple(batches.element_spec))
-    def count(images: tf.Tensor, masks: tf.Tensor) -> tuple[tf.Tensor, ...]:
-        pred = tf.cast(tf.argmax(model(images, training=False), axis=-1), tf.int32)
-        masks = tf.cast(masks, tf.int32)
-        in_range = (masks >= 0) & (masks < c)
-        valid = in_range & (masks != ignore_index)
-        bins = tf.shape(masks)[0] * c
-        image = tf.broadcast_to(tf.range(tf.shape(masks)[0])[:, None, None], tf.shape(masks))
-
-        def per_image(index: tf.Tensor, keep: tf.Tensor) -> tf.Tensor:
-            slot = tf.where(keep, image * c + index, bins)  # dropped pixels: one spare bin
-            ones = tf.ones_like(slot, tf.int64)
-            return tf.math.unsorted_segment_sum(ones, slot, bins + 1)[:bins]
-
-        truth = per_image(masks, valid)
-        predicted = per_image(pred, valid)
-        tp = per_image(masks, valid & tf.equal(masks, pred))
-        bad = tf.reduce_any(~in_range & (masks != ignore_index), axis=(1, 2))
-        return tp, predicted - tp, truth - tp, bad
-
+    predict = label_predictor(model)
     rows: dict[str, list[np.ndarray]] = {k: [] for k in COUNT_COLUMNS}
     seen = 0
-    for images, masks in batches:
-        tp, fp, fn, bad = (t.numpy() for t in count(images, masks))
+    for images, masks in stream.batch(batch_size):
+        *counts, bad = count_batch(
+            masks.numpy(), predict(images).numpy(), num_classes, ignore_index
+        )
         if bad.any():
             index = seen + int(np.argmax(bad))
             name = names[index] if names else f"{split}[{index}]"
             raise ValueError(
-                f"mask {name} has labels outside 0..{c - 1} that are not "
+                f"mask {name} has labels outside 0..{num_classes - 1} that are not "
                 f"ignore_index={ignore_index}"
             )
-        for key, value in zip(COUNT_COLUMNS, (tp, fp, fn), strict=True):
-            rows[key].append(value.reshape(-1, c))
+        for key, value in zip(COUNT_COLUMNS, counts, strict=True):
+            rows[key].append(value)
         seen += len(bad)
     if seen == 0:
         raise ValueError(f"the {split} split is empty: nothing to evaluate")
     image_names = tuple(names) if names else tuple(f"{split}[{i}]" for i in range(seen))
     return PerImageCounts(image_names, *(np.concatenate(rows[k]) for k in COUNT_COLUMNS))
+
+
+def count_batch(
+    masks: np.ndarray, predictions: np.ndarray, num_classes: int, ignore_index: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Per-image ``(tp, fp, fn)``, each ``(N, num_classes)``, of a batch of ``(N, H, W)`` true
+    and predicted labels, and per image whether it has a true label outside
+    ``[0, num_classes)`` that is not ``ignore_index`` (such pixels, and ignored ones, count
+    nowhere)."""
+    n, c = len(masks), num_classes
+    masks = masks.astype(np.int64)
+    in_range = (masks >= 0) & (masks < c)
+    valid = in_range & (masks != ignore_index)
+    slot = np.arange(n)[:, None, None] * c  # image i counts into bins [i * c, (i + 1) * c)
+
+    def per_image(labels: np.ndarray, keep: np.ndarray) -> np.ndarray:
+        return np.bincount((slot + labels)[keep], minlength=n * c).reshape(n, c)
+
+    truth = per_image(masks, valid)
+    predicted = per_image(predictions, valid)
+    tp = per_image(masks, valid & (masks == predictions))
+    bad = (~in_range & (masks != ignore_index)).any(axis=(1, 2))
+    return tp, predicted - tp, truth - tp, bad
 
 
 def split_metrics(

@@ -17,6 +17,7 @@ import numpy as np
 
 from seglab.data import SegmentationData
 from seglab.plots import colourize
+from seglab.prediction import LabelPredictor, label_predictor
 
 MISSED = np.array([1.0, 0.0, 1.0])  # magenta: true pixels of the target class predicted otherwise
 MAX_CLASSES = 3  # target classes per epoch
@@ -48,12 +49,14 @@ class Gallery:
             self.images = np.stack([image for image, _ in pairs])
             self.truths = np.stack([mask for _, mask in pairs])
 
-    def draw(self, model: keras.Model, classes: Sequence[int]) -> dict[int, np.ndarray]:
+    def draw(
+        self, model: keras.Model | LabelPredictor, classes: Sequence[int]
+    ) -> dict[int, np.ndarray]:
         """One gallery per target class (at most :data:`MAX_CLASSES`) that some candidate image
         contains: ``uint8 (rows * H, 3 * W, 3)``, the images that miss it most first."""
         if not self.count or not len(self.images):
             return {}
-        predictions = np.asarray(model(self.images, training=False)).argmax(axis=-1)
+        predictions = label_predictor(model)(self.images).numpy()
         galleries = {}
         for target in list(classes)[:MAX_CLASSES]:
             true = self.truths == target

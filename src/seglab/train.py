@@ -34,6 +34,7 @@ from seglab.gallery import Gallery
 from seglab.losses import build_loss
 from seglab.metrics import Scores
 from seglab.paths import config_dir, project_root
+from seglab.prediction import LabelPredictor
 from seglab.provenance import provenance_tags
 from seglab.run_summary import (
     epoch_metrics,
@@ -75,6 +76,7 @@ def run(cfg: DictConfig) -> EpochRecord:
     augmenter = build(cfg.augment, ignore_index=data.ignore_index)
     with trainer.scope():
         model = build(cfg.model, input_shape=data.image_shape, num_classes=data.num_classes)
+    predict = LabelPredictor(model)  # one trace for the gallery and the end-of-run passes
     loss = build_loss(build(cfg.loss), weights, data.ignore_index)
     weighting = scheme.weighting(weights, data.class_names, loss)  # checked here, once
     tracker: MlflowTracker = build(cfg.tracking)
@@ -91,7 +93,7 @@ def run(cfg: DictConfig) -> EpochRecord:
         lock.heartbeat()
         tracker.log_metrics(metrics, step=record.epoch)
         targets = hidden or [record.scores.worst_class]
-        for target, picture in gallery.draw(model, targets).items():
+        for target, picture in gallery.draw(predict, targets).items():
             tracker.log_gallery(picture, data.class_names[target], record.epoch)
         worst = data.class_names[record.scores.worst_class]
         hidden_names = ",".join(data.class_names[c] for c in hidden) or "none"
@@ -155,7 +157,7 @@ def run(cfg: DictConfig) -> EpochRecord:
         training_ended = time.perf_counter()
         # The final model: its per-image counts add up to the last epoch's confusion matrix.
         val_counts = per_image_counts(
-            model,
+            predict,
             data.val,
             data.num_classes,
             data.ignore_index,
@@ -164,7 +166,7 @@ def run(cfg: DictConfig) -> EpochRecord:
             "val",
         )
         samples = predict_samples(
-            model, data, cfg.metrics.overlays, prefer_class=final.scores.worst_class
+            predict, data, cfg.metrics.overlays, prefer_class=final.scores.worst_class
         )
         hidden = hidden_classes(val_losses, final.scores.iou, final.scores.support, rule)
         table, tags = log_summary(
@@ -179,7 +181,7 @@ def run(cfg: DictConfig) -> EpochRecord:
         )
         # From here on the model holds the best checkpoint's weights.
         best_epoch = checkpointer.restore_best(model)
-        test = evaluate_test_split(tracker, model, data, trainer.batch_size, best_epoch)
+        test = evaluate_test_split(tracker, predict, data, trainer.batch_size, best_epoch)
         if tracker.log_model_enabled:
             log_best_model(tracker, model, data, samples[0][:1], best_epoch, checkpointer.monitor)
         # Where the run's time went: checks, counting and building; the epochs; the summary,
@@ -206,7 +208,7 @@ def lock_released(lock: RunLock) -> Iterator[None]:
 
 def evaluate_test_split(
     tracker: MlflowTracker,
-    model: keras.Model,
+    model: keras.Model | LabelPredictor,
     data: SegmentationData,
     batch_size: int,
     epoch: int,

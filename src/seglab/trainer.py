@@ -25,6 +25,7 @@ from seglab.class_weights import Weighting
 from seglab.data import SegmentationData, batches
 from seglab.losses import CrossEntropy, SegmentationLoss
 from seglab.metrics import ConfusionMatrix, PerClassLoss
+from seglab.prediction import LabelPredictor, label_predictor
 from seglab.runtime import check_strategy, distribution_strategy
 
 CLASS_WEIGHT_ERROR = (
@@ -292,7 +293,11 @@ def replica_safe_batch_size(num_images: int, batch_size: int, replicas: int) -> 
 
 
 def predict_samples(
-    model: keras.Model, data: SegmentationData, count: int, prefer_class: int, pool: int = 64
+    model: keras.Model | LabelPredictor,
+    data: SegmentationData,
+    count: int,
+    prefer_class: int,
+    pool: int = 64,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Up to ``count`` validation (image, truth, prediction) triples for overlays.
 
@@ -303,7 +308,5 @@ def predict_samples(
         np.stack(x) for x in zip(*data.val.take(pool).as_numpy_iterator(), strict=True)
     )
     order = np.argsort(~(truths == prefer_class).any(axis=(1, 2)), kind="stable")[:count]
-    # Called directly, not with model.predict: under a tf.distribute strategy, predict would
-    # split these few images over the replicas and could leave one with an empty batch.
-    predictions = np.asarray(model(images[order], training=False)).argmax(axis=-1)
+    predictions = label_predictor(model)(images[order]).numpy()
     return images[order], truths[order], predictions

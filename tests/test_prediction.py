@@ -1,0 +1,42 @@
+"""The run's label predictor: the model's argmax, one trace for every batch size and weights."""
+
+import numpy as np
+
+from seglab.model import build_unet
+from seglab.prediction import LabelPredictor, label_predictor
+
+
+def images(count: int, seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).random((count, 16, 16, 3)).astype(np.float32)
+
+
+def test_labels_are_the_argmax_of_the_model_output_for_any_batch_size_with_one_trace():
+    model = build_unet((16, 16, 3), 4, depth=1, base_filters=4)
+    predict = LabelPredictor(model)
+    for count in (3, 1, 5):
+        x = images(count, seed=count)
+        labels = predict(x).numpy()
+        assert labels.shape == (count, 16, 16) and labels.dtype == np.int32
+        np.testing.assert_array_equal(labels, np.asarray(model(x, training=False)).argmax(-1))
+    assert predict._labels.experimental_get_tracing_count() == 1
+
+
+def test_other_weights_loaded_into_the_model_are_used_without_a_new_trace():
+    model = build_unet((16, 16, 3), 4, depth=1, base_filters=4)
+    predict = LabelPredictor(model)
+    x = images(2)
+    before = predict(x).numpy()
+    # The last layer's bias alone decides: class 2 everywhere.
+    *rest, kernel, _ = model.get_weights()
+    model.set_weights([*rest, kernel * 0, np.array([0, 0, 1, 0], np.float32)])
+    after = predict(x).numpy()
+    assert (after == 2).all() and not (before == 2).all()
+    assert predict._labels.experimental_get_tracing_count() == 1
+
+
+def test_a_predictor_is_passed_through_and_a_model_is_wrapped():
+    model = build_unet((16, 16, 3), 2, depth=1, base_filters=2)
+    predict = LabelPredictor(model)
+    assert label_predictor(predict) is predict
+    wrapped = label_predictor(model)
+    assert isinstance(wrapped, LabelPredictor) and wrapped.model is model
