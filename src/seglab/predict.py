@@ -34,6 +34,7 @@ from seglab import losses, metrics  # noqa: F401
 from seglab.data import scale_image
 from seglab.datasets.folder import IMAGE_SUFFIXES, read_image
 from seglab.paths import config_dir
+from seglab.prediction import LabelPredictor
 from seglab.tracking import MODEL_NAME, TAG_MODEL_ERROR, MlflowTracker, pickle_files
 
 KERAS_FILE = Path("data") / "model.keras"  # where the TensorFlow flavour keeps a Keras 3 model
@@ -96,11 +97,12 @@ def image_files(folder: str) -> list[Path]:
 def segment(model: keras.Model, images: list[np.ndarray], batch_size: int) -> list[np.ndarray]:
     """Index masks, one per ``uint8 (H, W, 3)`` image and at its size."""
     size = tuple(model.input_shape[1:3])
+    predict = LabelPredictor(model)
     masks = []
     for start in range(0, len(images), batch_size):
         chunk = images[start : start + batch_size]
         batch = tf.stack([scale_image(image, size) for image in chunk])
-        labels = np.argmax(model.predict(batch, verbose=0), axis=-1)
+        labels = predict(batch).numpy()
         for image, label in zip(chunk, labels, strict=True):
             back = tf.image.resize(label[..., None], image.shape[:2], method="nearest")
             masks.append(np.asarray(back)[..., 0])
