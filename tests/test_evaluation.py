@@ -186,10 +186,11 @@ def test_a_bad_label_past_the_first_batch_is_named_by_its_own_index():
 
 
 def test_count_batch_counts_each_image_apart_and_flags_labels_outside_the_classes():
-    masks = np.array([[[0, -1, 1]], [[1, 1, IGNORE]], [[2, 0, 5]]])
+    masks = np.array([[[0, C, 1]], [[1, 1, IGNORE]], [[2, 0, -1]]])
     predictions = np.array([[[0, 1, 0]], [[1, 0, 2]], [[2, 2, 2]]])
     tp, fp, fn, bad = count_batch(masks, predictions, C, IGNORE)
-    # Labels -1 and 5 (neither a class nor ignored) count nowhere and flag their images.
+    # Labels C (one past the last class) and -1 count nowhere, not even in the next image's
+    # bins, and flag their images.
     np.testing.assert_array_equal(bad, [True, False, True])
     np.testing.assert_array_equal(tp, [[1, 0, 0], [0, 1, 0], [0, 0, 1]])
     np.testing.assert_array_equal(fp, [[1, 0, 0], [1, 0, 0], [0, 0, 1]])
