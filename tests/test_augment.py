@@ -217,3 +217,90 @@ def test_per_batch_weights_reach_the_training_and_the_validation_stream():
             np.testing.assert_allclose(
                 weights.numpy(), np.where(masks == IGNORE, 0, expected), rtol=1e-6
             )
+
+
+def sampling_maps(augmenter, height, width, count=12, seed=0):
+    """Where each output pixel of ``count`` augmented views was sampled from, as
+    ``(rows, cols)``: ``-1`` outside the image. The input image holds each pixel's own
+    ``(row + 1, column + 1) / 64``; with nearest interpolation and a constant zero fill the
+    output holds its source pixel's, exactly. The mask holds ``row * width + column`` (mod 250),
+    so it must carry the same map."""
+    rows, cols = np.meshgrid(np.arange(height), np.arange(width), indexing="ij")
+    image = np.stack([rows + 1, cols + 1, np.zeros_like(rows)], -1).astype(np.float32) / 64
+    mask = ((rows * width + cols) % 250).astype(np.int32)
+    stream = tf.data.Dataset.from_tensors((image, mask)).repeat(count)
+    views = list(augmenter.stream(stream, seed).as_numpy_iterator())
+    maps = []
+    for moved, moved_mask in views:
+        src_rows, src_cols = (np.rint(moved[..., k] * 64).astype(int) - 1 for k in (0, 1))
+        inside = src_rows >= 0
+        np.testing.assert_array_equal(moved_mask[inside], mask[src_rows[inside], src_cols[inside]])
+        assert (moved_mask[~inside] == IGNORE).all()
+        maps.append((src_rows, src_cols))
+    return rows, cols, maps
+
+
+def geometric(**factors):
+    only = {"rotation": 0, "zoom": 0, "translation": 0, "flip": 0, **factors}
+    return Augmenter(**only, **GEOMETRIC_ONLY, fill_mode="constant", interpolation="nearest")
+
+
+def test_a_flip_mirrors_the_columns():
+    rows, cols, maps = sampling_maps(geometric(flip=1.0), height=8, width=12, count=3)
+    for src_rows, src_cols in maps:
+        np.testing.assert_array_equal(src_rows, rows)
+        np.testing.assert_array_equal(src_cols, 11 - cols)
+
+
+def test_a_translation_shifts_each_axis_by_up_to_its_fraction_of_that_side():
+    rows, cols, maps = sampling_maps(geometric(translation=0.4), height=16, width=48)
+    shifts = []
+    for src_rows, src_cols in maps:
+        inside = src_rows >= 0
+        (dy,), (dx,) = np.unique((src_rows - rows)[inside]), np.unique((src_cols - cols)[inside])
+        shifts.append((dy, dx))
+    dy, dx = np.abs(np.array(shifts)).T
+    assert dy.max() <= 0.4 * 16 + 0.5 and dx.max() <= 0.4 * 48 + 0.5
+    assert dx.max() > 0.4 * 16 + 1  # the width's fraction, not the height's
+    assert len(set(shifts)) == len(shifts)  # a new draw per view
+
+
+def polar(rows, cols, centre):
+    return np.hypot(rows - centre, cols - centre), np.arctan2(rows - centre, cols - centre)
+
+
+def test_a_rotation_turns_about_the_centre_by_at_most_its_angle():
+    rows, cols, maps = sampling_maps(geometric(rotation=30), height=33, width=33)
+    radius, angle = polar(rows, cols, 16)
+    turns = []
+    for src_rows, src_cols in maps:
+        far = (src_rows >= 0) & (radius > 12)  # rounding moves the angle by < 3.4 degrees
+        src_radius, src_angle = polar(src_rows[far], src_cols[far], 16)
+        assert np.abs(src_radius - radius[far]).max() <= 1.0  # nearest pixel: within sqrt(2)/2
+        turn = np.degrees(np.angle(np.exp(1j * (src_angle - angle[far]))))
+        assert np.ptp(turn) < 7 and np.abs(turn).max() < 30 + 3.5  # one turn for the image
+        turns.append(np.median(turn))
+    assert min(turns) < -10 and max(turns) > 10  # both directions drawn
+
+
+def test_a_zoom_scales_about_the_centre_both_ways():
+    rows, cols, maps = sampling_maps(geometric(zoom=0.4), height=33, width=33)
+    radius, _ = polar(rows, cols, 16)
+    scales = []
+    for src_rows, src_cols in maps:
+        far = (src_rows >= 0) & (radius > 8)
+        src_radius, _ = polar(src_rows[far], src_cols[far], 16)
+        scales.append(np.median(src_radius / radius[far]))  # 1 / zoom
+    assert 1 / 1.4 - 0.03 < min(scales) < 0.95 and 1.05 < max(scales) < 1 / 0.6 + 0.03
+
+
+def test_contrast_scales_each_channel_about_its_own_mean_as_tf_image_does():
+    rng = np.random.default_rng(0)
+    image = (rng.uniform(0.4, 0.6, (8, 8, 3)) * [0.6, 1.0, 1.3]).astype(np.float32)  # never clipped
+    stream = tf.data.Dataset.from_tensors((image, np.zeros((8, 8), np.int32))).repeat(4)
+    augmenter = Augmenter(contrast=0.3)
+    for moved, _ in augmenter.stream(stream, 0).as_numpy_iterator():
+        factor = (moved - moved.mean((0, 1))).std() / (image - image.mean((0, 1))).std()
+        assert 0.7 <= factor <= 1.3 and abs(factor - 1) > 1e-3
+        expected = tf.image.adjust_contrast(image, factor).numpy()
+        np.testing.assert_allclose(moved, expected, atol=1e-5)

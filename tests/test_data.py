@@ -80,12 +80,15 @@ def test_class_counts_equal_numpy_counts_and_skip_ignore():
     assert counts.pixel_share.sum() == pytest.approx(1.0)
 
 
-def test_class_counts_name_the_sample_and_the_bad_label():
-    masks = np.zeros((3, 4, 4), np.uint8)
-    masks[2, 1, 1] = 7
+@pytest.mark.parametrize("label", [7, 2, -1])
+def test_class_counts_name_the_sample_and_the_bad_label(label):
+    masks = np.zeros((3, 4, 4), np.int32)
+    masks[2, 1, 1] = label
     images = np.zeros((3, 4, 4, 3), np.uint8)
     data = from_arrays((images, masks), (images, masks), ["a", "b"], 255)
-    with pytest.raises(ValueError, match=r"sample 2 has label 7, but valid labels are 0\.\.1"):
+    with pytest.raises(
+        ValueError, match=rf"sample 2 has label {label}, but valid labels are 0\.\.1"
+    ):
         class_counts(data.train, 2, 255)
 
 

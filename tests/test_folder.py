@@ -72,9 +72,14 @@ def test_train_and_val_subfolders_give_a_fixed_split(tmp_path):
 
 
 def test_masks_are_resized_with_nearest_neighbour(tmp_path):
-    data = folder(str(make_folder(tmp_path)), ["a", "b", "c"], image_size=[32, 24])
+    # 18 x 18 masks to 6 x 36: rows shrink by 3, columns grow by 2. The nearest input pixel
+    # centre of output row i is row 3i + 1, of output column j is column j // 2 (no ties).
+    data = folder(str(make_folder(tmp_path, size=18)), ["a", "b", "c"], image_size=[6, 36])
     _, masks = arrays(data.train)
-    assert masks.shape[1:] == (32, 24) and set(np.unique(masks)) <= {0, 1, 2}
+    assert masks.shape[1:] == (6, 36)
+    for name, mask in zip(data.train_names, masks, strict=True):
+        original = np.asarray(Image.open(name))
+        np.testing.assert_array_equal(mask, original[1::3][:, np.arange(36) // 2])
 
 
 def test_class_table_can_come_from_classes_yaml(tmp_path):
