@@ -14,10 +14,11 @@ TEST_WORKERS ?= 2
 LINT_PATHS := $(wildcard src tests benchmarks)
 
 .DEFAULT_GOAL := help
-.PHONY: help install lock demo report stats notebook test lint docs mutate format ui bench clean
+.PHONY: help install lock demo report stats notebook test test-cpu-paths lint docs mutate format ui \
+	bench clean
 
 help: ## List the targets
-	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  make %-8s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  make %-15s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
 install: $(STAMP) ## Create .venv: the locked versions, then seglab itself (idempotent)
 
@@ -54,6 +55,15 @@ notebook: install ## Open the per-class IoU notebook in JupyterLab (installs the
 
 test: install lint docs ## Lint, build the docs strictly, run the whole test suite (what CI runs)
 	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile
+
+# oneDNN picks its kernels by instruction set, so other CPUs round differently: cap it to the
+# paths of other machines (a cap above this CPU's own set changes nothing), then TF's own kernels.
+CPU_PATHS := ONEDNN_MAX_CPU_ISA=AVX2 ONEDNN_MAX_CPU_ISA=AVX512_CORE TF_ENABLE_ONEDNN_OPTS=0
+test-cpu-paths: install ## The suite once per CPU path other machines take (oneDNN AVX2, AVX-512, off)
+	@for path in $(CPU_PATHS); do \
+	  echo "[test-cpu-paths] $$path"; \
+	  env $$path $(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile -q -p no:cacheprovider || exit 1; \
+	done
 
 lint: install ## ruff check, ruff format --check, and mypy on src/
 	$(VENV)/bin/ruff check $(LINT_PATHS)
