@@ -87,7 +87,10 @@ def test_parent_holds_the_sweep_table_and_figures(basic_sweep):
         "figures/final_iou_heatmap.png",
         "figures/val_loss_vs_min_iou.png",
         "figures/class_iou_curves.png",
+        "report.html",
     } <= paths
+    report = client.download_artifacts(parent.info.run_id, "sweep_report.md")
+    assert parent.data.tags["mlflow.note.content"] == Path(report).read_text()
 
 
 @pytest.mark.slow

@@ -130,6 +130,41 @@ def test_tags_and_per_class_table_come_from_the_last_epoch(smoke_run):
 
 
 @pytest.mark.slow
+def test_the_run_and_experiment_descriptions_state_the_verdict_and_what_seglab_logs(smoke_run):
+    _, _, client, runs = smoke_run
+    run = runs[0]
+    final = {k: history(client, run, k)[-1] for k in ("val/loss", "val/miou", "val/min_iou")}
+    hidden = run.data.tags["seglab.hidden_failure_classes"]
+    assert run.data.tags["mlflow.note.content"] == (
+        f"val/loss {final['val/loss']:.4g}, mIoU {final['val/miou']:.3f}, worst class "
+        f"{run.data.tags['seglab.worst_class']} (IoU {final['val/min_iou']:.3f}); "
+        + (f"hidden failures: {hidden}" if hidden else "no hidden failure")
+    )
+    experiment = client.get_experiment(run.info.experiment_id)
+    assert "val/iou/<class>" in experiment.tags["mlflow.note.content"]
+
+
+@pytest.mark.slow
+def test_class_weights_table_holds_the_training_counts_its_weights_came_from(smoke_run):
+    _, _, client, runs = smoke_run
+    run = runs[0]
+    table = artifact_frame(client, run, "class_weights.csv")
+    assert list(table["class"]) == CLASSES
+    assert table.train_pixels.sum() == 16 * 32 * 32  # debug=smoke: 16 training images, 32x32
+    assert (table.train_images <= 16).all() and table.train_images[0] == 16
+    np.testing.assert_allclose(table.train_pixel_share, table.train_pixels / (16 * 32 * 32))
+    # Median frequency balancing from the table's own columns (Eigen & Fergus: a class's
+    # frequency over the images that contain it; every image here has 32 x 32 pixels), scaled
+    # so that a training pixel weighs 1 on average (class_weights.normalize=pixel).
+    frequency = table.train_pixels / (table.train_images * 32 * 32)
+    raw = np.median(frequency) / frequency
+    expected = raw / (table.train_pixel_share * raw).sum()
+    np.testing.assert_allclose(table.weight, expected, rtol=1e-6)
+    logged = [float(run.data.params[f"class_weight/{name}"]) for name in CLASSES]
+    np.testing.assert_allclose(logged, table.weight, rtol=1e-5)
+
+
+@pytest.mark.slow
 def test_per_image_counts_add_up_to_the_final_confusion_matrix(smoke_run):
     _, _, client, runs = smoke_run
     run = runs[0]
