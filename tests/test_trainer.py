@@ -3,6 +3,7 @@ import numpy as np
 import pytest
 from omegaconf import OmegaConf
 
+from seglab.callbacks import NonFiniteGuard
 from seglab.class_weights import Weighting
 from seglab.data import batches
 from seglab.datasets.shapes import shapes
@@ -33,20 +34,30 @@ def val_arrays(data):
 
 @pytest.fixture(scope="module")
 def fitted():
+    """The small fit, and the logs Keras itself passed to callbacks at each epoch's end."""
     loss = CrossEntropy(ignore_index=255)
-    return fit_small(loss, weighting=Weighting.for_loss(loss, WEIGHTS))
+    logs = []
+    keep = keras.callbacks.LambdaCallback(on_epoch_end=lambda epoch, log: logs.append(dict(log)))
+    return (*fit_small(loss, weighting=Weighting.for_loss(loss, WEIGHTS), callbacks=[keep]), logs)
 
 
 def test_one_record_per_epoch_is_passed_to_on_epoch(fitted):
-    _, _, records, seen = fitted
+    _, _, records, seen, _ = fitted
     assert [r.epoch for r in records] == [1, 2]
     assert seen == records
+
+
+def test_records_hold_the_losses_keras_reported_for_each_epoch(fitted):
+    _, _, records, _, logs = fitted
+    assert [r.train_loss for r in records] == pytest.approx([log["loss"] for log in logs])
+    assert [r.val_loss for r in records] == pytest.approx([log["val_loss"] for log in logs])
+    assert all(r.train_loss != r.val_loss for r in records)
 
 
 def test_epoch_end_confusion_matrix_is_exactly_the_validation_set(fitted):
     """Guards the Keras ordering the recorder relies on: validation runs (metrics reset)
     right before on_epoch_end, so the matrix holds every val pixel and nothing else."""
-    data, model, records, _ = fitted
+    data, model, records, _, _ = fitted
     images, masks = val_arrays(data)
     predicted = model.predict(images, verbose=0).argmax(-1)
     expected = np.zeros((5, 5), np.int64)
@@ -57,7 +68,7 @@ def test_epoch_end_confusion_matrix_is_exactly_the_validation_set(fitted):
 
 
 def test_val_loss_is_the_weighted_objective_and_val_ce_the_unweighted_ce(fitted):
-    data, model, records, _ = fitted
+    data, model, records, _, _ = fitted
     images, masks = val_arrays(data)
     probs = model.predict(images, verbose=0)
     weighted = keras.losses.SparseCategoricalCrossentropy()(masks, probs, WEIGHTS[masks])
@@ -73,7 +84,7 @@ def test_val_loss_is_the_weighted_objective_and_val_ce_the_unweighted_ce(fitted)
 
 
 def test_loss_share_is_each_true_class_fraction_of_the_val_loss(fitted):
-    data, model, records, _ = fitted
+    data, model, records, _, _ = fitted
     images, masks = val_arrays(data)
     probs = model.predict(images, verbose=0)
     pixel = -np.log(np.clip(np.take_along_axis(probs, masks[..., None], -1)[..., 0], 1e-7, 1))
@@ -97,7 +108,7 @@ def test_region_loss_share_is_its_per_class_terms():
 
 
 def test_predict_samples_puts_images_with_the_preferred_class_first(fitted):
-    data, model, _, _ = fitted
+    data, model, _, _, _ = fitted
     images, truths, predictions = predict_samples(model, data, count=8, prefer_class=4)
     assert images.shape == (8, 32, 32, 3) and predictions.shape == truths.shape == (8, 32, 32)
     has_rare = [bool((t == 4).any()) for t in truths]
@@ -188,3 +199,21 @@ def test_a_swallowed_stop_signal_still_ends_training_at_the_next_batch(monkeypat
             ],
         )
     assert seen == [0]  # stopped at the end of the first batch
+
+
+@pytest.mark.parametrize(
+    ("hook", "logs", "message"),
+    [
+        ("on_train_batch_end", {"loss": float("nan")}, "training loss became nan at batch 4 of"),
+        ("on_train_batch_end", {"loss": float("inf")}, "training loss became inf at batch 4 of"),
+        ("on_train_batch_end", {"loss": -float("inf")}, "training loss became -inf at batch 4"),
+        ("on_epoch_end", {"val_loss": float("inf")}, "validation loss became inf at epoch 4"),
+        ("on_epoch_end", {"val_loss": float("nan")}, "validation loss became nan at epoch 4"),
+    ],
+)
+def test_a_non_finite_loss_stops_training_saying_which_and_where(hook, logs, message):
+    guard = NonFiniteGuard()
+    guard.on_epoch_begin(1)
+    getattr(guard, hook)(3, {"loss": 0.5, "val_loss": 0.5})  # finite: nothing happens
+    with pytest.raises(FloatingPointError, match=message):
+        getattr(guard, hook)(3, logs)
