@@ -14,8 +14,8 @@ TEST_WORKERS ?= 2
 LINT_PATHS := $(wildcard src tests benchmarks)
 
 .DEFAULT_GOAL := help
-.PHONY: help install lock demo report stats notebook test test-cpu-paths lint docs mutate format ui \
-	bench clean
+.PHONY: help install lock demo report stats notebook test test-cpu-paths lint docs mutate planted \
+	format ui bench clean
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  make %-15s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -77,6 +77,9 @@ mutate: install ## Mutation testing of the numbers' core ([tool.mutmut]); lists 
 	rm -rf mutants
 	$(VENV)/bin/mutmut run > outputs/mutmut.log 2>&1 || (tail -20 outputs/mutmut.log; exit 1)
 	$(PY) tests/mutation_recheck.py
+
+planted: install ## Plant the listed one-line bugs in the slow-tested modules; each must be caught
+	$(PY) tests/planted_bugs.py
 
 format: install ## Apply ruff fixes and formatting
 	$(VENV)/bin/ruff check --fix $(LINT_PATHS)

@@ -63,6 +63,21 @@ def test_split_is_deterministic_for_a_seed_and_changes_with_it(tmp_path):
     assert names(0) == names(0) and names(0) != names(3)
 
 
+@pytest.mark.parametrize(("fraction", "held_out"), [(0.2, 2), (0.29, 3), (0.01, 1), (0.9, 9)])
+def test_the_validation_split_holds_the_nearest_whole_share_and_train_the_rest(
+    tmp_path, fraction, held_out
+):
+    data = folder(str(make_folder(tmp_path)), ["a", "b", "c"], SIZE, val_fraction=fraction)
+    assert (data.num_train, data.num_val) == (10 - held_out, held_out)
+    assert not set(data.train_names) & set(data.val_names)
+    assert len(set(data.train_names) | set(data.val_names)) == 10
+
+
+def test_too_few_images_to_split_are_named(tmp_path):
+    with pytest.raises(ValueError, match=r"has 10 images: too few .* data.val_fraction=0.96"):
+        folder(str(make_folder(tmp_path)), ["a", "b", "c"], SIZE, val_fraction=0.96)
+
+
 def test_train_and_val_subfolders_give_a_fixed_split(tmp_path):
     make_folder(tmp_path, count=4, sub="train")
     make_folder(tmp_path, count=2, sub="val")

@@ -42,3 +42,12 @@ def test_no_gallery_when_off_or_when_no_image_has_the_class():
     assert Gallery(data, count=2).draw(label_reader(3), [2]) == {}
     with pytest.raises(ValueError, match=r"metrics.gallery must be >= 0"):
         Gallery(data, count=-1)
+
+
+def test_one_gallery_per_target_class_in_the_given_order_up_to_the_bound(monkeypatch):
+    truths = np.zeros((3, SIZE, SIZE), np.int32)
+    truths[0, :2], truths[1, :3] = 2, 1
+    gallery = Gallery(data_with(truths, np.zeros_like(truths)), count=2, pool=3)
+    assert list(gallery.draw(label_reader(3), [2, 1, 0])) == [2, 1, 0]
+    monkeypatch.setattr("seglab.gallery.MAX_CLASSES", 2)
+    assert list(gallery.draw(label_reader(3), [1, 0, 2])) == [1, 0]

@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import keras
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -194,6 +195,10 @@ def test_predict_writes_index_masks_at_each_images_size_and_overlays(trained, tm
         picture = np.asarray(Image.open(tmp_path / "pred" / "overlays" / f"{Path(name).stem}.png"))
         blend = np.clip(np.round(0.5 * image + 0.5 * colors[mask]), 0, 255)
         np.testing.assert_array_equal(picture, blend.astype(np.uint8))
+    masks = [np.asarray(Image.open(tmp_path / "pred" / "masks" / f"{s}.png")) for s in stems]
+    counts = np.bincount(np.concatenate([m.ravel() for m in masks]), minlength=len(CLASSES))
+    shares = ", ".join(f"{n} {c / counts.sum():.1%}" for n, c in zip(CLASSES, counts, strict=True))
+    assert f"predicted pixel shares: {shares}\n" in result.stdout
 
 
 def test_predict_names_a_bad_run_id_input_folder_or_option(trained, tmp_path):
@@ -247,3 +252,19 @@ def test_overlay_blends_each_pixel_towards_its_class_colour_by_alpha(alpha, expe
     np.testing.assert_array_equal(
         blended[0, 1], np.round((1 - alpha) * 100 + alpha * colors[1]).astype(np.uint8)
     )
+
+
+def test_masks_of_more_than_256_classes_are_written_in_16_bits(tmp_path):
+    classes = 300
+    inputs = keras.Input((8, 8, 3))
+    # Every pixel predicts class 299, which 8 bits cannot hold.
+    bias = keras.initializers.Constant(np.eye(classes)[299] * 10)
+    head = keras.layers.Conv2D(classes, 1, kernel_initializer="zeros", bias_initializer=bias)
+    model = keras.Model(inputs, keras.layers.Softmax()(head(inputs)))
+    (tmp_path / "in").mkdir()
+    Image.fromarray(np.zeros((12, 10, 3), np.uint8)).save(tmp_path / "in" / "a.png")
+    metadata = {"colors": [[c % 256, 0, 0] for c in range(classes)]}
+    _, counts = predict_folder(model, metadata, str(tmp_path / "in"), str(tmp_path / "out"))
+    mask = np.asarray(Image.open(tmp_path / "out" / "masks" / "a.png"))
+    assert mask.dtype == np.uint16 and mask.shape == (12, 10) and (mask == 299).all()
+    assert counts[299] == 120 and counts.sum() == 120

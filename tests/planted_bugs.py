@@ -1,0 +1,373 @@
+"""Plants one-line bugs, one at a time, in the modules mutation testing leaves out, and checks
+that the tests written for them catch each.
+
+``make mutate`` covers the modules that compute the numbers with their fast tests. The others
+(data, augmentation, datasets, model, callbacks, what a run logs, the gallery, prediction) are
+tested through TensorFlow and whole runs, too slow for thousands of mutants; for them this is a
+list of bugs a person could plausibly write, each with the test files that must catch it. Every
+bug is planted in a copy of the working tree (never in it), those files run with ``-x``, and
+the script prints one line per bug and exits 1 when one survives. A bug whose original line is
+no longer in its module is reported as stale: update the list with the code.
+
+Usage: ``python tests/planted_bugs.py [number ...]`` (``make planted``; all bugs by default).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+COPIED = ("src", "tests", "conf", "pyproject.toml")
+
+
+@dataclass(frozen=True)
+class Bug:
+    """``original`` replaced by ``planted`` in ``src/seglab/<module>``; ``tests`` must fail."""
+
+    module: str
+    original: str
+    planted: str
+    breaks: str
+    tests: tuple[str, ...]
+
+
+DATA = ("tests/test_data.py", "tests/test_folder.py")
+AUGMENT = ("tests/test_augment.py",)
+E2E = ("tests/test_train_e2e.py",)
+BUGS = [
+    Bug(
+        "data.py",
+        "image_pixels += (present * valid.sum(axis=1, keepdims=True)).sum(axis=0)",
+        "image_pixels += (present * masks.shape[1]).sum(axis=0)",
+        "median frequency counts ignored pixels as the class's images' pixels",
+        DATA,
+    ),
+    Bug(
+        "data.py",
+        "images += present.sum(axis=0)",
+        "images += per_image.sum(axis=0) > 0",
+        "images containing a class counted once per batch",
+        DATA,
+    ),
+    Bug(
+        "data.py",
+        "bad = valid & ((masks < 0) | (masks >= num_classes))",
+        "bad = valid & (masks >= num_classes)",
+        "negative labels pass the label check",
+        DATA,
+    ),
+    Bug(
+        "data.py",
+        "return tf.where(ignored, tf.zeros_like(weights), weights)",
+        "return weights",
+        "ignored pixels weighted like class 0",
+        DATA,
+    ),
+    Bug(
+        "data.py",
+        "weights = tf.math.divide_no_nan(total, num_classes * counts)",
+        "weights = tf.math.divide_no_nan(total, counts)",
+        "per-batch weights without the class count",
+        DATA,
+    ),
+    Bug(
+        "data.py",
+        "elif 0 < size % batch_size < min_batch:",
+        "elif 0 < size % batch_size <= min_batch:",
+        "a last batch of exactly one image per replica dropped",
+        ("tests/test_strategy.py",),
+    ),
+    Bug(
+        "data.py",
+        "tf.where(tf.reduce_any(tf.equal(y, boosted)), factor, 1.0)",
+        "tf.where(tf.reduce_all(tf.equal(y, boosted)), factor, 1.0)",
+        "image boost only for images made of the class alone",
+        AUGMENT,
+    ),
+    Bug(
+        "data.py",
+        'mask = tf.image.resize(mask, size, method="nearest")[..., 0]',
+        'mask = tf.image.resize(mask, size, method="bilinear")[..., 0]',
+        "masks resized bilinear (labels blended at edges)",
+        DATA,
+    ),
+    Bug(
+        "data.py",
+        "image = tf.image.resize(tf.cast(image, tf.float32) / 255.0, size",
+        "image = tf.image.resize(tf.cast(image, tf.float32) / 256.0, size",
+        "images scaled by 1/256",
+        DATA,
+    ),
+    Bug(
+        "data.py",
+        'digest.update(f"{path}\\0{stat.st_size}\\0{stat.st_mtime_ns}\\n".encode())',
+        'digest.update(f"{path}\\0{stat.st_size}\\n".encode())',
+        "a mask edited in place (same size) keeps its stale class counts",
+        DATA,
+    ),
+    Bug(
+        "augment.py",
+        "fill_value=float(self.ignore_index),",
+        "fill_value=0.0,",
+        "pixels from outside the image labelled background",
+        AUGMENT,
+    ),
+    Bug(
+        "augment.py",
+        "mean = tf.reduce_mean(image, axis=(0, 1), keepdims=True)",
+        "mean = tf.reduce_mean(image, axis=(0, 1, 2), keepdims=True)",
+        "contrast about the grey mean instead of each channel's",
+        AUGMENT,
+    ),
+    Bug(
+        "augment.py",
+        "a00, a01, a10, a11 = cos * sign, -sin, sin * sign, cos",
+        "a00, a01, a10, a11 = cos, -sin * sign, sin, cos * sign",
+        "the horizontal flip flips vertically",
+        AUGMENT,
+    ),
+    Bug(
+        "augment.py",
+        'return bool(f["rotation"] or f["zoom"] or f["translation"] or f["flip"])',
+        'return bool(f["rotation"] or f["zoom"] or f["translation"])',
+        "a flip on its own never applied",
+        AUGMENT,
+    ),
+    Bug(
+        "augment.py",
+        "tx, ty = shift[0] * width, shift[1] * height",
+        "tx, ty = shift[0] * height, shift[1] * width",
+        "translations scaled by the wrong side",
+        AUGMENT,
+    ),
+    Bug(
+        "augment.py",
+        'seeds[1], 1 - f["zoom"], 1 + f["zoom"])',
+        'seeds[1], 1 - f["zoom"], 1.0)',
+        "zoom only ever shrinks",
+        AUGMENT,
+    ),
+    Bug(
+        "augment.py",
+        "seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True)",
+        "seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=False)",
+        "every epoch draws the same views",
+        AUGMENT,
+    ),
+    Bug(
+        "model.py",
+        "x = conv_block(x, base_filters * 2**depth)",
+        "x = conv_block(x, base_filters * 2 ** (depth - 1))",
+        "the bottleneck does not double the filters",
+        ("tests/test_model.py",),
+    ),
+    Bug(
+        "model.py",
+        "    if dropout:\n        x = layers.Dropout(dropout)(x)\n",
+        "",
+        "model.dropout ignored",
+        ("tests/test_model.py",),
+    ),
+    Bug(
+        "model.py",
+        'layers.Conv2D(filters, 3, padding="same", use_bias=not batch_norm)',
+        'layers.Conv2D(filters, 3, padding="same", use_bias=True)',
+        "a bias before batch norm",
+        ("tests/test_model.py",),
+    ),
+    Bug(
+        "callbacks.py",
+        "epoch=epoch + 1,",
+        "epoch=epoch,",
+        "epochs (MLflow steps) counted from 0",
+        ("tests/test_trainer.py",),
+    ),
+    Bug(
+        "callbacks.py",
+        'train_loss=float(logs["loss"]),',
+        'train_loss=float(logs["val_loss"]),',
+        "train/loss logged from the validation loss",
+        ("tests/test_trainer.py",),
+    ),
+    Bug(
+        "callbacks.py",
+        "if loss is not None and not np.isfinite(loss):\n            raise FloatingPointError(\n"
+        '                f"training',
+        "if loss is not None and np.isnan(loss):\n            raise FloatingPointError(\n"
+        '                f"training',
+        "an infinite training loss trains on",
+        ("tests/test_trainer.py",),
+    ),
+    Bug(
+        "run_summary.py",
+        '"val/class_acc": scores.class_acc,',
+        '"val/class_acc": scores.pixel_acc,',
+        "val/class_acc logged from pixel accuracy",
+        ("tests/test_tracking.py",),
+    ),
+    Bug(
+        "run_summary.py",
+        'metrics[f"val/hidden/{name}"] = float(c in hidden)',
+        'metrics[f"val/hidden/{name}"] = 0.0',
+        "val/hidden/<class> always 0",
+        ("tests/test_tracking.py",),
+    ),
+    Bug(
+        "run_summary.py",
+        '"train_images": counts.images,',
+        '"train_images": counts.pixels,',
+        "class_weights.csv's image counts are pixel counts",
+        E2E,
+    ),
+    Bug(
+        "run_summary.py",
+        "pd.DataFrame(final.confusion, index=",
+        "pd.DataFrame(final.confusion.T, index=",
+        "confusion_matrix.csv transposed",
+        E2E,
+    ),
+    Bug(
+        "run_summary.py",
+        'f"{tags[TAG_WORST_CLASS]} (IoU {final.scores.min_iou:.3f}); "',
+        'f"{tags[TAG_WORST_CLASS]} (IoU {final.scores.miou:.3f}); "',
+        "the run's description gives mIoU as the worst class's IoU",
+        E2E,
+    ),
+    Bug(
+        "gallery.py",
+        'chosen = present[np.argsort(-missed[present], kind="stable")]',
+        'chosen = present[np.argsort(missed[present], kind="stable")]',
+        "the gallery shows the images that miss the class least",
+        ("tests/test_gallery.py",),
+    ),
+    Bug(
+        "gallery.py",
+        "shown[(truth == target) & (prediction != target)] = MISSED",
+        "shown[(prediction == target) & (truth != target)] = MISSED",
+        "magenta marks false positives instead of missed pixels",
+        ("tests/test_gallery.py",),
+    ),
+    Bug(
+        "gallery.py",
+        "for target in list(classes)[:MAX_CLASSES]:",
+        "for target in list(classes)[:1]:",
+        "a gallery for the first failing class only",
+        ("tests/test_gallery.py",),
+    ),
+    Bug(
+        "predict.py",
+        "blended = (1 - alpha) * image.astype(np.float64) + alpha * colors[mask]",
+        "blended = alpha * image.astype(np.float64) + (1 - alpha) * colors[mask]",
+        "overlay_alpha weighs the image instead of the colour",
+        ("tests/test_predict.py",),
+    ),
+    Bug(
+        "predict.py",
+        "counts += np.bincount(mask.ravel(), minlength=num_classes)",
+        "counts += np.bincount(mask.ravel(), minlength=num_classes) > 0",
+        "predicted pixel shares count images",
+        ("tests/test_predict.py",),
+    ),
+    Bug(
+        "predict.py",
+        "dtype = tf.uint8 if num_classes <= 256 else tf.uint16",
+        "dtype = tf.uint8",
+        "masks of more than 256 classes written in 8 bits",
+        ("tests/test_predict.py",),
+    ),
+    Bug(
+        "datasets/folder.py",
+        "n_val = max(1, round(val_fraction * len(images)))",
+        "n_val = max(1, int(val_fraction * len(images)))",
+        "the validation share rounded down",
+        ("tests/test_folder.py",),
+    ),
+    Bug(
+        "datasets/folder.py",
+        "kept = sorted(set(range(len(images))) - set(held_out))",
+        "kept = sorted(set(range(len(images))))",
+        "validation images also trained on",
+        ("tests/test_folder.py",),
+    ),
+    Bug(
+        "datasets/folder.py",
+        "[str(masks[s]) for s in stems]",
+        "[str(masks[s]) for s in reversed(stems)]",
+        "images paired with other images' masks",
+        ("tests/test_folder.py",),
+    ),
+]
+
+
+def plant(copy: Path, bug: Bug) -> tuple[bool, str, float]:
+    """Plants ``bug`` in ``copy``, runs its tests, restores the module: (caught, test, seconds)."""
+    path = copy / "src" / "seglab" / bug.module
+    text = path.read_text()
+    path.write_text(text.replace(bug.original, bug.planted))
+    start = time.perf_counter()
+    try:
+        result = subprocess.run(
+            [sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", *bug.tests],
+            cwd=copy,
+            env={**os.environ, "PYTHONPATH": str(copy / "src")},
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+    finally:
+        path.write_text(text)
+    failed = [line for line in result.stdout.splitlines() if line.startswith(("FAILED", "ERROR"))]
+    caught = result.returncode != 0
+    return caught, (failed[0].split(" - ")[0] if failed else ""), time.perf_counter() - start
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("numbers", nargs="*", type=int, help="bugs to plant (default: all)")
+    args = parser.parse_args(argv)
+    chosen = args.numbers or range(len(BUGS))
+    stale = [
+        n
+        for n in chosen
+        if (ROOT / "src/seglab" / BUGS[n].module).read_text().count(BUGS[n].original) != 1
+    ]
+    for n in stale:
+        print(f"{n:2d} STALE     {BUGS[n].module}: {BUGS[n].breaks} (original line not found once)")
+    survived = []
+    with tempfile.TemporaryDirectory(prefix="seglab-planted-") as tmp:
+        copy = Path(tmp)
+        for name in COPIED:
+            source = ROOT / name
+            if source.is_dir():
+                shutil.copytree(source, copy / name, ignore=shutil.ignore_patterns("__pycache__"))
+            else:
+                shutil.copy2(source, copy / name)
+        for n in chosen:
+            if n in stale:
+                continue
+            bug = BUGS[n]
+            caught, test, seconds = plant(copy, bug)
+            verdict = "caught  " if caught else "SURVIVED"
+            print(
+                f"{n:2d} {verdict} {seconds:4.0f} s  {bug.module}: {bug.breaks}  {test}", flush=True
+            )
+            if not caught:
+                survived.append(n)
+    print(
+        f"{len(chosen) - len(survived) - len(stale)} of {len(chosen)} planted bugs caught"
+        + (f"; survived: {survived}" if survived else "")
+        + (f"; stale: {stale}" if stale else "")
+    )
+    return 1 if survived or stale else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
