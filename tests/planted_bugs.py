@@ -5,8 +5,9 @@ that the tests written for them catch each.
 (data, augmentation, datasets, model, callbacks, what a run logs, the gallery, prediction) are
 tested through TensorFlow and whole runs, too slow for thousands of mutants; for them this is a
 list of bugs a person could plausibly write, each with the test files that must catch it. Every
-bug is planted in a copy of the working tree (never in it), those files run with ``-x``, and
-the script prints one line per bug and exits 1 when one survives. A bug whose original line is
+bug is planted in a copy of the working tree (never in it), those files run with ``-x`` (they
+must pass without a bug first, or nothing is counted), and the script prints one line per bug
+and exits 1 when one survives. A bug whose original line is
 no longer in its module is reported as stale: update the list with the code.
 
 Usage: ``python tests/planted_bugs.py [number ...]`` (``make planted``; all bugs by default).
@@ -25,7 +26,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-COPIED = ("src", "tests", "conf", "pyproject.toml")
+LEFT_OUT = shutil.ignore_patterns(
+    ".git", ".venv", "outputs", "mutants", "__pycache__", "*.egg-info"
+)
 
 
 @dataclass(frozen=True)
@@ -304,6 +307,41 @@ BUGS = [
         "images paired with other images' masks",
         ("tests/test_folder.py",),
     ),
+    Bug(
+        "train.py",
+        "test = evaluate_test_split(tracker, predict, data, trainer.batch_size, best_epoch)",
+        "test = evaluate_test_split(tracker, predict, data, trainer.batch_size, final.epoch)",
+        "test/... logged at the last epoch instead of the best checkpoint's",
+        ("tests/test_camvid.py",),
+    ),
+    Bug(
+        "train.py",
+        '"checkpoint_epoch": epoch,',
+        '"checkpoint_epoch": 0,',
+        "the logged model does not know its checkpoint's epoch",
+        ("tests/test_camvid.py",),
+    ),
+    Bug(
+        "evaluate.py",
+        'if not new_run and f"{prefix}/miou" in source.data.metrics:',
+        "if False:",
+        "seglab.evaluate writes over metrics the run already has",
+        ("tests/test_camvid.py",),
+    ),
+    Bug(
+        "evaluate.py",
+        "    if num_classes != data.num_classes:",
+        "    if False:",
+        "seglab.evaluate scores data of another class count",
+        ("tests/test_camvid.py",),
+    ),
+    Bug(
+        "sweep.py",
+        "elif failed or missing > 0 or report_error:",
+        "elif missing > 0 or report_error:",
+        "a sweep with a failed job ends FINISHED",
+        ("tests/test_sweep.py",),
+    ),
 ]
 
 
@@ -314,19 +352,24 @@ def plant(copy: Path, bug: Bug) -> tuple[bool, str, float]:
     path.write_text(text.replace(bug.original, bug.planted))
     start = time.perf_counter()
     try:
-        result = subprocess.run(
-            [sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", *bug.tests],
-            cwd=copy,
-            env={**os.environ, "PYTHONPATH": str(copy / "src")},
-            capture_output=True,
-            text=True,
-            check=False,
-        )
+        passed, failed = run_tests(copy, bug.tests)
     finally:
         path.write_text(text)
+    return not passed, failed, time.perf_counter() - start
+
+
+def run_tests(copy: Path, files: tuple[str, ...]) -> tuple[bool, str]:
+    """Runs ``files`` in ``copy`` up to the first failure: (passed, the first failed test)."""
+    result = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", *files],
+        cwd=copy,
+        env={**os.environ, "PYTHONPATH": str(copy / "src")},
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     failed = [line for line in result.stdout.splitlines() if line.startswith(("FAILED", "ERROR"))]
-    caught = result.returncode != 0
-    return caught, (failed[0].split(" - ")[0] if failed else ""), time.perf_counter() - start
+    return result.returncode == 0, failed[0].split(" - ")[0] if failed else ""
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -343,13 +386,13 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{n:2d} STALE     {BUGS[n].module}: {BUGS[n].breaks} (original line not found once)")
     survived = []
     with tempfile.TemporaryDirectory(prefix="seglab-planted-") as tmp:
-        copy = Path(tmp)
-        for name in COPIED:
-            source = ROOT / name
-            if source.is_dir():
-                shutil.copytree(source, copy / name, ignore=shutil.ignore_patterns("__pycache__"))
-            else:
-                shutil.copy2(source, copy / name)
+        copy = Path(tmp) / "seglab"
+        shutil.copytree(ROOT, copy, ignore=LEFT_OUT)
+        # A bug counts as caught only if its tests pass without it.
+        for files in sorted({BUGS[n].tests for n in chosen if n not in stale}):
+            if not run_tests(copy, files)[0]:
+                print(f"the tests fail without a planted bug: {' '.join(files)}")
+                return 1
         for n in chosen:
             if n in stale:
                 continue

@@ -184,3 +184,7 @@ def test_evaluate_refuses_data_the_model_cannot_take(camvid_run, capsys):
     assert "data.image_size=[64, 64] but the model takes [32, 32]" in capsys.readouterr().err
     assert evaluate([*args, "split=holdout"]) == 2
     assert "split='holdout' is not one of this dataset's splits" in capsys.readouterr().err
+    assert evaluate([*args, "data.class_names=[a,b,c]"]) == 2
+    assert "the data has 3 classes ['a', 'b', 'c'] but the model predicts 11" in (
+        capsys.readouterr().err
+    )

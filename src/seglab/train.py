@@ -83,11 +83,12 @@ def run(cfg: DictConfig) -> EpochRecord:
     tracker.check()
     resume_id = tracker.resumable_run(trainer.resume, cfg.paths.checkpoint_dir)
     val_losses: list[float] = []  # the whole run's, for the hidden-failure verdict
+    hidden: list[int] = []  # the latest epoch's verdict: the run's, once training ends
     gallery = Gallery(data, cfg.metrics.gallery, cfg.metrics.gallery_pool)
 
     def on_epoch(record: EpochRecord) -> None:
         val_losses.append(record.val_loss)
-        hidden = hidden_classes(val_losses, record.scores.iou, record.scores.support, rule)
+        hidden[:] = hidden_classes(val_losses, record.scores.iou, record.scores.support, rule)
         metrics = epoch_metrics(record, data.class_names, hidden)
         checkpointer.save(model, record.epoch, metrics)  # before logging: see resume below
         lock.heartbeat()
@@ -168,7 +169,6 @@ def run(cfg: DictConfig) -> EpochRecord:
         samples = predict_samples(
             predict, data, cfg.metrics.overlays, prefer_class=final.scores.worst_class
         )
-        hidden = hidden_classes(val_losses, final.scores.iou, final.scores.support, rule)
         table, tags = log_summary(
             tracker,
             history,
