@@ -376,6 +376,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("numbers", nargs="*", type=int, help="bugs to plant (default: all)")
     args = parser.parse_args(argv)
+    if unknown := [n for n in args.numbers if not 0 <= n < len(BUGS)]:
+        parser.error(f"no planted bug {unknown}: the bugs are numbered 0..{len(BUGS) - 1}")
     chosen = args.numbers or range(len(BUGS))
     stale = [
         n
