@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import balanced_accuracy_score, jaccard_score, recall_score
 
-from seglab.metrics import ConfusionMatrix, scores_from_confusion
+from seglab.metrics import ConfusionMatrix, class_histograms, scores_from_confusion
 
 C = 5
 IGNORE = 255
@@ -453,3 +453,20 @@ def test_metric_state_variables_have_their_names_dtypes_and_shapes(case):
     assert state == expected
     assert keras.ops.convert_to_numpy(metric.result()).dtype == np.float32
     assert metric.name == {"ConfusionMatrix": "miou", "PerClassLoss": "loss_terms"}[kind]
+
+
+HISTOGRAM_CASES = [
+    # (labels, keep, num_classes, expected (N, C))
+    ([[0, 1, 1, 2]], [[True] * 4], 3, [[1, 2, 1]]),
+    ([[0, 1, 1, 2], [2, 2, 2, 0]], [[True] * 4, [True] * 4], 3, [[1, 2, 1], [1, 0, 3]]),
+    ([[0, 9, 1, 2]], [[True, False, True, False]], 3, [[1, 1, 0]]),  # only where kept
+    ([[[1, 1], [0, 3]], [[3, 3], [3, 3]]], [[[True] * 2] * 2] * 2, 4, [[1, 2, 0, 1], [0, 0, 0, 4]]),
+    ([[0, 0]], [[False, False]], 2, [[0, 0]]),  # nothing kept
+]
+
+
+@pytest.mark.parametrize(("labels", "keep", "num_classes", "expected"), HISTOGRAM_CASES)
+def test_class_histograms_count_each_image_apart(labels, keep, num_classes, expected):
+    counts = class_histograms(np.array(labels), np.array(keep), num_classes)
+    assert counts.dtype == np.int64
+    np.testing.assert_array_equal(counts, expected)

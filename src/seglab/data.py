@@ -22,6 +22,7 @@ import tensorflow as tf
 
 from seglab.augment import Augmenter
 from seglab.class_weights import ClassCounts
+from seglab.metrics import class_histograms
 
 SPLITS = ("train", "val", "test")
 
@@ -140,12 +141,7 @@ def class_counts(
                 f"are 0..{num_classes - 1} (and ignore_index={ignore_index}); check the data's "
                 "class_names or the mask files"
             )
-        # One bincount per image, offset by the image's row: per-image presence in one call.
-        offsets = np.arange(masks.shape[0])[:, None] * num_classes
-        flat = np.where(valid, masks + offsets, -1)[valid]
-        per_image = np.bincount(flat, minlength=masks.shape[0] * num_classes).reshape(
-            masks.shape[0], num_classes
-        )
+        per_image = class_histograms(masks, valid, num_classes)
         present = per_image > 0
         pixels += per_image.sum(axis=0)
         images += present.sum(axis=0)

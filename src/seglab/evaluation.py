@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 import tensorflow as tf
 
-from seglab.metrics import Scores, scores_from_counts
+from seglab.metrics import Scores, class_histograms, scores_from_counts
 from seglab.prediction import LabelPredictor, label_predictor
 
 COUNT_COLUMNS = ("tp", "fp", "fn")
@@ -142,18 +142,12 @@ def count_batch(
     and predicted labels, and per image whether it has a true label outside
     ``[0, num_classes)`` that is not ``ignore_index`` (such pixels, and ignored ones, count
     nowhere)."""
-    n, c = len(masks), num_classes
     masks = masks.astype(np.int64)
-    in_range = (masks >= 0) & (masks < c)
+    in_range = (masks >= 0) & (masks < num_classes)
     valid = in_range & (masks != ignore_index)
-    slot = np.arange(n)[:, None, None] * c  # image i counts into bins [i * c, (i + 1) * c)
-
-    def per_image(labels: np.ndarray, keep: np.ndarray) -> np.ndarray:
-        return np.bincount((slot + labels)[keep], minlength=n * c).reshape(n, c)
-
-    truth = per_image(masks, valid)
-    predicted = per_image(predictions, valid)
-    tp = per_image(masks, valid & (masks == predictions))
+    truth = class_histograms(masks, valid, num_classes)
+    predicted = class_histograms(predictions, valid, num_classes)
+    tp = class_histograms(masks, valid & (masks == predictions), num_classes)
     bad = (~in_range & (masks != ignore_index)).any(axis=(1, 2))
     return tp, predicted - tp, truth - tp, bad
 

@@ -246,6 +246,16 @@ class Scores:
     class_acc: float
 
 
+def class_histograms(labels: np.ndarray, keep: np.ndarray, num_classes: int) -> np.ndarray:
+    """The pixels of each class in each image, ``int64 (N, num_classes)``, of ``(N, ...)``
+    integer labels, counting only where ``keep`` is true (labels there must lie in
+    ``[0, num_classes)``): one ``bincount`` for the whole batch, image ``i`` counting into
+    bins ``[i * num_classes, (i + 1) * num_classes)``."""
+    n = len(labels)
+    slots = np.arange(n).reshape(n, *[1] * (labels.ndim - 1)) * num_classes + labels
+    return np.bincount(slots[keep], minlength=n * num_classes).reshape(n, num_classes)
+
+
 def scores_from_confusion(cm: np.ndarray) -> Scores:
     """Per-class IoU, Dice and recall, mIoU, worst class, pixel and class-average accuracy from
     a confusion matrix (rows truth, columns prediction)."""
