@@ -173,6 +173,19 @@ def test_evaluate_refuses_bad_arguments_by_name(args, message, capsys):
     assert re.search(message, capsys.readouterr().err)
 
 
+@pytest.mark.parametrize("flag", ["--help", "-h"])
+def test_evaluate_help_shows_the_usage_and_every_option_without_backticks(flag, capsys):
+    from seglab.evaluate import OPTIONS_WITH_URI
+    from seglab.evaluate import main as evaluate
+
+    assert evaluate(["run_id=abc", flag]) == 0
+    text = capsys.readouterr().out
+    assert text.startswith("python -m seglab.evaluate run_id=<id>")
+    assert "`" not in text
+    for option in OPTIONS_WITH_URI:
+        assert f"{option}=" in text, option
+
+
 @pytest.mark.slow
 def test_evaluate_refuses_data_the_model_cannot_take(camvid_run, capsys):
     from seglab.evaluate import main as evaluate

@@ -117,3 +117,33 @@ def test_predict_config_needs_run_input_and_output_and_writes_nothing_else(tmp_p
     assert "file" not in cfg.hydra.job_logging.handlers  # no predict.log among the masks
     assert cfg.tracking.default_uri.endswith("/outputs/mlflow.db")
     assert all(missing._get_node(key)._is_missing() for key in ("run_id", "input", "output"))
+
+
+def test_stats_counts_the_training_data_once_and_makes_no_mlflow_run():
+    from hydra import compose, initialize_config_dir
+
+    overrides = ["experiment=demo", "debug=smoke"]
+    with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
+        stats = compose("stats", overrides=overrides, return_hydra_config=True)
+    train = compose_train(*overrides, hydra_config=True)
+    assert stats.data == train.data  # what training would count
+    assert (train.hydra.mode.name, stats.hydra.mode.name) == ("MULTIRUN", "RUN")
+    assert "mlflow_sweep" in OmegaConf.to_yaml(train.hydra.callbacks)
+    assert not stats.hydra.callbacks
+
+
+HELP_CASES = [
+    ("train", "header", []),
+    ("stats", "header", []),
+    ("predict", "template", ["run_id=a", "input=b", "output=c"]),
+]
+
+
+@pytest.mark.parametrize(("command", "part", "overrides"), HELP_CASES)
+def test_each_command_help_starts_with_its_own_usage(command, part, overrides):
+    from hydra import compose, initialize_config_dir
+
+    # --help prints hydra.help.template, which by default starts with hydra.help.header.
+    with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
+        cfg = compose(command, overrides=overrides, return_hydra_config=True)
+    assert cfg.hydra.help[part].startswith(f"python -m seglab.{command} ")

@@ -15,7 +15,8 @@ the step of the model's checkpoint epoch into the run itself, or into a new run 
 experiment with ``new_run=true`` (tagged ``seglab.evaluated_run``); ``per_image/<prefix>.parquet``
 beside them; and the per-class table is printed. A run that already has ``<prefix>/...`` metrics
 (training scores the test split itself) is never written over: choose another ``prefix`` or
-``new_run=true``.
+``new_run=true``. ``batch_size=8`` sets how many images are scored at once; ``tracking_uri=...``
+names the MLflow store (default: ``$MLFLOW_TRACKING_URI``, else ``outputs/mlflow.db``).
 """
 
 from __future__ import annotations
@@ -44,6 +45,8 @@ from seglab.tracking import TAG_CLASS_NAMES, MlflowTracker
 OPTIONS = {"run_id": None, "split": "test", "prefix": None, "new_run": "false", "batch_size": "8"}
 OPTIONS_WITH_URI = (*OPTIONS, "tracking_uri")
 TAG_EVALUATED_RUN = "seglab.evaluated_run"
+# The module docstring is the help; a terminal shows the reST literals without their backticks.
+HELP = (__doc__ or "").replace("``", "").strip()
 
 
 def parse(argv: Sequence[str]) -> tuple[dict[str, str | None], list[str]]:
@@ -119,8 +122,12 @@ def per_class_frame(counts: PerImageCounts, class_names: Sequence[str]) -> pd.Da
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    words = sys.argv[1:] if argv is None else argv
+    if {"-h", "--help"} & set(words):
+        print(HELP)
+        return 0
     try:
-        options, overrides = parse(sys.argv[1:] if argv is None else argv)
+        options, overrides = parse(words)
     except ValueError as error:
         print(f"seglab.evaluate: {error}", file=sys.stderr)
         return 2

@@ -1,7 +1,8 @@
 """``python -m seglab.stats [data=... overrides]``: per-class pixel share and image counts.
 
 The first thing to look at before choosing a class-weight scheme: how rare each class is, in
-pixels and in images, on both splits. Uses the same config as ``seglab.train``.
+pixels and in images, on every split. Composes the same config as ``seglab.train``
+(``conf/stats.yaml`` adds its help, and counts once where an experiment would sweep).
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ def table(cfg: DictConfig) -> pd.DataFrame:
     return pd.DataFrame(columns)
 
 
-@hydra.main(version_base="1.3", config_path=str(config_dir()), config_name="train")
+@hydra.main(version_base="1.3", config_path=str(config_dir()), config_name="stats")
 def main(cfg: DictConfig) -> None:
     frame = table(cfg)
     shown = frame.copy()
