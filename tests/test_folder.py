@@ -259,6 +259,30 @@ def test_folder_data_trains_and_reports_stats(tmp_path):
     assert stats.train_pixel_share.sum() == pytest.approx(1.0)
 
 
+def test_stats_names_a_missing_data_root_in_one_line(tmp_path):
+    import subprocess
+    import sys
+
+    root = tmp_path / "nowhere"
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "seglab.stats",
+            "data=folder",
+            f"data.root={root}",
+            f"hydra.run.dir={tmp_path}",
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert result.returncode == 2
+    assert result.stderr.splitlines() == [f"seglab.stats: data.root='{root}' is not a folder"]
+
+
 def test_sixteen_bit_masks_are_read_exactly(tmp_path):
     for split, count in (("train", 3), ("val", 2)):
         for i in range(count):

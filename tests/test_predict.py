@@ -219,6 +219,24 @@ def test_predict_names_a_bad_run_id_input_folder_or_option(trained, tmp_path):
             predict_folder(model, metadata, str(tmp_path / folder), str(tmp_path / "o"), **kwargs)
 
 
+def test_the_command_names_a_bad_run_id_in_one_line(tmp_path):
+    env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path}/mlflow.db"}
+    result = subprocess.run(
+        [sys.executable, "-m", "seglab.predict", "run_id=0123abc", "input=in", "output=out"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert result.returncode == 2
+    assert result.stderr.splitlines() == [
+        f"seglab.predict: run_id='0123abc': no such run at sqlite:///{tmp_path}/mlflow.db "
+        "(from MLFLOW_TRACKING_URI)"
+    ]
+
+
 def test_a_run_without_a_logged_model_is_named(tmp_path):
     uri, _, logged = train_once(tmp_path, "trainer.epochs=1", "tracking.log_model=false")
     with pytest.raises(ValueError, match=r"has no logged model 'model': .*log_model=false"):

@@ -212,6 +212,22 @@ def test_terminal_prints_the_per_class_table_with_the_loss(smoke_run):
 
 
 @pytest.mark.slow
+def test_a_run_prints_no_tensorflow_start_up_lines_or_retracing_warnings(smoke_run):
+    _, result, _, _ = smoke_run
+    for noise in ("oneDNN custom operations", "cuInit", "cuda drivers", "retracing"):
+        assert noise not in result.stdout + result.stderr, noise
+
+
+def test_bad_input_ends_the_command_with_one_line_that_names_it(tmp_path):
+    result = train(tmp_path, "model.depth=3", "data.image_size=36")
+    assert result.returncode == 2
+    assert result.stderr.splitlines() == [
+        "seglab.train: model.depth=3 needs image height and width divisible by 2**3=8, got "
+        "36x36; choose an image size that is a multiple of 8 or a smaller model.depth"
+    ]
+
+
+@pytest.mark.slow
 def test_counts_are_cached_so_a_second_run_reuses_them(smoke_run):
     tmp_path, _, _, _ = smoke_run
     assert len(list((tmp_path / "cache").glob("class_counts-*.json"))) == 2  # train and val

@@ -35,6 +35,7 @@ from seglab.data import scale_image
 from seglab.datasets.folder import IMAGE_SUFFIXES, read_image
 from seglab.paths import config_dir
 from seglab.prediction import LabelPredictor
+from seglab.quiet import bad_input_in_one_line
 from seglab.tracking import MODEL_NAME, TAG_MODEL_ERROR, MlflowTracker, pickle_files
 
 KERAS_FILE = Path("data") / "model.keras"  # where the TensorFlow flavour keeps a Keras 3 model
@@ -183,10 +184,11 @@ def predict_folder(
 @hydra.main(version_base="1.3", config_path=str(config_dir()), config_name="predict")
 def main(cfg: DictConfig) -> None:
     tracker: MlflowTracker = hydra.utils.instantiate(cfg.tracking)
-    model, metadata = load_run_model(tracker, str(cfg.run_id))
-    files, counts = predict_folder(
-        model, metadata, cfg.input, cfg.output, cfg.batch_size, cfg.overlay_alpha
-    )
+    with bad_input_in_one_line("seglab.predict"):
+        model, metadata = load_run_model(tracker, str(cfg.run_id))
+        files, counts = predict_folder(
+            model, metadata, cfg.input, cfg.output, cfg.batch_size, cfg.overlay_alpha
+        )
     names = metadata.get("class_names") or [str(c) for c in range(len(counts))]
     shares = ", ".join(f"{n} {c / counts.sum():.1%}" for n, c in zip(names, counts, strict=True))
     print(f"masks and overlays of {len(files)} images in {cfg.output}")

@@ -1,4 +1,5 @@
-"""TensorFlow's start-up lines, kept out of seglab's output unless ``SEGLAB_VERBOSE=1``.
+"""TensorFlow's start-up lines and the tracebacks of bad input, kept out of seglab's output
+unless ``SEGLAB_VERBOSE=1``.
 
 Importing TensorFlow prints oneDNN and CUDA notices from C++ (``oneDNN custom operations are
 on``, ``Could not find cuda drivers``, ``failed call to cuInit``) before its logging can be
@@ -11,6 +12,8 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 
 def import_tensorflow_quietly() -> None:
@@ -32,3 +35,20 @@ def import_tensorflow_quietly() -> None:
         os.dup2(saved, 2)
         os.close(saved)
         os.close(devnull)
+
+
+@contextmanager
+def bad_input_in_one_line(command: str) -> Iterator[None]:
+    """Ends the process with exit status 2 and one line, ``<command>: <message>``, on a
+    ``ValueError``: seglab raises those for bad options, files and values, with a message that
+    names them, and a traceback would bury it. ``SEGLAB_VERBOSE=1`` keeps the traceback (a
+    ``ValueError`` from TensorFlow's own code needs it)."""
+    try:
+        yield
+    except ValueError as error:
+        if os.environ.get("SEGLAB_VERBOSE"):
+            raise
+        print(f"{command}: {error}", file=sys.stderr)
+        # SystemExit is not an Exception: Hydra passes it through instead of printing its own
+        # "Error executing job" traceback.
+        raise SystemExit(2) from None

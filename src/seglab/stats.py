@@ -18,6 +18,7 @@ from omegaconf import DictConfig
 from seglab.checks import build
 from seglab.data import split_counts
 from seglab.paths import config_dir
+from seglab.quiet import bad_input_in_one_line
 
 
 def table(cfg: DictConfig) -> pd.DataFrame:
@@ -34,7 +35,8 @@ def table(cfg: DictConfig) -> pd.DataFrame:
 
 @hydra.main(version_base="1.3", config_path=str(config_dir()), config_name="stats")
 def main(cfg: DictConfig) -> None:
-    frame = table(cfg)
+    with bad_input_in_one_line("seglab.stats"):
+        frame = table(cfg)
     shown = frame.copy()
     for column in [c for c in frame.columns if c.endswith("_pixel_share")]:
         shown[column] = frame[column].map("{:.3%}".format)

@@ -36,6 +36,7 @@ from seglab.metrics import Scores
 from seglab.paths import config_dir, project_root
 from seglab.prediction import LabelPredictor
 from seglab.provenance import provenance_tags
+from seglab.quiet import bad_input_in_one_line
 from seglab.run_summary import (
     epoch_metrics,
     log_augmentation,
@@ -329,7 +330,8 @@ def main(cfg: DictConfig) -> float:
     # SIGTERM (a scheduler's kill, `timeout`) ends the run like Ctrl-C: KILLED, checkpoints kept.
     signals.install(signal.SIGINT, signal.SIGTERM)
     if job_context() is None:
-        return run(cfg).scores.min_iou
+        with bad_input_in_one_line("seglab.train"):
+            return run(cfg).scores.min_iou
     try:  # in a sweep, one failed job must not stop the others
         return run(cfg).scores.min_iou
     except Exception as error:  # the run is already FAILED in MLflow, with this reason
