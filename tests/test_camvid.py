@@ -59,7 +59,8 @@ def test_the_segnet_layout_reads_three_splits_with_unlabelled_ignored(tmp_path):
     assert (data.num_train, data.num_val, data.num_test) == (12, 4, 6)
     assert data.splits == ("train", "val", "test")
     assert data.ignore_index == UNLABELLED and data.num_classes == 11
-    assert all("/testannot/" in name for name in data.test_names)
+    for image, mask in data.files["test"]:
+        assert ("/test/" in image, "/testannot/" in mask) == (True, True)
     masks = np.stack([m for _, m in data.test.as_numpy_iterator()])
     assert (masks == UNLABELLED).sum() == 6 * unlabelled
 

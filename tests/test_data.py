@@ -176,3 +176,30 @@ def test_split_counts_recount_for_any_change_of_the_data_config_and_per_split(
     for changed in ({"seed": 1}, {"image_size": 32}):
         with pytest.raises(AssertionError, match="recounted"):  # same _target_, new key
             split_counts(data, "train", {**config, **changed}, tmp_path)
+
+
+TF_MESSAGES = [
+    # (TensorFlow's message, what seglab shows)
+    (
+        "{{function_node __wrapped__DecodeImage_device_/job:localhost/replica:0/task:0/device:"
+        "CPU:0}} Invalid PNG. Failed to initialize decoder. [Op:DecodeImage] name: ",
+        "Invalid PNG. Failed to initialize decoder.",
+    ),
+    (
+        "{{function_node __inference_Dataset_map_1}} Error in user-defined function passed to "
+        "MapDataset:0 transformation with iterator: Iterator::Root::Map: Invalid PNG data, "
+        "size 40\n\t [[{{node DecodePng}}]]",
+        "Invalid PNG data, size 40",
+    ),
+    (
+        "assertion failed: [mask has a colour that is not in data.colors:] [m0.png]\n\t [[x]]",
+        "[mask has a colour that is not in data.colors:] [m0.png]",
+    ),
+]
+
+
+@pytest.mark.parametrize(("message", "shown"), TF_MESSAGES)
+def test_tensorflow_errors_are_cut_to_their_readable_part(message, shown):
+    from seglab.data import tf_reason
+
+    assert tf_reason(message) == shown

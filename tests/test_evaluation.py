@@ -137,7 +137,12 @@ def test_a_label_beyond_the_classes_is_named_by_its_image():
     truths[2, 0, 0] = 7
     with pytest.raises(ValueError, match=r"mask b.png has labels outside 0..2"):
         per_image_counts(
-            label_reader(), stream(truths, PREDICTIONS), C, IGNORE, 2, names=["a", "c", "b.png"]
+            label_reader(),
+            stream(truths, PREDICTIONS),
+            C,
+            IGNORE,
+            2,
+            files=[("a.jpg", "a"), ("c.jpg", "c"), ("b.jpg", "b.png")],
         )
 
 
@@ -198,11 +203,14 @@ def test_count_batch_counts_each_image_apart_and_flags_labels_outside_the_classe
 
 
 def test_images_are_named_by_their_files_when_the_data_knows_them():
-    # data=folder and data=camvid pass the file names: the per-image artifact must carry them.
+    # data=folder and data=camvid pass each sample's image and mask: the per-image artifact
+    # names an image by its mask file, as it always has (runs compare image by image).
     names = ["0001TP_006690.png", "0001TP_006720.png", "Seq05VD_f00000.png"]
+    files = [(f"test/{n}", f"testannot/{n}") for n in names]
     counts = per_image_counts(
-        label_reader(), stream(TRUTHS, PREDICTIONS), C, IGNORE, batch_size=2, names=names
+        label_reader(), stream(TRUTHS, PREDICTIONS), C, IGNORE, batch_size=2, files=files
     )
+    names = [mask for _, mask in files]
     assert counts.names == tuple(names)
     np.testing.assert_array_equal(counts.tp, EXPECTED["tp"])
     frame = counts.frame(["a", "b", "c"], "test")

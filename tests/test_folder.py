@@ -1,6 +1,7 @@
 """data=folder on small PNG folders written by the test, with known class counts."""
 
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -59,7 +60,7 @@ def test_counts_shapes_and_values_match_what_was_written(tmp_path):
 
 def test_split_is_deterministic_for_a_seed_and_changes_with_it(tmp_path):
     root = str(make_folder(tmp_path))
-    names = lambda seed: folder(root, ["a", "b", "c"], SIZE, split_seed=seed).val_names  # noqa: E731
+    names = lambda seed: folder(root, ["a", "b", "c"], SIZE, split_seed=seed).files["val"]  # noqa: E731
     assert names(0) == names(0) and names(0) != names(3)
 
 
@@ -69,8 +70,8 @@ def test_the_validation_split_holds_the_nearest_whole_share_and_train_the_rest(
 ):
     data = folder(str(make_folder(tmp_path)), ["a", "b", "c"], SIZE, val_fraction=fraction)
     assert (data.num_train, data.num_val) == (10 - held_out, held_out)
-    assert not set(data.train_names) & set(data.val_names)
-    assert len(set(data.train_names) | set(data.val_names)) == 10
+    assert not set(data.files["train"]) & set(data.files["val"])
+    assert len(set(data.files["train"]) | set(data.files["val"])) == 10
 
 
 def test_too_few_images_to_split_are_named(tmp_path):
@@ -83,7 +84,9 @@ def test_train_and_val_subfolders_give_a_fixed_split(tmp_path):
     make_folder(tmp_path, count=2, sub="val")
     data = folder(str(tmp_path), ["a", "b", "c"], SIZE)
     assert (data.num_train, data.num_val) == (4, 2)
-    assert all("/val/masks/" in n for n in data.val_names)
+    for image, mask in data.files["val"]:
+        assert "/val/images/" in image and "/val/masks/" in mask
+        assert Path(image).name == Path(mask).name
 
 
 def test_masks_are_resized_with_nearest_neighbour(tmp_path):
@@ -92,7 +95,7 @@ def test_masks_are_resized_with_nearest_neighbour(tmp_path):
     data = folder(str(make_folder(tmp_path, size=18)), ["a", "b", "c"], image_size=[6, 36])
     _, masks = arrays(data.train)
     assert masks.shape[1:] == (6, 36)
-    for name, mask in zip(data.train_names, masks, strict=True):
+    for (_, name), mask in zip(data.files["train"], masks, strict=True):
         original = np.asarray(Image.open(name))
         np.testing.assert_array_equal(mask, original[1::3][:, np.arange(36) // 2])
 
@@ -130,7 +133,7 @@ def test_unknown_label_is_named_with_its_file(tmp_path):
     make_folder(tmp_path, count=2, sub="val")
     data = folder(str(tmp_path), ["a", "b", "c"], SIZE)
     with pytest.raises(ValueError, match=r"sample 3 \(.*train/masks/img03.png\) has label 9"):
-        class_counts(data.train, 3, 255, names=data.train_names)
+        class_counts(data.train, 3, 255, files=data.files["train"])
 
 
 @pytest.mark.parametrize(
@@ -305,21 +308,22 @@ def test_sixteen_bit_colour_masks_are_refused_naming_the_file(tmp_path):
     write_png(tmp_path / "masks" / "m0.png", np.zeros((SIZE, SIZE, 3), np.uint16))
     data = folder(str(tmp_path), ["a", "b", "c"], SIZE, colors=COLORS, ignore_color=IGNORE_COLOR)
     with pytest.raises(ValueError, match=r"16-bit colour masks are not supported.*m0.png"):
-        for split, names in ((data.train, data.train_names), (data.val, data.val_names)):
-            class_counts(split, 3, 255, names=names)
+        for split in ("train", "val"):
+            class_counts(data.stream(split), 3, 255, files=data.files[split])
 
 
+@pytest.mark.parametrize("which", ["images", "masks"])
 @pytest.mark.parametrize(
     "content", [b"", b"not a png at all", None], ids=["zero_bytes", "garbage", "truncated"]
 )
-def test_an_unreadable_mask_is_named_in_the_counting_pass(tmp_path, content):
+def test_an_unreadable_image_or_mask_is_named_in_the_counting_pass(tmp_path, content, which):
     root = make_folder(tmp_path, count=6, sub="train")
     make_folder(tmp_path, count=2, sub="val")
-    bad = root / "train" / "masks" / "img03.png"
-    bad.write_bytes(bad.read_bytes()[:40] if content is None else content)
+    bad = root / "train" / which / "img03.png"
+    bad.write_bytes(bad.read_bytes()[:-12] if content is None else content)  # no IEND chunk
     data = folder(str(root), ["bg", "stripe", "dot"], SIZE)
-    with pytest.raises(ValueError, match=r"cannot read sample 3 \(.*train/masks/img03.png\)"):
-        class_counts(data.train, 3, 255, names=data.train_names)
+    with pytest.raises(ValueError, match=rf"cannot read sample 3 \(.*train/{which}/img03.png\)"):
+        class_counts(data.train, 3, 255, files=data.files["train"])
 
 
 def test_a_mask_edited_in_place_is_recounted_and_validated_again(tmp_path):
@@ -338,3 +342,28 @@ def test_a_mask_edited_in_place_is_recounted_and_validated_again(tmp_path):
     write_png(mask, np.full((SIZE, SIZE, 1), 7, np.uint8))  # now a label beyond the classes
     with pytest.raises(ValueError, match=r"img01.png\) has label 7"):
         split_counts(data, "train", config, tmp_path / "cache")
+
+
+def test_an_image_edited_in_place_is_read_again_and_named_when_unreadable(tmp_path):
+    from seglab.data import split_counts
+
+    root = make_folder(tmp_path / "data", count=4, sub="train")
+    make_folder(tmp_path / "data", count=2, sub="val")
+    data = folder(str(root), ["bg", "stripe", "dot"], SIZE)
+    config = {"root": str(root)}
+    split_counts(data, "train", config, tmp_path / "cache")
+    (root / "train" / "images" / "img02.png").write_bytes(b"<html>not found</html>")
+    with pytest.raises(ValueError, match=r"cannot read sample 2 \(.*train/images/img02.png\)"):
+        split_counts(data, "train", config, tmp_path / "cache")
+
+
+def test_the_evaluation_pass_names_an_unreadable_image(tmp_path):
+    from seglab.evaluation import per_image_counts
+
+    root = make_folder(tmp_path, count=5, sub="train")
+    make_folder(tmp_path, count=3, sub="val")
+    (root / "val" / "images" / "img01.png").write_bytes(b"")
+    data = folder(str(root), ["bg", "stripe", "dot"], SIZE)
+    model = tf.keras.Sequential([tf.keras.Input((SIZE, SIZE, 3)), tf.keras.layers.Dense(3)])
+    with pytest.raises(ValueError, match=r"cannot read sample 1 \(.*val/images/img01.png\)"):
+        per_image_counts(model, data.val, 3, 255, batch_size=2, files=data.files["val"])

@@ -212,11 +212,18 @@ def test_predict_names_a_bad_run_id_input_folder_or_option(trained, tmp_path):
         "missing": (r"input='.*missing' is not a folder", {}),
         "empty": (r"input='.*empty' has no images \(\.png, \.jpg, \.jpeg\)", {}),
         "in": (r"overlay_alpha must be in \[0, 1\], got 2", {"overlay_alpha": 2.0}),
+        "broken": (
+            r"input file .*broken/wide.png cannot be read as an image: Invalid PNG data, size 60$",
+            {},
+        ),
     }
     write_images(tmp_path / "in")
+    write_images(tmp_path / "broken")
+    (tmp_path / "broken" / "wide.png").write_bytes((tmp_path / "in" / "wide.png").read_bytes()[:60])
     for folder, (message, kwargs) in cases.items():
         with pytest.raises(ValueError, match=message):
             predict_folder(model, metadata, str(tmp_path / folder), str(tmp_path / "o"), **kwargs)
+    assert not (tmp_path / "o").exists()  # nothing written for a bad input
 
 
 def test_the_command_names_a_bad_run_id_in_one_line(tmp_path):

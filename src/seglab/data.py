@@ -39,13 +39,13 @@ class SegmentationData:
         image_shape: ``(height, width, channels)`` of every image.
         num_train: Number of training images.
         num_val: Number of validation images.
-        train_names: Name (file) of each training sample, for error messages, if known.
-        val_names: Name (file) of each validation sample, if known.
         colors: The dataset's own ``[r, g, b]`` per class (colour masks), if it has them.
         test: Unbatched ``(image, mask)`` held-out test stream, if the dataset has one: only
             the best checkpoint is evaluated on it, once, at the end of a run.
         num_test: Number of test images (0 without a test split).
-        test_names: Name (file) of each test sample, if known.
+        files: Per split, the files each sample is read from (its image, then its mask), when
+            the samples are files: they name a sample in errors and per-image tables, and key
+            the class-count cache.
     """
 
     train: tf.data.Dataset
@@ -55,12 +55,10 @@ class SegmentationData:
     image_shape: tuple[int, int, int]
     num_train: int
     num_val: int
-    train_names: tuple[str, ...] | None = None
-    val_names: tuple[str, ...] | None = None
     colors: tuple[tuple[int, int, int], ...] | None = None
     test: tf.data.Dataset | None = None
     num_test: int = 0
-    test_names: tuple[str, ...] | None = None
+    files: Mapping[str, tuple[tuple[str, ...], ...]] | None = None
 
     def __post_init__(self) -> None:
         check_class_names(self.class_names, "data.class_names")
@@ -80,9 +78,9 @@ class SegmentationData:
             raise ValueError(f"split={split!r} is not one of this dataset's splits {self.splits}")
         return getattr(self, split)
 
-    def names(self, split: str) -> tuple[str, ...] | None:
-        """The sample names (files) of ``split``, if known."""
-        return getattr(self, f"{split}_names")
+    def sample_files(self, split: str) -> tuple[tuple[str, ...], ...] | None:
+        """Each sample's files (image, then mask) in ``split``, if its samples are files."""
+        return None if self.files is None else self.files[split]
 
     def size(self, split: str) -> int:
         """The number of images in ``split``."""
@@ -109,12 +107,13 @@ def class_counts(
     num_classes: int,
     ignore_index: int,
     batch_size: int = 64,
-    names: Sequence[str] | None = None,
+    files: Sequence[Sequence[str]] | None = None,
 ) -> ClassCounts:
     """Counts class pixels over a whole unbatched ``(image, mask, ...)`` stream.
 
     Memory is O(batch), never the dataset. Raises on a label outside ``[0, num_classes)`` that is
-    not the ignore index, naming the sample and the value.
+    not the ignore index, naming the sample (its mask file, when ``files`` gives each sample's
+    image and mask) and the value, and on a file that cannot be read, naming it.
     """
     pixels = np.zeros(num_classes, np.int64)
     images = np.zeros(num_classes, np.int64)
@@ -126,16 +125,14 @@ def class_counts(
             batch = next(stream)
         except StopIteration:
             break
-        except tf.errors.OpError as error:  # a file TensorFlow cannot read: name it
-            bad = unreadable_sample(dataset, seen, batch_size)
-            sample = f"sample {bad}" + (f" ({names[bad]})" if names else "")
-            raise ValueError(f"cannot read {sample}: {tf_reason(error.message)}") from None
+        except tf.errors.OpError as error:
+            raise unreadable(dataset, seen, batch_size, files, error) from None
         masks = batch.numpy().reshape(batch.shape[0], -1).astype(np.int64)
         valid = masks != ignore_index
         bad = valid & ((masks < 0) | (masks >= num_classes))
         if bad.any():
             index, pixel = np.argwhere(bad)[0]
-            sample = f"sample {seen + index}" + (f" ({names[seen + index]})" if names else "")
+            sample = f"sample {seen + index}" + (f" ({files[seen + index][-1]})" if files else "")
             raise ValueError(
                 f"mask of {sample} has label {masks[index, pixel]}, but valid labels "
                 f"are 0..{num_classes - 1} (and ignore_index={ignore_index}); check the data's "
@@ -153,12 +150,31 @@ def class_counts(
 
 
 def tf_reason(message: str) -> str:
-    """The readable part of a ``tf.data`` error: its first line without TensorFlow's function
-    and iterator prefixes, and for a failed ``tf.Assert`` only what the assertion says."""
+    """The readable part of a TensorFlow error: its first line without the function and
+    iterator prefixes or an eager op's ``[Op:...]`` suffix, and for a failed ``tf.Assert`` only
+    what the assertion says."""
     line = re.sub(r"\{\{function_node [^}]*\}\}\s*", "", message.strip()).splitlines()[0]
     if "assertion failed:" in line:
         return line.split("assertion failed:", 1)[1].strip()
+    line = re.sub(r"\s*\[Op:\w+\](\s*name:\s*\S*)?\s*$", "", line)
     return re.sub(r"^.*?transformation with iterator: \S+: ", "", line)
+
+
+def unreadable(
+    dataset: tf.data.Dataset,
+    start: int,
+    count: int,
+    files: Sequence[Sequence[str]] | None,
+    error: tf.errors.OpError,
+) -> ValueError:
+    """The error to raise when a batch of samples ``[start, start + count)`` of an unbatched
+    stream failed to load: it names the first failing sample and, when ``files`` gives each
+    sample's files, the one that cannot be decoded (else the sample's mask)."""
+    bad = unreadable_sample(dataset, start, count)
+    sample = f"sample {bad}"
+    if files:
+        sample += f" ({undecodable_file(files[bad]) or files[bad][-1]})"
+    return ValueError(f"cannot read {sample}: {tf_reason(error.message)}")
 
 
 def unreadable_sample(dataset: tf.data.Dataset, start: int, count: int) -> int:
@@ -171,13 +187,23 @@ def unreadable_sample(dataset: tf.data.Dataset, start: int, count: int) -> int:
     return start
 
 
+def undecodable_file(paths: Sequence[str]) -> str | None:
+    """The first of ``paths`` that is missing or not a decodable image, if any."""
+    for path in paths:
+        try:
+            tf.io.decode_image(tf.io.read_file(path), expand_animations=False)
+        except tf.errors.OpError:
+            return path
+    return None
+
+
 def cached_class_counts(
     dataset: tf.data.Dataset,
     num_classes: int,
     ignore_index: int,
     key: Mapping[str, Any],
     cache_dir: str | Path | None,
-    names: Sequence[str] | None = None,
+    files: Sequence[Sequence[str]] | None = None,
 ) -> ClassCounts:
     """:func:`class_counts`, cached on disk under a hash of ``key``.
 
@@ -186,7 +212,7 @@ def cached_class_counts(
     always counts.
     """
     if cache_dir is None:
-        return class_counts(dataset, num_classes, ignore_index, names=names)
+        return class_counts(dataset, num_classes, ignore_index, files=files)
     digest = hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()
     path = Path(cache_dir) / f"class_counts-{digest[:16]}.json"
     if path.is_file():
@@ -197,7 +223,7 @@ def cached_class_counts(
             image_pixels=np.array(saved["image_pixels"], np.int64),
             num_images=int(saved["num_images"]),
         )
-    counts = class_counts(dataset, num_classes, ignore_index, names=names)
+    counts = class_counts(dataset, num_classes, ignore_index, files=files)
     path.parent.mkdir(parents=True, exist_ok=True)
     fields = {k: v.tolist() if isinstance(v, np.ndarray) else v for k, v in asdict(counts).items()}
     tmp = path.with_suffix(f".{os.getpid()}.tmp")
@@ -213,14 +239,14 @@ def split_counts(
     cache_dir: str | Path | None = None,
 ) -> ClassCounts:
     """Class counts of one of ``data``'s splits, cached under the data config and, when its
-    samples are files, under their names, sizes and modification times: a mask edited in place
-    is recounted (and its labels validated again)."""
-    names = data.names(split)
+    samples are files, under their names, sizes and modification times: an image or mask edited
+    in place is read again (its labels and its readability validated again)."""
+    files = data.sample_files(split)
     key = {"split": split, **(data_config or {})}
-    if names:
-        key["files"] = files_fingerprint(names)
+    if files:
+        key["files"] = files_fingerprint([path for sample in files for path in sample])
     return cached_class_counts(
-        data.stream(split), data.num_classes, data.ignore_index, key, cache_dir, names=names
+        data.stream(split), data.num_classes, data.ignore_index, key, cache_dir, files=files
     )
 
 

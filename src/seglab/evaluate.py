@@ -153,7 +153,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         check_compatible(model.input_shape, int(model.output_shape[-1]), data)
         batch = int(str(options["batch_size"]))
         counts = per_image_counts(
-            model, stream, data.num_classes, data.ignore_index, batch, data.names(split), split
+            model,
+            stream,
+            data.num_classes,
+            data.ignore_index,
+            batch,
+            data.sample_files(split),
+            split,
         )
     except ValueError as error:
         print(f"seglab.evaluate: {error}", file=sys.stderr)

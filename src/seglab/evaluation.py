@@ -21,6 +21,7 @@ import numpy as np
 import pandas as pd
 import tensorflow as tf
 
+from seglab.data import unreadable
 from seglab.metrics import Scores, class_histograms, scores_from_counts
 from seglab.prediction import LabelPredictor, label_predictor
 
@@ -100,22 +101,31 @@ def per_image_counts(
     num_classes: int,
     ignore_index: int,
     batch_size: int = 8,
-    names: Sequence[str] | None = None,
+    files: Sequence[Sequence[str]] | None = None,
     split: str = "split",
 ) -> PerImageCounts:
     """Predicts every image of an unbatched ``(image, mask)`` stream and counts per image.
 
     ``model`` may be a :class:`~seglab.prediction.LabelPredictor`, whose one trace a run
-    shares between its passes; a model gets one of its own.
+    shares between its passes; a model gets one of its own. ``files`` (each sample's image,
+    then mask) name the images by their mask files, else ``<split>[<index>]``.
 
     Raises:
         ValueError: On a true label outside ``[0, num_classes)`` that is not ``ignore_index``,
-            naming the image.
+            naming the image, and on a file that cannot be read, naming it.
     """
     predict = label_predictor(model)
+    names = [sample[-1] for sample in files] if files else None
     rows: dict[str, list[np.ndarray]] = {k: [] for k in COUNT_COLUMNS}
     seen = 0
-    for images, masks in stream.batch(batch_size):
+    batches = iter(stream.batch(batch_size))
+    while True:
+        try:
+            images, masks = next(batches)
+        except StopIteration:
+            break
+        except tf.errors.OpError as error:
+            raise unreadable(stream, seen, batch_size, files, error) from None
         *counts, bad = count_batch(
             masks.numpy(), predict(images).numpy(), num_classes, ignore_index
         )

@@ -31,7 +31,7 @@ from omegaconf import DictConfig
 # Imported to register seglab's losses and metrics with Keras: the model's compile config names
 # them (seglab>CEDice, ...), and safe-mode loading finds classes by those names only.
 from seglab import losses, metrics  # noqa: F401
-from seglab.data import scale_image
+from seglab.data import scale_image, tf_reason
 from seglab.datasets.folder import IMAGE_SUFFIXES, read_image
 from seglab.paths import config_dir
 from seglab.prediction import LabelPredictor
@@ -167,9 +167,9 @@ def predict_folder(
         )
     out = Path(output_dir).expanduser()
     targets = output_paths(files, out)
+    images = [read_input(f) for f in files]  # every input readable before anything is written
     for folder in ("masks", "overlays"):
         (out / folder).mkdir(parents=True, exist_ok=True)
-    images = [np.asarray(read_image(str(f))) for f in files]
     dtype = tf.uint8 if num_classes <= 256 else tf.uint16
     counts = np.zeros(num_classes, np.int64)
     for file, image, mask in zip(files, images, segment(model, images, batch_size), strict=True):
@@ -179,6 +179,15 @@ def predict_folder(
         write_new(overlay_path, tf.io.encode_png(picture).numpy())
         counts += np.bincount(mask.ravel(), minlength=num_classes)
     return files, counts
+
+
+def read_input(path: Path) -> np.ndarray:
+    """One input image as ``uint8 (H, W, 3)``; raises naming the file when it cannot be read."""
+    try:
+        return np.asarray(read_image(str(path)))
+    except tf.errors.OpError as error:
+        reason = tf_reason(error.message)
+        raise ValueError(f"input file {path} cannot be read as an image: {reason}") from None
 
 
 @hydra.main(version_base="1.3", config_path=str(config_dir()), config_name="predict")

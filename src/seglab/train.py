@@ -164,7 +164,7 @@ def run(cfg: DictConfig) -> EpochRecord:
             data.num_classes,
             data.ignore_index,
             trainer.batch_size,
-            data.val_names,
+            data.sample_files("val"),
             "val",
         )
         samples = predict_samples(
@@ -219,7 +219,13 @@ def evaluate_test_split(
     if data.test is None:
         return None
     counts = per_image_counts(
-        model, data.test, data.num_classes, data.ignore_index, batch_size, data.test_names, "test"
+        model,
+        data.test,
+        data.num_classes,
+        data.ignore_index,
+        batch_size,
+        data.sample_files("test"),
+        "test",
     )
     tracker.log_metrics(split_metrics(counts, data.class_names, "test"), step=epoch)
     log_per_image(tracker, counts, data.class_names, "test")

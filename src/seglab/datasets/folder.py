@@ -343,10 +343,8 @@ def folder(
         image_shape=(*size, 3),
         num_train=len(found["train"][0]),
         num_val=len(found["val"][0]),
-        train_names=tuple(found["train"][1]),
-        val_names=tuple(found["val"][1]),
         colors=None if colors is None else tuple(map(tuple, colors)),
         test=streams.get("test"),
         num_test=len(found["test"][0]) if "test" in found else 0,
-        test_names=tuple(found["test"][1]) if "test" in found else None,
+        files={split: tuple(zip(*pair, strict=True)) for split, pair in found.items()},
     )
