@@ -224,6 +224,13 @@ def test_predict_names_a_bad_run_id_input_folder_or_option(trained, tmp_path):
         with pytest.raises(ValueError, match=message):
             predict_folder(model, metadata, str(tmp_path / folder), str(tmp_path / "o"), **kwargs)
     assert not (tmp_path / "o").exists()  # nothing written for a bad input
+    # One batch at a time: the batches before the unreadable file keep their masks.
+    with pytest.raises(ValueError, match=r"broken/wide.png cannot be read"):
+        predict_folder(model, metadata, str(tmp_path / "broken"), str(tmp_path / "p"), 1)
+    assert sorted(p.name for p in (tmp_path / "p" / "masks").iterdir()) == [
+        "small.png",
+        "square.png",
+    ]
 
 
 def test_the_command_names_a_bad_run_id_in_one_line(tmp_path):

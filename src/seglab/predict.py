@@ -10,11 +10,16 @@ loaded in safe mode. Then it writes for every PNG/JPEG image in ``input``:
   (nearest neighbour, so labels stay labels);
 - ``<output>/overlays/<name>.png``: the image with each class in its colour (the model's
   metadata: the dataset's colours, else seglab's palette).
+
+Images are read and segmented ``batch_size`` at a time, so memory holds one batch however
+large the folder. An input that cannot be read stops it with an error naming the file; the
+masks of the batches before it are kept.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -95,19 +100,19 @@ def image_files(folder: str) -> list[Path]:
     return files
 
 
-def segment(model: keras.Model, images: list[np.ndarray], batch_size: int) -> list[np.ndarray]:
-    """Index masks, one per ``uint8 (H, W, 3)`` image and at its size."""
+def segment(
+    model: keras.Model, files: list[Path], batch_size: int
+) -> Iterator[tuple[Path, np.ndarray, np.ndarray]]:
+    """Each file with its ``uint8 (H, W, 3)`` image and index mask at the image's size, read and
+    predicted one batch at a time (memory: one batch, however many files)."""
     size = tuple(model.input_shape[1:3])
     predict = LabelPredictor(model)
-    masks = []
-    for start in range(0, len(images), batch_size):
-        chunk = images[start : start + batch_size]
-        batch = tf.stack([scale_image(image, size) for image in chunk])
-        labels = predict(batch).numpy()
-        for image, label in zip(chunk, labels, strict=True):
+    for start in range(0, len(files), batch_size):
+        chunk = [(file, read_input(file)) for file in files[start : start + batch_size]]
+        labels = predict(tf.stack([scale_image(image, size) for _, image in chunk])).numpy()
+        for (file, image), label in zip(chunk, labels, strict=True):
             back = tf.image.resize(label[..., None], image.shape[:2], method="nearest")
-            masks.append(np.asarray(back)[..., 0])
-    return masks
+            yield file, image, np.asarray(back)[..., 0]
 
 
 def output_paths(files: list[Path], out: Path) -> dict[Path, tuple[Path, Path]]:
@@ -167,12 +172,11 @@ def predict_folder(
         )
     out = Path(output_dir).expanduser()
     targets = output_paths(files, out)
-    images = [read_input(f) for f in files]  # every input readable before anything is written
-    for folder in ("masks", "overlays"):
-        (out / folder).mkdir(parents=True, exist_ok=True)
     dtype = tf.uint8 if num_classes <= 256 else tf.uint16
     counts = np.zeros(num_classes, np.int64)
-    for file, image, mask in zip(files, images, segment(model, images, batch_size), strict=True):
+    for file, image, mask in segment(model, files, batch_size):
+        for folder in ("masks", "overlays"):  # once the first batch is read: no empty folders
+            (out / folder).mkdir(parents=True, exist_ok=True)
         mask_path, overlay_path = targets[file]
         write_new(mask_path, tf.io.encode_png(tf.cast(mask[..., None], dtype)).numpy())
         picture = overlay(image, mask, colors, overlay_alpha)
