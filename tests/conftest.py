@@ -29,7 +29,7 @@ EPOCH_KEYS = [  # every metric logged once per epoch
     "val/hidden_count",
     *(
         f"val/{kind}/{name}"
-        for kind in ("iou", "dice", "recall", "loss_share", "hidden")
+        for kind in ("iou", "dice", "recall", "predicted_share", "loss_share", "hidden")
         for name in CLASSES
     ),
 ]

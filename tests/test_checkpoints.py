@@ -141,3 +141,24 @@ def test_restore_brings_back_the_weights_and_the_optimizer_state(tmp_path):
     assert any(np.abs(v).sum() > 0 for v in saved_optimizer)
     for got, want in zip(fresh.optimizer.variables, saved_optimizer, strict=True):
         np.testing.assert_array_equal(np.array(got), want)
+
+
+def test_the_metric_names_known_before_a_run_are_the_ones_each_epoch_logs():
+    from conftest import CLASSES, EPOCH_KEYS
+
+    from seglab.run_summary import epoch_metric_keys
+
+    assert epoch_metric_keys(CLASSES) == sorted(EPOCH_KEYS)
+
+
+def test_a_run_names_an_unknown_monitor_before_it_starts(tmp_path):
+    from conftest import compose_train
+
+    from seglab.train import run
+
+    cfg = compose_train(
+        "debug=smoke", "trainer.checkpoint_monitor=val/iou/spec", f"paths.output_dir={tmp_path}"
+    )
+    with pytest.raises(ValueError, match=r"'val/iou/spec' is not a logged metric; choose .*speck"):
+        run(cfg)
+    assert not (tmp_path / "mlflow.db").exists()  # no MLflow run for a bad option

@@ -105,6 +105,9 @@ def test_class_counts_name_the_sample_and_the_bad_label(label):
         ({"objects": ["disk", "disk"]}, r"data.objects must list distinct kinds among"),
         ({"rare_contrast": 1.5}, r"data.rare_contrast must be in \[0, 1\], got 1.5"),
         ({"image_size": 8}, r"data.image_size must be at least 16"),
+        ({"image_size": [8, 8]}, r"data.image_size must be at least 16 for data=shapes, got 8"),
+        ({"image_size": [32, 48]}, r"draws square images: data.image_size=\[32, 48\]"),
+        ({"image_size": [32]}, r"data.image_size must be a positive side or \[height, width\]"),
         ({"num_train": 0}, r"the train split is empty"),
     ],
 )
@@ -203,3 +206,14 @@ def test_tensorflow_errors_are_cut_to_their_readable_part(message, shown):
     from seglab.data import tf_reason
 
     assert tf_reason(message) == shown
+
+
+def test_shapes_take_their_side_as_a_number_or_a_square_pair():
+    from seglab.datasets.shapes import shapes
+
+    one, pair = (shapes(image_size=size, num_train=2, num_val=1) for size in (24, [24, 24]))
+    assert one.image_shape == pair.image_shape == (24, 24, 3)
+    for split in ("train", "val"):
+        for (a, b), (c, d) in zip(one.stream(split), pair.stream(split), strict=True):
+            np.testing.assert_array_equal(a, c)
+            np.testing.assert_array_equal(b, d)

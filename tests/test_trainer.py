@@ -143,11 +143,38 @@ def test_per_batch_weights_need_a_pixelwise_loss():
             {"jit_compile": True, "deterministic": True},
             "trainer.jit_compile=true and trainer.deterministic=true: Keras turns XLA off",
         ),
+        ({"checkpoint_tie_tolerance": -0.5}, "trainer.checkpoint_tie_tolerance must be >= 0"),
     ],
 )
 def test_trainer_rejects_bad_settings_by_name(kwargs, message):
     with pytest.raises(ValueError, match=message):
         Trainer(lambda: keras.optimizers.Adam(), **kwargs)
+
+
+@pytest.mark.parametrize("rate", [-0.1, 0, 0.0, float("inf"), float("nan"), "abc", True])
+def test_a_learning_rate_that_is_not_a_positive_number_is_named(rate):
+    from functools import partial
+
+    with pytest.raises(ValueError, match=r"trainer.optimizer.learning_rate must be a number > 0"):
+        Trainer(partial(keras.optimizers.Adam, learning_rate=rate))
+
+
+@pytest.mark.parametrize(("rate", "expected"), [(1, 1.0), (3e-3, 3e-3)])
+def test_a_numeric_learning_rate_reaches_keras_as_a_float(rate, expected):
+    from functools import partial
+
+    optimizer = Trainer(partial(keras.optimizers.SGD, learning_rate=rate, momentum=0.5)).optimizer()
+    assert isinstance(optimizer, keras.optimizers.SGD)
+    assert float(optimizer.learning_rate.numpy()) == pytest.approx(expected)
+    assert optimizer.momentum == 0.5
+
+
+def test_a_learning_rate_schedule_passes_unchanged():
+    from functools import partial
+
+    schedule = keras.optimizers.schedules.ExponentialDecay(1e-2, decay_steps=10, decay_rate=0.5)
+    factory = partial(keras.optimizers.Adam, learning_rate=schedule)
+    assert Trainer(factory).optimizer is factory
 
 
 def test_mixed_precision_trains_with_loss_scaling_and_float32_outputs():

@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 import math
 import shutil
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -48,6 +48,19 @@ class CheckpointState:
     best_epoch: int
     best_tie: float = math.nan
     peak: float = math.nan
+
+
+def check_metric_names(monitor: str, tie_breaker: str, logged: Collection[str]) -> None:
+    """Raises naming the option when the checkpoint monitor or tie-breaker is not among the
+    ``logged`` metric names (a run checks this before it starts, and each epoch again)."""
+    for option, key in (
+        ("trainer.checkpoint_monitor", monitor),
+        ("trainer.checkpoint_tie_breaker", tie_breaker),
+    ):
+        if key not in logged:
+            raise ValueError(
+                f"{option}={key!r} is not a logged metric; choose one of {sorted(logged)}"
+            )
 
 
 class Checkpointer:
@@ -107,19 +120,9 @@ class Checkpointer:
         """+1 when a higher monitor is better (``mode=max``), -1 otherwise."""
         return 1.0 if self.mode == "max" else -1.0
 
-    def _check_keys(self, metrics: Mapping[str, float]) -> None:
-        for option, key in (
-            ("trainer.checkpoint_monitor", self.monitor),
-            ("trainer.checkpoint_tie_breaker", self.tie_breaker),
-        ):
-            if key not in metrics:
-                raise ValueError(
-                    f"{option}={key!r} is not a logged metric; choose one of {sorted(metrics)}"
-                )
-
     def consider(self, epoch: int, metrics: Mapping[str, float]) -> bool:
         """Updates the selection with one epoch's metrics; returns whether it is the new best."""
-        self._check_keys(metrics)
+        check_metric_names(self.monitor, self.tie_breaker, metrics.keys())
         value, tie_value = float(metrics[self.monitor]), float(metrics[self.tie_breaker])
         selected = self.selects(value, tie_value)
         if selected:

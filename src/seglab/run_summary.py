@@ -15,7 +15,7 @@ from seglab.callbacks import EpochRecord
 from seglab.class_weights import ClassCounts
 from seglab.data import SegmentationData
 from seglab.evaluation import PerImageCounts
-from seglab.metrics import per_class_table
+from seglab.metrics import per_class_table, scores_from_counts
 from seglab.tracking import (
     NOTE,
     TAG_HIDDEN_CLASSES,
@@ -49,6 +49,23 @@ def epoch_metrics(
         metrics[f"val/loss_share/{name}"] = float(record.loss_share[c])
         metrics[f"val/hidden/{name}"] = float(c in hidden)
     return metrics
+
+
+def epoch_metric_keys(class_names: Sequence[str]) -> list[str]:
+    """The keys :func:`epoch_metrics` logs for these classes, known before any epoch: options
+    that name a metric are checked against them before a run starts."""
+    zeros = np.zeros(len(class_names))
+    blank = EpochRecord(
+        epoch=0,
+        train_loss=0.0,
+        val_loss=0.0,
+        val_ce=0.0,
+        loss_share=zeros,
+        confusion=np.zeros((len(class_names), len(class_names))),
+        scores=scores_from_counts(zeros, zeros, zeros),
+        seconds=0.0,
+    )
+    return sorted(epoch_metrics(blank, class_names))
 
 
 def verdict_line(final: EpochRecord, tags: Mapping[str, str]) -> str:

@@ -26,7 +26,7 @@ from omegaconf import DictConfig, OmegaConf
 from seglab import plots, signals
 from seglab.analysis import AXES, PARENT_TAG
 from seglab.callbacks import EpochRecord
-from seglab.checkpoints import Checkpointer
+from seglab.checkpoints import Checkpointer, check_metric_names
 from seglab.checks import build, check_writable
 from seglab.data import SegmentationData, split_counts
 from seglab.evaluation import per_image_counts, split_metrics
@@ -38,6 +38,7 @@ from seglab.prediction import LabelPredictor
 from seglab.provenance import provenance_tags
 from seglab.quiet import bad_input_in_one_line
 from seglab.run_summary import (
+    epoch_metric_keys,
     epoch_metrics,
     log_augmentation,
     log_class_weights,
@@ -80,6 +81,11 @@ def run(cfg: DictConfig) -> EpochRecord:
     predict = LabelPredictor(model)  # one trace for the gallery and the end-of-run passes
     loss = build_loss(build(cfg.loss), weights, data.ignore_index)
     weighting = scheme.weighting(weights, data.class_names, loss)  # checked here, once
+    check_metric_names(
+        trainer.checkpoint_monitor,
+        trainer.checkpoint_tie_breaker,
+        epoch_metric_keys(data.class_names),
+    )
     tracker: MlflowTracker = build(cfg.tracking)
     tracker.check()
     resume_id = tracker.resumable_run(trainer.resume, cfg.paths.checkpoint_dir)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping, Sequence
 from functools import partial
 from typing import Any
@@ -46,6 +47,27 @@ def reject_keras_class_weight(config: Mapping[str, Any], path: str = "") -> None
             raise ValueError(f"config key {path}{key}: {CLASS_WEIGHT_ERROR}")
         if isinstance(value, Mapping):
             reject_keras_class_weight(value, f"{path}{key}.")
+
+
+def checked_learning_rate(
+    optimizer: Callable[[], keras.optimizers.Optimizer],
+) -> Callable[[], keras.optimizers.Optimizer]:
+    """The optimizer factory with a numeric ``learning_rate`` checked and made a float.
+
+    Keras takes a negative rate (training then climbs the loss) and refuses an integer one
+    (``learning_rate=1``) with a message that names no option; a schedule or callable passes.
+    """
+    keywords = getattr(optimizer, "keywords", None)
+    if not isinstance(optimizer, partial) or not keywords or "learning_rate" not in keywords:
+        return optimizer
+    rate = keywords["learning_rate"]
+    if isinstance(rate, keras.optimizers.schedules.LearningRateSchedule) or callable(rate):
+        return optimizer
+    if isinstance(rate, bool) or not isinstance(rate, int | float) or not 0 < rate < math.inf:
+        raise ValueError(
+            f"trainer.optimizer.learning_rate must be a number > 0 (or a schedule), got {rate!r}"
+        )
+    return partial(optimizer.func, *optimizer.args, **{**keywords, "learning_rate": float(rate)})
 
 
 class Trainer:
@@ -109,7 +131,11 @@ class Trainer:
             raise ValueError(f"trainer.epochs must be >= 1, got {epochs}")
         if batch_size < 1:
             raise ValueError(f"trainer.batch_size must be >= 1, got {batch_size}")
-        self.optimizer = optimizer
+        if not checkpoint_tie_tolerance >= 0:
+            raise ValueError(
+                f"trainer.checkpoint_tie_tolerance must be >= 0, got {checkpoint_tie_tolerance}"
+            )
+        self.optimizer = checked_learning_rate(optimizer)
         self.epochs = epochs
         self.batch_size = batch_size
         self.seed = seed

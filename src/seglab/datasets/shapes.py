@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from seglab.data import SegmentationData, from_arrays, limited
+from seglab.data import SegmentationData, from_arrays, image_size_pair, limited
 
 OBJECT_KINDS = ("disk", "square", "bar")
 
@@ -15,7 +15,7 @@ OBJECT_KINDS = ("disk", "square", "bar")
 def shapes(
     class_names: Sequence[str] = ("background", "disk", "square", "bar", "speck"),
     objects: Sequence[str] = OBJECT_KINDS,
-    image_size: int = 64,
+    image_size: int | Sequence[int] = 64,
     num_train: int = 800,
     num_val: int = 200,
     seed: int = 0,
@@ -44,7 +44,7 @@ def shapes(
         objects: Which of the object kinds ``disk``, ``square``, ``bar`` to draw, each at most
             once per image, in class order (fewer kinds, fewer classes: ``[disk, bar]`` makes a
             4-class set).
-        image_size: Height and width in pixels.
+        image_size: Height and width in pixels: one side, or ``[side, side]``.
         num_train: Training images.
         num_val: Validation images.
         seed: Seed of the generator; the same seed gives the same arrays.
@@ -69,8 +69,13 @@ def shapes(
             f"data=shapes with data.objects={list(objects)}, got {len(class_names)}: "
             f"{list(class_names)}"
         )
-    if image_size < 16:
-        raise ValueError(f"data.image_size must be at least 16 for data=shapes, got {image_size}")
+    height, width = image_size_pair(image_size)
+    if height != width:
+        raise ValueError(
+            f"data=shapes draws square images: data.image_size=[{height}, {width}] (give one side)"
+        )
+    if height < 16:
+        raise ValueError(f"data.image_size must be at least 16 for data=shapes, got {height}")
     for name, value in {
         "object_probability": object_probability,
         "rare_image_fraction": rare_image_fraction,
@@ -80,7 +85,7 @@ def shapes(
             raise ValueError(f"data.{name} must be in [0, 1], got {value}")
     params: dict[str, Any] = dict(
         labels={kind: label for label, kind in enumerate(objects, start=1)},
-        image_size=image_size,
+        image_size=height,
         object_probability=object_probability,
         rare_image_fraction=rare_image_fraction,
         rare_size=rare_size,
