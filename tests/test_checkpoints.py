@@ -151,14 +151,24 @@ def test_the_metric_names_known_before_a_run_are_the_ones_each_epoch_logs():
     assert epoch_metric_keys(CLASSES) == sorted(EPOCH_KEYS)
 
 
-def test_a_run_names_an_unknown_monitor_before_it_starts(tmp_path):
+@pytest.mark.parametrize(
+    ("option", "message"),
+    [
+        (
+            "trainer.checkpoint_monitor=val/iou/spec",
+            r"'val/iou/spec' is not a logged metric; choose .*speck",
+        ),
+        ("trainer.checkpoint_tie_breaker=val/mIoU", r"'val/mIoU' is not a logged metric"),
+        ("metrics.overlays=0", r"metrics.overlays must be >= 1, got 0"),
+        ("metrics.gallery_pool=0", r"metrics.gallery_pool >= 1, got 4 and 0"),
+    ],
+)
+def test_a_run_names_a_bad_option_before_it_starts(tmp_path, option, message):
     from conftest import compose_train
 
     from seglab.train import run
 
-    cfg = compose_train(
-        "debug=smoke", "trainer.checkpoint_monitor=val/iou/spec", f"paths.output_dir={tmp_path}"
-    )
-    with pytest.raises(ValueError, match=r"'val/iou/spec' is not a logged metric; choose .*speck"):
+    cfg = compose_train("debug=smoke", option, f"paths.output_dir={tmp_path}")
+    with pytest.raises(ValueError, match=message):
         run(cfg)
     assert not (tmp_path / "mlflow.db").exists()  # no MLflow run for a bad option

@@ -217,3 +217,12 @@ def test_shapes_take_their_side_as_a_number_or_a_square_pair():
         for (a, b), (c, d) in zip(one.stream(split), pair.stream(split), strict=True):
             np.testing.assert_array_equal(a, c)
             np.testing.assert_array_equal(b, d)
+
+
+@pytest.mark.parametrize(("ignore_index", "name"), [(0, "a"), (2, "c")])
+def test_an_ignore_index_that_is_a_class_label_is_refused(ignore_index, name):
+    arrays = (np.zeros((2, 16, 16, 3), np.float32), np.zeros((2, 16, 16), np.int32))
+    with pytest.raises(
+        ValueError, match=rf"data.ignore_index={ignore_index} is the label of class '{name}'"
+    ):
+        from_arrays(arrays, arrays, ["a", "b", "c"], ignore_index)

@@ -549,6 +549,8 @@ def test_build_loss_routes_class_weights_only_to_losses_that_take_them(factory, 
     ("factory", "message"),
     [
         (partial(FocalLoss, gamma=-1), "loss.gamma must be >= 0"),
+        (partial(FocalLoss, alpha=-1), "loss.alpha must be > 0, got -1"),
+        (partial(FocalLoss, alpha=0), "loss.alpha must be > 0, got 0"),
         (partial(Tversky, alpha=-0.1), "loss.alpha and loss.beta must be >= 0"),
         (partial(FocalTversky, gamma=0), "loss.gamma must be > 0"),
         (

@@ -144,6 +144,9 @@ def test_per_batch_weights_need_a_pixelwise_loss():
             "trainer.jit_compile=true and trainer.deterministic=true: Keras turns XLA off",
         ),
         ({"checkpoint_tie_tolerance": -0.5}, "trainer.checkpoint_tie_tolerance must be >= 0"),
+        ({"steps_per_execution": 0}, "trainer.steps_per_execution must be >= 1, got 0"),
+        ({"seed": -1}, r"trainer.seed must be in \[0, 2\*\*32 - 1\], got -1"),
+        ({"seed": 2**32}, r"trainer.seed must be in \[0, 2\*\*32 - 1\], got 4294967296"),
     ],
 )
 def test_trainer_rejects_bad_settings_by_name(kwargs, message):

@@ -62,6 +62,12 @@ class SegmentationData:
 
     def __post_init__(self) -> None:
         check_class_names(self.class_names, "data.class_names")
+        if 0 <= self.ignore_index < len(self.class_names):  # that class would count nowhere
+            raise ValueError(
+                f"data.ignore_index={self.ignore_index} is the label of class "
+                f"{self.class_names[self.ignore_index]!r}; choose a value outside "
+                f"0..{len(self.class_names) - 1} (255 is usual)"
+            )
 
     @property
     def num_classes(self) -> int:

@@ -63,6 +63,8 @@ def run(cfg: DictConfig) -> EpochRecord:
     reject_keras_class_weight(cast(dict[str, Any], OmegaConf.to_container(cfg)))
     check_writable(cfg.paths.output_dir, "paths.output_dir")
     rule = HiddenFailureRule(**cfg.metrics.hidden_failure)
+    if cfg.metrics.overlays < 1:  # figures/val_overlays.png shows at least one sample
+        raise ValueError(f"metrics.overlays must be >= 1, got {cfg.metrics.overlays}")
     keras.backend.clear_session()  # jobs of a multirun share this process: start clean
     trainer = build(cfg.trainer)
     seed_everything(trainer.seed, trainer.deterministic)
@@ -86,12 +88,12 @@ def run(cfg: DictConfig) -> EpochRecord:
         trainer.checkpoint_tie_breaker,
         epoch_metric_keys(data.class_names),
     )
-    tracker: MlflowTracker = build(cfg.tracking)
+    gallery = Gallery(data, cfg.metrics.gallery, cfg.metrics.gallery_pool)
+    tracker: MlflowTracker = build(cfg.tracking)  # every option is checked: the store is next
     tracker.check()
     resume_id = tracker.resumable_run(trainer.resume, cfg.paths.checkpoint_dir)
     val_losses: list[float] = []  # the whole run's, for the hidden-failure verdict
     hidden: list[int] = []  # the latest epoch's verdict: the run's, once training ends
-    gallery = Gallery(data, cfg.metrics.gallery, cfg.metrics.gallery_pool)
 
     def on_epoch(record: EpochRecord) -> None:
         val_losses.append(record.val_loss)

@@ -131,6 +131,10 @@ class Trainer:
             raise ValueError(f"trainer.epochs must be >= 1, got {epochs}")
         if batch_size < 1:
             raise ValueError(f"trainer.batch_size must be >= 1, got {batch_size}")
+        if steps_per_execution < 1:
+            raise ValueError(f"trainer.steps_per_execution must be >= 1, got {steps_per_execution}")
+        if not 0 <= seed < 2**32:  # numpy's and TensorFlow's seed range
+            raise ValueError(f"trainer.seed must be in [0, 2**32 - 1], got {seed}")
         if not checkpoint_tie_tolerance >= 0:
             raise ValueError(
                 f"trainer.checkpoint_tie_tolerance must be >= 0, got {checkpoint_tie_tolerance}"

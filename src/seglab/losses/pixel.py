@@ -60,6 +60,8 @@ class FocalLoss(PixelLoss):
     ) -> None:
         if gamma < 0:
             raise ValueError(f"loss.gamma must be >= 0, got {gamma}")
+        if not alpha > 0:  # 0 trains nothing, a negative factor climbs the loss
+            raise ValueError(f"loss.alpha must be > 0, got {alpha}")
         super().__init__(ignore_index=ignore_index, name=name, **kwargs)
         self.gamma = gamma
         self.alpha = alpha
