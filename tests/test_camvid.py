@@ -165,6 +165,10 @@ def test_evaluate_scores_the_logged_model_like_training_scored_its_epoch(camvid_
         (["run_id=abc", "nope=1"], r"'nope' is not an option"),
         (["run_id=abc", "new_run=maybe"], r"new_run='maybe' is not one of"),
         (["run_id=abc", "loss"], r"'loss' is not key=value"),
+        (["run_id=abc", "batch_size=0"], r"batch_size='0' must be a whole number >= 1"),
+        (["run_id=abc", "batch_size=two"], r"batch_size='two' must be a whole number >= 1"),
+        (["run_id=abc", "prefix=../x"], r"prefix='\.\./x': use letters, digits"),
+        (["run_id=abc", "prefix=a//b"], r"prefix='a//b': use letters, digits"),
     ],
 )
 def test_evaluate_refuses_bad_arguments_by_name(args, message, capsys):
@@ -198,6 +202,8 @@ def test_evaluate_refuses_data_the_model_cannot_take(camvid_run, capsys):
     assert "data.image_size=[64, 64] but the model takes [32, 32]" in capsys.readouterr().err
     assert evaluate([*args, "split=holdout"]) == 2
     assert "split='holdout' is not one of this dataset's splits" in capsys.readouterr().err
+    assert evaluate([*args, "data=cityscapes"]) == 2
+    assert "data='cityscapes' is not one of ['camvid', 'folder'" in capsys.readouterr().err
     assert evaluate([*args, "data.class_names=[a,b,c]"]) == 2
     assert "the data has 3 classes ['a', 'b', 'c'] but the model predicts 11" in (
         capsys.readouterr().err

@@ -22,6 +22,7 @@ names the MLflow store (default: ``$MLFLOW_TRACKING_URI``, else ``outputs/mlflow
 from __future__ import annotations
 
 import os
+import re
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -45,6 +46,7 @@ from seglab.tracking import TAG_CLASS_NAMES, MlflowTracker
 OPTIONS = {"run_id": None, "split": "test", "prefix": None, "new_run": "false", "batch_size": "8"}
 OPTIONS_WITH_URI = (*OPTIONS, "tracking_uri")
 TAG_EVALUATED_RUN = "seglab.evaluated_run"
+PREFIX = re.compile(r"[A-Za-z0-9_-]+(/[A-Za-z0-9_-]+)*")
 # The module docstring is the help; a terminal shows the reST literals without their backticks.
 HELP = (__doc__ or "").replace("``", "").strip()
 
@@ -69,12 +71,22 @@ def parse(argv: Sequence[str]) -> tuple[dict[str, str | None], list[str]]:
         raise ValueError("run_id=<id> is required: the run whose logged model to evaluate")
     if options["new_run"] not in ("true", "false"):
         raise ValueError(f"new_run={options['new_run']!r} is not one of ['true', 'false']")
+    if not str(options["batch_size"]).isdigit() or int(str(options["batch_size"])) < 1:
+        raise ValueError(f"batch_size={options['batch_size']!r} must be a whole number >= 1")
+    if options["prefix"] and not PREFIX.fullmatch(options["prefix"]):
+        raise ValueError(
+            f"prefix={options['prefix']!r}: use letters, digits, '_' and '-', in parts separated "
+            "by '/' (it names the metrics and the artifact per_image/<prefix>.parquet)"
+        )
     return options, data
 
 
 def data_config(run_config: DictConfig, overrides: Sequence[str]) -> DictConfig:
     """The run's data config with ``overrides``; ``data=<option>`` starts from that option."""
-    if any(o.startswith("data=") for o in overrides):
+    if chosen := [o.removeprefix("data=") for o in overrides if o.startswith("data=")]:
+        known = sorted(p.stem for p in (config_dir() / "data").glob("*.yaml"))
+        if chosen[-1] not in known:
+            raise ValueError(f"data={chosen[-1]!r} is not one of {known}")
         register_resolvers()
         with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
             return cast(DictConfig, compose("train", overrides=list(overrides)).data)
