@@ -233,12 +233,12 @@ def test_predict_names_a_bad_run_id_input_folder_or_option(trained, tmp_path):
     ]
 
 
-def test_the_command_names_a_bad_run_id_in_one_line(tmp_path):
-    env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path}/mlflow.db"}
+def test_the_command_names_a_missing_store_in_one_line_and_creates_none(tmp_path):
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
     result = subprocess.run(
         [sys.executable, "-m", "seglab.predict", "run_id=0123abc", "input=in", "output=out"],
         cwd=tmp_path,
-        env=env,
+        env={**os.environ, "MLFLOW_TRACKING_URI": uri},
         capture_output=True,
         text=True,
         timeout=300,
@@ -246,9 +246,15 @@ def test_the_command_names_a_bad_run_id_in_one_line(tmp_path):
     )
     assert result.returncode == 2
     assert result.stderr.splitlines() == [
-        f"seglab.predict: run_id='0123abc': no such run at sqlite:///{tmp_path}/mlflow.db "
-        "(from MLFLOW_TRACKING_URI)"
+        f"seglab.predict: MLFLOW_TRACKING_URI='{uri}': no MLflow store at {tmp_path}/mlflow.db"
     ]
+    assert not (tmp_path / "mlflow.db").exists()
+
+
+def test_an_unknown_run_id_is_named_with_the_store(tmp_path, sqlite_uri):
+    MlflowClient(sqlite_uri).search_experiments()  # an empty store
+    with pytest.raises(ValueError, match=r"run_id='0123abc': no such run at sqlite:///.*mlflow.db"):
+        load_run_model(MlflowTracker(tracking_uri=sqlite_uri), "0123abc")
 
 
 def test_a_run_without_a_logged_model_is_named(tmp_path):

@@ -395,11 +395,14 @@ def test_cli_reads_the_store_from_the_sweep_unless_one_is_given(store, tmp_path,
     parent = runs[0].info.run_id  # no children: nothing to report
     (sweep / "sweep.json").write_text(json.dumps({"parent_run_id": parent, "tracking_uri": uri}))
     assert main([str(sweep)]) == 2
-    assert capsys.readouterr().err == f"seglab.report: no runs found for {str(sweep)!r} at {uri}\n"
+    assert capsys.readouterr().err == (
+        f"seglab.report: no runs found for {str(sweep)!r} at {uri}: give a sweep directory, a "
+        "sweep's parent run id or an experiment name\n"
+    )
     shutil.copy(store_path / "mlflow.db", tmp_path / "other.db")
     other = f"sqlite:///{tmp_path / 'other.db'}"
     assert main([str(sweep), "--tracking-uri", other]) == 2
-    assert capsys.readouterr().err.endswith(f" at {other}\n")
+    assert f" at {other}: give a sweep directory" in capsys.readouterr().err
 
 
 def test_cli_refuses_a_folder_that_is_not_a_sweep(tmp_path, capsys):
@@ -520,3 +523,29 @@ def test_image_evidence_compares_the_two_runs_of_the_lowest_seed_both_ran(tmp_pa
     ) in text
     assert "| rare | 0.000 | 0.600 | 0.600 | 0.600 | 0.600 | 20 |" in text
     plt.close("all")
+
+
+def test_cli_names_a_store_it_cannot_read_or_an_out_it_cannot_write_and_creates_nothing(
+    store, tmp_path, capsys
+):
+    store_path, _, _ = store
+    uri = f"sqlite:///{store_path / 'mlflow.db'}"
+    missing = tmp_path / "nowhere" / "mlflow.db"
+    cases = [
+        (
+            ["--tracking-uri", f"sqlite:///{missing}", "hand"],
+            f"--tracking-uri='sqlite:///{missing}': no MLflow store at {missing}",
+        ),
+        (
+            ["--tracking-uri", "nonsense://x", "hand"],
+            "--tracking-uri='nonsense://x' is not an MLflow tracking URI: scheme 'nonsense'",
+        ),
+        (
+            ["--tracking-uri", uri, "--out", "/proc/seglab-report", "hand"],
+            "--out='/proc/seglab-report' is not writable",
+        ),
+    ]
+    for argv, message in cases:
+        assert main(argv) == 2
+        assert capsys.readouterr().err.startswith(f"seglab.report: {message}")
+    assert not missing.parent.exists()

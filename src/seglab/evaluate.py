@@ -41,7 +41,7 @@ from seglab.evaluation import PerImageCounts, per_image_counts, split_metrics
 from seglab.paths import config_dir, project_root, register_resolvers
 from seglab.predict import load_run_model
 from seglab.run_summary import log_per_image
-from seglab.tracking import TAG_CLASS_NAMES, MlflowTracker
+from seglab.tracking import TAG_CLASS_NAMES, MlflowTracker, check_existing_store
 
 OPTIONS = {"run_id": None, "split": "test", "prefix": None, "new_run": "false", "batch_size": "8"}
 OPTIONS_WITH_URI = (*OPTIONS, "tracking_uri")
@@ -152,6 +152,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     register_resolvers()  # the logged config may hold ${seglab_root:}
     try:
+        check_existing_store(tracker.uri, tracker.uri_source)
         config = run_config(tracker, run_id)
         source = tracker.client.get_run(run_id)
         if not new_run and f"{prefix}/miou" in source.data.metrics:

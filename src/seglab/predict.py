@@ -41,13 +41,20 @@ from seglab.datasets.folder import IMAGE_SUFFIXES, read_image
 from seglab.paths import config_dir
 from seglab.prediction import LabelPredictor
 from seglab.quiet import bad_input_in_one_line
-from seglab.tracking import MODEL_NAME, TAG_MODEL_ERROR, MlflowTracker, pickle_files
+from seglab.tracking import (
+    MODEL_NAME,
+    TAG_MODEL_ERROR,
+    MlflowTracker,
+    check_existing_store,
+    pickle_files,
+)
 
 KERAS_FILE = Path("data") / "model.keras"  # where the TensorFlow flavour keeps a Keras 3 model
 
 
 def load_run_model(tracker: MlflowTracker, run_id: str) -> tuple[keras.Model, dict]:
     """The run's logged model and its metadata; raises naming ``run_id`` when there is none."""
+    check_existing_store(tracker.uri, tracker.uri_source)
     try:
         run = tracker.client.get_run(run_id)
     except MlflowException as error:

@@ -30,9 +30,10 @@ from mlflow.entities import Run
 from mlflow.tracking import MlflowClient
 
 from seglab import analysis, plots
+from seglab.checks import check_writable
 from seglab.paths import project_root
 from seglab.statistics import Interval, unhidden
-from seglab.tracking import resolve_uri
+from seglab.tracking import check_existing_store, resolve_uri
 
 RUN_ID = re.compile(r"^[0-9a-f]{32}$")
 RANKED_DIGITS = {"val_loss": 4, "min_iou": 3, "miou": 3}  # losses can be small: one digit more
@@ -398,18 +399,25 @@ def main(argv: Sequence[str] | None = None) -> int:
         except ValueError as error:
             print(f"seglab.report: {error}", file=sys.stderr)
             return 2
-    uri, _ = resolve_uri(uri, f"sqlite:///{project_root() / 'outputs' / 'mlflow.db'}")
-    client = MlflowClient(uri)
+    uri, source = resolve_uri(uri, f"sqlite:///{project_root() / 'outputs' / 'mlflow.db'}")
     try:
+        explicit = "--tracking-uri" if args.tracking_uri else "tracking_uri in sweep.json"
+        check_existing_store(uri, explicit if source == "tracking.tracking_uri" else source)
+        client = MlflowClient(uri)  # after the check: opening a sqlite path creates a store
         runs, default_out = resolve(target, client)
+        out = Path(args.out) if args.out else default_out
+        check_writable(str(out), "--out")
     except ValueError as error:
         print(f"seglab.report: {error}", file=sys.stderr)
         return 2
     report = build_report(client, runs)
     if report is None:
-        print(f"seglab.report: no runs found for {target!r} at {uri}", file=sys.stderr)
+        print(
+            f"seglab.report: no runs found for {target!r} at {uri}: give a sweep directory, a "
+            "sweep's parent run id or an experiment name",
+            file=sys.stderr,
+        )
         return 2
-    out = Path(args.out) if args.out else default_out
     report.write(out)
     for figure in report.figures.values():
         plt.close(figure)

@@ -112,6 +112,30 @@ def store_lock(database: Path) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
+def uri_scheme(uri: str, where: str) -> str:
+    """The scheme of a tracking URI seglab can use (``sqlite``, ``http``...); raises naming
+    ``where`` (the option and value) on any other, or on a sqlite URI without three slashes."""
+    scheme = urlparse(uri).scheme.split("+")[0]
+    if len(scheme) > 1 and scheme not in URI_SCHEMES:
+        raise ValueError(
+            f"{where} is not an MLflow tracking URI: scheme {scheme!r} is not one of "
+            f"{list(URI_SCHEMES)} (e.g. sqlite:///abs/path/mlflow.db or http://host:5000)"
+        )
+    if scheme == "sqlite" and not uri.startswith("sqlite:///"):
+        raise ValueError(f"{where}: write sqlite URIs as sqlite:///<path>, with three slashes")
+    return scheme
+
+
+def check_existing_store(uri: str, option: str) -> None:
+    """For commands that only read runs (report, evaluate, predict): raises naming ``option``
+    on a URI seglab cannot use or a sqlite file that does not exist (MLflow would create an
+    empty store there, and the command would then find no run)."""
+    if uri_scheme(uri, f"{option}={uri!r}") == "sqlite":
+        database = Path(uri.removeprefix("sqlite:///"))
+        if not database.is_file():
+            raise ValueError(f"{option}={uri!r}: no MLflow store at {database}")
+
+
 def resolve_uri(explicit: str | None, default: str) -> tuple[str, str]:
     """The tracking URI and where it came from, first match wins: ``explicit`` (the config's
     ``tracking.tracking_uri``, a CLI option), ``$MLFLOW_TRACKING_URI``, ``default``."""
@@ -218,14 +242,7 @@ class MlflowTracker:
     def check(self) -> None:
         """Fails fast, before any training, on a malformed or unreachable tracking URI."""
         where = f"{self.uri_source}={self.uri!r}"
-        scheme = urlparse(self.uri).scheme.split("+")[0]
-        if len(scheme) > 1 and scheme not in URI_SCHEMES:
-            raise ValueError(
-                f"{where} is not an MLflow tracking URI: scheme {scheme!r} is not one of "
-                f"{list(URI_SCHEMES)} (e.g. sqlite:///abs/path/mlflow.db or http://host:5000)"
-            )
-        if scheme == "sqlite" and not self.uri.startswith("sqlite:///"):
-            raise ValueError(f"{where}: write sqlite URIs as sqlite:///<path>, with three slashes")
+        scheme = uri_scheme(self.uri, where)
         if scheme == "sqlite":
             database = Path(self.uri.removeprefix("sqlite:///"))
             folder = database.parent
