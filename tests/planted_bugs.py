@@ -342,6 +342,41 @@ BUGS = [
         "a sweep with a failed job ends FINISHED",
         ("tests/test_sweep.py",),
     ),
+    Bug(
+        "data.py",
+        'sample += f" ({undecodable_file(files[bad]) or files[bad][-1]})"',
+        'sample += f" ({files[bad][-1]})"',
+        "an unreadable image is named by its mask",
+        DATA,
+    ),
+    Bug(
+        "data.py",
+        "if 0 <= self.ignore_index < len(self.class_names):",
+        "if 0 <= self.ignore_index < len(self.class_names) - 1:",
+        "an ignore index equal to the last class's label is accepted",
+        DATA,
+    ),
+    Bug(
+        "trainer.py",
+        '**{**keywords, "learning_rate": float(rate)})',
+        '**keywords)',
+        "an integer learning rate reaches Keras, which refuses it",
+        ("tests/test_trainer.py",),
+    ),
+    Bug(
+        "evaluate.py",
+        'PREFIX = re.compile(r"[A-Za-z0-9_-]+(/[A-Za-z0-9_-]+)*")',
+        'PREFIX = re.compile(r"[A-Za-z0-9_./-]+")',
+        "seglab.evaluate takes prefix=../x (a metric name and artifact path outside)",
+        ("tests/test_camvid.py",),
+    ),
+    Bug(
+        "tracking.py",
+        "if not database.is_file():",
+        "if not database.parent.is_dir():",
+        "a read-only command creates an empty store in an existing folder",
+        ("tests/test_predict.py", "tests/test_report.py"),
+    ),
 ]
 
 
