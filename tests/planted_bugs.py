@@ -359,7 +359,7 @@ BUGS = [
     Bug(
         "trainer.py",
         '**{**keywords, "learning_rate": float(rate)})',
-        '**keywords)',
+        "**keywords)",
         "an integer learning rate reaches Keras, which refuses it",
         ("tests/test_trainer.py",),
     ),
