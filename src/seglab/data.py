@@ -12,7 +12,7 @@ import hashlib
 import json
 import os
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -125,14 +125,7 @@ def class_counts(
     images = np.zeros(num_classes, np.int64)
     image_pixels = np.zeros(num_classes, np.int64)
     seen = 0
-    stream = iter(dataset.map(lambda *x: x[1]).batch(batch_size))
-    while True:
-        try:
-            batch = next(stream)
-        except StopIteration:
-            break
-        except tf.errors.OpError as error:
-            raise unreadable(dataset, seen, batch_size, files, error) from None
+    for batch in readable_batches(dataset, batch_size, files, lambda *x: x[1]):
         masks = batch.numpy().reshape(batch.shape[0], -1).astype(np.int64)
         valid = masks != ignore_index
         bad = valid & ((masks < 0) | (masks >= num_classes))
@@ -166,21 +159,31 @@ def tf_reason(message: str) -> str:
     return re.sub(r"^.*?transformation with iterator: \S+: ", "", line)
 
 
-def unreadable(
+def readable_batches(
     dataset: tf.data.Dataset,
-    start: int,
-    count: int,
-    files: Sequence[Sequence[str]] | None,
-    error: tf.errors.OpError,
-) -> ValueError:
-    """The error to raise when a batch of samples ``[start, start + count)`` of an unbatched
-    stream failed to load: it names the first failing sample and, when ``files`` gives each
-    sample's files, the one that cannot be decoded (else the sample's mask)."""
-    bad = unreadable_sample(dataset, start, count)
-    sample = f"sample {bad}"
-    if files:
-        sample += f" ({undecodable_file(files[bad]) or files[bad][-1]})"
-    return ValueError(f"cannot read {sample}: {tf_reason(error.message)}")
+    batch_size: int,
+    files: Sequence[Sequence[str]] | None = None,
+    select: Callable[..., Any] | None = None,
+) -> Iterator[Any]:
+    """The unbatched ``dataset`` in batches of ``batch_size`` (of ``select(*sample)`` when
+    given). A batch that fails to load raises ``ValueError`` naming the first sample that fails
+    and, when ``files`` gives each sample's files, the one that cannot be decoded (else the
+    sample's mask)."""
+    batches = iter((dataset if select is None else dataset.map(select)).batch(batch_size))
+    start = 0
+    while True:
+        try:
+            batch = next(batches)
+        except StopIteration:
+            return
+        except tf.errors.OpError as error:
+            bad = unreadable_sample(dataset, start, batch_size)
+            sample = f"sample {bad}"
+            if files:
+                sample += f" ({undecodable_file(files[bad]) or files[bad][-1]})"
+            raise ValueError(f"cannot read {sample}: {tf_reason(error.message)}") from None
+        yield batch
+        start += batch_size
 
 
 def unreadable_sample(dataset: tf.data.Dataset, start: int, count: int) -> int:

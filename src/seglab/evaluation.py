@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 import tensorflow as tf
 
-from seglab.data import unreadable
+from seglab.data import readable_batches
 from seglab.metrics import Scores, class_histograms, scores_from_counts
 from seglab.prediction import LabelPredictor, label_predictor
 
@@ -118,14 +118,7 @@ def per_image_counts(
     names = [sample[-1] for sample in files] if files else None
     rows: dict[str, list[np.ndarray]] = {k: [] for k in COUNT_COLUMNS}
     seen = 0
-    batches = iter(stream.batch(batch_size))
-    while True:
-        try:
-            images, masks = next(batches)
-        except StopIteration:
-            break
-        except tf.errors.OpError as error:
-            raise unreadable(stream, seen, batch_size, files, error) from None
+    for images, masks in readable_batches(stream, batch_size, files):
         *counts, bad = count_batch(
             masks.numpy(), predict(images).numpy(), num_classes, ignore_index
         )
