@@ -126,12 +126,17 @@ def uri_scheme(uri: str, where: str) -> str:
     return scheme
 
 
+def sqlite_database(uri: str) -> Path:
+    """The database file of a ``sqlite:///<path>`` tracking URI."""
+    return Path(uri.removeprefix("sqlite:///"))
+
+
 def check_existing_store(uri: str, option: str) -> None:
     """For commands that only read runs (report, evaluate, predict): raises naming ``option``
     on a URI seglab cannot use or a sqlite file that does not exist (MLflow would create an
     empty store there, and the command would then find no run)."""
     if uri_scheme(uri, f"{option}={uri!r}") == "sqlite":
-        database = Path(uri.removeprefix("sqlite:///"))
+        database = sqlite_database(uri)
         if not database.is_file():
             raise ValueError(f"{option}={uri!r}: no MLflow store at {database}")
 
@@ -231,7 +236,7 @@ class MlflowTracker:
             if self.uri.startswith("sqlite:///"):
                 # Opening the store creates or migrates its schema: one process at a time, or
                 # two runs starting on a fresh store race and one dies in the migration.
-                with store_lock(Path(self.uri.removeprefix("sqlite:///"))):
+                with store_lock(sqlite_database(self.uri)):
                     client = MlflowClient(tracking_uri=self.uri)
                     client.search_experiments(max_results=1)
             else:
@@ -244,7 +249,7 @@ class MlflowTracker:
         where = f"{self.uri_source}={self.uri!r}"
         scheme = uri_scheme(self.uri, where)
         if scheme == "sqlite":
-            database = Path(self.uri.removeprefix("sqlite:///"))
+            database = sqlite_database(self.uri)
             folder = database.parent
             try:
                 folder.mkdir(parents=True, exist_ok=True)
