@@ -50,6 +50,14 @@ class CheckpointState:
     peak: float = math.nan
 
 
+def check_selection(mode: str, tie_tolerance: float) -> None:
+    """Raises naming the option on a checkpoint mode or tie tolerance the selection cannot use
+    (the trainer checks them when it is configured, before a run starts)."""
+    check_choice("trainer.checkpoint_mode", mode, MODES)
+    if not tie_tolerance >= 0:
+        raise ValueError(f"trainer.checkpoint_tie_tolerance must be >= 0, got {tie_tolerance}")
+
+
 def check_metric_names(monitor: str, tie_breaker: str, logged: Collection[str]) -> None:
     """Raises naming the option when the checkpoint monitor or tie-breaker is not among the
     ``logged`` metric names (a run checks this before it starts, and each epoch again)."""
@@ -83,9 +91,7 @@ class Checkpointer:
         tie_breaker: str = "val/miou",
         tie_tolerance: float = 0.01,
     ) -> None:
-        check_choice("trainer.checkpoint_mode", mode, MODES)
-        if not tie_tolerance >= 0:
-            raise ValueError(f"trainer.checkpoint_tie_tolerance must be >= 0, got {tie_tolerance}")
+        check_selection(mode, tie_tolerance)
         self.directory = Path(directory)
         self.monitor = monitor
         self.mode = mode

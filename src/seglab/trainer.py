@@ -20,8 +20,7 @@ from seglab.callbacks import (
     SignalGuard,
     ValidationGate,
 )
-from seglab.checkpoints import MODES, Checkpointer
-from seglab.checks import check_choice
+from seglab.checkpoints import Checkpointer, check_selection
 from seglab.class_weights import Weighting
 from seglab.data import SegmentationData, batches
 from seglab.losses import CrossEntropy, SegmentationLoss
@@ -126,7 +125,7 @@ class Trainer:
             )
         if class_weight is not None:
             raise ValueError(f"trainer.class_weight: {CLASS_WEIGHT_ERROR}")
-        check_choice("trainer.checkpoint_mode", checkpoint_mode, MODES)
+        check_selection(checkpoint_mode, checkpoint_tie_tolerance)
         if epochs < 1:
             raise ValueError(f"trainer.epochs must be >= 1, got {epochs}")
         if batch_size < 1:
@@ -135,10 +134,6 @@ class Trainer:
             raise ValueError(f"trainer.steps_per_execution must be >= 1, got {steps_per_execution}")
         if not 0 <= seed < 2**32:  # numpy's and TensorFlow's seed range
             raise ValueError(f"trainer.seed must be in [0, 2**32 - 1], got {seed}")
-        if not checkpoint_tie_tolerance >= 0:
-            raise ValueError(
-                f"trainer.checkpoint_tie_tolerance must be >= 0, got {checkpoint_tie_tolerance}"
-            )
         self.optimizer = checked_learning_rate(optimizer)
         self.epochs = epochs
         self.batch_size = batch_size
