@@ -113,7 +113,7 @@ def test_predict_config_needs_run_input_and_output_and_writes_nothing_else(tmp_p
     with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
         cfg = compose("predict", overrides=overrides, return_hydra_config=True)
         missing = compose("predict", return_hydra_config=True)
-    assert cfg.hydra.run.dir == str(tmp_path) and cfg.hydra.output_subdir is None
+    assert cfg.hydra.run.dir == "." and cfg.hydra.output_subdir is None
     assert "file" not in cfg.hydra.job_logging.handlers  # no predict.log among the masks
     assert cfg.tracking.default_uri.endswith("/outputs/mlflow.db")
     assert all(missing._get_node(key)._is_missing() for key in ("run_id", "input", "output"))

@@ -249,6 +249,7 @@ def test_the_command_names_a_missing_store_in_one_line_and_creates_none(tmp_path
         f"seglab.predict: MLFLOW_TRACKING_URI='{uri}': no MLflow store at {tmp_path}/mlflow.db"
     ]
     assert not (tmp_path / "mlflow.db").exists()
+    assert not (tmp_path / "out").exists()  # no empty output folder from a run that failed
 
 
 def test_an_unknown_run_id_is_named_with_the_store(tmp_path, sqlite_uri):

@@ -1,0 +1,120 @@
+"""Every command the README, the docs and the experiment write-ups show still works as written:
+its options exist and its overrides compose (a renamed option would otherwise leave the docs
+telling users to type something that fails)."""
+
+import re
+import shlex
+
+import pytest
+from conftest import compose_train
+from hydra import compose, initialize_config_dir
+from hydra.core.override_parser.overrides_parser import OverridesParser
+
+from seglab import evaluate
+from seglab.paths import config_dir, project_root
+
+ROOT = project_root()
+PAGES = sorted(
+    [ROOT / "README.md", *(ROOT / "docs").rglob("*.md"), *(ROOT / "experiments").rglob("*.md")]
+)
+# A command runs to the end of its line (a trailing backslash continues it), a closing
+# backtick, a table cell's bar or a shell comment.
+COMMAND = re.compile(r"python -m seglab\.(train|evaluate|predict|stats)\b([^`|#\n]*)")
+MAKE_STATS = re.compile(r"make (stats) ARGS=\"([^\"]*)\"")
+# ``make <target>`` at the start of a code line or of an inline code span
+MAKE = re.compile(r"(?:^|`)\s*make ([a-z][a-z-]*)", re.MULTILINE)
+PLACEHOLDER = re.compile(r"<[^<>]*>")
+
+
+def documented_commands() -> list[tuple[str, str, list[str]]]:
+    """``(where, module, arguments)`` of every ``python -m seglab.<module>`` in the pages."""
+    found = []
+    for page in PAGES:
+        text = re.sub(r"\\\n\s*", " ", page.read_text())  # join continued lines
+        for match in [*COMMAND.finditer(text), *MAKE_STATS.finditer(text)]:
+            line = text.count("\n", 0, match.start()) + 1
+            unspaced = PLACEHOLDER.sub(lambda m: m.group().replace(" ", "_"), match.group(2))
+            words = usage_free(shlex.split(unspaced))
+            where = f"{page.relative_to(ROOT)}:{line}"
+            found.append((where, match.group(1), words))
+    return found
+
+
+def usage_free(words: list[str]) -> list[str]:
+    """The words of a command as a user would type them: usage notation (``[key=value ...]``,
+    ``experiment=<name>``) dropped, a placeholder value (``run_id=<id>``) filled in."""
+    groups = {p.name for p in config_dir().iterdir() if p.is_dir()}
+    kept = []
+    for word in words:
+        key, _, value = word.partition("=")
+        if word.startswith("[") or (word.endswith("]") and "[" not in word):
+            continue  # an optional part of a usage line
+        if key in groups and PLACEHOLDER.fullmatch(value):
+            continue  # a config group's option left to the reader
+        kept.append(PLACEHOLDER.sub("x", word))
+    return kept
+
+
+COMMANDS = documented_commands()
+
+
+def test_the_pages_show_commands_of_every_entry_point():
+    assert {module for _, module, _ in COMMANDS} == {"train", "evaluate", "predict", "stats"}
+    assert len(COMMANDS) >= 40
+
+
+def overrides_one_value_each(words: list[str]) -> list[list[str]]:
+    """A sweep's overrides as single runs: each swept value once, the others at their first."""
+    words = [w for w in words if w not in ("-m", "--multirun", "--cfg", "job", "--help")]
+    parsed = OverridesParser.create().parse_overrides(words)
+    firsts = [
+        f"{o.get_key_element()}={next(iter(o.sweep_string_iterator()))}"
+        if o.is_sweep_override()
+        else w
+        for o, w in zip(parsed, words, strict=True)
+    ]
+    runs = [firsts]
+    for i, override in enumerate(parsed):
+        if override.is_sweep_override():
+            key = override.get_key_element()
+            for value in override.sweep_string_iterator():
+                runs.append([*firsts[:i], f"{key}={value}", *firsts[i + 1 :]])
+    return runs
+
+
+@pytest.mark.parametrize(("where", "module", "words"), COMMANDS, ids=[c[0] for c in COMMANDS])
+def test_documented_command_composes(where, module, words):
+    if module in ("train", "stats"):
+        for overrides in overrides_one_value_each(words):
+            cfg = compose_train(*overrides, hydra_config=True)
+            assert cfg.trainer.epochs >= 1, where
+    elif module == "predict":
+        with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
+            cfg = compose("predict", overrides=words)
+        assert {"run_id", "input", "output"} <= set(cfg), where
+    else:
+        options, data = evaluate.parse(words)
+        assert options["run_id"], where
+        if any(o.startswith("data=") for o in data):
+            compose_train(*data)
+
+
+def test_every_documented_make_target_exists():
+    targets = set(re.findall(r"^([a-z][a-z-]*):", (ROOT / "Makefile").read_text(), re.MULTILINE))
+    documented = {
+        (page.relative_to(ROOT).as_posix(), target)
+        for page in PAGES
+        for target in MAKE.findall(page.read_text())
+    }
+    assert len(documented) >= 10
+    assert {(page, t) for page, t in documented if t not in targets} == set()
+
+
+def test_every_documented_script_exists():
+    scripts = {
+        script
+        for page in PAGES
+        for script in re.findall(r"python ((?:[\w-]+/)+[\w-]+\.py)", page.read_text())
+    }
+    assert len(scripts) >= 3
+    assert {s for s in scripts if not (ROOT / s).is_file()} == set()
