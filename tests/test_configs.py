@@ -1,5 +1,6 @@
 """Every option of every config group composes, and its target imports."""
 
+import re
 from pathlib import Path
 
 import pytest
@@ -147,3 +148,31 @@ def test_each_command_help_starts_with_its_own_usage(command, part, overrides):
     with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
         cfg = compose(command, overrides=overrides, return_hydra_config=True)
     assert cfg.hydra.help[part].startswith(f"python -m seglab.{command} ")
+
+
+@pytest.mark.parametrize(
+    ("config", "overrides", "message"),
+    [
+        ("train", ["data=camvid"], "data.root not set: add data.root=<value> to the command"),
+        ("stats", ["data=folder"], "data.root not set: add data.root=<value> to the command"),
+        (
+            "predict",
+            ["input=in"],
+            "output, run_id not set: add output=<value> run_id=<value> to the command",
+        ),
+    ],
+)
+def test_an_unset_option_is_named_before_anything_starts(config, overrides, message):
+    from hydra import compose, initialize_config_dir
+
+    from seglab.checks import check_required
+    from seglab.train import run
+
+    with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
+        cfg = compose(config, overrides=overrides)
+    with pytest.raises(ValueError, match=f"^{re.escape(message)}$"):
+        check_required(cfg)
+    if config == "train":  # run checks it first: nothing is built, no MLflow run starts
+        with pytest.raises(ValueError, match=re.escape(message)):
+            run(cfg)
+    check_required(compose_train())  # the defaults need nothing more

@@ -518,8 +518,9 @@ def test_image_evidence_compares_the_two_runs_of_the_lowest_seed_both_ran(tmp_pa
     report = build_report(client, runs)
     text = report.text
     assert (
-        "Paired bootstrap over the validation images (2000 resamples), "
-        "class_weights=median_frequency,trainer.seed=1 minus class_weights=none,trainer.seed=1:"
+        "Paired bootstrap over the validation images (2000 resamples): iou_a is "
+        "class_weights=none,trainer.seed=1, iou_b is class_weights=median_frequency,"
+        "trainer.seed=1, difference is iou_b - iou_a"
     ) in text
     assert "| rare | 0.000 | 0.600 | 0.600 | 0.600 | 0.600 | 20 |" in text
     plt.close("all")

@@ -10,7 +10,7 @@ from typing import Any
 
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 
 def check_choice(option: str, value: Any, choices: Iterable[Any]) -> None:
@@ -18,6 +18,14 @@ def check_choice(option: str, value: Any, choices: Iterable[Any]) -> None:
     valid = list(choices)
     if value not in valid:
         raise ValueError(f"{option}={value!r} is not one of {valid}")
+
+
+def check_required(cfg: DictConfig) -> None:
+    """Raises naming every option the command left unset (``???`` in its config, such as
+    ``data.root`` of ``data=camvid``), before anything is read or written."""
+    if missing := sorted(OmegaConf.missing_keys(cfg)):
+        wanted = " ".join(f"{key}=<value>" for key in missing)
+        raise ValueError(f"{', '.join(missing)} not set: add {wanted} to the command")
 
 
 def build(node: DictConfig, **kwargs: Any) -> Any:

@@ -36,6 +36,7 @@ from omegaconf import DictConfig
 # Imported to register seglab's losses and metrics with Keras: the model's compile config names
 # them (seglab>CEDice, ...), and safe-mode loading finds classes by those names only.
 from seglab import losses, metrics  # noqa: F401
+from seglab.checks import check_required
 from seglab.data import scale_image, tf_reason
 from seglab.datasets.folder import IMAGE_SUFFIXES, read_image
 from seglab.paths import config_dir
@@ -203,8 +204,9 @@ def read_input(path: Path) -> np.ndarray:
 
 @hydra.main(version_base="1.3", config_path=str(config_dir()), config_name="predict")
 def main(cfg: DictConfig) -> None:
-    tracker: MlflowTracker = hydra.utils.instantiate(cfg.tracking)
     with bad_input_in_one_line("seglab.predict"):
+        check_required(cfg)
+        tracker: MlflowTracker = hydra.utils.instantiate(cfg.tracking)
         model, metadata = load_run_model(tracker, str(cfg.run_id))
         files, counts = predict_folder(
             model, metadata, cfg.input, cfg.output, cfg.batch_size, cfg.overlay_alpha

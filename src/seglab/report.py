@@ -253,9 +253,10 @@ def image_evidence(
     except ValueError:
         return []
     return [
-        f"Paired bootstrap over the validation images (2000 resamples), {run_b.run_name} "
-        f"minus {run_a.run_name}: the interval says whether the difference holds across these "
-        "images for these two trained models, not across seeds.",
+        f"Paired bootstrap over the validation images (2000 resamples): iou_a is "
+        f"{run_a.run_name}, iou_b is {run_b.run_name}, difference is iou_b - iou_a with its "
+        "95 % interval. The interval says whether the difference holds across these images for "
+        "these two trained models, not across seeds.",
         Table(compared, "{:.3f}"),
     ]
 

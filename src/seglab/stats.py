@@ -15,7 +15,7 @@ import hydra
 import pandas as pd
 from omegaconf import DictConfig
 
-from seglab.checks import build
+from seglab.checks import build, check_required
 from seglab.data import split_counts
 from seglab.paths import config_dir
 from seglab.quiet import bad_input_in_one_line
@@ -23,6 +23,7 @@ from seglab.quiet import bad_input_in_one_line
 
 def table(cfg: DictConfig) -> pd.DataFrame:
     """One row per class: pixel share and images containing it, on every split."""
+    check_required(cfg)
     data = build(cfg.data)
     columns: dict[str, object] = {"class": list(data.class_names)}
     for split in data.splits:

@@ -27,7 +27,7 @@ from seglab import plots, signals
 from seglab.analysis import AXES, PARENT_TAG
 from seglab.callbacks import EpochRecord
 from seglab.checkpoints import Checkpointer, check_metric_names
-from seglab.checks import build, check_writable
+from seglab.checks import build, check_required, check_writable
 from seglab.data import SegmentationData, split_counts
 from seglab.evaluation import per_image_counts, split_metrics
 from seglab.gallery import Gallery
@@ -60,6 +60,7 @@ def run(cfg: DictConfig) -> EpochRecord:
     labels (every split), the output folder and the tracking store.
     """
     started = time.perf_counter()
+    check_required(cfg)
     reject_keras_class_weight(cast(dict[str, Any], OmegaConf.to_container(cfg)))
     check_writable(cfg.paths.output_dir, "paths.output_dir")
     rule = HiddenFailureRule(**cfg.metrics.hidden_failure)
