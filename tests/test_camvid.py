@@ -204,6 +204,8 @@ def test_evaluate_refuses_data_the_model_cannot_take(camvid_run, capsys):
     assert "split='holdout' is not one of this dataset's splits" in capsys.readouterr().err
     assert evaluate([*args, "data=cityscapes"]) == 2
     assert "data='cityscapes' is not one of ['camvid', 'folder'" in capsys.readouterr().err
+    assert evaluate([*args, "data=camvid"]) == 2
+    assert "data.root not set: add data.root=<value>" in capsys.readouterr().err
     assert evaluate([*args, "data.class_names=[a,b,c]"]) == 2
     assert "the data has 3 classes ['a', 'b', 'c'] but the model predicts 11" in (
         capsys.readouterr().err

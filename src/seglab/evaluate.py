@@ -35,7 +35,7 @@ from hydra import compose, initialize_config_dir
 from mlflow.exceptions import MlflowException
 from omegaconf import DictConfig, OmegaConf
 
-from seglab.checks import build
+from seglab.checks import build, check_required
 from seglab.data import SegmentationData
 from seglab.evaluation import PerImageCounts, per_image_counts, split_metrics
 from seglab.paths import config_dir, project_root, register_resolvers
@@ -89,7 +89,9 @@ def data_config(run_config: DictConfig, overrides: Sequence[str]) -> DictConfig:
             raise ValueError(f"data={chosen[-1]!r} is not one of {known}")
         register_resolvers()
         with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
-            return cast(DictConfig, compose("train", overrides=list(overrides)).data)
+            composed = compose("train", overrides=list(overrides))
+        check_required(composed)
+        return cast(DictConfig, composed.data)
     changes = OmegaConf.from_dotlist([o.removeprefix("data.") for o in overrides])
     return cast(DictConfig, OmegaConf.merge(run_config.data, changes))
 
