@@ -176,3 +176,20 @@ def test_an_unset_option_is_named_before_anything_starts(config, overrides, mess
         with pytest.raises(ValueError, match=re.escape(message)):
             run(cfg)
     check_required(compose_train())  # the defaults need nothing more
+
+
+def test_option_files_inherit_instead_of_repeating():
+    """augment and class_weights options start from their group's ``none`` (the default) and set
+    only what differs; no option file repeats a value of the file it starts from."""
+    for group in ("augment", "class_weights"):
+        for path in sorted((config_dir() / group).glob("*.yaml")):
+            if path.stem != "none":
+                assert OmegaConf.load(path).defaults[0] == "none", path
+    for path in sorted(config_dir().glob("*/*.yaml")):
+        own = OmegaConf.load(path)
+        parents = [d for d in own.get("defaults", []) if isinstance(d, str) and d != "_self_"]
+        for parent in parents:
+            inherited = OmegaConf.load(path.parent / f"{parent}.yaml")
+            repeated = [k for k in own if k in inherited and inherited[k] == own[k]]
+            assert repeated == [], f"{path.name} repeats {repeated} of {parent}.yaml"
+    assert set(compose_train("augment=strong").augment) == set(compose_train().augment)

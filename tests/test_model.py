@@ -36,6 +36,8 @@ def test_unet_rejects_a_size_not_divisible_by_two_to_the_depth():
         ({"depth": 0}, "model.depth must be >= 1"),
         ({"base_filters": 0}, "model.base_filters must be >= 1"),
         ({"dropout": 1.0}, r"model.dropout must be in \[0, 1\)"),
+        ({"batch_norm_momentum": 2}, r"model.batch_norm_momentum must be in \[0, 1\), got 2$"),
+        ({"batch_norm_momentum": -0.1}, r"model.batch_norm_momentum must be in \[0, 1\)"),
         ({"num_classes": 1}, "at least 2 classes"),
     ],
 )

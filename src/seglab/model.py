@@ -42,7 +42,7 @@ def build_unet(
         A model mapping (B, H, W, channels) images to (B, H, W, num_classes) probabilities.
 
     Raises:
-        ValueError: On a size that ``2**depth`` does not divide, or a non-positive argument.
+        ValueError: On a size that ``2**depth`` does not divide, or an argument out of range.
     """
     height, width, _ = input_shape
     if depth < 1:
@@ -57,6 +57,9 @@ def build_unet(
         )
     if not 0.0 <= dropout < 1.0:
         raise ValueError(f"model.dropout must be in [0, 1), got {dropout}")
+    if batch_norm and not 0.0 <= batch_norm_momentum < 1.0:
+        # the moving statistics are momentum * old + (1 - momentum) * batch: past 1 they diverge
+        raise ValueError(f"model.batch_norm_momentum must be in [0, 1), got {batch_norm_momentum}")
     step = 2**depth
     if height % step or width % step:
         raise ValueError(
