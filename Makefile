@@ -71,7 +71,7 @@ lint: install ## ruff check, ruff format --check, and mypy on src/
 	$(VENV)/bin/mypy src/seglab
 
 docs: install ## Build the documentation site into outputs/site (mkdocs --strict)
-	$(VENV)/bin/mkdocs build --strict --quiet
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict --quiet
 
 mutate: install ## Mutation testing of the numbers' core ([tool.mutmut]); lists the survivors
 	rm -rf mutants
