@@ -315,7 +315,7 @@ BUGS = [
         ("tests/test_camvid.py",),
     ),
     Bug(
-        "train.py",
+        "run_summary.py",
         '"checkpoint_epoch": epoch,',
         '"checkpoint_epoch": 0,',
         "the logged model does not know its checkpoint's epoch",

@@ -1,11 +1,14 @@
 """What a run logs beyond its epochs, built here and written by :class:`MlflowTracker`: the
-metric dict of an epoch, the class weights' table, the augmentation preview and the end-of-run
-summary (figures, tables, per-image counts, the verdict tags and note)."""
+metric dict of an epoch, the class weights' table, the augmentation preview, the end-of-run
+summary (figures, tables, per-image counts, the verdict tags and note), the test split's scores
+and the best checkpoint as the run's MLflow model."""
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Mapping, Sequence
 
+import keras
 import numpy as np
 import pandas as pd
 
@@ -13,13 +16,16 @@ from seglab import plots
 from seglab.augment import Augmenter, preview
 from seglab.callbacks import EpochRecord
 from seglab.class_weights import ClassCounts
+from seglab.console import say
 from seglab.data import SegmentationData
-from seglab.evaluation import PerImageCounts
-from seglab.metrics import per_class_table, scores_from_counts
+from seglab.evaluation import PerImageCounts, per_image_counts, split_metrics
+from seglab.metrics import Scores, per_class_table, scores_from_counts
+from seglab.prediction import LabelPredictor
 from seglab.tracking import (
     NOTE,
     TAG_HIDDEN_CLASSES,
     TAG_HIDDEN_FAILURE,
+    TAG_MODEL_ERROR,
     TAG_WORST_CLASS,
     MlflowTracker,
 )
@@ -186,3 +192,64 @@ def log_summary(
     tags[NOTE] = verdict_line(final, tags)
     tracker.set_tags(tags)
     return table, tags
+
+
+def evaluate_test_split(
+    tracker: MlflowTracker,
+    model: keras.Model | LabelPredictor,
+    data: SegmentationData,
+    batch_size: int,
+    epoch: int,
+) -> Scores | None:
+    """Scores the model (the best checkpoint) on the data's test split, when there is one, and
+    logs ``test/...`` at step ``epoch`` and ``per_image/test.parquet``."""
+    if data.test is None:
+        return None
+    counts = per_image_counts(
+        model,
+        data.test,
+        data.num_classes,
+        data.ignore_index,
+        batch_size,
+        data.sample_files("test"),
+        "test",
+    )
+    tracker.log_metrics(split_metrics(counts, data.class_names, "test"), step=epoch)
+    log_per_image(tracker, counts, data.class_names, "test")
+    return counts.scores()
+
+
+def log_best_model(
+    tracker: MlflowTracker,
+    model: keras.Model,
+    data: SegmentationData,
+    example: np.ndarray,
+    epoch: int,
+    monitor: str,
+) -> None:
+    """Logs ``model`` (holding the best checkpoint, of ``epoch``) as the run's MLflow model.
+
+    A failure here (a custom loss Keras cannot serialize, say) does not fail the run, whose
+    metrics and checkpoints are complete: it is printed and tagged ``seglab.model_error``.
+    """
+    try:
+        uri = tracker.log_model(model, example, epoch, model_metadata(data, epoch))
+    except Exception as error:
+        reason = f"{type(error).__name__}: {error}"
+        tracker.set_tags({TAG_MODEL_ERROR: reason})
+        print(f"the model was not logged ({TAG_MODEL_ERROR}): {reason}", file=sys.stderr)
+    else:
+        say(f"model (epoch {epoch}, best {monitor}): {uri}")
+
+
+def model_metadata(data: SegmentationData, epoch: int) -> dict[str, object]:
+    """What the logged model needs besides its weights to be used: :mod:`seglab.predict`
+    reads the class names and colours from here."""
+    colors = data.colors or (plots.palette(data.num_classes) * 255).round().astype(int).tolist()
+    return {
+        "class_names": list(data.class_names),
+        "colors": [list(map(int, c)) for c in colors],
+        "ignore_index": data.ignore_index,
+        "image_shape": list(data.image_shape),
+        "checkpoint_epoch": epoch,
+    }

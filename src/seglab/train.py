@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import logging
 import os
 import signal
 import sys
@@ -18,21 +17,19 @@ os.environ.setdefault("MPLBACKEND", "Agg")  # figures go to files and MLflow, ne
 
 import hydra
 import keras
-import numpy as np
-import pandas as pd
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
-from seglab import plots, signals
+from seglab import signals
 from seglab.analysis import AXES, PARENT_TAG
 from seglab.callbacks import EpochRecord
 from seglab.checkpoints import Checkpointer, check_metric_names
 from seglab.checks import build, check_required, check_writable
-from seglab.data import SegmentationData, split_counts
-from seglab.evaluation import per_image_counts, split_metrics
+from seglab.console import epoch_line, print_summary, say
+from seglab.data import split_counts
+from seglab.evaluation import per_image_counts
 from seglab.gallery import Gallery
 from seglab.losses import build_loss
-from seglab.metrics import Scores
 from seglab.paths import config_dir, project_root
 from seglab.prediction import LabelPredictor
 from seglab.provenance import provenance_tags
@@ -40,15 +37,16 @@ from seglab.quiet import bad_input_in_one_line
 from seglab.run_summary import (
     epoch_metric_keys,
     epoch_metrics,
+    evaluate_test_split,
     log_augmentation,
+    log_best_model,
     log_class_weights,
-    log_per_image,
     log_summary,
 )
 from seglab.runlock import RunLock
 from seglab.runtime import seed_everything, set_precision
 from seglab.sweep import end_sweep, job_context, run_name
-from seglab.tracking import TAG_CLASS_NAMES, TAG_MODEL_ERROR, TAG_RESUMED, MlflowTracker
+from seglab.tracking import TAG_CLASS_NAMES, TAG_RESUMED, MlflowTracker
 from seglab.trainer import predict_samples, reject_keras_class_weight
 from seglab.verdicts import HiddenFailureRule, hidden_classes
 
@@ -106,15 +104,7 @@ def run(cfg: DictConfig) -> EpochRecord:
         targets = hidden or [record.scores.worst_class]
         for target, picture in gallery.draw(predict, targets).items():
             tracker.log_gallery(picture, data.class_names[target], record.epoch)
-        worst = data.class_names[record.scores.worst_class]
-        hidden_names = ",".join(data.class_names[c] for c in hidden) or "none"
-        say(
-            f"epoch {record.epoch}/{trainer.epochs}  train/loss {record.train_loss:.4f}  "
-            f"val/loss {record.val_loss:.4f}  val/ce {record.val_ce:.4f}  "
-            f"val/pixel_acc {record.scores.pixel_acc:.3f}  val/miou {record.scores.miou:.3f}  "
-            f"val/min_iou {record.scores.min_iou:.3f} ({worst})  hidden: {hidden_names}  "
-            f"{record.seconds:.1f}s"
-        )
+        say(epoch_line(record, trainer.epochs, data.class_names, hidden))
 
     sweep = job_context()
     if sweep is not None and tracker.run_name is None:
@@ -203,7 +193,9 @@ def run(cfg: DictConfig) -> EpochRecord:
                 "seglab.seconds.end_of_run": f"{time.perf_counter() - training_ended:.2f}",
             }
         )
-    print_summary(final, table, tags, tracker, test, best_epoch)
+    print_summary(final, table, tags, test, best_epoch)
+    say(f"MLflow run {tracker.run_id} in experiment '{tracker.experiment_name}' at {tracker.uri}")
+    say(f"in the MLflow UI (make ui): {tracker.runs_url()}")
     return final
 
 
@@ -214,118 +206,6 @@ def lock_released(lock: RunLock) -> Iterator[None]:
         yield
     finally:
         lock.release()
-
-
-def evaluate_test_split(
-    tracker: MlflowTracker,
-    model: keras.Model | LabelPredictor,
-    data: SegmentationData,
-    batch_size: int,
-    epoch: int,
-) -> Scores | None:
-    """Scores the model (the best checkpoint) on the data's test split, when there is one, and
-    logs ``test/...`` at step ``epoch`` and ``per_image/test.parquet``."""
-    if data.test is None:
-        return None
-    counts = per_image_counts(
-        model,
-        data.test,
-        data.num_classes,
-        data.ignore_index,
-        batch_size,
-        data.sample_files("test"),
-        "test",
-    )
-    tracker.log_metrics(split_metrics(counts, data.class_names, "test"), step=epoch)
-    log_per_image(tracker, counts, data.class_names, "test")
-    return counts.scores()
-
-
-def log_best_model(
-    tracker: MlflowTracker,
-    model: keras.Model,
-    data: SegmentationData,
-    example: np.ndarray,
-    epoch: int,
-    monitor: str,
-) -> None:
-    """Logs ``model`` (holding the best checkpoint, of ``epoch``) as the run's MLflow model.
-
-    A failure here (a custom loss Keras cannot serialize, say) does not fail the run, whose
-    metrics and checkpoints are complete: it is printed and tagged ``seglab.model_error``.
-    """
-    try:
-        uri = tracker.log_model(model, example, epoch, model_metadata(data, epoch))
-    except Exception as error:
-        reason = f"{type(error).__name__}: {error}"
-        tracker.set_tags({TAG_MODEL_ERROR: reason})
-        print(f"the model was not logged ({TAG_MODEL_ERROR}): {reason}", file=sys.stderr)
-    else:
-        say(f"model (epoch {epoch}, best {monitor}): {uri}")
-
-
-def model_metadata(data: SegmentationData, epoch: int) -> dict[str, object]:
-    """What the logged model needs besides its weights to be used: :mod:`seglab.predict`
-    reads the class names and colours from here."""
-    colors = data.colors or (plots.palette(data.num_classes) * 255).round().astype(int).tolist()
-    return {
-        "class_names": list(data.class_names),
-        "colors": [list(map(int, c)) for c in colors],
-        "ignore_index": data.ignore_index,
-        "image_shape": list(data.image_shape),
-        "checkpoint_epoch": epoch,
-    }
-
-
-log = logging.getLogger("seglab.train")  # the job's log file only: see say()
-
-
-def say(text: str) -> None:
-    """Prints ``text`` and keeps it in the job's log file, so a sweep job's log holds its
-    epochs and per-class table (``conf/hydra/job_logging/seglab.yaml`` routes this logger to
-    the file alone: the console shows the line once)."""
-    print(text, flush=True)
-    log.info(text)
-
-
-def print_summary(
-    final: EpochRecord,
-    table: pd.DataFrame,
-    tags: dict[str, str],
-    tracker: MlflowTracker,
-    test: Scores | None = None,
-    best_epoch: int = 0,
-) -> None:
-    """The per-class table beside the loss: what the loss alone does not say."""
-    shown = table.drop(columns="val_pixels").assign(
-        train_pixel_share=table.train_pixel_share.map("{:.3%}".format),
-        class_weight=table.class_weight.map("{:.3g}".format),
-        val_iou=table.val_iou.map("{:.3f}".format),
-        val_dice=table.val_dice.map("{:.3f}".format),
-        val_recall=table.val_recall.map("{:.3f}".format),
-        val_predicted_share=table.val_predicted_share.map("{:.1%}".format),
-        val_loss_share=table.val_loss_share.map("{:.1%}".format),
-        hidden_failure=table.hidden_failure.map({True: "HIDDEN", False: ""}),
-    )
-    if "val_missed" in table:
-        shown["val_missed"] = table.val_missed.map("{:.0%}".format)
-    if test is not None:
-        shown["test_iou"] = [f"{v:.3f}" for v in test.iou]
-    say(
-        f"\nval/loss {final.val_loss:.4f}   val/ce {final.val_ce:.4f}   "
-        f"val/pixel_acc {final.scores.pixel_acc:.3%}   val/class_acc {final.scores.class_acc:.3%}"
-        f"   val/miou {final.scores.miou:.3f}   val/min_iou {final.scores.min_iou:.3f}"
-    )
-    if test is not None:
-        say(
-            f"test (best checkpoint, epoch {best_epoch}): pixel_acc {test.pixel_acc:.3%}   "
-            f"class_acc {test.class_acc:.3%}   miou {test.miou:.3f}   min_iou {test.min_iou:.3f}"
-        )
-    say(shown.to_string(index=False))
-    hidden = tags["seglab.hidden_failure_classes"] or "none"
-    say(f"worst class: {tags['seglab.worst_class']}   hidden failures: {hidden}")
-    say(f"MLflow run {tracker.run_id} in experiment '{tracker.experiment_name}' at {tracker.uri}")
-    say(f"in the MLflow UI (make ui): {tracker.runs_url()}")
 
 
 def axis_tags(cfg: DictConfig) -> dict[str, str]:
