@@ -2,6 +2,7 @@
 
 import json
 import re
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -210,3 +211,59 @@ def test_evaluate_refuses_data_the_model_cannot_take(camvid_run, capsys):
     assert "the data has 3 classes ['a', 'b', 'c'] but the model predicts 11" in (
         capsys.readouterr().err
     )
+
+
+SECRET = "tensorflow.io.write_file"  # a file writer Hydra's own block list lets through
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        (
+            {"_target_": SECRET, "_args_": ["x", "y"]},
+            rf"data._target_='{SECRET}' in its config.yaml is not one of seglab's datasets "
+            r"\['seglab.datasets.folder.folder', 'seglab.datasets.oxford_pet.oxford_pet', "
+            r"'seglab.datasets.shapes.shapes'\]; refusing to build it$",
+        ),
+        ({"root": "x"}, r"data._target_=None in its config.yaml is not one of"),
+        (
+            {"_target_": "seglab.datasets.folder.folder", "class_names": {"_target_": SECRET}},
+            r"data.class_names._target_ in its config.yaml would be built too",
+        ),
+        (
+            {"_target_": "seglab.datasets.folder.folder", "colors": [[0, {"_target_": SECRET}]]},
+            r"data.colors.0.1._target_ in its config.yaml would be built too",
+        ),
+    ],
+)
+def test_evaluate_builds_only_seglabs_datasets_from_a_logged_config(data, message):
+    from omegaconf import OmegaConf
+
+    from seglab.evaluate import check_dataset_target
+
+    with pytest.raises(ValueError, match=message):
+        check_dataset_target(OmegaConf.create(data), "abc")
+    for option in ("shapes", "folder", "camvid", "oxford_pet"):
+        check_dataset_target(compose_train(f"data={option}").data, "abc")
+
+
+@pytest.mark.slow
+def test_evaluate_refuses_a_tampered_config_and_runs_nothing_from_it(camvid_run, capsys):
+    from omegaconf import OmegaConf
+
+    from seglab.evaluate import main as evaluate
+
+    tmp_path, _, client, logged = camvid_run
+    run_id = logged.info.run_id
+    uri = f"sqlite:///{tmp_path / 'out' / 'mlflow.db'}"
+    original = Path(client.download_artifacts(run_id, "config.yaml", str(tmp_path))).read_text()
+    written = tmp_path / "written.txt"
+    tampered = OmegaConf.create(original)
+    tampered.data = {"_target_": SECRET, "_args_": [str(written), "code from an artifact ran"]}
+    client.log_text(run_id, OmegaConf.to_yaml(tampered), "config.yaml")
+    try:
+        assert evaluate([f"run_id={run_id}", f"tracking_uri={uri}", "prefix=y"]) == 2
+    finally:
+        client.log_text(run_id, original, "config.yaml")
+    assert f"data._target_='{SECRET}' in its config.yaml" in capsys.readouterr().err
+    assert not written.exists()

@@ -96,6 +96,50 @@ def data_config(run_config: DictConfig, overrides: Sequence[str]) -> DictConfig:
     return cast(DictConfig, OmegaConf.merge(run_config.data, changes))
 
 
+def dataset_targets() -> list[str]:
+    """The dataset builders ``conf/data/`` names: the only ``_target_`` a data config may have
+    here."""
+    files = sorted((config_dir() / "data").glob("*.yaml"))
+    loaded = [cast(DictConfig, OmegaConf.load(path)) for path in files]
+    return sorted({str(c["_target_"]) for c in loaded if "_target_" in c})
+
+
+def check_dataset_target(data: DictConfig, run_id: str) -> None:
+    """Raises unless ``data`` builds one of seglab's datasets and nothing else.
+
+    The data config comes from the run's logged ``config.yaml``: whoever can write a run's
+    artifacts on a shared store must not choose what is called (``hydra.utils.instantiate``
+    calls any importable ``_target_``, nested ones included, and Hydra's own block list lets
+    file writers such as ``tensorflow.io.write_file`` through).
+    """
+    allowed = dataset_targets()
+    target = data.get("_target_")
+    if target not in allowed:
+        raise ValueError(
+            f"run {run_id}: data._target_={target!r} in its config.yaml is not one of seglab's "
+            f"datasets {allowed}; refusing to build it"
+        )
+    if nested := target_keys(OmegaConf.to_container(data))[1:]:
+        raise ValueError(
+            f"run {run_id}: {nested[0]} in its config.yaml would be built too; a data config "
+            "holds values only, refusing to build it"
+        )
+
+
+def target_keys(node: object, path: str = "data") -> list[str]:
+    """The key path of every ``_target_`` in a plain container, the top level's first."""
+    if isinstance(node, dict):
+        children = list(node.items())
+    elif isinstance(node, list):
+        children = list(enumerate(node))
+    else:
+        return []
+    found = [f"{path}._target_"] if "_target_" in dict(children) else []
+    for key, value in children:
+        found += target_keys(value, f"{path}.{key}")
+    return found
+
+
 def run_config(tracker: MlflowTracker, run_id: str) -> DictConfig:
     """The run's logged ``config.yaml``; raises naming ``run_id`` when there is none."""
     try:
@@ -162,7 +206,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                 f"run {run_id} already has {prefix}/... metrics; give prefix=<another name> or "
                 "new_run=true (nothing is written over)"
             )
-        data: SegmentationData = build(data_config(config, overrides))
+        data_node = data_config(config, overrides)
+        check_dataset_target(data_node, run_id)
+        data: SegmentationData = build(data_node)
         stream = data.stream(split)
         model, metadata = load_run_model(tracker, run_id)
         check_compatible(model.input_shape, int(model.output_shape[-1]), data)
