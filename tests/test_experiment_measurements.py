@@ -6,12 +6,13 @@ import importlib.util
 import keras
 import numpy as np
 import pytest
+import tensorflow as tf
 
 from seglab.paths import project_root
 
 
-def load(name: str):
-    path = project_root() / "experiments" / name / "measure.py"
+def load(name: str, script: str = "measure.py"):
+    path = project_root() / "experiments" / name / script
     spec = importlib.util.spec_from_file_location(f"measure_{name}", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
@@ -78,3 +79,38 @@ def test_n_images_over_e_epochs_give_n_times_e_views_and_none_at_validation():
     assert facts["Keras layers in a model, predict(): pixels changed"] == 0
     assert facts["seglab: views whose mask holds only labels or ignore"] == 12
     assert facts["seglab: validation values changed by augmentation"] == 0
+
+
+def median_frequency_by_hand(masks: list[np.ndarray], labels: int) -> np.ndarray:
+    """Eigen & Fergus' median frequency from the masks: f_c = pixels of c / pixels (of labels
+    below ``labels``) of the images containing c, w_c = median(f) / f_c."""
+    pixels, image_pixels = np.zeros(labels), np.zeros(labels)
+    for mask in masks:
+        counts = np.bincount(mask.ravel(), minlength=256)[:labels]
+        pixels += counts
+        image_pixels += (counts > 0) * counts.sum()
+    freq = pixels / image_pixels
+    return np.median(freq) / freq
+
+
+def test_segnet_weights_are_seglabs_median_frequency_with_11_and_12_classes(tmp_path):
+    from test_camvid import SIZE, make_camvid
+
+    make_camvid(tmp_path, {"train": 5, "val": 2, "test": 2})
+    rng = np.random.default_rng(0)  # skewed labels, many unlabelled: the two medians differ
+    share = np.array([30, 20, 1, 25, 8, 10, 1, 3, 5, 1, 1, 40]) / 145
+    for path in sorted((tmp_path / "trainannot").glob("*.png")):
+        mask = rng.choice(12, size=(SIZE, SIZE, 1), p=share).astype(np.uint8)
+        path.write_bytes(tf.io.encode_png(mask).numpy())
+    table = load("camvid_class_balancing", "segnet_weights.py").weights(str(tmp_path), (SIZE, SIZE))
+    masks = [read_mask(path) for path in sorted((tmp_path / "trainannot").glob("*.png"))]
+    assert list(table["class"])[6] == "sign_symbol" and len(table) == 11
+    np.testing.assert_allclose(table.seglab, median_frequency_by_hand(masks, 11), rtol=1e-6)
+    np.testing.assert_allclose(table.seglab_12, median_frequency_by_hand(masks, 12)[:11], rtol=1e-6)
+    assert not np.allclose(table.seglab, table.seglab_12)  # the unlabelled pixels move the median
+    np.testing.assert_allclose(table.ratio * table.seglab, table.segnet_tutorial)
+    assert table.segnet_tutorial[6] == 9.6446
+
+
+def read_mask(path) -> np.ndarray:
+    return tf.io.decode_png(path.read_bytes()).numpy()[..., 0]
