@@ -297,3 +297,70 @@ def test_resume_skips_a_live_run_and_refuses_one_named(tmp_path, sqlite_uri):
     finally:
         lock.release()
     assert tracker.resumable_run(newer, tmp_path) == newer
+
+
+CONFIG = {"loss._target_": "seglab.losses.CrossEntropy", "trainer.seed": "0", "trainer.epochs": "2"}
+
+
+@pytest.mark.parametrize(
+    ("now", "changes"),
+    [
+        ({}, []),
+        (
+            {
+                "trainer.epochs": "5",
+                "paths.output_dir": "/elsewhere",
+                "trainer.jit_compile": "True",
+            },
+            [],
+        ),
+        ({"tracking.tracking_uri": "http://host:5000", "trainer.resume": "abc"}, []),
+        ({"trainer.seed": "1"}, ["trainer.seed: 0 -> 1"]),
+        (
+            {"loss._target_": "seglab.losses.Dice", "trainer.seed": "2"},
+            [
+                "loss._target_: seglab.losses.CrossEntropy -> seglab.losses.Dice",
+                "trainer.seed: 0 -> 2",
+            ],
+        ),
+        ({"model.depth": "4"}, []),  # not logged by the run (an older seglab): not compared
+    ],
+)
+def test_a_resumed_run_may_change_only_length_places_and_speed(now, changes):
+    from seglab.tracking import config_changes
+
+    assert config_changes(CONFIG, {**CONFIG, **now}) == changes
+
+
+def test_resume_finds_the_run_started_with_the_same_options_and_refuses_another(
+    tmp_path, sqlite_uri
+):
+    tracker = MlflowTracker("t", tracking_uri=sqlite_uri)
+    ids = {}
+    for loss in ("ce", "dice"):  # an interrupted sweep: the dice run is the latest
+        run = tracker.client.create_run(tracker.experiment_id())
+        tracker.client.log_param(run.info.run_id, "loss._target_", loss)
+        (tmp_path / run.info.run_id / "last").mkdir(parents=True)
+        ids[loss] = run.info.run_id
+        time.sleep(0.01)  # distinct start times
+    assert tracker.resumable_run(True, tmp_path, {"loss._target_": "ce"}) == ids["ce"]
+    assert tracker.resumable_run(True, tmp_path, {"loss._target_": "dice"}) == ids["dice"]
+    with pytest.raises(ValueError, match=r"that was started with these options \(run .* was "):
+        tracker.resumable_run(True, tmp_path, {"loss._target_": "focal"})
+    with pytest.raises(
+        ValueError,
+        match=rf"resume='{ids['ce']}': the run was started with other options "
+        r"\(loss._target_: ce -> dice\); resume with its own",
+    ):
+        tracker.resumable_run(ids["ce"], tmp_path, {"loss._target_": "dice"})
+
+
+@pytest.mark.slow
+def test_resuming_with_another_loss_is_refused_and_the_run_is_left_as_it_was(tmp_path):
+    run(smoke_config(tmp_path, "trainer.epochs=1"))
+    (first,) = runs(tmp_path)
+    resume = f"trainer.resume={first.info.run_id}"
+    with pytest.raises(ValueError, match=r"loss._target_: seglab.losses.CrossEntropy -> "):
+        run(smoke_config(tmp_path, "trainer.epochs=2", "loss=dice", resume))
+    (after,) = runs(tmp_path)
+    assert after.info.status == "FINISHED" and after.data.metrics == first.data.metrics

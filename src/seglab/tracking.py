@@ -159,6 +159,35 @@ def default_run_name(tags: Mapping[str, str]) -> str:
     return "-".join([*(p for p in parts if p), secrets.token_hex(3)])
 
 
+# What a resumed run may change: how long it trains, where things go, how fast it runs and what
+# its figures show. Every other option must be the run's own, or its history would mix two
+# setups under one set of params.
+RESUME_MAY_CHANGE = (
+    "trainer.epochs",
+    "trainer.resume",
+    "trainer.strategy",
+    "trainer.jit_compile",
+    "trainer.steps_per_execution",
+    "data.cache",
+    "metrics.overlays",
+    "metrics.gallery",
+    "paths.",
+    "tracking.",
+)
+
+
+def config_changes(logged: Mapping[str, str], config: Mapping[str, str]) -> list[str]:
+    """``key: logged -> now`` for every option of ``config`` (flattened) whose value differs
+    from the run's logged param, except those in :data:`RESUME_MAY_CHANGE`."""
+    return [
+        f"{key}: {logged[key]} -> {value[:MAX_PARAM_LENGTH]}"
+        for key, value in sorted(config.items())
+        if key in logged
+        and logged[key] != value[:MAX_PARAM_LENGTH]
+        and not key.startswith(RESUME_MAY_CHANGE)
+    ]
+
+
 def pickle_files(folder: str | Path) -> list[Path]:
     """Files under ``folder`` whose loading would unpickle (run code), by suffix."""
     return sorted(p for p in Path(folder).rglob("*") if p.suffix.lower() in PICKLE_SUFFIXES)
@@ -270,12 +299,19 @@ class MlflowTracker:
                 ) from error
         self.experiment_id()
 
-    def resumable_run(self, resume: bool | str | None, checkpoint_root: str | Path) -> str | None:
+    def resumable_run(
+        self,
+        resume: bool | str | None,
+        checkpoint_root: str | Path,
+        config: Mapping[str, str] | None = None,
+    ) -> str | None:
         """The run ``trainer.resume`` names: ``None`` for a new run.
 
-        ``True`` picks the latest run of the experiment that did not finish, has a checkpoint and
-        is not being trained by a live process (:class:`seglab.runlock.RunLock`); a string
-        is a run id, which must have a checkpoint and no live trainer.
+        ``True`` picks the latest run of the experiment that did not finish, has a checkpoint,
+        is not being trained by a live process (:class:`seglab.runlock.RunLock`) and was started
+        with ``config`` (flattened; see :func:`config_changes`), so each job of a sweep run
+        again finds its own run; a string is a run id, which must have a checkpoint, no live
+        trainer and the same config.
         """
         if resume is None or resume is False:
             return None
@@ -284,29 +320,38 @@ class MlflowTracker:
             runs = self.client.search_runs(
                 [self.experiment_id()], order_by=["attributes.start_time DESC"]
             )
-            live = []
+            skipped = []
             for run in runs:
                 run_id = run.info.run_id
                 if run.info.status == "FINISHED" or not (root / run_id / "last").is_dir():
                     continue
                 if (held := RunLock.holder(root / run_id)) is not None:
-                    live.append(describe_holder(run_id, held))
+                    skipped.append(describe_holder(run_id, held))
+                    continue
+                if changes := config_changes(run.data.params, config or {}):
+                    skipped.append(f"run {run_id} was started with {changes[0]}")
                     continue
                 return run_id
             raise ValueError(
                 f"trainer.resume=true: experiment {self.experiment_name!r} has no unfinished run "
-                f"with a checkpoint under {root} that no live process trains"
-                + (f" ({'; '.join(live)})" if live else "")
+                f"with a checkpoint under {root} that no live process trains and that was "
+                "started with these options" + (f" ({'; '.join(skipped)})" if skipped else "")
             )
         run_id = str(resume)
         try:
-            self.client.get_run(run_id)
+            logged = self.client.get_run(run_id).data.params
         except MlflowException as error:
             raise ValueError(f"trainer.resume={run_id!r}: no such run at {self.uri}") from error
         if not (root / run_id / "last").is_dir():
             raise ValueError(f"trainer.resume={run_id!r}: no checkpoint in {root / run_id}")
         if (held := RunLock.holder(root / run_id)) is not None:
             raise ValueError(f"trainer.resume={run_id!r}: {describe_holder(run_id, held)}")
+        if changes := config_changes(logged, config or {}):
+            raise ValueError(
+                f"trainer.resume={run_id!r}: the run was started with other options "
+                f"({'; '.join(changes[:3])}{'; ...' if len(changes) > 3 else ''}); resume with "
+                "its own (only trainer.epochs, paths, tracking and speed options may change)"
+            )
         return run_id
 
     def logged_steps(self, key: str) -> list[int]:

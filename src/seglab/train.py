@@ -46,7 +46,7 @@ from seglab.run_summary import (
 from seglab.runlock import RunLock
 from seglab.runtime import seed_everything, set_precision
 from seglab.sweep import end_sweep, job_context, run_name
-from seglab.tracking import TAG_CLASS_NAMES, TAG_RESUMED, MlflowTracker
+from seglab.tracking import TAG_CLASS_NAMES, TAG_RESUMED, MlflowTracker, flatten
 from seglab.trainer import predict_samples, reject_keras_class_weight
 from seglab.verdicts import HiddenFailureRule, hidden_classes
 
@@ -90,7 +90,8 @@ def run(cfg: DictConfig) -> EpochRecord:
     gallery = Gallery(data, cfg.metrics.gallery, cfg.metrics.gallery_pool)
     tracker: MlflowTracker = build(cfg.tracking)  # every option is checked: the store is next
     tracker.check()
-    resume_id = tracker.resumable_run(trainer.resume, cfg.paths.checkpoint_dir)
+    config = cast(dict[str, Any], OmegaConf.to_container(cfg, resolve=True))
+    resume_id = tracker.resumable_run(trainer.resume, cfg.paths.checkpoint_dir, flatten(config))
     val_losses: list[float] = []  # the whole run's, for the hidden-failure verdict
     hidden: list[int] = []  # the latest epoch's verdict: the run's, once training ends
 
@@ -130,7 +131,6 @@ def run(cfg: DictConfig) -> EpochRecord:
             trainer.checkpoint_tie_tolerance,
         )
         if resume_id is None:
-            config = cast(dict[str, Any], OmegaConf.to_container(cfg, resolve=True))
             tracker.log_config(config, OmegaConf.to_yaml(cfg))
             log_class_weights(tracker, data.class_names, counts, weights, scheme.scheme)
             if not augmenter.is_identity:
