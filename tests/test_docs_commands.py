@@ -142,3 +142,22 @@ def test_the_data_flow_diagram_names_what_the_code_has():
         for attribute in attributes:
             assert hasattr(target, attribute), f"data-flow.md names seglab.{name}"
             target = getattr(target, attribute)
+
+
+def listed_modules(page: Path) -> set[str]:
+    """The module names a page's ``src/seglab/`` layout entry lists (annotations in parentheses
+    dropped)."""
+    block = re.search(r"^src/seglab/ +(.*?)\n(?=\S)", page.read_text(), re.MULTILINE | re.DOTALL)
+    assert block, page
+    text = re.sub(r"\([^)]*\)", "", " ".join(block.group(1).split()))
+    for words in ("the package:", "helpers", "..."):
+        text = text.replace(words, "")
+    return {name.strip() for name in re.split(r"[,;]", text) if name.strip()}
+
+
+def test_the_layout_lists_the_modules_there_are():
+    package = ROOT / "src" / "seglab"
+    modules = {p.stem for p in package.glob("*.py") if p.stem != "__init__"}
+    modules |= {f"{p.name}/" for p in package.iterdir() if (p / "__init__.py").is_file()}
+    assert listed_modules(ROOT / "README.md") == modules
+    assert listed_modules(ROOT / "docs" / "index.md") <= modules
