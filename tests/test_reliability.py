@@ -364,3 +364,18 @@ def test_resuming_with_another_loss_is_refused_and_the_run_is_left_as_it_was(tmp
         run(smoke_config(tmp_path, "trainer.epochs=2", "loss=dice", resume))
     (after,) = runs(tmp_path)
     assert after.info.status == "FINISHED" and after.data.metrics == first.data.metrics
+
+
+@pytest.mark.parametrize(
+    ("items", "shown"),
+    [
+        ([], ""),
+        (["a"], "a"),
+        (["a", "b", "c"], "a; b; c"),
+        (["a", "b", "c", "d", "e"], "a; b; c; and 2 more"),
+    ],
+)
+def test_refusals_list_the_first_three_and_count_the_rest(items, shown):
+    from seglab.tracking import listed
+
+    assert listed(items) == shown

@@ -188,6 +188,12 @@ def config_changes(logged: Mapping[str, str], config: Mapping[str, str]) -> list
     ]
 
 
+def listed(items: list[str], most: int = 3) -> str:
+    """The first ``most`` items joined by ``; ``, and how many more there are."""
+    more = f"; and {len(items) - most} more" if len(items) > most else ""
+    return "; ".join(items[:most]) + more
+
+
 def pickle_files(folder: str | Path) -> list[Path]:
     """Files under ``folder`` whose loading would unpickle (run code), by suffix."""
     return sorted(p for p in Path(folder).rglob("*") if p.suffix.lower() in PICKLE_SUFFIXES)
@@ -335,7 +341,7 @@ class MlflowTracker:
             raise ValueError(
                 f"trainer.resume=true: experiment {self.experiment_name!r} has no unfinished run "
                 f"with a checkpoint under {root} that no live process trains and that was "
-                "started with these options" + (f" ({'; '.join(skipped)})" if skipped else "")
+                "started with these options" + (f" ({listed(skipped)})" if skipped else "")
             )
         run_id = str(resume)
         try:
@@ -349,7 +355,7 @@ class MlflowTracker:
         if changes := config_changes(logged, config or {}):
             raise ValueError(
                 f"trainer.resume={run_id!r}: the run was started with other options "
-                f"({'; '.join(changes[:3])}{'; ...' if len(changes) > 3 else ''}); resume with "
+                f"({listed(changes)}); resume with "
                 "its own (only trainer.epochs, paths, tracking and speed options may change)"
             )
         return run_id
