@@ -7,8 +7,9 @@ Scores a run's logged model (its best checkpoint) on a split of its own data, or
     python -m seglab.evaluate run_id=<id> data.root=/data/CamVid-night prefix=night
     python -m seglab.evaluate run_id=<id> data=folder data.root=/data/x data.image_size=[128,160]
 
-``data.<key>=<value>`` changes the run's own data config (logged as ``config.yaml``);
-``data=<option>`` starts from ``conf/data/<option>.yaml`` instead. The per-image counts give
+``data.<key>=<value>`` changes the run's own data config (logged as ``config.yaml``; only
+seglab's own datasets are built from it); ``data=<option>`` starts from
+``conf/data/<option>.yaml`` instead. The per-image counts give
 ``<prefix>/miou``, ``<prefix>/min_iou``, ``<prefix>/pixel_acc``, ``<prefix>/class_acc`` and per
 class ``<prefix>/iou|recall|missed/<class>`` (``prefix`` defaults to the split's name), logged at
 the step of the model's checkpoint epoch into the run itself, or into a new run of the same
