@@ -38,7 +38,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from seglab.checks import build, check_required
 from seglab.data import SegmentationData
-from seglab.evaluation import PerImageCounts, per_image_counts, split_metrics
+from seglab.evaluation import PerImageCounts, split_counts_per_image, split_metrics
 from seglab.paths import config_dir, project_root, register_resolvers
 from seglab.predict import load_run_model
 from seglab.run_summary import log_per_image
@@ -210,19 +210,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         data_node = data_config(config, overrides)
         check_dataset_target(data_node, run_id)
         data: SegmentationData = build(data_node)
-        stream = data.stream(split)
+        data.stream(split)  # an unknown split is named before the model is loaded
         model, metadata = load_run_model(tracker, run_id)
         check_compatible(model.input_shape, int(model.output_shape[-1]), data)
         batch = int(str(options["batch_size"]))
-        counts = per_image_counts(
-            model,
-            stream,
-            data.num_classes,
-            data.ignore_index,
-            batch,
-            data.sample_files(split),
-            split,
-        )
+        counts = split_counts_per_image(model, data, split, batch)
     except ValueError as error:
         print(f"seglab.evaluate: {error}", file=sys.stderr)
         return 2

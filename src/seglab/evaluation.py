@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 import tensorflow as tf
 
-from seglab.data import readable_batches
+from seglab.data import SegmentationData, readable_batches
 from seglab.metrics import Scores, class_histograms, scores_from_counts
 from seglab.prediction import LabelPredictor, label_predictor
 
@@ -136,6 +136,21 @@ def per_image_counts(
         raise ValueError(f"the {split} split is empty: nothing to evaluate")
     image_names = tuple(names) if names else tuple(f"{split}[{i}]" for i in range(seen))
     return PerImageCounts(image_names, *(np.concatenate(rows[k]) for k in COUNT_COLUMNS))
+
+
+def split_counts_per_image(
+    model: keras.Model | LabelPredictor, data: SegmentationData, split: str, batch_size: int
+) -> PerImageCounts:
+    """:func:`per_image_counts` of one of ``data``'s splits, its images named by their files."""
+    return per_image_counts(
+        model,
+        data.stream(split),
+        data.num_classes,
+        data.ignore_index,
+        batch_size,
+        data.sample_files(split),
+        split,
+    )
 
 
 def count_batch(

@@ -18,7 +18,7 @@ from seglab.callbacks import EpochRecord
 from seglab.class_weights import ClassCounts
 from seglab.console import say
 from seglab.data import SegmentationData
-from seglab.evaluation import PerImageCounts, per_image_counts, split_metrics
+from seglab.evaluation import PerImageCounts, split_counts_per_image, split_metrics
 from seglab.metrics import Scores, per_class_table, scores_from_counts
 from seglab.prediction import LabelPredictor
 from seglab.tracking import (
@@ -205,15 +205,7 @@ def evaluate_test_split(
     logs ``test/...`` at step ``epoch`` and ``per_image/test.parquet``."""
     if data.test is None:
         return None
-    counts = per_image_counts(
-        model,
-        data.test,
-        data.num_classes,
-        data.ignore_index,
-        batch_size,
-        data.sample_files("test"),
-        "test",
-    )
+    counts = split_counts_per_image(model, data, "test", batch_size)
     tracker.log_metrics(split_metrics(counts, data.class_names, "test"), step=epoch)
     log_per_image(tracker, counts, data.class_names, "test")
     return counts.scores()

@@ -27,7 +27,7 @@ from seglab.checkpoints import Checkpointer, check_metric_names
 from seglab.checks import build, check_required, check_writable
 from seglab.console import epoch_line, print_summary, say
 from seglab.data import split_counts
-from seglab.evaluation import per_image_counts
+from seglab.evaluation import split_counts_per_image
 from seglab.gallery import Gallery
 from seglab.losses import build_loss
 from seglab.paths import config_dir, project_root
@@ -157,15 +157,7 @@ def run(cfg: DictConfig) -> EpochRecord:
         final = history[-1]
         training_ended = time.perf_counter()
         # The final model: its per-image counts add up to the last epoch's confusion matrix.
-        val_counts = per_image_counts(
-            predict,
-            data.val,
-            data.num_classes,
-            data.ignore_index,
-            trainer.batch_size,
-            data.sample_files("val"),
-            "val",
-        )
+        val_counts = split_counts_per_image(predict, data, "val", trainer.batch_size)
         samples = predict_samples(
             predict, data, cfg.metrics.overlays, prefer_class=final.scores.worst_class
         )
