@@ -193,3 +193,20 @@ def test_option_files_inherit_instead_of_repeating():
             repeated = [k for k in own if k in inherited and inherited[k] == own[k]]
             assert repeated == [], f"{path.name} repeats {repeated} of {parent}.yaml"
     assert set(compose_train("augment=strong").augment) == set(compose_train().augment)
+
+
+@pytest.mark.parametrize(
+    ("node", "key", "path", "found"),
+    [
+        ({}, "k", "", []),
+        ({"k": 1}, "k", "", ["k"]),
+        ({"a": {"k": 1}, "k": 2}, "k", "", ["k", "a.k"]),
+        ({"a": [{"b": 1}, {"k": {"k": 3}}]}, "k", "data", ["data.a.1.k", "data.a.1.k.k"]),
+        ([{"k": 1}], "k", "x", ["x.0.k"]),
+        ("k", "k", "", []),
+    ],
+)
+def test_key_paths_finds_every_key_its_level_first(node, key, path, found):
+    from seglab.checks import key_paths
+
+    assert key_paths(node, key, path) == found

@@ -4,7 +4,7 @@ objects from config nodes with our own errors first."""
 from __future__ import annotations
 
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +26,22 @@ def check_required(cfg: DictConfig) -> None:
     if missing := sorted(OmegaConf.missing_keys(cfg)):
         wanted = " ".join(f"{key}=<value>" for key in missing)
         raise ValueError(f"{', '.join(missing)} not set: add {wanted} to the command")
+
+
+def key_paths(node: Any, key: str, path: str = "") -> list[str]:
+    """The dotted path of every ``key`` in a plain nested container (dicts and lists), each
+    level's own before those below it."""
+    if isinstance(node, Mapping):
+        children = list(node.items())
+    elif isinstance(node, list):
+        children = list(enumerate(node))
+    else:
+        return []
+    prefix = f"{path}." if path else ""
+    found = [f"{prefix}{key}"] if isinstance(node, Mapping) and key in node else []
+    for name, value in children:
+        found += key_paths(value, key, f"{prefix}{name}")
+    return found
 
 
 def build(node: DictConfig, **kwargs: Any) -> Any:

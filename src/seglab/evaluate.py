@@ -36,7 +36,7 @@ from hydra import compose, initialize_config_dir
 from mlflow.exceptions import MlflowException
 from omegaconf import DictConfig, OmegaConf
 
-from seglab.checks import build, check_required
+from seglab.checks import build, check_required, key_paths
 from seglab.data import SegmentationData
 from seglab.evaluation import PerImageCounts, split_counts_per_image, split_metrics
 from seglab.paths import config_dir, project_root, register_resolvers
@@ -120,25 +120,11 @@ def check_dataset_target(data: DictConfig, run_id: str) -> None:
             f"run {run_id}: data._target_={target!r} in its config.yaml is not one of seglab's "
             f"datasets {allowed}; refusing to build it"
         )
-    if nested := target_keys(OmegaConf.to_container(data))[1:]:
+    if nested := key_paths(OmegaConf.to_container(data), "_target_", "data")[1:]:
         raise ValueError(
             f"run {run_id}: {nested[0]} in its config.yaml would be built too; a data config "
             "holds values only, refusing to build it"
         )
-
-
-def target_keys(node: object, path: str = "data") -> list[str]:
-    """The key path of every ``_target_`` in a plain container, the top level's first."""
-    if isinstance(node, dict):
-        children = list(node.items())
-    elif isinstance(node, list):
-        children = list(enumerate(node))
-    else:
-        return []
-    found = [f"{path}._target_"] if "_target_" in dict(children) else []
-    for key, value in children:
-        found += target_keys(value, f"{path}.{key}")
-    return found
 
 
 def run_config(tracker: MlflowTracker, run_id: str) -> DictConfig:

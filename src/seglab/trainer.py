@@ -21,6 +21,7 @@ from seglab.callbacks import (
     ValidationGate,
 )
 from seglab.checkpoints import Checkpointer, check_selection
+from seglab.checks import key_paths
 from seglab.class_weights import Weighting
 from seglab.data import SegmentationData, batches
 from seglab.losses import CrossEntropy, SegmentationLoss
@@ -39,13 +40,10 @@ CLASS_WEIGHT_ERROR = (
 )
 
 
-def reject_keras_class_weight(config: Mapping[str, Any], path: str = "") -> None:
+def reject_keras_class_weight(config: Mapping[str, Any]) -> None:
     """Raises :data:`CLASS_WEIGHT_ERROR` if any key of a (nested) config is ``class_weight``."""
-    for key, value in config.items():
-        if key == "class_weight":
-            raise ValueError(f"config key {path}{key}: {CLASS_WEIGHT_ERROR}")
-        if isinstance(value, Mapping):
-            reject_keras_class_weight(value, f"{path}{key}.")
+    if found := key_paths(config, "class_weight"):
+        raise ValueError(f"config key {found[0]}: {CLASS_WEIGHT_ERROR}")
 
 
 def checked_learning_rate(
