@@ -59,7 +59,8 @@ def run(cfg: DictConfig) -> EpochRecord:
     """
     started = time.perf_counter()
     check_required(cfg)
-    reject_keras_class_weight(cast(dict[str, Any], OmegaConf.to_container(cfg)))
+    config = cast(dict[str, Any], OmegaConf.to_container(cfg, resolve=True))
+    reject_keras_class_weight(config)
     check_writable(cfg.paths.output_dir, "paths.output_dir")
     rule = HiddenFailureRule(**cfg.metrics.hidden_failure)
     if cfg.metrics.overlays < 1:  # figures/val_overlays.png shows at least one sample
@@ -90,7 +91,6 @@ def run(cfg: DictConfig) -> EpochRecord:
     gallery = Gallery(data, cfg.metrics.gallery, cfg.metrics.gallery_pool)
     tracker: MlflowTracker = build(cfg.tracking)  # every option is checked: the store is next
     tracker.check()
-    config = cast(dict[str, Any], OmegaConf.to_container(cfg, resolve=True))
     resume_id = tracker.resumable_run(trainer.resume, cfg.paths.checkpoint_dir, flatten(config))
     val_losses: list[float] = []  # the whole run's, for the hidden-failure verdict
     hidden: list[int] = []  # the latest epoch's verdict: the run's, once training ends
