@@ -182,9 +182,10 @@ def predict_folder(
     targets = output_paths(files, out)
     dtype = tf.uint8 if num_classes <= 256 else tf.uint16
     counts = np.zeros(num_classes, np.int64)
-    for file, image, mask in segment(model, files, batch_size):
-        for folder in ("masks", "overlays"):  # once the first batch is read: no empty folders
-            (out / folder).mkdir(parents=True, exist_ok=True)
+    for index, (file, image, mask) in enumerate(segment(model, files, batch_size)):
+        if index == 0:  # made once the first batch is read: a bad input leaves no empty folders
+            for folder in ("masks", "overlays"):
+                (out / folder).mkdir(parents=True, exist_ok=True)
         mask_path, overlay_path = targets[file]
         write_new(mask_path, tf.io.encode_png(tf.cast(mask[..., None], dtype)).numpy())
         picture = overlay(image, mask, colors, overlay_alpha)
