@@ -355,8 +355,8 @@ class MlflowTracker:
         if changes := config_changes(logged, config or {}):
             raise ValueError(
                 f"trainer.resume={run_id!r}: the run was started with other options "
-                f"({listed(changes)}); resume with "
-                "its own (only trainer.epochs, paths, tracking and speed options may change)"
+                f"({listed(changes)}); resume with its own (only "
+                f"{', '.join(key.rstrip('.') for key in RESUME_MAY_CHANGE)} may change)"
             )
         return run_id
 
