@@ -1,10 +1,12 @@
 """Bad input fails before training with a clear message; faults lose nothing."""
 
+import json
 import os
 import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -106,23 +108,13 @@ def test_nan_loss_fails_the_run_with_the_reason_and_keeps_metrics_and_checkpoint
     assert '"epoch": 1' in last.read_text()
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
-def test_signal_ends_the_run_killed_with_its_checkpoint(tmp_path, sig):
+def signalled_after_a_checkpoint(tmp_path, command, sig):
+    """Starts ``command`` (a training run into ``tmp_path``), sends ``sig`` once it has written a
+    checkpoint, waits for it to end; returns its exit code and stderr."""
     env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    options = ["debug=smoke", "trainer.epochs=100000", f"paths.output_dir={tmp_path}"]
     process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "seglab.train",
-            "debug=smoke",
-            "trainer.epochs=100000",
-            f"paths.output_dir={tmp_path}",
-        ],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
+        [*command, *options], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
     )
     deadline = time.monotonic() + 300
     while not list(tmp_path.glob("checkpoints/*/last/state.json")):
@@ -135,21 +127,67 @@ def test_signal_ends_the_run_killed_with_its_checkpoint(tmp_path, sig):
     except subprocess.TimeoutExpired:
         process.kill()
         pytest.fail(f"still running 120 s after {sig.name}:\n{process.communicate()[1][-3000:]}")
-    assert process.returncode != 0
+    return process.returncode, stderr
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_signal_ends_the_run_killed_with_its_checkpoint(tmp_path, sig):
+    command = [sys.executable, "-m", "seglab.train"]
+    returncode, stderr = signalled_after_a_checkpoint(tmp_path, command, sig)
+    assert returncode != 0
     (killed,) = runs(tmp_path)
     assert killed.info.status == "KILLED", stderr[-2000:]
     assert killed.data.tags["seglab.failure_reason"] == "interrupted (Ctrl-C or SIGTERM)"
     assert (tmp_path / "checkpoints" / killed.info.run_id / "last" / "model.weights.h5").is_file()
 
 
+@pytest.mark.slow
+def test_a_preempted_job_ends_killed_is_requeued_and_continues_its_run(tmp_path):
+    from submitit.local.local import LOCAL_REQUEUE_RETURN_CODE
+
+    job = [sys.executable, str(Path(__file__).with_name("preempted_job.py")), str(tmp_path / "job")]
+    command = [*job, "trainer.resume=auto"]
+    returncode, stderr = signalled_after_a_checkpoint(tmp_path, command, signal.SIGUSR2)
+    # submitit's handler ran after the run ended: it saved the job again and requeued it.
+    assert returncode == LOCAL_REQUEUE_RETURN_CODE, stderr[-2000:]
+    assert (tmp_path / "job" / "1_submitted.pkl").is_file()
+    (killed,) = runs(tmp_path)
+    assert killed.info.status == "KILLED", stderr[-2000:]
+    assert killed.data.tags["seglab.failure_reason"] == (
+        "stopped by the scheduler (SIGUSR2: preemption or time limit): a job the scheduler "
+        "requeues continues this run with trainer.resume=auto"
+    )
+    state = tmp_path / "checkpoints" / killed.info.run_id / "last" / "state.json"
+    epoch = json.loads(state.read_text())["epoch"]
+    # The requeued job: the same command (in this process, to save a start-up).
+    run(smoke_config(tmp_path, "trainer.resume=auto", f"trainer.epochs={epoch + 1}"))
+    (resumed,) = runs(tmp_path)
+    assert resumed.info.run_id == killed.info.run_id
+    assert resumed.info.status == "FINISHED"
+    assert resumed.data.tags["seglab.resumed_at_epoch"] == str(epoch)
+
+
 CHECKED_KEYS = ["train/loss", "val/loss", "val/miou", *(f"val/iou/{c}" for c in CLASSES)]
 
 
+# Where the kill lands, how the run is resumed, and the epoch it resumes after. "auto" starts the
+# first run too (nothing to resume yet), as a job a scheduler requeues does.
+KILLS = [
+    ("after_checkpoint", "true", 1),
+    ("after_logging", "auto", 1),
+    ("in_the_summary", "auto", 3),
+]
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("kill", ["after_checkpoint", "after_logging"])
-def test_resume_continues_the_same_run_without_gaps_or_duplicates(tmp_path, monkeypatch, kill):
+@pytest.mark.parametrize(("kill", "resume", "after"), KILLS, ids=[k[0] for k in KILLS])
+def test_resume_continues_the_same_run_without_gaps_or_duplicates(
+    tmp_path, monkeypatch, kill, resume, after
+):
     real_save = train_module.Checkpointer.save
     real_log = train_module.MlflowTracker.log_metrics
+    real_summary = train_module.log_summary
 
     def save(self, model, epoch, metrics):
         real_save(self, model, epoch, metrics)
@@ -161,24 +199,38 @@ def test_resume_continues_the_same_run_without_gaps_or_duplicates(tmp_path, monk
         if kill == "after_logging" and step == 1 and "val/loss" in metrics:
             raise KeyboardInterrupt("killed after logging epoch 1")
 
+    def summary(*args, **kwargs):
+        if kill == "in_the_summary":
+            raise KeyboardInterrupt("killed after the last epoch, before the summary")
+        return real_summary(*args, **kwargs)
+
     monkeypatch.setattr(train_module.Checkpointer, "save", save)
     monkeypatch.setattr(train_module.MlflowTracker, "log_metrics", log)
+    monkeypatch.setattr(train_module, "log_summary", summary)
+    first = smoke_config(
+        tmp_path, "trainer.epochs=3", *(["trainer.resume=auto"] * (resume == "auto"))
+    )
     with pytest.raises(KeyboardInterrupt):
-        run(smoke_config(tmp_path, "trainer.epochs=3"))
+        run(first)
     (killed,) = runs(tmp_path)
     assert killed.info.status == "KILLED"
     monkeypatch.undo()
-    final = run(smoke_config(tmp_path, "trainer.epochs=3", "trainer.resume=true"))
+    final = run(smoke_config(tmp_path, "trainer.epochs=3", f"trainer.resume={resume}"))
     assert final.epoch == 3
     (resumed,) = runs(tmp_path)
     assert resumed.info.run_id == killed.info.run_id
     assert resumed.info.status == "FINISHED"
     assert "seglab.failure_reason" not in resumed.data.tags
-    assert resumed.data.tags["seglab.resumed_at_epoch"] == "1"
+    assert resumed.data.tags["seglab.resumed_at_epoch"] == str(after)
+    # The end of the run happened once, on the last epoch: its verdict and model are there.
+    assert resumed.data.tags["seglab.hidden_failure"] in {"true", "false"}
     client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
+    assert len(client.get_run(resumed.info.run_id).outputs.model_outputs) == 1
     for key in CHECKED_KEYS:
         steps = [m.step for m in client.get_metric_history(resumed.info.run_id, key)]
         assert sorted(steps) == [1, 2, 3], key
+    val_loss = client.get_metric_history(resumed.info.run_id, "val/loss")[-1].value
+    assert final.val_loss == pytest.approx(val_loss, rel=1e-4)
 
 
 @pytest.mark.slow

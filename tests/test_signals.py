@@ -85,3 +85,62 @@ def test_an_mlflow_call_finishes_its_write_before_the_signal_lands():
     with pytest.raises(KeyboardInterrupt):
         RetryingClient(store).log_batch("epoch 3")
     assert store.rows == ["epoch 3"]
+
+
+PREEMPT = signal.SIGUSR2
+
+
+@pytest.fixture
+def scheduler(monkeypatch):
+    """A scheduler's preemption handler on SIGUSR2 (submitit's checkpoint-and-requeue)."""
+    calls = []
+    previous = signal.getsignal(PREEMPT)
+    monkeypatch.setattr(signals, "_schedulers", {})
+    signal.signal(PREEMPT, lambda signum, frame: calls.append(signum))
+    yield calls
+    signal.signal(PREEMPT, previous)
+
+
+def test_a_preemption_ends_the_block_first_then_hands_over_to_the_scheduler(scheduler):
+    signals.install_preemption(PREEMPT)
+    steps = []
+    preempted = pytest.raises(signals.Preempted, match=r"\(SIGUSR2: preemption")
+    with preempted as caught, signals.deferred():
+        os.kill(os.getpid(), PREEMPT)
+        steps.append("write finished")
+    assert steps == ["write finished"]
+    assert scheduler == []  # not yet: the run ends first
+    signals.hand_over(caught.value)
+    assert scheduler == [PREEMPT]
+    assert signals.received() is None
+
+
+def test_without_a_scheduler_the_preemption_signal_is_left_alone(monkeypatch):
+    previous = signal.getsignal(PREEMPT)
+    monkeypatch.setattr(signals, "_schedulers", {})
+    signal.signal(PREEMPT, signal.SIG_DFL)
+    try:
+        signals.install_preemption(PREEMPT)
+        assert signal.getsignal(PREEMPT) is signal.SIG_DFL
+    finally:
+        signal.signal(PREEMPT, previous)
+
+
+@pytest.mark.parametrize(
+    ("setting", "expected"), [(None, signal.SIGUSR2), ("USR1", signal.SIGUSR1)]
+)
+def test_the_preemption_signal_is_submitits(monkeypatch, setting, expected):
+    if setting is None:
+        monkeypatch.delenv("SUBMITIT_PREEMPT_SIGNAL", raising=False)
+    else:
+        monkeypatch.setenv("SUBMITIT_PREEMPT_SIGNAL", setting)
+    assert signals.preemption_signal() == expected
+
+
+def test_a_second_job_in_the_process_keeps_the_schedulers_handler(scheduler):
+    signals.install_preemption(PREEMPT)
+    signals.install_preemption(PREEMPT)  # seglab's own handler is not taken for the scheduler's
+    with pytest.raises(signals.Preempted) as caught:
+        os.kill(os.getpid(), PREEMPT)
+    signals.hand_over(caught.value)
+    assert scheduler == [PREEMPT]

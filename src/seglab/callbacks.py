@@ -75,20 +75,25 @@ class EpochRecorder(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
         logs = logs or {}
+        seconds = time.perf_counter() - self._start
+        record = self.record(epoch + 1, float(logs["loss"]), float(logs["val_loss"]), seconds)
+        self.records.append(record)
+        if self.on_epoch is not None:
+            self.on_epoch(record)
+
+    def record(self, epoch: int, train_loss: float, val_loss: float, seconds: float) -> EpochRecord:
+        """The record of ``epoch`` from the metrics' validation state now."""
         cm = self.confusion.matrix()
-        record = EpochRecord(
-            epoch=epoch + 1,
-            train_loss=float(logs["loss"]),
-            val_loss=float(logs["val_loss"]),
+        return EpochRecord(
+            epoch=epoch,
+            train_loss=train_loss,
+            val_loss=val_loss,
             val_ce=float(self.ce.result()),
             loss_share=self.loss_terms.shares(),
             confusion=cm,
             scores=scores_from_confusion(cm),
-            seconds=time.perf_counter() - self._start,
+            seconds=seconds,
         )
-        self.records.append(record)
-        if self.on_epoch is not None:
-            self.on_epoch(record)
 
 
 class ValidationGate(keras.callbacks.Callback):

@@ -159,6 +159,8 @@ def default_run_name(tags: Mapping[str, str]) -> str:
     return "-".join([*(p for p in parts if p), secrets.token_hex(3)])
 
 
+# The failure reason of a run the scheduler stopped, after what stopped it.
+REQUEUED = "a job the scheduler requeues continues this run with trainer.resume=auto"
 # What a resumed run may change: how long it trains, where things go, how fast it runs and what
 # its figures show. Every other option must be the run's own, or its history would mix two
 # setups under one set of params.
@@ -316,27 +318,16 @@ class MlflowTracker:
         ``True`` picks the latest run of the experiment that did not finish, has a checkpoint,
         is not being trained by a live process (:class:`seglab.runlock.RunLock`) and was started
         with ``config`` (flattened; see :func:`config_changes`), so each job of a sweep run
-        again finds its own run; a string is a run id, which must have a checkpoint, no live
-        trainer and the same config.
+        again finds its own run; ``"auto"`` picks the same or, when there is none, a new run
+        (what a job a scheduler may requeue needs); a string is a run id, which must have a
+        checkpoint, no live trainer and the same config.
         """
         if resume is None or resume is False:
             return None
         root = Path(checkpoint_root)
-        if resume is True:
-            runs = self.client.search_runs(
-                [self.experiment_id()], order_by=["attributes.start_time DESC"]
-            )
-            skipped = []
-            for run in runs:
-                run_id = run.info.run_id
-                if run.info.status == "FINISHED" or not (root / run_id / "last").is_dir():
-                    continue
-                if (held := RunLock.holder(root / run_id)) is not None:
-                    skipped.append(describe_holder(run_id, held))
-                    continue
-                if changes := config_changes(run.data.params, config or {}):
-                    skipped.append(f"run {run_id} was started with {changes[0]}")
-                    continue
+        if resume is True or resume == "auto":
+            run_id, skipped = self._latest_resumable(root, config or {})
+            if run_id is not None or resume == "auto":
                 return run_id
             raise ValueError(
                 f"trainer.resume=true: experiment {self.experiment_name!r} has no unfinished run "
@@ -359,6 +350,28 @@ class MlflowTracker:
                 f"{', '.join(key.rstrip('.') for key in RESUME_MAY_CHANGE)} may change)"
             )
         return run_id
+
+    def _latest_resumable(
+        self, root: Path, config: Mapping[str, str]
+    ) -> tuple[str | None, list[str]]:
+        """The latest unfinished run with a checkpoint under ``root``, no live trainer and
+        ``config``, if any; and why each newer unfinished run was passed over."""
+        runs = self.client.search_runs(
+            [self.experiment_id()], order_by=["attributes.start_time DESC"]
+        )
+        skipped = []
+        for run in runs:
+            run_id = run.info.run_id
+            if run.info.status == "FINISHED" or not (root / run_id / "last").is_dir():
+                continue
+            if (held := RunLock.holder(root / run_id)) is not None:
+                skipped.append(describe_holder(run_id, held))
+                continue
+            if changes := config_changes(run.data.params, config):
+                skipped.append(f"run {run_id} was started with {changes[0]}")
+                continue
+            return run_id, skipped
+        return None, skipped
 
     def logged_steps(self, key: str) -> list[int]:
         """Steps at which ``key`` was logged in this run."""
@@ -397,7 +410,7 @@ class MlflowTracker:
         self, tags: Mapping[str, str] | None = None, resume_run_id: str | None = None
     ) -> Iterator[MlflowTracker]:
         """Opens a run (or reopens ``resume_run_id``); it ends FINISHED, FAILED (reason tagged)
-        or KILLED (Ctrl-C/SIGTERM)."""
+        or KILLED (Ctrl-C/SIGTERM, or preempted by the scheduler)."""
         if resume_run_id is None:
             tags = dict(tags or {})
             name = self.run_name or default_run_name(tags)
@@ -416,6 +429,10 @@ class MlflowTracker:
         except KeyboardInterrupt:
             signals.acknowledge()  # or ending the run would raise it again
             self._end(RunStatus.KILLED, "interrupted (Ctrl-C or SIGTERM)")
+            raise
+        except signals.Preempted as preempted:
+            signals.acknowledge()
+            self._end(RunStatus.KILLED, f"{preempted}: {REQUEUED}")
             raise
         except BaseException as error:
             self._end(RunStatus.FAILED, f"{type(error).__name__}: {error}")

@@ -93,11 +93,10 @@ def run(cfg: DictConfig) -> EpochRecord:
     tracker.check()
     resume_id = tracker.resumable_run(trainer.resume, cfg.paths.checkpoint_dir, flatten(config))
     val_losses: list[float] = []  # the whole run's, for the hidden-failure verdict
-    hidden: list[int] = []  # the latest epoch's verdict: the run's, once training ends
 
     def on_epoch(record: EpochRecord) -> None:
         val_losses.append(record.val_loss)
-        hidden[:] = hidden_classes(val_losses, record.scores.iou, record.scores.support, rule)
+        hidden = hidden_classes(val_losses, record.scores.iou, record.scores.support, rule)
         metrics = epoch_metrics(record, data.class_names, hidden)
         checkpointer.save(model, record.epoch, metrics)  # before logging: see resume below
         lock.heartbeat()
@@ -155,6 +154,7 @@ def run(cfg: DictConfig) -> EpochRecord:
             resume_from=checkpointer if resume_id else None,
         )
         final = history[-1]
+        hidden = hidden_classes(val_losses, final.scores.iou, final.scores.support, rule)
         training_ended = time.perf_counter()
         # The final model: its per-image counts add up to the last epoch's confusion matrix.
         val_counts = split_counts_per_image(predict, data, "val", trainer.batch_size)
@@ -216,6 +216,16 @@ def main(cfg: DictConfig) -> float:
     """Hydra entry point; returns the worst-class IoU (what a sweeper should maximise)."""
     # SIGTERM (a scheduler's kill, `timeout`) ends the run like Ctrl-C: KILLED, checkpoints kept.
     signals.install(signal.SIGINT, signal.SIGTERM)
+    signals.install_preemption(signals.preemption_signal())
+    try:
+        return run_job(cfg)
+    except signals.Preempted as preempted:  # the run is KILLED, its checkpoint kept
+        signals.hand_over(preempted)  # submitit requeues the job and exits
+        raise
+
+
+def run_job(cfg: DictConfig) -> float:
+    """:func:`run` alone (bad input in one line) or as a job of a sweep, which goes on."""
     if job_context() is None:
         with bad_input_in_one_line("seglab.train"):
             return run(cfg).scores.min_iou

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Callable, Mapping, Sequence
 from functools import partial
 from typing import Any
@@ -238,7 +239,8 @@ class Trainer:
             on_epoch: Called with each epoch's record.
             callbacks: Extra Keras callbacks.
             resume_from: Continue from this checkpointer's ``last`` checkpoint (weights,
-                optimizer state, epoch); records then cover the remaining epochs only.
+                optimizer state, epoch); records then cover the remaining epochs only, or, when
+                none remain, are the last epoch's again (``on_epoch`` is not called).
             class_weight: Keras' argument; always rejected with an explanation.
 
         Raises:
@@ -261,8 +263,18 @@ class Trainer:
                 jit_compile=self.jit_compile,
             )
         train, val = self.streams(data, weighting or Weighting.for_loss(loss), augment)
-        initial_epoch = 0 if resume_from is None else resume_from.restore(model).epoch
+        state = None if resume_from is None else resume_from.restore(model)
+        initial_epoch = 0 if state is None else state.epoch
         recorder = EpochRecorder(confusion, loss_terms, ce, on_epoch)
+        if state is not None and initial_epoch >= self.epochs:
+            # Stopped after its last epoch, in the end of the run: only that is left to do, on
+            # the last epoch's record, its validation pass run again on the restored weights.
+            started = time.perf_counter()
+            with signals.deferred():
+                logs = model.evaluate(val, callbacks=[gate], verbose=0, return_dict=True)
+            seconds = time.perf_counter() - started
+            train_loss = state.metrics["train/loss"]
+            return [recorder.record(state.epoch, train_loss, logs["loss"], seconds)]
         with signals.deferred():  # a signal ends training between batches, never inside a write
             model.fit(
                 train,
