@@ -398,6 +398,34 @@ BUGS = [
         "an unset option among several is not named",
         ("tests/test_configs.py",),
     ),
+    Bug(
+        "tracking.py",
+        'if run_id is not None or resume == "auto":',
+        "if run_id is not None:",
+        "trainer.resume=auto with nothing to resume fails instead of starting a run",
+        ("tests/test_reliability.py",),
+    ),
+    Bug(
+        "signals.py",
+        "return Preempted(signum) if signum in _schedulers else KeyboardInterrupt",
+        "return KeyboardInterrupt",
+        "a preemption ends the run like Ctrl-C, and submitit never requeues the job",
+        ("tests/test_signals.py", "tests/test_reliability.py"),
+    ),
+    Bug(
+        "trainer.py",
+        "if state is not None and initial_epoch >= self.epochs:",
+        "if state is not None and initial_epoch > self.epochs:",
+        "a run stopped after its last epoch cannot be resumed to its end",
+        ("tests/test_reliability.py",),
+    ),
+    Bug(
+        "train.py",
+        "        signals.hand_over(preempted)",
+        "        pass",
+        "a preempted job ends its run but submitit never requeues it",
+        ("tests/test_reliability.py",),
+    ),
 ]
 
 

@@ -94,9 +94,12 @@ def run(cfg: DictConfig) -> EpochRecord:
     resume_id = tracker.resumable_run(trainer.resume, cfg.paths.checkpoint_dir, flatten(config))
     val_losses: list[float] = []  # the whole run's, for the hidden-failure verdict
 
+    def verdict(record: EpochRecord) -> list[int]:
+        return hidden_classes(val_losses, record.scores.iou, record.scores.support, rule)
+
     def on_epoch(record: EpochRecord) -> None:
         val_losses.append(record.val_loss)
-        hidden = hidden_classes(val_losses, record.scores.iou, record.scores.support, rule)
+        hidden = verdict(record)
         metrics = epoch_metrics(record, data.class_names, hidden)
         checkpointer.save(model, record.epoch, metrics)  # before logging: see resume below
         lock.heartbeat()
@@ -154,7 +157,7 @@ def run(cfg: DictConfig) -> EpochRecord:
             resume_from=checkpointer if resume_id else None,
         )
         final = history[-1]
-        hidden = hidden_classes(val_losses, final.scores.iou, final.scores.support, rule)
+        hidden = verdict(final)  # the run's: its last epoch's
         training_ended = time.perf_counter()
         # The final model: its per-image counts add up to the last epoch's confusion matrix.
         val_counts = split_counts_per_image(predict, data, "val", trainer.batch_size)
