@@ -183,7 +183,9 @@ class Checkpointer:
         last = self.directory / "last"
         saved = last / "optimizer.npz"
         has_optimizer = saved.is_file()
-        if has_optimizer:  # built first, or load_weights warns that it skips the optimizer
+        # Built first, or load_weights warns that it skips the optimizer (once only: the loss
+        # scale optimizer of mixed precision would add its variables again).
+        if has_optimizer and not model.optimizer.built:
             model.optimizer.build(model.trainable_variables)
         model.load_weights(last / "model.weights.h5")
         if has_optimizer:

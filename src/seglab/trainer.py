@@ -262,6 +262,9 @@ class Trainer:
                 steps_per_execution=self.steps_per_execution,
                 jit_compile=self.jit_compile,
             )
+            # Now, not in the first traced step: variables made there make TensorFlow trace
+            # the training step a second time (Keras defers this under the default strategy).
+            model.optimizer.build(model.trainable_variables)
         train, val = self.streams(data, weighting or Weighting.for_loss(loss), augment)
         state = None if resume_from is None else resume_from.restore(model)
         initial_epoch = 0 if state is None else state.epoch
