@@ -8,6 +8,7 @@ from conftest import compose_train
 from hydra.utils import get_object, instantiate
 from omegaconf import OmegaConf
 
+from seglab.checks import check_group_overrides
 from seglab.losses import build_loss
 from seglab.paths import config_dir
 
@@ -210,3 +211,34 @@ def test_key_paths_finds_every_key_its_level_first(node, key, path, found):
     from seglab.checks import key_paths
 
     assert key_paths(node, key, path) == found
+
+
+LOSS_CHOICES = "['batch_count_weighted_ce', 'batch_count_weighted_ce_by_prediction', " + (
+    "'bce_minus_dice', 'ce', 'ce_dice', 'dice', 'focal', 'focal_tversky', 'generalized_dice', "
+    "'lovasz', 'tversky']"
+)
+
+# (command-line arguments, the one-line error, or None when Hydra may compose them)
+GROUP_OVERRIDE_CASES = {
+    "known_option": (["loss=dice", "class_weights=enet"], None),
+    "unknown_option": (["loss=dicee"], f"loss='dicee' is not one of {LOSS_CHOICES}"),
+    "one_unknown_in_a_sweep": (["-m", "loss=ce,dicee"], "loss='dicee' is not one of"),
+    "one_unknown_in_a_choice": (["loss=choice(ce,dicee)"], "loss='dicee' is not one of"),
+    "nested_group": (["trainer/optimizer=sgdd"], "trainer/optimizer='sgdd' is not one of"),
+    "experiment": (["experiment=dmeo"], "experiment='dmeo' is not one of ['augmentation_str"),
+    "values_are_not_groups": (["data.root=/x", "trainer.seed=range(3)", "+loss.after=5"], None),
+    "deleting_a_group": (["~augment"], None),
+    "hydra_groups_are_hydras": (["hydra/launcher=joblib", "hydra.verbose=true"], None),
+    "globs_filter_the_options": (["loss=glob(*dice*)"], None),
+    "unparsable_is_left_to_hydra": (["loss=[ce"], None),
+}
+
+
+@pytest.mark.parametrize("case", sorted(GROUP_OVERRIDE_CASES))
+def test_an_unknown_group_option_is_named_with_the_groups_options(case):
+    args, message = GROUP_OVERRIDE_CASES[case]
+    if message is None:
+        check_group_overrides(args)
+    else:
+        with pytest.raises(ValueError, match=re.escape(message)):
+            check_group_overrides(args)

@@ -262,28 +262,33 @@ def test_folder_data_trains_and_reports_stats(tmp_path):
     assert stats.train_pixel_share.sum() == pytest.approx(1.0)
 
 
-def test_stats_names_a_missing_data_root_in_one_line(tmp_path):
+def stats(tmp_path, *overrides: str):
     import subprocess
     import sys
 
-    root = tmp_path / "nowhere"
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "seglab.stats",
-            "data=folder",
-            f"data.root={root}",
-            f"hydra.run.dir={tmp_path}",
-        ],
+    return subprocess.run(
+        [sys.executable, "-m", "seglab.stats", *overrides, f"hydra.run.dir={tmp_path}"],
         cwd=tmp_path,
         capture_output=True,
         text=True,
         timeout=300,
         check=False,
     )
+
+
+def test_stats_names_a_missing_data_root_in_one_line(tmp_path):
+    root = tmp_path / "nowhere"
+    result = stats(tmp_path, "data=folder", f"data.root={root}")
     assert result.returncode == 2
     assert result.stderr.splitlines() == [f"seglab.stats: data.root='{root}' is not a folder"]
+
+
+def test_stats_names_an_unknown_data_option_in_one_line(tmp_path):
+    result = stats(tmp_path, "data=camvdi")
+    assert result.returncode == 2
+    assert result.stderr.splitlines() == [
+        "seglab.stats: data='camvdi' is not one of ['camvid', 'folder', 'oxford_pet', 'shapes']"
+    ]
 
 
 def test_sixteen_bit_masks_are_read_exactly(tmp_path):

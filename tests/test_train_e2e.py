@@ -227,6 +227,14 @@ def test_bad_input_ends_the_command_with_one_line_that_names_it(tmp_path):
     ]
 
 
+def test_an_unknown_group_option_ends_the_command_in_one_line_with_the_choices(tmp_path):
+    result = train(tmp_path, "-m", "class_weights=none,median_freq")
+    assert result.returncode == 2
+    (line,) = result.stderr.splitlines()
+    assert line.startswith("seglab.train: class_weights='median_freq' is not one of ['effective")
+    assert not (tmp_path / "mlflow.db").exists()  # refused before anything started
+
+
 @pytest.mark.slow
 def test_counts_are_cached_so_a_second_run_reuses_them(smoke_run):
     tmp_path, _, _, _ = smoke_run

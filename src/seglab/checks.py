@@ -4,13 +4,17 @@ objects from config nodes with our own errors first."""
 from __future__ import annotations
 
 import tempfile
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from hydra.errors import InstantiationException
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.core.override_parser.types import Glob
+from hydra.errors import HydraException, InstantiationException
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
+
+from seglab.paths import config_dir
 
 
 def check_choice(option: str, value: Any, choices: Iterable[Any]) -> None:
@@ -18,6 +22,37 @@ def check_choice(option: str, value: Any, choices: Iterable[Any]) -> None:
     valid = list(choices)
     if value not in valid:
         raise ValueError(f"{option}={value!r} is not one of {valid}")
+
+
+def group_options(group: str) -> list[str]:
+    """The options of a config group: the files of ``conf/<group>/``, by name."""
+    return sorted(path.stem for path in (config_dir() / group).glob("*.yaml"))
+
+
+def check_group_overrides(args: Sequence[str]) -> None:
+    """Raises naming the group, the bad option and the group's options when a command-line
+    ``group=option`` (or a sweep over options, ``loss=ce,dicee``) names no file of
+    ``conf/<group>/``: checked before Hydra composes, whose own error is a screen of search
+    paths. Hydra's groups (``hydra/...``) and what Hydra cannot parse are left to Hydra."""
+    try:
+        overrides = OverridesParser.create().parse_overrides(
+            [arg for arg in args if not arg.startswith("-")]
+        )
+    except HydraException:
+        return
+    for override in overrides:
+        group = override.key_or_group
+        if override.is_delete() or group.startswith("hydra/"):
+            continue
+        if not (config_dir() / group).is_dir() or isinstance(override.value(), Glob):
+            continue
+        if override.is_sweep_override():
+            values = list(override.sweep_string_iterator())
+        else:
+            values = [override.get_value_element_as_str()]
+        for value in values:
+            if value != "null":  # an optional group left empty (experiment=null)
+                check_choice(group, value, group_options(group))
 
 
 def check_required(cfg: DictConfig) -> None:

@@ -36,7 +36,7 @@ from hydra import compose, initialize_config_dir
 from mlflow.exceptions import MlflowException
 from omegaconf import DictConfig, OmegaConf
 
-from seglab.checks import build, check_required, key_paths
+from seglab.checks import build, check_choice, check_required, group_options, key_paths
 from seglab.data import SegmentationData
 from seglab.evaluation import PerImageCounts, split_counts_per_image, split_metrics
 from seglab.paths import config_dir, project_root, register_resolvers
@@ -85,9 +85,7 @@ def parse(argv: Sequence[str]) -> tuple[dict[str, str | None], list[str]]:
 def data_config(run_config: DictConfig, overrides: Sequence[str]) -> DictConfig:
     """The run's data config with ``overrides``; ``data=<option>`` starts from that option."""
     if chosen := [o.removeprefix("data=") for o in overrides if o.startswith("data=")]:
-        known = sorted(p.stem for p in (config_dir() / "data").glob("*.yaml"))
-        if chosen[-1] not in known:
-            raise ValueError(f"data={chosen[-1]!r} is not one of {known}")
+        check_choice("data", chosen[-1], group_options("data"))
         register_resolvers()
         with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
             composed = compose("train", overrides=list(overrides))

@@ -8,6 +8,7 @@ pixels and in images, on every split. Composes the same config as ``seglab.train
 from __future__ import annotations
 
 import os
+import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -15,7 +16,7 @@ import hydra
 import pandas as pd
 from omegaconf import DictConfig
 
-from seglab.checks import build, check_required
+from seglab.checks import build, check_group_overrides, check_required
 from seglab.data import split_counts
 from seglab.paths import config_dir
 from seglab.quiet import bad_input_in_one_line
@@ -45,4 +46,6 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
+    with bad_input_in_one_line("seglab.stats"):
+        check_group_overrides(sys.argv[1:])
     main()

@@ -24,7 +24,7 @@ from seglab import signals
 from seglab.analysis import AXES, PARENT_TAG
 from seglab.callbacks import EpochRecord
 from seglab.checkpoints import Checkpointer, check_metric_names
-from seglab.checks import build, check_required, check_writable
+from seglab.checks import build, check_group_overrides, check_required, check_writable
 from seglab.console import epoch_line, print_summary, say
 from seglab.data import split_counts
 from seglab.evaluation import split_counts_per_image
@@ -245,4 +245,6 @@ def run_job(cfg: DictConfig) -> float:
 
 
 if __name__ == "__main__":
+    with bad_input_in_one_line("seglab.train"):
+        check_group_overrides(sys.argv[1:])
     main()
