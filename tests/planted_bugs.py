@@ -426,6 +426,20 @@ BUGS = [
         "a preempted job ends its run but submitit never requeues it",
         ("tests/test_reliability.py",),
     ),
+    Bug(
+        "trainer.py",
+        "            model.optimizer.build(model.trainable_variables)",
+        "            pass",
+        "the training step traced twice again (the optimizer built inside it)",
+        ("tests/test_trainer.py",),
+    ),
+    Bug(
+        "checks.py",
+        "                check_choice(group, value, group_options(group))",
+        "                check_choice(group, values[0], group_options(group))",
+        "a sweep over a group's options checks its first option only",
+        ("tests/test_configs.py",),
+    ),
 ]
 
 
