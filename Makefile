@@ -9,6 +9,8 @@ LOCK ?= requirements.lock
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 export NO_MKDOCS_2_WARNING ?= 1
 PORT ?= 5000
+# JupyterLab refuses to start as root (containers, CI machines) unless told to.
+JUPYTER_ROOT := $(if $(filter 0,$(shell id -u)),--allow-root)
 # Test processes: the suite's fixed costs (imports, subprocess runs, sqlite) overlap on two.
 TEST_WORKERS ?= 2
 LINT_PATHS := $(wildcard src tests benchmarks)
@@ -51,7 +53,7 @@ report: install ## Report on a sweep: make report SWEEP=outputs/sweeps/<time> (d
 
 notebook: install ## Open the per-class IoU notebook in JupyterLab (installs the notebook extra)
 	$(PY) -m pip install --quiet -e '.[notebook]'
-	$(VENV)/bin/jupyter lab notebooks/per_class_iou_analysis.ipynb
+	$(VENV)/bin/jupyter lab $(JUPYTER_ROOT) notebooks/per_class_iou_analysis.ipynb
 
 test: install lint docs ## Lint, build the docs strictly, run the whole test suite (what CI runs)
 	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile
