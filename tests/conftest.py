@@ -4,6 +4,7 @@ files for whole texts (``SEGLAB_UPDATE_GOLDEN=1 pytest ...`` rewrites them: revi
 from __future__ import annotations
 
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -131,3 +132,24 @@ def assert_children_complete(client, parent, children) -> None:
             assert steps == [1, 2], (child.info.run_name, key)
         artifacts = {a.path for a in client.list_artifacts(child.info.run_id)}
         assert {"config.yaml", "per_class.csv", "class_weights.csv"} <= artifacts
+
+
+# oneDNN's ISA caps (ONEDNN_MAX_CPU_ISA) below AVX512_CORE_FP16, the first with float16 kernels.
+ONEDNN_ISAS_WITHOUT_FLOAT16 = {
+    "SSE41", "AVX", "AVX2", "AVX2_VNNI", "AVX2_VNNI_2",
+    "AVX512_CORE", "AVX512_CORE_VNNI", "AVX512_CORE_BF16",
+}  # fmt: skip
+
+
+def float16_capped_below_this_cpu() -> bool:
+    """Whether oneDNN is capped below float16 kernels on a CPU that has them.
+
+    TensorFlow sends float16 convolutions to oneDNN when the CPU reports AVX512-FP16 (it reads
+    the CPU, not oneDNN's cap), so under such a cap, which ``make test-cpu-paths`` sets to stand
+    in for older CPUs, oneDNN finds no kernel ("could not create a primitive descriptor"): a
+    combination no real machine has, where an older CPU's TensorFlow takes its own kernels.
+    """
+    cap = os.environ.get("ONEDNN_MAX_CPU_ISA", "").upper()
+    cpuinfo = Path("/proc/cpuinfo")
+    flags = cpuinfo.read_text() if cpuinfo.exists() else ""
+    return cap in ONEDNN_ISAS_WITHOUT_FLOAT16 and re.search(r"\bavx512_fp16\b", flags) is not None

@@ -5,6 +5,7 @@ import math
 
 import numpy as np
 import pytest
+from conftest import float16_capped_below_this_cpu
 
 from seglab.checkpoints import Checkpointer
 from seglab.model import build_unet
@@ -172,3 +173,30 @@ def test_a_run_names_a_bad_option_before_it_starts(tmp_path, option, message):
     with pytest.raises(ValueError, match=message):
         run(cfg)
     assert not (tmp_path / "mlflow.db").exists()  # no MLflow run for a bad option
+
+
+@pytest.mark.skipif(
+    float16_capped_below_this_cpu(),
+    reason="ONEDNN_MAX_CPU_ISA is below float16 kernels on a CPU with AVX512-FP16",
+)
+def test_restore_into_a_built_mixed_precision_optimizer_keeps_its_variables_once(tmp_path):
+    # The trainer builds the optimizer before it restores; the loss scale optimizer of mixed
+    # precision would add its step counter and scale a second time if restore built it again.
+    from seglab.runtime import set_precision
+
+    set_precision(True)
+    try:
+        model = tiny_model()
+        x = np.random.default_rng(0).random((2, 16, 16, 3)).astype(np.float32)
+        y = np.random.default_rng(1).random((2, 16, 16, 2)).astype(np.float32)
+        model.fit(x, y, epochs=2, verbose=0)
+        Checkpointer(tmp_path).save(model, 1, {"val/min_iou": 0.1, "val/miou": 0.2})
+        saved = [np.array(v) for v in model.optimizer.variables]
+        fresh = tiny_model()
+        fresh.optimizer.build(fresh.trainable_variables)
+        Checkpointer(tmp_path).restore(fresh)
+        assert len(fresh.optimizer.variables) == len(saved)
+        for got, want in zip(fresh.optimizer.variables, saved, strict=True):
+            np.testing.assert_array_equal(np.array(got), want)
+    finally:
+        set_precision(False)

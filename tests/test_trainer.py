@@ -1,10 +1,7 @@
-import os
-import re
-from pathlib import Path
-
 import keras
 import numpy as np
 import pytest
+from conftest import float16_capped_below_this_cpu
 from omegaconf import OmegaConf
 
 from seglab.callbacks import NonFiniteGuard
@@ -18,26 +15,6 @@ from seglab.runtime import seed_everything
 from seglab.trainer import Trainer, predict_samples, reject_keras_class_weight
 
 WEIGHTS = np.array([0.5, 1.0, 2.0, 3.0, 20.0], np.float32)
-
-# oneDNN's ISA caps (ONEDNN_MAX_CPU_ISA) below AVX512_CORE_FP16, the first with float16 kernels.
-ONEDNN_ISAS_WITHOUT_FLOAT16 = {
-    "SSE41", "AVX", "AVX2", "AVX2_VNNI", "AVX2_VNNI_2",
-    "AVX512_CORE", "AVX512_CORE_VNNI", "AVX512_CORE_BF16",
-}  # fmt: skip
-
-
-def float16_capped_below_this_cpu() -> bool:
-    """Whether oneDNN is capped below float16 kernels on a CPU that has them.
-
-    TensorFlow sends float16 convolutions to oneDNN when the CPU reports AVX512-FP16 (it reads
-    the CPU, not oneDNN's cap), so under such a cap, which ``make test-cpu-paths`` sets to stand
-    in for older CPUs, oneDNN finds no kernel ("could not create a primitive descriptor"): a
-    combination no real machine has, where an older CPU's TensorFlow takes its own kernels.
-    """
-    cap = os.environ.get("ONEDNN_MAX_CPU_ISA", "").upper()
-    cpuinfo = Path("/proc/cpuinfo")
-    flags = cpuinfo.read_text() if cpuinfo.exists() else ""
-    return cap in ONEDNN_ISAS_WITHOUT_FLOAT16 and re.search(r"\bavx512_fp16\b", flags) is not None
 
 
 def fit_small(loss, epochs=2, jit_compile=False, **fit_kwargs):
