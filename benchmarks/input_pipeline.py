@@ -20,11 +20,12 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from seglab.augment import Augmenter
-from seglab.data import batches, class_counts, split_counts
-from seglab.datasets.folder import folder
-from seglab.datasets.shapes import shapes
-from seglab.model import build_unet
+from seglab.data.augment import Augmenter
+from seglab.data.counting import class_counts, split_counts
+from seglab.data.datasets.folder import folder
+from seglab.data.datasets.shapes import shapes
+from seglab.data.pipeline import batches
+from seglab.training.model import build_unet
 
 BATCH = 16
 

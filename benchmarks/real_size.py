@@ -27,11 +27,11 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from seglab.data import batches
-from seglab.datasets.folder import folder
+from seglab.data.datasets.folder import folder
+from seglab.data.pipeline import batches
 from seglab.losses import CrossEntropy
-from seglab.model import build_unet
-from seglab.trainer import Trainer
+from seglab.training.model import build_unet
+from seglab.training.trainer import Trainer
 
 SIZE = (128, 160)
 BATCH = 8

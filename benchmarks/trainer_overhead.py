@@ -26,14 +26,14 @@ import common
 import keras
 import psutil
 
-from seglab.augment import Augmenter
-from seglab.data import batches
-from seglab.datasets.shapes import shapes
+from seglab.data.augment import Augmenter
+from seglab.data.datasets.shapes import shapes
+from seglab.data.pipeline import batches
 from seglab.losses import CrossEntropy
-from seglab.model import build_unet
-from seglab.run_summary import epoch_metrics
-from seglab.tracking import MlflowTracker
-from seglab.trainer import Trainer
+from seglab.tracking.run_log import epoch_metrics
+from seglab.tracking.tracker import MlflowTracker
+from seglab.training.model import build_unet
+from seglab.training.trainer import Trainer
 
 BATCH = 16
 

@@ -15,7 +15,7 @@ import common
 import keras
 import numpy as np
 
-from seglab.model import build_unet
+from seglab.training.model import build_unet
 
 SIZES = (64, 128, 256)
 FILTERS = (8, 16, 32)

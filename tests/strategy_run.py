@@ -13,12 +13,12 @@ tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfigur
 
 import keras  # noqa: E402
 
-from seglab.datasets.shapes import shapes  # noqa: E402
+from seglab.data.datasets.shapes import shapes  # noqa: E402
 from seglab.losses import CrossEntropy  # noqa: E402
 from seglab.losses.base import scale_for_replicas  # noqa: E402
-from seglab.model import build_unet  # noqa: E402
-from seglab.runtime import seed_everything  # noqa: E402
-from seglab.trainer import Trainer  # noqa: E402
+from seglab.training.model import build_unet  # noqa: E402
+from seglab.training.runtime import seed_everything  # noqa: E402
+from seglab.training.trainer import Trainer  # noqa: E402
 
 
 def history(strategy: str, num_val: int) -> dict:

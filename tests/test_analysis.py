@@ -9,15 +9,9 @@ import pandas as pd
 import pytest
 from mlflow.tracking import MlflowClient
 
-from seglab.analysis import (
-    AXES,
-    class_order,
-    configuration_labels,
-    final_iou_matrix,
-    rankings,
-    spearman,
-    split_key,
-)
+from seglab.analysis.rankings import rankings, spearman
+from seglab.analysis.runs import class_order, configuration_labels, final_iou_matrix
+from seglab.schema import AXES, split_key
 
 
 def summary(rows):
@@ -251,7 +245,7 @@ def test_lowest_loss_tied_on_worst_class_iou_with_the_best_is_no_mismatch():
 
 
 def test_sweep_file_is_required_for_a_sweep_dir(tmp_path):
-    from seglab.analysis import read_sweep_file
+    from seglab.analysis.runs import read_sweep_file
 
     with pytest.raises(ValueError, match="is not a seglab sweep directory"):
         read_sweep_file(tmp_path)
@@ -260,7 +254,7 @@ def test_sweep_file_is_required_for_a_sweep_dir(tmp_path):
 
 
 def test_child_runs_are_the_runs_nested_under_the_parent_oldest_first(store):
-    from seglab.analysis import child_runs
+    from seglab.analysis.runs import child_runs
 
     parent = store({"seglab.sweep": "parent"}, {})
     first = store({"mlflow.parentRunId": parent.info.run_id}, {"trainer.seed": "0"})
@@ -286,7 +280,7 @@ def test_across_loss_functions_the_overall_sentence_compares_val_ce():
 
 
 def test_experiment_runs_are_its_training_runs_oldest_first(store):
-    from seglab.analysis import experiment_runs
+    from seglab.analysis.runs import experiment_runs
 
     first = store({"seglab.loss": "ce"}, {})
     store({"seglab.sweep": "parent"}, {})
@@ -314,9 +308,9 @@ def test_a_worst_class_difference_the_loss_does_not_see_is_said_so():
 def test_every_per_class_key_a_run_logs_splits_into_metric_and_class():
     import numpy as np
 
-    from seglab.callbacks import EpochRecord
-    from seglab.metrics import scores_from_confusion
-    from seglab.run_summary import epoch_metrics
+    from seglab.core.records import EpochRecord
+    from seglab.core.scores import scores_from_confusion
+    from seglab.tracking.run_log import epoch_metrics
 
     cm = np.array([[8, 1], [2, 3]])
     record = EpochRecord(1, 0.5, 0.4, 0.3, np.array([0.6, 0.4]), cm, scores_from_confusion(cm), 1)
@@ -329,7 +323,7 @@ def test_every_per_class_key_a_run_logs_splits_into_metric_and_class():
 def test_history_is_tidy_one_row_per_logged_point_with_the_runs_axes(store):
     from mlflow.entities import Metric
 
-    from seglab.analysis import final_values, history
+    from seglab.analysis.runs import final_values, history
 
     tagged = store({"seglab.loss": "dice", "seglab.class_weights": "enet"}, {})
     untagged = store({}, {})
@@ -360,7 +354,7 @@ def test_history_is_tidy_one_row_per_logged_point_with_the_runs_axes(store):
 
 
 def test_history_of_runs_without_metrics_is_empty_with_its_columns(store):
-    from seglab.analysis import history
+    from seglab.analysis.runs import history
 
     frame = history(store.client, [store({}, {})])
     assert frame.empty and list(frame.columns)[:3] == ["run_id", "run_name", "status"]
@@ -397,9 +391,9 @@ def test_configuration_labels_name_what_differs(store, runs, expected):
 def test_compare_runs_bootstraps_the_two_runs_images_with_its_defaults(tmp_path):
     import numpy as np
 
-    from seglab.analysis import compare_runs
-    from seglab.evaluation import PerImageCounts
-    from seglab.statistics import paired_bootstrap
+    from seglab.analysis.runs import compare_runs
+    from seglab.core.per_image import PerImageCounts
+    from seglab.core.statistics import paired_bootstrap
 
     client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
     experiment = client.create_experiment("p", (tmp_path / "artifacts").as_uri())
@@ -427,7 +421,7 @@ def test_compare_runs_bootstraps_the_two_runs_images_with_its_defaults(tmp_path)
 
 
 def test_configuration_summary_covers_summary_test_and_per_class_metrics_of_finished_runs():
-    from seglab.analysis import SUMMARY_METRICS, configuration_summary
+    from seglab.analysis.runs import SUMMARY_METRICS, configuration_summary
 
     runs = pd.DataFrame(
         {
@@ -526,7 +520,7 @@ def test_final_iou_matrix_is_run_by_class_at_the_last_epoch_in_class_index_order
 
 
 def test_summary_row_per_run_reads_the_verdict_tags_seed_and_final_metrics():
-    from seglab.analysis import summary as run_summary
+    from seglab.analysis.runs import summary as run_summary
 
     def run(run_id, tags, seed):
         made = fake_run(tags, {"trainer.seed": seed, "loss._target_": "CrossEntropy"})

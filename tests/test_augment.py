@@ -5,12 +5,13 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from seglab.augment import Augmenter, preview
-from seglab.class_weights import Weighting
-from seglab.data import batches, from_arrays
-from seglab.datasets.shapes import shapes
+from seglab.core.class_weights import Weighting
+from seglab.data.augment import Augmenter, preview
+from seglab.data.dataset import from_arrays
+from seglab.data.datasets.shapes import shapes
+from seglab.data.pipeline import batches
 from seglab.losses import CrossEntropy, Dice
-from seglab.trainer import Trainer
+from seglab.training.trainer import Trainer
 
 IGNORE = 255
 C = 5
@@ -205,7 +206,7 @@ def test_image_boost_multiplies_the_class_weights_of_its_images():
 
 
 def test_per_batch_weights_reach_the_training_and_the_validation_stream():
-    from seglab.class_weights import batch_inverse_frequency
+    from seglab.core.class_weights import batch_inverse_frequency
 
     data = shapes(image_size=32, num_train=8, num_val=6)
     per_batch = Weighting.for_loss(CrossEntropy(ignore_index=IGNORE), per_batch=True)

@@ -11,8 +11,8 @@ import tensorflow as tf
 from conftest import compose_train
 from mlflow.tracking import MlflowClient
 
-from seglab.datasets.folder import folder
-from seglab.evaluation import PerImageCounts, split_metrics
+from seglab.core.per_image import PerImageCounts, split_metrics
+from seglab.data.datasets.folder import folder
 from seglab.train import run
 
 SIZE = 32  # debug=smoke's size: no resizing, so pixel counts are exact
@@ -162,11 +162,11 @@ def test_evaluate_scores_the_logged_model_like_training_scored_its_epoch(camvid_
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["split=test"], r"run_id=<id> is required"),
+        (["split=test"], r"run_id not set: add run_id=<value> to the command"),
         (["run_id=abc", "nope=1"], r"'nope' is not an option"),
         (["run_id=abc", "new_run=maybe"], r"new_run='maybe' is not one of"),
         (["run_id=abc", "loss"], r"'loss' is not key=value"),
-        (["run_id=abc", "batch_size=0"], r"batch_size='0' must be a whole number >= 1"),
+        (["run_id=abc", "batch_size=0"], r"batch_size=0 must be a whole number >= 1"),
         (["run_id=abc", "batch_size=two"], r"batch_size='two' must be a whole number >= 1"),
         (["run_id=abc", "prefix=../x"], r"prefix='\.\./x': use letters, digits"),
         (["run_id=abc", "prefix=a//b"], r"prefix='a//b': use letters, digits"),
@@ -181,15 +181,14 @@ def test_evaluate_refuses_bad_arguments_by_name(args, message, capsys):
 
 @pytest.mark.parametrize("flag", ["--help", "-h"])
 def test_evaluate_help_shows_the_usage_and_every_option_without_backticks(flag, capsys):
-    from seglab.evaluate import OPTIONS_WITH_URI
     from seglab.evaluate import main as evaluate
 
     assert evaluate(["run_id=abc", flag]) == 0
     text = capsys.readouterr().out
-    assert text.startswith("python -m seglab.evaluate run_id=<id>")
+    assert text.startswith("seglab evaluate run_id=<id>")
     assert "`" not in text
-    for option in OPTIONS_WITH_URI:
-        assert f"{option}=" in text, option
+    for option in ("run_id", "split", "prefix", "new_run", "batch_size", "tracking_uri"):
+        assert f"\n  {option}: " in text, option
 
 
 @pytest.mark.slow
@@ -222,16 +221,19 @@ SECRET = "tensorflow.io.write_file"  # a file writer Hydra's own block list lets
         (
             {"_target_": SECRET, "_args_": ["x", "y"]},
             rf"data._target_='{SECRET}' in its config.yaml is not one of seglab's datasets "
-            r"\['seglab.datasets.folder.folder', 'seglab.datasets.oxford_pet.oxford_pet', "
-            r"'seglab.datasets.shapes.shapes'\]; refusing to build it$",
+            r"\['seglab.data.datasets.folder.folder', 'seglab.data.datasets.oxford_pet.oxford_pet', "
+            r"'seglab.data.datasets.shapes.shapes'\]; refusing to build it$",
         ),
         ({"root": "x"}, r"data._target_=None in its config.yaml is not one of"),
         (
-            {"_target_": "seglab.datasets.folder.folder", "class_names": {"_target_": SECRET}},
+            {"_target_": "seglab.data.datasets.folder.folder", "class_names": {"_target_": SECRET}},
             r"data.class_names._target_ in its config.yaml would be built too",
         ),
         (
-            {"_target_": "seglab.datasets.folder.folder", "colors": [[0, {"_target_": SECRET}]]},
+            {
+                "_target_": "seglab.data.datasets.folder.folder",
+                "colors": [[0, {"_target_": SECRET}]],
+            },
             r"data.colors.0.1._target_ in its config.yaml would be built too",
         ),
     ],
@@ -245,6 +247,10 @@ def test_evaluate_builds_only_seglabs_datasets_from_a_logged_config(data, messag
         check_dataset_target(OmegaConf.create(data), "abc")
     for option in ("shapes", "folder", "camvid", "oxford_pet"):
         check_dataset_target(compose_train(f"data={option}").data, "abc")
+    # A run logged before the datasets moved into seglab.data names them by their former path.
+    former = OmegaConf.create({"_target_": "seglab.datasets.shapes.shapes", "size": 32})
+    renamed = check_dataset_target(former, "abc")
+    assert renamed._target_ == "seglab.data.datasets.shapes.shapes" and renamed.size == 32
 
 
 @pytest.mark.slow

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 from conftest import float16_capped_below_this_cpu
 
-from seglab.checkpoints import Checkpointer
-from seglab.model import build_unet
+from seglab.training.checkpoints import Checkpointer
+from seglab.training.model import build_unet
 
 NAN = math.nan
 
@@ -70,13 +70,13 @@ def test_best_and_last_checkpoints_hold_their_epochs(tmp_path):
 
 def test_unknown_monitor_or_tie_breaker_is_named_with_the_logged_metrics(tmp_path):
     metrics = {"val/min_iou": 0.1, "val/miou": 0.2}
-    with pytest.raises(ValueError, match=r"checkpoint_monitor='val/nope' is not a logged metric"):
+    with pytest.raises(ValueError, match=r"checkpoint.monitor='val/nope' is not a logged metric"):
         Checkpointer(tmp_path, "val/nope").consider(1, metrics)
-    with pytest.raises(ValueError, match=r"checkpoint_tie_breaker='val/x' is not a logged metric"):
+    with pytest.raises(ValueError, match=r"checkpoint.tie_breaker='val/x' is not a logged metric"):
         Checkpointer(tmp_path, tie_breaker="val/x").consider(1, metrics)
-    with pytest.raises(ValueError, match=r"checkpoint_tie_tolerance must be >= 0, got -1"):
+    with pytest.raises(ValueError, match=r"checkpoint.tie_tolerance must be >= 0, got -1"):
         Checkpointer(tmp_path, tie_tolerance=-1)
-    with pytest.raises(ValueError, match=r"trainer.checkpoint_mode='up' is not one of"):
+    with pytest.raises(ValueError, match=r"checkpoint.mode='up' is not one of"):
         Checkpointer(tmp_path, mode="up")
     with pytest.raises(FileNotFoundError, match=r"no checkpoint to resume from in"):
         Checkpointer(tmp_path / "empty").read_state()
@@ -147,7 +147,7 @@ def test_restore_brings_back_the_weights_and_the_optimizer_state(tmp_path):
 def test_the_metric_names_known_before_a_run_are_the_ones_each_epoch_logs():
     from conftest import CLASSES, EPOCH_KEYS
 
-    from seglab.run_summary import epoch_metric_keys
+    from seglab.schema import epoch_metric_keys
 
     assert epoch_metric_keys(CLASSES) == sorted(EPOCH_KEYS)
 
@@ -156,10 +156,10 @@ def test_the_metric_names_known_before_a_run_are_the_ones_each_epoch_logs():
     ("option", "message"),
     [
         (
-            "trainer.checkpoint_monitor=val/iou/spec",
+            "checkpoint.monitor=val/iou/spec",
             r"'val/iou/spec' is not a logged metric; choose .*speck",
         ),
-        ("trainer.checkpoint_tie_breaker=val/mIoU", r"'val/mIoU' is not a logged metric"),
+        ("checkpoint.tie_breaker=val/mIoU", r"'val/mIoU' is not a logged metric"),
         ("metrics.overlays=0", r"metrics.overlays must be >= 1, got 0"),
         ("metrics.gallery_pool=0", r"metrics.gallery_pool >= 1, got 4 and 0"),
     ],
@@ -182,7 +182,7 @@ def test_a_run_names_a_bad_option_before_it_starts(tmp_path, option, message):
 def test_restore_into_a_built_mixed_precision_optimizer_keeps_its_variables_once(tmp_path):
     # The trainer builds the optimizer before it restores; the loss scale optimizer of mixed
     # precision would add its step counter and scale a second time if restore built it again.
-    from seglab.runtime import set_precision
+    from seglab.training.runtime import set_precision
 
     set_precision(True)
     try:

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from seglab.class_weights import (
+from seglab.core.class_weights import (
     ClassCounts,
     Weighting,
     WeightScheme,
@@ -201,7 +201,7 @@ def test_manual_weights_must_be_numbers(bad):
 
 
 def test_normalize_names_its_option():
-    from seglab.class_weights import normalize
+    from seglab.core.class_weights import normalize
 
     with pytest.raises(ValueError, match=r"class_weights.normalize='sum' is not one of"):
         normalize(np.ones(3), "sum", COUNTS.pixel_share)

@@ -8,7 +8,7 @@ from conftest import compose_train
 from hydra.utils import get_object, instantiate
 from omegaconf import OmegaConf
 
-from seglab.checks import check_group_overrides
+from seglab.config import check_overrides
 from seglab.losses import build_loss
 from seglab.paths import config_dir
 
@@ -135,20 +135,23 @@ def test_stats_counts_the_training_data_once_and_makes_no_mlflow_run():
 
 
 HELP_CASES = [
-    ("train", "header", []),
-    ("stats", "header", []),
-    ("predict", "template", ["run_id=a", "input=b", "output=c"]),
+    ("train", []),
+    ("stats", []),
+    ("predict", ["run_id=a", "input=b", "output=c"]),
 ]
 
 
-@pytest.mark.parametrize(("command", "part", "overrides"), HELP_CASES)
-def test_each_command_help_starts_with_its_own_usage(command, part, overrides):
+@pytest.mark.parametrize(("command", "overrides"), HELP_CASES)
+def test_each_command_help_is_its_usage_and_groups_without_the_whole_config(command, overrides):
     from hydra import compose, initialize_config_dir
 
-    # --help prints hydra.help.template, which by default starts with hydra.help.header.
+    # --help prints hydra.help.template, with the config groups and the config filled in.
     with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
         cfg = compose(command, overrides=overrides, return_hydra_config=True)
-    assert cfg.hydra.help[part].startswith(f"python -m seglab.{command} ")
+    template = cfg.hydra.help.template
+    assert template.startswith(f"seglab {command} ")
+    assert "$APP_CONFIG_GROUPS" in template and "$CONFIG" not in template
+    assert "--cfg job" in template
 
 
 @pytest.mark.parametrize(
@@ -166,7 +169,7 @@ def test_each_command_help_starts_with_its_own_usage(command, part, overrides):
 def test_an_unset_option_is_named_before_anything_starts(config, overrides, message):
     from hydra import compose, initialize_config_dir
 
-    from seglab.checks import check_required
+    from seglab.config import check_required
     from seglab.train import run
 
     with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
@@ -208,7 +211,7 @@ def test_option_files_inherit_instead_of_repeating():
     ],
 )
 def test_key_paths_finds_every_key_its_level_first(node, key, path, found):
-    from seglab.checks import key_paths
+    from seglab.config import key_paths
 
     assert key_paths(node, key, path) == found
 
@@ -238,7 +241,7 @@ GROUP_OVERRIDE_CASES = {
 def test_an_unknown_group_option_is_named_with_the_groups_options(case):
     args, message = GROUP_OVERRIDE_CASES[case]
     if message is None:
-        check_group_overrides(args)
+        check_overrides(args)
     else:
         with pytest.raises(ValueError, match=re.escape(message)):
-            check_group_overrides(args)
+            check_overrides(args)

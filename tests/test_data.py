@@ -2,9 +2,11 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from seglab.class_weights import batch_inverse_frequency
-from seglab.data import batches, cached_class_counts, class_counts, from_arrays
-from seglab.datasets.shapes import shapes
+from seglab.core.class_weights import batch_inverse_frequency
+from seglab.data.counting import cached_class_counts, class_counts
+from seglab.data.dataset import from_arrays
+from seglab.data.datasets.shapes import shapes
+from seglab.data.pipeline import batches
 
 
 def arrays(dataset: tf.data.Dataset) -> tuple[np.ndarray, np.ndarray]:
@@ -152,7 +154,7 @@ def test_class_counts_are_cached_per_key(tmp_path, monkeypatch):
     def fail(*args, **kwargs):
         raise AssertionError("recounted although cached")
 
-    monkeypatch.setattr("seglab.data.class_counts", fail)
+    monkeypatch.setattr("seglab.data.counting.class_counts", fail)
     again = cached_class_counts(data.train, 5, 255, {"seed": 0}, tmp_path)
     np.testing.assert_array_equal(first.pixels, again.pixels)
     assert first.num_images == again.num_images == 6
@@ -163,7 +165,7 @@ def test_class_counts_are_cached_per_key(tmp_path, monkeypatch):
 def test_split_counts_recount_for_any_change_of_the_data_config_and_per_split(
     tmp_path, monkeypatch
 ):
-    from seglab.data import split_counts
+    from seglab.data.counting import split_counts
 
     data = shapes(num_train=6, num_val=2, image_size=16)
     config = {"_target_": "seglab.datasets.shapes.shapes", "seed": 0, "image_size": 16}
@@ -174,7 +176,7 @@ def test_split_counts_recount_for_any_change_of_the_data_config_and_per_split(
     def fail(*args, **kwargs):
         raise AssertionError("recounted although cached")
 
-    monkeypatch.setattr("seglab.data.class_counts", fail)
+    monkeypatch.setattr("seglab.data.counting.class_counts", fail)
     assert split_counts(data, "val", config, tmp_path).num_images == 2  # cached per split
     for changed in ({"seed": 1}, {"image_size": 32}):
         with pytest.raises(AssertionError, match="recounted"):  # same _target_, new key
@@ -203,13 +205,13 @@ TF_MESSAGES = [
 
 @pytest.mark.parametrize(("message", "shown"), TF_MESSAGES)
 def test_tensorflow_errors_are_cut_to_their_readable_part(message, shown):
-    from seglab.data import tf_reason
+    from seglab.data.counting import tf_reason
 
     assert tf_reason(message) == shown
 
 
 def test_shapes_take_their_side_as_a_number_or_a_square_pair():
-    from seglab.datasets.shapes import shapes
+    from seglab.data.datasets.shapes import shapes
 
     one, pair = (shapes(image_size=size, num_train=2, num_val=1) for size in (24, [24, 24]))
     assert one.image_shape == pair.image_shape == (24, 24, 3)

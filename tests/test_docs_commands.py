@@ -11,7 +11,8 @@ from conftest import compose_train
 from hydra import compose, initialize_config_dir
 from hydra.core.override_parser.overrides_parser import OverridesParser
 
-from seglab import evaluate
+from seglab import evaluate, report
+from seglab.cli import compose_options, flags
 from seglab.paths import config_dir, project_root
 
 ROOT = project_root()
@@ -20,7 +21,11 @@ PAGES = sorted(
 )
 # A command runs to the end of its line (a trailing backslash continues it), a closing
 # backtick, a table cell's bar or a shell comment.
-COMMAND = re.compile(r"python -m seglab\.(train|evaluate|predict|stats)\b([^`|#\n]*)")
+COMMAND = re.compile(
+    r"(?:^|`)[ $]*(?:\.venv/bin/)?(?:python -m seglab\.|seglab )(train|evaluate|predict|report|stats)"
+    r"\b([^`|#\n]*)",
+    re.MULTILINE,
+)
 MAKE_STATS = re.compile(r"make (stats) ARGS=\"([^\"]*)\"")
 # ``make <target>`` at the start of a code line or of an inline code span
 MAKE = re.compile(r"(?:^|`)\s*make ([a-z][a-z-]*)", re.MULTILINE)
@@ -28,7 +33,8 @@ PLACEHOLDER = re.compile(r"<[^<>]*>")
 
 
 def documented_commands() -> list[tuple[str, str, list[str]]]:
-    """``(where, module, arguments)`` of every ``python -m seglab.<module>`` in the pages."""
+    """``(where, module, arguments)`` of every ``seglab <command>`` (or ``python -m
+    seglab.<command>``) in the pages."""
     found = []
     for page in PAGES:
         text = re.sub(r"\\\n\s*", " ", page.read_text())  # join continued lines
@@ -60,7 +66,13 @@ COMMANDS = documented_commands()
 
 
 def test_the_pages_show_commands_of_every_entry_point():
-    assert {module for _, module, _ in COMMANDS} == {"train", "evaluate", "predict", "stats"}
+    assert {module for _, module, _ in COMMANDS} == {
+        "train",
+        "evaluate",
+        "predict",
+        "report",
+        "stats",
+    }
     assert len(COMMANDS) >= 40
 
 
@@ -93,9 +105,13 @@ def test_documented_command_composes(where, module, words):
         with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
             cfg = compose("predict", overrides=words)
         assert {"run_id", "input", "output"} <= set(cfg), where
+    elif module == "report":
+        words, _, _ = flags(words)
+        compose_options("report", report.options(words))
     else:
-        options, data = evaluate.parse(words)
-        assert options["run_id"], where
+        words, _, _ = flags(words)
+        own, data = evaluate.split_words(words)
+        assert compose_options("evaluate", own).run_id, where
         if any(o.startswith("data=") for o in data):
             compose_train(*data)
 

@@ -6,8 +6,10 @@ import pandas as pd
 import pytest
 import tensorflow as tf
 
-from seglab.evaluation import PerImageCounts, count_batch, per_image_counts, split_metrics
-from seglab.metrics import ConfusionMatrix, scores_from_confusion
+from seglab.core.per_image import PerImageCounts, count_batch, split_metrics
+from seglab.core.scores import scores_from_confusion
+from seglab.training.keras_metrics import ConfusionMatrix
+from seglab.training.prediction import per_image_counts
 
 C = 3
 IGNORE = 255

@@ -8,7 +8,7 @@ from omegaconf import OmegaConf
 from test_camvid import make_camvid
 
 from seglab.paths import config_dir
-from seglab.sweep import count_jobs
+from seglab.tracking.sweep import count_jobs
 from seglab.train import run
 
 EXPERIMENTS = sorted(p.stem for p in (config_dir() / "experiment").glob("*.yaml"))

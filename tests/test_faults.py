@@ -13,16 +13,16 @@ import pytest
 from conftest import compose_train
 from mlflow.tracking import MlflowClient
 
-from seglab import train as train_module
-from seglab.tracking import MlflowTracker
+from seglab.tracking.tracker import MlflowTracker
 from seglab.train import run
+from seglab.training.checkpoints import Checkpointer
 
 
 def test_two_runs_starting_on_a_fresh_store_both_finish(tmp_path):
     """Opening a fresh sqlite store creates its schema; two at once raced in the migration."""
     uri = f"sqlite:///{tmp_path}/fresh.db"
     script = (
-        "import sys; from seglab.tracking import MlflowTracker; "
+        "import sys; from seglab.tracking.tracker import MlflowTracker; "
         f"t = MlflowTracker('race', tracking_uri={uri!r}); t.check()\n"
         "with t.start_run(): t.log_metrics({'a': 1.0}, step=1)"
     )
@@ -43,7 +43,9 @@ def test_a_store_that_cannot_be_written_is_named_in_one_line(tmp_path, monkeypat
     monkeypatch.setattr(
         os, "access", lambda p, mode: False if Path(p) == database else real_access(p, mode)
     )
-    with pytest.raises(ValueError, match=rf"the store {database} is not readable and writable"):
+    with pytest.raises(
+        ValueError, match=rf"the store {database} is not a readable and writable file"
+    ):
         MlflowTracker("t", tracking_uri=f"sqlite:///{database}").check()
 
 
@@ -51,14 +53,14 @@ def test_a_store_that_cannot_be_written_is_named_in_one_line(tmp_path, monkeypat
 def test_a_full_disk_during_a_checkpoint_fails_the_run_and_keeps_what_was_written(
     tmp_path, monkeypatch
 ):
-    real_write = train_module.Checkpointer._write
+    real_write = Checkpointer._write
 
     def write(self, model, state, name):
         if state.epoch == 2:
             raise OSError(errno.ENOSPC, "No space left on device", str(self.directory / name))
         real_write(self, model, state, name)
 
-    monkeypatch.setattr(train_module.Checkpointer, "_write", write)
+    monkeypatch.setattr(Checkpointer, "_write", write)
     cfg = compose_train("debug=smoke", f"paths.output_dir={tmp_path}")
     with pytest.raises(OSError, match="No space left on device"):
         run(cfg)
@@ -102,7 +104,7 @@ def test_runs_of_the_same_seed_get_different_names(tmp_path):
     ],
 )
 def test_class_names_must_be_a_list_of_unique_names(tmp_path, source, message):
-    from seglab.datasets.folder import folder
+    from seglab.data.datasets.folder import folder
 
     (tmp_path / "images").mkdir()
     (tmp_path / "masks").mkdir()
@@ -119,7 +121,7 @@ def test_class_names_must_be_a_list_of_unique_names(tmp_path, source, message):
 
 
 def test_duplicate_names_are_refused_for_the_synthetic_set_too():
-    from seglab.datasets.shapes import shapes
+    from seglab.data.datasets.shapes import shapes
 
     with pytest.raises(ValueError, match=r"data.class_names names \['x'\] more than once"):
         shapes(["bg", "x", "x", "c", "d"], num_train=2, num_val=2)

@@ -9,8 +9,8 @@ import tensorflow as tf
 from conftest import compose_train
 from PIL import Image
 
-from seglab.data import class_counts
-from seglab.datasets.folder import folder
+from seglab.data.counting import class_counts
+from seglab.data.datasets.folder import folder
 from seglab.stats import table
 from seglab.train import run
 
@@ -280,14 +280,14 @@ def test_stats_names_a_missing_data_root_in_one_line(tmp_path):
     root = tmp_path / "nowhere"
     result = stats(tmp_path, "data=folder", f"data.root={root}")
     assert result.returncode == 2
-    assert result.stderr.splitlines() == [f"seglab.stats: data.root='{root}' is not a folder"]
+    assert result.stderr.splitlines() == [f"seglab stats: data.root='{root}' is not a folder"]
 
 
 def test_stats_names_an_unknown_data_option_in_one_line(tmp_path):
     result = stats(tmp_path, "data=camvdi")
     assert result.returncode == 2
     assert result.stderr.splitlines() == [
-        "seglab.stats: data='camvdi' is not one of ['camvid', 'folder', 'oxford_pet', 'shapes']"
+        "seglab stats: data='camvdi' is not one of ['camvid', 'folder', 'oxford_pet', 'shapes']"
     ]
 
 
@@ -332,7 +332,7 @@ def test_an_unreadable_image_or_mask_is_named_in_the_counting_pass(tmp_path, con
 
 
 def test_a_mask_edited_in_place_is_recounted_and_validated_again(tmp_path):
-    from seglab.data import split_counts
+    from seglab.data.counting import split_counts
 
     root = make_folder(tmp_path / "data", count=4, sub="train")
     make_folder(tmp_path / "data", count=2, sub="val")
@@ -350,7 +350,7 @@ def test_a_mask_edited_in_place_is_recounted_and_validated_again(tmp_path):
 
 
 def test_an_image_edited_in_place_is_read_again_and_named_when_unreadable(tmp_path):
-    from seglab.data import split_counts
+    from seglab.data.counting import split_counts
 
     root = make_folder(tmp_path / "data", count=4, sub="train")
     make_folder(tmp_path / "data", count=2, sub="val")
@@ -363,7 +363,7 @@ def test_an_image_edited_in_place_is_read_again_and_named_when_unreadable(tmp_pa
 
 
 def test_the_evaluation_pass_names_an_unreadable_image(tmp_path):
-    from seglab.evaluation import per_image_counts
+    from seglab.training.prediction import per_image_counts
 
     root = make_folder(tmp_path, count=5, sub="train")
     make_folder(tmp_path, count=3, sub="val")

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from seglab.core.scores import scores_from_confusion
 from seglab.losses import (
     BatchCountWeightedCE,
     BCEMinusDice,
@@ -20,7 +21,6 @@ from seglab.losses import (
     Tversky,
     build_loss,
 )
-from seglab.metrics import scores_from_confusion
 
 C = 4
 IGNORE = 255

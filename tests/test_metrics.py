@@ -3,7 +3,8 @@ import numpy as np
 import pytest
 from sklearn.metrics import balanced_accuracy_score, jaccard_score, recall_score
 
-from seglab.metrics import ConfusionMatrix, class_histograms, scores_from_confusion
+from seglab.core.scores import class_histograms, scores_from_confusion
+from seglab.training.keras_metrics import ConfusionMatrix
 
 C = 5
 IGNORE = 255
@@ -210,7 +211,7 @@ def test_updates_outside_validation_are_skipped_so_training_steps_carry_no_metri
 
 def test_per_class_loss_round_trips_through_its_config():
     from seglab.losses import Dice
-    from seglab.metrics import PerClassLoss
+    from seglab.training.keras_metrics import PerClassLoss
 
     loss = Dice(class_weights=[1.0, 2.0, 3.0], ignore_index=255)
     metric = PerClassLoss(loss, 3, use_sample_weight=False, name="dice_terms", dtype="float64")
@@ -227,7 +228,7 @@ def test_per_class_loss_round_trips_through_its_config():
 
 def test_per_class_loss_accumulates_in_float64_past_float32s_exact_integers():
     from seglab.losses import CrossEntropy
-    from seglab.metrics import PerClassLoss
+    from seglab.training.keras_metrics import PerClassLoss
 
     metric = PerClassLoss(CrossEntropy(), 2)
     # As after a stream of 2^24 single-image batches whose class-0 terms sum to 2^24: one more
@@ -252,7 +253,7 @@ def test_worst_class_skips_an_undefined_class_even_when_it_comes_first():
 
 
 def test_per_class_table_holds_each_column_in_class_order():
-    from seglab.metrics import per_class_table
+    from seglab.core.scores import per_class_table
 
     cm = np.array([[8, 1, 1], [2, 2, 0], [0, 0, 0]])
     scores = scores_from_confusion(cm)
@@ -299,7 +300,7 @@ def test_per_class_table_holds_each_column_in_class_order():
 
 def test_per_class_loss_streams_terms_shares_and_the_loss_over_batches():
     from seglab.losses import CrossEntropy
-    from seglab.metrics import PerClassLoss
+    from seglab.training.keras_metrics import PerClassLoss
 
     loss = CrossEntropy()
     metric = PerClassLoss(loss, 3)
@@ -327,7 +328,7 @@ def test_confusion_matrix_round_trips_through_its_config():
 
 def test_per_class_loss_passes_the_pixel_weights_on_by_default():
     from seglab.losses import CrossEntropy
-    from seglab.metrics import PerClassLoss
+    from seglab.training.keras_metrics import PerClassLoss
 
     y_true = np.array([[[0, 1], [1, 2]]])
     y_pred = keras.ops.softmax(np.random.default_rng(2).normal(size=(1, 2, 2, 3)))
@@ -383,7 +384,7 @@ SCORE_CASES = [
     ids=[case[0] for case in SCORE_CASES],
 )
 def test_scores_from_counts_table(tp, fp, fn, iou, dice, recall):
-    from seglab.metrics import scores_from_counts
+    from seglab.core.scores import scores_from_counts
 
     scores = scores_from_counts(np.array(tp), np.array(fp), np.array(fn))
     np.testing.assert_allclose(scores.iou, iou)
@@ -392,7 +393,7 @@ def test_scores_from_counts_table(tp, fp, fn, iou, dice, recall):
 
 
 def test_no_class_defined_gives_nan_scores_without_a_warning():
-    from seglab.metrics import nan_mean, scores_from_counts
+    from seglab.core.scores import nan_mean, scores_from_counts
 
     zeros = np.zeros(3)
     scores = scores_from_counts(zeros, zeros, zeros)
@@ -403,7 +404,7 @@ def test_no_class_defined_gives_nan_scores_without_a_warning():
 
 def test_per_class_loss_of_a_single_one_image_batch():
     from seglab.losses import CrossEntropy
-    from seglab.metrics import PerClassLoss
+    from seglab.training.keras_metrics import PerClassLoss
 
     y_true = np.array([[[0, 1], [1, 2]]])
     y_pred = keras.ops.softmax(np.random.default_rng(3).normal(size=(1, 2, 2, 3)))
@@ -416,7 +417,7 @@ def test_per_class_loss_of_a_single_one_image_batch():
 
 def test_loss_shares_of_a_zero_loss_are_undefined_without_a_warning():
     from seglab.losses import Dice
-    from seglab.metrics import PerClassLoss
+    from seglab.training.keras_metrics import PerClassLoss
 
     truth = np.array([[[0, 1]]])
     metric = PerClassLoss(Dice(smooth=0.0), 2)
@@ -445,7 +446,7 @@ STATE_CASES = {
 @pytest.mark.parametrize("case", sorted(STATE_CASES))
 def test_metric_state_variables_have_their_names_dtypes_and_shapes(case):
     from seglab.losses import CrossEntropy
-    from seglab.metrics import PerClassLoss
+    from seglab.training.keras_metrics import PerClassLoss
 
     kind, expected = STATE_CASES[case]
     metric = ConfusionMatrix(3) if kind == "ConfusionMatrix" else PerClassLoss(CrossEntropy(), 3)

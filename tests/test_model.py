@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from seglab.model import build_unet
+from seglab.training.model import build_unet
 
 
 @pytest.mark.parametrize(

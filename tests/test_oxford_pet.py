@@ -7,8 +7,8 @@ import pytest
 import tensorflow as tf
 from conftest import compose_train
 
-from seglab.data import class_counts
-from seglab.datasets.oxford_pet import CLASS_NAMES, oxford_pet
+from seglab.data.counting import class_counts
+from seglab.data.datasets.oxford_pet import CLASS_NAMES, oxford_pet
 from seglab.train import run
 
 tfds = pytest.importorskip("tensorflow_datasets")

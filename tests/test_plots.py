@@ -11,7 +11,9 @@ import pandas as pd
 import pytest
 from matplotlib.colors import to_rgb
 
-from seglab import plots
+from seglab.figures import run as run_figures
+from seglab.figures import style
+from seglab.figures import sweep as sweep_figures
 
 CLASSES = ["background", "disk", "square", "bar", "speck"]
 
@@ -29,14 +31,14 @@ def history(classes, runs=("a",), epochs=3):
 
 def test_class_curves_colour_each_class_by_its_index_whatever_the_history_order():
     alphabetical = history(sorted(CLASSES))  # MLflow returns keys sorted by name
-    figure = plots.class_iou_curves(alphabetical, CLASSES)
+    figure = sweep_figures.class_iou_curves(alphabetical, CLASSES)
     legend = figure.legends[0]
     colours = {
         t.get_text(): to_rgb(h.get_color())
         for t, h in zip(legend.texts, legend.legend_handles, strict=True)
     }
     for index, cls in enumerate(CLASSES):
-        np.testing.assert_allclose(colours[cls], plots.palette(5)[index])
+        np.testing.assert_allclose(colours[cls], style.palette(5)[index])
     (ax,) = [a for a in figure.axes if a.get_title()]
     assert ax.get_title() == "a\nworst: speck"
     plt.close(figure)
@@ -45,7 +47,7 @@ def test_class_curves_colour_each_class_by_its_index_whatever_the_history_order(
 def test_loss_and_iou_marks_the_worst_and_hidden_classes_and_labels_the_final_loss():
     ious = {cls: [0.1 + 0.1 * c, 0.2 + 0.2 * c] for c, cls in enumerate(CLASSES)}
     ious["speck"] = [0.0, 0.0]
-    figure = plots.loss_and_class_iou(
+    figure = run_figures.loss_and_class_iou(
         [1, 2], {"val/loss": [0.5, 0.0215]}, ious, "run: hidden failures: speck", ["speck"]
     )
     ax_loss, ax_iou = figure.axes[:2]
@@ -61,10 +63,10 @@ def test_loss_and_iou_marks_the_worst_and_hidden_classes_and_labels_the_final_lo
 def test_past_ten_classes_only_the_worst_and_hidden_get_colours():
     names = [f"c{i}" for i in range(150)]
     ious = {name: [0.9, 0.5 + i / 400] for i, name in enumerate(names)}
-    figure = plots.loss_and_class_iou([1, 2], {"val/loss": [1.0, 0.5]}, ious, hidden=["c149"])
+    figure = run_figures.loss_and_class_iou([1, 2], {"val/loss": [1.0, 0.5]}, ious, hidden=["c149"])
     ax_iou = figure.axes[1]
     labelled = [t.get_text() for t in ax_iou.get_legend().texts]
-    assert len(labelled) == plots.MAX_CURVES + 1  # the ten worst, and the hidden one
+    assert len(labelled) == style.MAX_CURVES + 1  # the ten worst, and the hidden one
     assert "c0 (worst)" in labelled and "c149 (hidden)" in labelled
     assert len(ax_iou.lines) == len(labelled)
     (grey,) = ax_iou.collections  # the other classes, one grey artist
@@ -76,7 +78,7 @@ def test_past_ten_classes_only_the_worst_and_hidden_get_colours():
 
 def overlay_legend(classes, truths, predictions):
     images = np.zeros((*truths.shape, 3))
-    figure = plots.overlays(images, truths, predictions, [f"c{i}" for i in range(classes)])
+    figure = run_figures.overlays(images, truths, predictions, [f"c{i}" for i in range(classes)])
     (legend,) = figure.legends
     names = [t.get_text() for t in legend.texts]
     colours = [to_rgb(h.get_facecolor()) for h in legend.legend_handles]
@@ -88,7 +90,7 @@ def test_overlay_legend_lists_every_class_while_few():
     truths = np.zeros((2, 4, 4), int)
     names, colours, title = overlay_legend(5, truths, truths)
     assert names == [f"c{i}" for i in range(5)]
-    np.testing.assert_allclose(colours, plots.palette(5))
+    np.testing.assert_allclose(colours, style.palette(5))
     assert title == ""
 
 
@@ -101,14 +103,14 @@ def test_overlay_legend_past_twenty_classes_lists_the_most_shown_in_class_order(
     predictions[0, 0, 0] = 149
     names, colours, title = overlay_legend(150, truths, predictions)
     assert names == [f"c{i}" for i in range(10, 30)]
-    np.testing.assert_allclose(colours, plots.palette(150)[10:30])
+    np.testing.assert_allclose(colours, style.palette(150)[10:30])
     assert title == "the 20 classes with most pixels shown, of 150"
 
 
 @pytest.mark.parametrize(("classes", "texts"), [(5, 25), (150, 0)])
 def test_confusion_matrix_writes_cells_only_while_they_are_readable(classes, texts):
     cm = np.random.default_rng(0).integers(0, 50, (classes, classes))
-    figure = plots.confusion_matrix(cm, [f"c{i}" for i in range(classes)])
+    figure = run_figures.confusion_matrix(cm, [f"c{i}" for i in range(classes)])
     assert len(figure.axes[0].texts) == texts
     width, height = figure.get_size_inches()
     assert width <= 15 and height <= 14
@@ -125,7 +127,7 @@ def test_loss_against_worst_iou_has_a_panel_per_loss_and_marks_hidden_failures()
             "hidden_classes": ["speck", "", "disk"],
         }
     )
-    figure = plots.loss_vs_worst_iou(runs)
+    figure = sweep_figures.loss_vs_worst_iou(runs)
     panels = [ax for ax in figure.axes if ax.get_title()]
     assert [ax.get_title() for ax in panels] == ["loss=ce", "loss=dice"]
     crosses = panels[0].collections[1].get_offsets()
@@ -144,7 +146,7 @@ def test_loss_against_worst_iou_labels_each_configuration_once_with_its_seed_int
             "hidden_classes": ["pole"] * 4,
         }
     )
-    figure = plots.loss_vs_worst_iou(runs)
+    figure = sweep_figures.loss_vs_worst_iou(runs)
     panel = next(ax for ax in figure.axes if ax.get_title() == "loss=ce")
     labels = {t.get_text(): t.xy for t in panel.texts}
     assert set(labels) == {"cw=none", "cw=mf"}  # once each, without the panel's loss

@@ -17,10 +17,10 @@ from conftest import CLASSES, compose_train
 from mlflow.tracking import MlflowClient
 from PIL import Image
 
-from seglab.model import build_unet
 from seglab.predict import load_run_model, predict_folder
-from seglab.tracking import MlflowTracker
+from seglab.tracking.tracker import MlflowTracker
 from seglab.train import run
+from seglab.training.model import build_unet
 
 pytestmark = pytest.mark.slow
 SIZES = {"wide.png": (40, 48), "square.png": (32, 32), "small.jpg": (24, 20)}  # (height, width)
@@ -95,7 +95,7 @@ def test_logged_model_loads_with_its_weighted_loss_and_predicts_like_the_best_ch
     script = f"""
 import numpy as np
 from seglab.predict import load_run_model
-from seglab.tracking import MlflowTracker
+from seglab.tracking.tracker import MlflowTracker
 model, _ = load_run_model(MlflowTracker(tracking_uri={uri!r}), {run_id!r})
 np.save({str(out / "predicted.npy")!r}, model.predict(np.load({str(out / "images.npy")!r})))
 print(type(model.loss).__name__, model.loss.get_config()["class_weights"])
@@ -125,7 +125,7 @@ class Payload:
 def test_the_logged_model_holds_no_pickle_and_a_pickle_added_to_it_is_refused(trained, tmp_path):
     import pickle
 
-    from seglab.tracking import pickle_files
+    from seglab.tracking.models import pickle_files
 
     _, uri, client, logged = trained
     _, _, folder, _ = logged_model(client, logged.info.run_id)
@@ -246,7 +246,7 @@ def test_the_command_names_a_missing_store_in_one_line_and_creates_none(tmp_path
     )
     assert result.returncode == 2
     assert result.stderr.splitlines() == [
-        f"seglab.predict: MLFLOW_TRACKING_URI='{uri}': no MLflow store at {tmp_path}/mlflow.db"
+        f"seglab predict: MLFLOW_TRACKING_URI='{uri}': no MLflow store at {tmp_path}/mlflow.db"
     ]
     assert not (tmp_path / "mlflow.db").exists()
     assert not (tmp_path / "out").exists()  # no empty output folder from a run that failed
@@ -270,7 +270,7 @@ def test_a_model_that_cannot_be_logged_leaves_the_run_finished_with_the_reason(
     def fail(*args, **kwargs):
         raise TypeError("cannot serialize MyLoss")
 
-    monkeypatch.setattr(MlflowTracker, "log_model", fail)
+    monkeypatch.setattr("seglab.tracking.run_log.log_model", fail)
     uri, _, logged = train_once(tmp_path, "trainer.epochs=1")
     assert logged.info.status == "FINISHED"
     assert logged.data.tags["seglab.model_error"] == "TypeError: cannot serialize MyLoss"

@@ -2,8 +2,8 @@
 
 import numpy as np
 
-from seglab.model import build_unet
-from seglab.prediction import LabelPredictor, label_predictor
+from seglab.training.model import build_unet
+from seglab.training.prediction import LabelPredictor, label_predictor
 
 
 def images(count: int, seed: int = 0) -> np.ndarray:

@@ -2,7 +2,7 @@
 
 import pytest
 
-from seglab.quiet import bad_input_in_one_line
+from seglab.cli import bad_input_in_one_line
 
 
 def test_a_value_error_becomes_exit_status_2_and_one_line(capsys, monkeypatch):

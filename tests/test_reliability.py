@@ -14,9 +14,12 @@ from conftest import CLASSES, compose_train
 from hydra.errors import MissingConfigException
 from mlflow.tracking import MlflowClient
 
-from seglab import train as train_module
-from seglab.tracking import MlflowTracker, RetryingClient
+from seglab.tracking.resume import resumable_run
+from seglab.tracking.run_log import RunLog
+from seglab.tracking.store import RetryingClient
+from seglab.tracking.tracker import MlflowTracker
 from seglab.train import run
+from seglab.training.checkpoints import Checkpointer
 
 
 def smoke_config(tmp_path, *overrides):
@@ -52,11 +55,11 @@ BAD_INPUTS = [
     (["data.class_names=[a,b]"], r"data.class_names must name 5 classes"),
     (["augment=medium", "augment.strength=1.5"], r"augment.strength must be in \[0, 1\], got 1.5"),
     (["class_weights=per_batch", "loss=dice"], r"per_batch builds per-pixel weight maps"),
-    (["trainer.checkpoint_mode=up"], r"trainer.checkpoint_mode='up' is not one of"),
+    (["checkpoint.mode=up"], r"checkpoint.mode='up' is not one of"),
     (["tracking.tracking_uri=ftp://host/x"], r"tracking.tracking_uri='ftp://host/x' is not an"),
     (["tracking.tracking_uri=sqlite:/x.db"], r"write sqlite URIs as sqlite:///<path>"),
-    (["trainer.resume=0123abcd"], r"trainer.resume='0123abcd': no such run"),
-    (["trainer.resume=true"], r"has no unfinished run with a checkpoint"),
+    (["resume=0123abcd"], r"resume='0123abcd': no such run"),
+    (["resume=true"], r"has no unfinished run with a checkpoint"),
 ]
 
 
@@ -82,7 +85,7 @@ def test_unreachable_tracking_server_is_named_with_its_variable(tmp_path, monkey
 def test_output_dir_that_cannot_be_written_is_named(tmp_path):
     blocker = tmp_path / "a_file"
     blocker.write_text("")
-    with pytest.raises(ValueError, match=r"paths.output_dir='.*a_file/out' is not writable"):
+    with pytest.raises(ValueError, match=r"paths.output_dir='.*a_file/out': cannot write to"):
         run(smoke_config(tmp_path, f"paths.output_dir={blocker}/out"))
 
 
@@ -147,7 +150,7 @@ def test_a_preempted_job_ends_killed_is_requeued_and_continues_its_run(tmp_path)
     from submitit.local.local import LOCAL_REQUEUE_RETURN_CODE
 
     job = [sys.executable, str(Path(__file__).with_name("preempted_job.py")), str(tmp_path / "job")]
-    command = [*job, "trainer.resume=auto"]
+    command = [*job, "resume=auto"]
     returncode, stderr = signalled_after_a_checkpoint(tmp_path, command, signal.SIGUSR2)
     # submitit's handler ran after the run ended: it saved the job again and requeued it.
     assert returncode == LOCAL_REQUEUE_RETURN_CODE, stderr[-2000:]
@@ -156,12 +159,12 @@ def test_a_preempted_job_ends_killed_is_requeued_and_continues_its_run(tmp_path)
     assert killed.info.status == "KILLED", stderr[-2000:]
     assert killed.data.tags["seglab.failure_reason"] == (
         "stopped by the scheduler (SIGUSR2: preemption or time limit): a job the scheduler "
-        "requeues continues this run with trainer.resume=auto"
+        "requeues continues this run with resume=auto"
     )
     state = tmp_path / "checkpoints" / killed.info.run_id / "last" / "state.json"
     epoch = json.loads(state.read_text())["epoch"]
     # The requeued job: the same command (in this process, to save a start-up).
-    run(smoke_config(tmp_path, "trainer.resume=auto", f"trainer.epochs={epoch + 1}"))
+    run(smoke_config(tmp_path, "resume=auto", f"trainer.epochs={epoch + 1}"))
     (resumed,) = runs(tmp_path)
     assert resumed.info.run_id == killed.info.run_id
     assert resumed.info.status == "FINISHED"
@@ -185,9 +188,9 @@ KILLS = [
 def test_resume_continues_the_same_run_without_gaps_or_duplicates(
     tmp_path, monkeypatch, kill, resume, after
 ):
-    real_save = train_module.Checkpointer.save
-    real_log = train_module.MlflowTracker.log_metrics
-    real_summary = train_module.log_summary
+    real_save = Checkpointer.save
+    real_log = MlflowTracker.log_metrics
+    real_summary = RunLog._log_summary
 
     def save(self, model, epoch, metrics):
         real_save(self, model, epoch, metrics)
@@ -204,18 +207,16 @@ def test_resume_continues_the_same_run_without_gaps_or_duplicates(
             raise KeyboardInterrupt("killed after the last epoch, before the summary")
         return real_summary(*args, **kwargs)
 
-    monkeypatch.setattr(train_module.Checkpointer, "save", save)
-    monkeypatch.setattr(train_module.MlflowTracker, "log_metrics", log)
-    monkeypatch.setattr(train_module, "log_summary", summary)
-    first = smoke_config(
-        tmp_path, "trainer.epochs=3", *(["trainer.resume=auto"] * (resume == "auto"))
-    )
+    monkeypatch.setattr(Checkpointer, "save", save)
+    monkeypatch.setattr(MlflowTracker, "log_metrics", log)
+    monkeypatch.setattr(RunLog, "_log_summary", summary)
+    first = smoke_config(tmp_path, "trainer.epochs=3", *(["resume=auto"] * (resume == "auto")))
     with pytest.raises(KeyboardInterrupt):
         run(first)
     (killed,) = runs(tmp_path)
     assert killed.info.status == "KILLED"
     monkeypatch.undo()
-    final = run(smoke_config(tmp_path, "trainer.epochs=3", f"trainer.resume={resume}"))
+    final = run(smoke_config(tmp_path, "trainer.epochs=3", f"resume={resume}"))
     assert final.epoch == 3
     (resumed,) = runs(tmp_path)
     assert resumed.info.run_id == killed.info.run_id
@@ -237,7 +238,7 @@ def test_resume_continues_the_same_run_without_gaps_or_duplicates(
 def test_resume_by_run_id_after_a_finished_run_extends_it(tmp_path):
     run(smoke_config(tmp_path, "trainer.epochs=1"))
     (first,) = runs(tmp_path)
-    run(smoke_config(tmp_path, "trainer.epochs=2", f"trainer.resume={first.info.run_id}"))
+    run(smoke_config(tmp_path, "trainer.epochs=2", f"resume={first.info.run_id}"))
     client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
     assert [m.step for m in client.get_metric_history(first.info.run_id, "val/miou")] == [1, 2]
 
@@ -278,7 +279,7 @@ def test_retrying_client_waits_out_a_locked_database():
 
 
 def test_run_lock_names_its_live_holder_and_frees_on_release(tmp_path):
-    from seglab.runlock import RunLock
+    from seglab.tracking.runlock import RunLock
 
     lock = RunLock()
     lock.acquire(tmp_path, "abc")
@@ -292,10 +293,10 @@ def test_run_lock_names_its_live_holder_and_frees_on_release(tmp_path):
 
 
 def test_a_killed_trainer_leaves_its_run_resumable_at_once(tmp_path):
-    from seglab.runlock import RunLock
+    from seglab.tracking.runlock import RunLock
 
     script = (
-        "import sys, time; from seglab.runlock import RunLock; "
+        "import sys, time; from seglab.tracking.runlock import RunLock; "
         f"lock = RunLock(); lock.acquire({str(tmp_path)!r}, 'abc'); print('held', flush=True); "
         "time.sleep(300)"
     )
@@ -314,7 +315,7 @@ def test_a_killed_trainer_leaves_its_run_resumable_at_once(tmp_path):
 def test_another_hosts_trainer_is_live_while_its_heartbeat_is_fresh(tmp_path):
     import json
 
-    from seglab.runlock import RunLock
+    from seglab.tracking.runlock import RunLock
 
     owner = tmp_path / "owner.json"
     owner.write_text(json.dumps({"host": "gpu-node-7", "pid": 4242, "since": 0}))
@@ -325,7 +326,7 @@ def test_another_hosts_trainer_is_live_while_its_heartbeat_is_fresh(tmp_path):
 
 
 def test_resume_skips_a_live_run_and_refuses_one_named(tmp_path, sqlite_uri):
-    from seglab.runlock import RunLock
+    from seglab.tracking.runlock import RunLock
 
     tracker = MlflowTracker("t", tracking_uri=sqlite_uri)
     ids = []
@@ -338,17 +339,17 @@ def test_resume_skips_a_live_run_and_refuses_one_named(tmp_path, sqlite_uri):
     lock = RunLock()
     lock.acquire(tmp_path / newer, newer)
     try:
-        assert tracker.resumable_run(True, tmp_path) == older
+        assert resumable_run(tracker, True, tmp_path) == older
         with pytest.raises(ValueError, match=rf"resume='{newer}': run {newer} is being trained"):
-            tracker.resumable_run(newer, tmp_path)
+            resumable_run(tracker, newer, tmp_path)
         other = RunLock()
         other.acquire(tmp_path / older, older)
         with pytest.raises(ValueError, match=r"no unfinished run .* that no live process trains"):
-            tracker.resumable_run(True, tmp_path)
+            resumable_run(tracker, True, tmp_path)
         other.release()
     finally:
         lock.release()
-    assert tracker.resumable_run(newer, tmp_path) == newer
+    assert resumable_run(tracker, newer, tmp_path) == newer
 
 
 CONFIG = {"loss._target_": "seglab.losses.CrossEntropy", "trainer.seed": "0", "trainer.epochs": "2"}
@@ -366,7 +367,7 @@ CONFIG = {"loss._target_": "seglab.losses.CrossEntropy", "trainer.seed": "0", "t
             },
             [],
         ),
-        ({"tracking.tracking_uri": "http://host:5000", "trainer.resume": "abc"}, []),
+        ({"tracking.tracking_uri": "http://host:5000", "resume": "abc"}, []),
         ({"trainer.seed": "1"}, ["trainer.seed: 0 -> 1"]),
         (
             {"loss._target_": "seglab.losses.Dice", "trainer.seed": "2"},
@@ -379,7 +380,7 @@ CONFIG = {"loss._target_": "seglab.losses.CrossEntropy", "trainer.seed": "0", "t
     ],
 )
 def test_a_resumed_run_may_change_only_length_places_and_speed(now, changes):
-    from seglab.tracking import config_changes
+    from seglab.tracking.resume import config_changes
 
     assert config_changes(CONFIG, {**CONFIG, **now}) == changes
 
@@ -395,23 +396,25 @@ def test_resume_finds_the_run_started_with_the_same_options_and_refuses_another(
         (tmp_path / run.info.run_id / "last").mkdir(parents=True)
         ids[loss] = run.info.run_id
         time.sleep(0.01)  # distinct start times
-    assert tracker.resumable_run(True, tmp_path, {"loss._target_": "ce"}) == ids["ce"]
-    assert tracker.resumable_run(True, tmp_path, {"loss._target_": "dice"}) == ids["dice"]
-    with pytest.raises(ValueError, match=r"that was started with these options \(run .* was "):
-        tracker.resumable_run(True, tmp_path, {"loss._target_": "focal"})
+    assert resumable_run(tracker, True, tmp_path, {"loss._target_": "ce"}) == ids["ce"]
+    assert resumable_run(tracker, True, tmp_path, {"loss._target_": "dice"}) == ids["dice"]
+    with pytest.raises(
+        ValueError, match=r"that was started with these options and data \(run .* was "
+    ):
+        resumable_run(tracker, True, tmp_path, {"loss._target_": "focal"})
     with pytest.raises(
         ValueError,
-        match=rf"resume='{ids['ce']}': the run was started with other options "
+        match=rf"resume='{ids['ce']}': the run was started with other options or data "
         r"\(loss._target_: ce -> dice\); resume with its own",
     ):
-        tracker.resumable_run(ids["ce"], tmp_path, {"loss._target_": "dice"})
+        resumable_run(tracker, ids["ce"], tmp_path, {"loss._target_": "dice"})
 
 
 @pytest.mark.slow
 def test_resuming_with_another_loss_is_refused_and_the_run_is_left_as_it_was(tmp_path):
     run(smoke_config(tmp_path, "trainer.epochs=1"))
     (first,) = runs(tmp_path)
-    resume = f"trainer.resume={first.info.run_id}"
+    resume = f"resume={first.info.run_id}"
     with pytest.raises(ValueError, match=r"loss._target_: seglab.losses.CrossEntropy -> "):
         run(smoke_config(tmp_path, "trainer.epochs=2", "loss=dice", resume))
     (after,) = runs(tmp_path)
@@ -428,6 +431,6 @@ def test_resuming_with_another_loss_is_refused_and_the_run_is_left_as_it_was(tmp
     ],
 )
 def test_refusals_list_the_first_three_and_count_the_rest(items, shown):
-    from seglab.tracking import listed
+    from seglab.core.checks import listed
 
     assert listed(items) == shown

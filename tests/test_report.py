@@ -14,8 +14,9 @@ import pytest
 from mlflow.entities import Metric
 from mlflow.tracking import MlflowClient
 
-from seglab.evaluation import PerImageCounts
-from seglab.report import build_report, main, markdown, seed_tables, with_intervals
+from seglab.analysis.report import markdown, seed_tables, with_intervals
+from seglab.core.per_image import PerImageCounts
+from seglab.report import build_report, main
 
 NAN = float("nan")
 CLASSES = ["bg", "rare"]
@@ -182,7 +183,7 @@ def test_markdown_formats_floats_and_leaves_nan_blank():
 def test_cli_writes_the_report_for_an_experiment(store, tmp_path, capsys):
     store_path, _, _ = store
     uri = f"sqlite:///{store_path / 'mlflow.db'}"
-    assert main(["hand", "--tracking-uri", uri, "--out", str(tmp_path)]) == 0
+    assert main(["hand", f"tracking_uri={uri}", f"out={tmp_path}"]) == 0
     out = capsys.readouterr().out
     assert "7 runs." in out and f"written to {tmp_path}" in out
     for name in ("report.md", "history.csv", "history.parquet", "summary.csv"):
@@ -193,7 +194,7 @@ def test_cli_writes_the_report_for_an_experiment(store, tmp_path, capsys):
         "class_weights=median_frequency": [0, 1, 2],
         "class_weights=none": [0, 1, 2],
     }
-    assert main(["nope", "--tracking-uri", uri]) == 2
+    assert main(["nope", f"tracking_uri={uri}"]) == 2
     assert "no MLflow experiment named 'nope'" in capsys.readouterr().err
 
 
@@ -288,9 +289,13 @@ def test_the_latest_sweep_is_the_default_target(tmp_path, monkeypatch, capsys):
     import seglab.report as report_module
 
     monkeypatch.setattr(report_module, "project_root", lambda: tmp_path)
+    monkeypatch.setattr("seglab.tracking.store.project_root", lambda: tmp_path)
     assert report_module.latest_sweep() is None
     assert main([]) == 2
-    assert "no sweep under outputs/sweeps; give a target" in capsys.readouterr().err
+    assert (
+        "no sweep under outputs/sweeps; give target=<sweep dir|run id|name>"
+        in capsys.readouterr().err
+    )
     for stamp in ("2026-11-24_09-00-00", "2026-11-24_10-00-00", "2026-11-23_23-00-00"):
         (tmp_path / "outputs" / "sweeps" / stamp).mkdir(parents=True)
         (tmp_path / "outputs" / "sweeps" / stamp / "sweep.json").write_text("{}")
@@ -303,6 +308,7 @@ def test_each_target_has_its_default_report_folder(store, tmp_path, monkeypatch)
 
     _, client, runs = store
     monkeypatch.setattr(report_module, "project_root", lambda: tmp_path)
+    monkeypatch.setattr("seglab.tracking.store.project_root", lambda: tmp_path)
     sweep = tmp_path / "sweep"
     sweep.mkdir()
     parent = runs[0].info.run_id  # any run id: it has no children here
@@ -326,7 +332,7 @@ def test_written_tables_have_no_index_column(report, tmp_path):
 
 
 def test_the_terminal_text_underlines_headings_and_drops_markdown_bold():
-    from seglab.report import Report
+    from seglab.analysis.report import Report
 
     text = Report(
         pd.DataFrame(), pd.DataFrame(), None, {}, ["# Title", "## Part", "a **bold** word"]
@@ -334,41 +340,28 @@ def test_the_terminal_text_underlines_headings_and_drops_markdown_bold():
     assert text.terminal() == "Title\n=====\n\nPart\n----\n\na bold word\n"
 
 
-def test_cli_help_names_the_command_its_arguments_and_keeps_the_description_lines(
-    capsys, monkeypatch
-):
+def test_cli_help_names_the_command_and_every_option_with_its_default(capsys):
     from seglab.report import HELP
 
-    monkeypatch.setenv("COLUMNS", "100")
-    with pytest.raises(SystemExit) as done:
-        main(["--help"])
-    assert done.value.code == 0
+    assert main(["--help"]) == 0
     text = capsys.readouterr().out
-    assert text.startswith(
-        "usage: python -m seglab.report [-h] [--tracking-uri TRACKING_URI] [--out OUT] "
-        "[--markdown]\n"
-    )
-    assert HELP in text  # line for line: the description is not re-wrapped
-    words = " ".join(text.split())  # the options' help, however argparse wraps it
-    for option in (
-        "target sweep directory, parent run id or experiment",
-        "--tracking-uri TRACKING_URI MLflow store (default: the sweep's, else "
-        "$MLFLOW_TRACKING_URI, else outputs/mlflow.db)",
-        "--out OUT output folder",
-        "--markdown print markdown instead of aligned text",
-    ):
-        assert option in words, option
+    assert text.startswith("seglab report [target=]<sweep dir | parent run id | experiment name>")
+    assert HELP.strip() in text
+    for option in ("target: null", "out: null", "tracking_uri: null", "markdown: false"):
+        assert f"\n  {option}" in text, option
+    assert main(["--out", "x"]) == 2
+    assert capsys.readouterr().err == "seglab report: --out is written out=<folder> now\n"
 
 
 def test_cli_prints_aligned_text_by_default_and_markdown_when_asked(store, tmp_path, capsys):
     store_path, _, _ = store
     uri = f"sqlite:///{store_path / 'mlflow.db'}"
     plt.close("all")
-    assert main(["hand", "--tracking-uri", uri, "--out", str(tmp_path / "a")]) == 0
+    assert main(["hand", f"tracking_uri={uri}", f"out={tmp_path / 'a'}"]) == 0
     aligned = capsys.readouterr().out
     assert "Configurations over seeds\n-------------------------" in aligned
     assert "| class_weights=none | 3 |" not in aligned
-    assert main(["hand", "--tracking-uri", uri, "--out", str(tmp_path / "b"), "--markdown"]) == 0
+    assert main(["hand", f"tracking_uri={uri}", f"out={tmp_path / 'b'}", "markdown=true"]) == 0
     marked = capsys.readouterr().out
     assert "## Configurations over seeds" in marked and "| class_weights=none | 3 |" in marked
     assert plt.get_fignums() == []  # the report's figures are closed once written
@@ -379,6 +372,7 @@ def test_cli_defaults_to_the_projects_store_and_report_folder(store, tmp_path, m
 
     store_path, _, _ = store
     monkeypatch.setattr(report_module, "project_root", lambda: tmp_path)
+    monkeypatch.setattr("seglab.tracking.store.project_root", lambda: tmp_path)
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     (tmp_path / "outputs").mkdir()
     shutil.copy(store_path / "mlflow.db", tmp_path / "outputs" / "mlflow.db")
@@ -396,19 +390,19 @@ def test_cli_reads_the_store_from_the_sweep_unless_one_is_given(store, tmp_path,
     (sweep / "sweep.json").write_text(json.dumps({"parent_run_id": parent, "tracking_uri": uri}))
     assert main([str(sweep)]) == 2
     assert capsys.readouterr().err == (
-        f"seglab.report: no runs found for {str(sweep)!r} at {uri}: give a sweep directory, a "
+        f"seglab report: no runs found for {str(sweep)!r} at {uri}: give a sweep directory, a "
         "sweep's parent run id or an experiment name\n"
     )
     shutil.copy(store_path / "mlflow.db", tmp_path / "other.db")
     other = f"sqlite:///{tmp_path / 'other.db'}"
-    assert main([str(sweep), "--tracking-uri", other]) == 2
+    assert main([str(sweep), f"tracking_uri={other}"]) == 2
     assert f" at {other}: give a sweep directory" in capsys.readouterr().err
 
 
 def test_cli_refuses_a_folder_that_is_not_a_sweep(tmp_path, capsys):
     assert main([str(tmp_path)]) == 2
     assert capsys.readouterr().err == (
-        f"seglab.report: {tmp_path} is not a seglab sweep directory (no sweep.json)\n"
+        f"seglab report: {tmp_path} is not a seglab sweep directory (no sweep.json)\n"
     )
 
 
@@ -534,19 +528,19 @@ def test_cli_names_a_store_it_cannot_read_or_an_out_it_cannot_write_and_creates_
     missing = tmp_path / "nowhere" / "mlflow.db"
     cases = [
         (
-            ["--tracking-uri", f"sqlite:///{missing}", "hand"],
-            f"--tracking-uri='sqlite:///{missing}': no MLflow store at {missing}",
+            [f"tracking_uri=sqlite:///{missing}", "hand"],
+            f"tracking_uri='sqlite:///{missing}': no MLflow store at {missing}",
         ),
         (
-            ["--tracking-uri", "nonsense://x", "hand"],
-            "--tracking-uri='nonsense://x' is not an MLflow tracking URI: scheme 'nonsense'",
+            ["tracking_uri=nonsense://x", "hand"],
+            "tracking_uri='nonsense://x' is not an MLflow tracking URI: scheme 'nonsense'",
         ),
         (
-            ["--tracking-uri", uri, "--out", "/proc/seglab-report", "hand"],
-            "--out='/proc/seglab-report' is not writable",
+            [f"tracking_uri={uri}", "out=/proc/seglab-report", "hand"],
+            "out='/proc/seglab-report': cannot write to /proc/seglab-report",
         ),
     ]
     for argv, message in cases:
         assert main(argv) == 2
-        assert capsys.readouterr().err.startswith(f"seglab.report: {message}")
+        assert capsys.readouterr().err.startswith(f"seglab report: {message}")
     assert not missing.parent.exists()

@@ -6,7 +6,7 @@ import signal
 import pytest
 
 from seglab import signals
-from seglab.tracking import RetryingClient
+from seglab.tracking.store import RetryingClient
 
 SIG = signal.SIGUSR1  # pytest's own Ctrl-C handling stays untouched
 

@@ -6,10 +6,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from seglab.evaluation import PerImageCounts
-from seglab.statistics import (
+from seglab.core.per_image import PerImageCounts
+from seglab.core.scores import iou as iou_from_sums
+from seglab.core.statistics import (
     Interval,
-    iou_from_sums,
     paired_bootstrap,
     paired_difference,
     seed_summary,

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 from conftest import free_port
 
-from seglab.data import batches
-from seglab.trainer import Trainer, replica_safe_batch_size
+from seglab.data.pipeline import batches
+from seglab.training.trainer import Trainer, replica_safe_batch_size
 
 SCRIPT = Path(__file__).parent / "strategy_run.py"
 PIXELS = 32 * 32

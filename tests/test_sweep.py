@@ -9,11 +9,12 @@ from conftest import CLASSES, artifact_paths, assert_children_complete
 from conftest import run_sweep as sweep
 from nbclient import NotebookClient
 
-from seglab import analysis
+from seglab.analysis import rankings as ranking
+from seglab.analysis import runs as stored
+from seglab.core.statistics import t_interval
 from seglab.paths import project_root
 from seglab.report import main as report_main
-from seglab.statistics import t_interval
-from seglab.sweep import count_jobs, run_name
+from seglab.tracking.sweep import count_jobs, run_name
 
 SEEDS = (0, 1, 2)
 
@@ -54,10 +55,10 @@ def test_sweep_makes_one_parent_and_a_complete_child_per_job(basic_sweep):
 @pytest.mark.slow
 def test_report_groups_the_seeds_of_each_configuration(basic_sweep, tmp_path):
     sweep_tmp, _, client, _, children = basic_sweep
-    summary = analysis.summary(analysis.history(client, children), children)
+    summary = stored.summary(stored.history(client, children), children)
     assert sorted(summary.configuration.unique()) == ["loss=ce", "loss=dice"]
     assert sorted(summary[summary.configuration == "loss=ce"].seed) == list(SEEDS)
-    by_config = analysis.configuration_summary(summary, analysis.history(client, children))
+    by_config = stored.configuration_summary(summary, stored.history(client, children))
     rows = by_config.set_index(["configuration", "metric"])
     for loss in ("ce", "dice"):
         logged = [
@@ -68,9 +69,9 @@ def test_report_groups_the_seeds_of_each_configuration(basic_sweep, tmp_path):
         assert row.n == 3 and row["mean"] == pytest.approx(interval.mean)
         assert (row.ci_low, row.ci_high) == pytest.approx((interval.low, interval.high))
         assert rows.loc[(f"loss={loss}", "val/iou/speck"), "n"] == 3
-    ranked = analysis.rankings(summary)
+    ranked = ranking.rankings(summary)
     assert list(ranked.table.seeds) == [3, 3]
-    assert report_main([str(sweep_tmp / "sweep"), "--out", str(tmp_path)]) == 0
+    assert report_main([str(sweep_tmp / "sweep"), f"out={tmp_path}"]) == 0
     text = (tmp_path / "report.md").read_text()
     assert "## Configurations over seeds" in text
     assert "| loss=ce | 3 |" in text and "| loss=dice | 3 |" in text
@@ -96,8 +97,8 @@ def test_parent_holds_the_sweep_table_and_figures(basic_sweep):
 @pytest.mark.slow
 def test_report_numbers_equal_the_logged_values(basic_sweep, tmp_path):
     sweep_tmp, _, client, _, children = basic_sweep
-    assert report_main([str(sweep_tmp / "sweep"), "--out", str(tmp_path)]) == 0
-    summary = analysis.summary(analysis.history(client, children), children).set_index("run_id")
+    assert report_main([str(sweep_tmp / "sweep"), f"out={tmp_path}"]) == 0
+    summary = stored.summary(stored.history(client, children), children).set_index("run_id")
     for child in children:
         metrics = child.data.metrics  # MLflow's latest value of each key
         row = summary.loc[child.info.run_id]
@@ -126,10 +127,10 @@ def test_report_numbers_equal_the_logged_values(basic_sweep, tmp_path):
 def test_report_accepts_a_parent_run_id_and_an_experiment_name(basic_sweep, tmp_path, capsys):
     sweep_tmp, _, _, (parent,), _ = basic_sweep
     uri = f"sqlite:///{sweep_tmp}/mlflow.db"
-    assert report_main([parent.info.run_id, "--tracking-uri", uri, "--out", str(tmp_path)]) == 0
+    assert report_main([parent.info.run_id, f"tracking_uri={uri}", f"out={tmp_path}"]) == 0
     assert "6 runs." in capsys.readouterr().out
-    assert report_main(["seglab", "--tracking-uri", uri, "--out", str(tmp_path / "e")]) == 0
-    assert report_main(["nope", "--tracking-uri", uri]) == 2
+    assert report_main(["seglab", f"tracking_uri={uri}", f"out={tmp_path / 'e'}"]) == 0
+    assert report_main(["nope", f"tracking_uri={uri}"]) == 2
     assert "no MLflow experiment named 'nope'" in capsys.readouterr().err
 
 
@@ -252,16 +253,16 @@ def test_a_report_that_cannot_even_be_imported_still_ends_the_parent_failed(tmp_
     import sys
     import time
 
-    from seglab.sweep import end_sweep
-    from seglab.tracking import MlflowTracker
+    from seglab.tracking.sweep import end_sweep
+    from seglab.tracking.tracker import MlflowTracker
 
     tracker = MlflowTracker("t", tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
     tracker.check()
     parent = tracker.open_run({"seglab.sweep": "parent"}, "sweep x")
     info = {"parent_run_id": parent, "total_jobs": 0, "start_time": time.time()}
     (tmp_path / "sweep.json").write_text(json.dumps(info))
-    monkeypatch.setitem(sys.modules, "seglab.report", None)  # importing it raises ImportError
+    monkeypatch.setitem(sys.modules, "seglab.analysis.report", None)  # importing it raises ImportError
     assert end_sweep(tmp_path, tracker) is False
     run = tracker.client.get_run(parent)
     assert run.info.status == "FAILED"
-    assert "import of seglab.report halted" in run.data.tags["seglab.report_error"]
+    assert "import of seglab.analysis.report halted" in run.data.tags["seglab.report_error"]

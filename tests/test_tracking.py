@@ -4,10 +4,10 @@ import numpy as np
 import pytest
 from mlflow.tracking import MlflowClient
 
-from seglab.callbacks import EpochRecord
-from seglab.metrics import scores_from_confusion
-from seglab.run_summary import epoch_metrics
-from seglab.tracking import MlflowTracker, flatten
+from seglab.core.records import EpochRecord
+from seglab.core.scores import scores_from_confusion
+from seglab.tracking.run_log import epoch_metrics
+from seglab.tracking.tracker import MlflowTracker, flatten
 
 
 def test_uri_precedence_is_config_then_environment_then_default(monkeypatch):

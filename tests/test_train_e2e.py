@@ -13,8 +13,8 @@ import pytest
 from conftest import CLASSES, EPOCH_KEYS, artifact_paths
 from mlflow.tracking import MlflowClient
 
-from seglab.evaluation import PerImageCounts
-from seglab.verdicts import HiddenFailureRule, hidden_classes
+from seglab.core.per_image import PerImageCounts
+from seglab.core.verdicts import HiddenFailureRule, hidden_classes
 
 
 def train(tmp_path, *overrides: str) -> subprocess.CompletedProcess:
@@ -222,7 +222,7 @@ def test_bad_input_ends_the_command_with_one_line_that_names_it(tmp_path):
     result = train(tmp_path, "model.depth=3", "data.image_size=36")
     assert result.returncode == 2
     assert result.stderr.splitlines() == [
-        "seglab.train: model.depth=3 needs image height and width divisible by 2**3=8, got "
+        "seglab train: model.depth=3 needs image height and width divisible by 2**3=8, got "
         "36x36; choose an image size that is a multiple of 8 or a smaller model.depth"
     ]
 
@@ -231,7 +231,7 @@ def test_an_unknown_group_option_ends_the_command_in_one_line_with_the_choices(t
     result = train(tmp_path, "-m", "class_weights=none,median_freq")
     assert result.returncode == 2
     (line,) = result.stderr.splitlines()
-    assert line.startswith("seglab.train: class_weights='median_freq' is not one of ['effective")
+    assert line.startswith("seglab train: class_weights='median_freq' is not one of ['effective")
     assert not (tmp_path / "mlflow.db").exists()  # refused before anything started
 
 

@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 
-from seglab.verdicts import HiddenFailureRule, hidden_classes, loss_drop
+from seglab.core.verdicts import HiddenFailureRule, hidden_classes, loss_drop
 
 NAN = math.nan
 CAMVID = [

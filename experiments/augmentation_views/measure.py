@@ -10,11 +10,11 @@ import hashlib
 
 import numpy as np
 
-from seglab.augment import Augmenter
-from seglab.class_weights import Weighting
-from seglab.datasets.shapes import shapes
+from seglab.core.class_weights import Weighting
+from seglab.data.augment import Augmenter
+from seglab.data.datasets.shapes import shapes
 from seglab.losses import CrossEntropy
-from seglab.trainer import Trainer
+from seglab.training.trainer import Trainer
 
 
 def fingerprint(array: np.ndarray) -> str:

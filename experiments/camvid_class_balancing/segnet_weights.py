@@ -19,11 +19,11 @@ import numpy as np
 import pandas as pd
 from omegaconf import OmegaConf
 
-from seglab.class_weights import median_frequency
-from seglab.data import split_counts
-from seglab.datasets.folder import folder
+from seglab.analysis.report import Table, markdown_table
+from seglab.core.class_weights import median_frequency
+from seglab.data.counting import split_counts
+from seglab.data.datasets.folder import folder
 from seglab.paths import config_dir
-from seglab.report import Table, markdown_table
 
 SEGNET_TUTORIAL = [0.2595, 0.1826, 4.5640, 0.1417, 0.9051, 0.3826, 9.6446, 1.8418, 0.6823]
 SEGNET_TUTORIAL += [6.2478, 7.3614]

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from seglab.data import pixel_weight_map
+from seglab.data.pipeline import pixel_weight_map
 from seglab.losses import CrossEntropy, Dice, FocalLoss
 
 WEIGHTS = np.array([1.0, 5.0, 2.0], np.float32)

@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import numpy as np
 
-from seglab.augment import Augmenter
-from seglab.class_weights import Weighting
-from seglab.data import batches
-from seglab.datasets.shapes import shapes
+from seglab.core.class_weights import Weighting
+from seglab.data.augment import Augmenter
+from seglab.data.datasets.shapes import shapes
+from seglab.data.pipeline import batches
 from seglab.losses import CrossEntropy
-from seglab.trainer import Trainer
+from seglab.training.trainer import Trainer
 
 SPECK, BOOST = 4, 5.0
 

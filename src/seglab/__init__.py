@@ -1,18 +1,17 @@
 """seglab: semantic-segmentation experiments that show what the aggregate loss hides.
 
-Importing the package registers the ``${seglab_root:}`` OmegaConf resolver used by ``conf/`` and
-imports TensorFlow without its start-up notices (``SEGLAB_VERBOSE=1`` shows them; see
-:mod:`seglab.quiet`).
+Importing the package is light (no TensorFlow, no MLflow): the subpackages that need TensorFlow
+import it themselves, without its start-up notices (:mod:`seglab.silence`). The layers, bottom
+up: :mod:`seglab.core` (NumPy), :mod:`seglab.losses` and :mod:`seglab.data`,
+:mod:`seglab.training`, :mod:`seglab.tracking`, :mod:`seglab.analysis` and
+:mod:`seglab.figures`; the commands on top (``seglab train|evaluate|predict|report|stats``).
 """
 
 import os
 
-from seglab.paths import register_resolvers
-from seglab.quiet import import_tensorflow_quietly
-
 # MLflow draws a progress bar for every artifact it downloads: noise in reports and notebooks.
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
-import_tensorflow_quietly()
-register_resolvers()
 
-__all__ = ["register_resolvers"]
+from seglab.paths import register_resolvers  # noqa: E402 - after the environment it reads
+
+register_resolvers()  # ${seglab_root:} in conf/, for every command and test that composes it

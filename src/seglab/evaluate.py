@@ -1,11 +1,11 @@
-"""``python -m seglab.evaluate run_id=<id> [split=test] [data overrides] [new_run=true]``.
+"""``seglab evaluate run_id=<id> [split=test] [data overrides] [new_run=true]``.
 
 Scores a run's logged model (its best checkpoint) on a split of its own data, or of any data:
 
-    python -m seglab.evaluate run_id=<id>                        # the run's data, split test
-    python -m seglab.evaluate run_id=<id> split=val
-    python -m seglab.evaluate run_id=<id> data.root=/data/CamVid-night prefix=night
-    python -m seglab.evaluate run_id=<id> data=folder data.root=/data/x data.image_size=[128,160]
+    seglab evaluate run_id=<id>                        # the run's data, split test
+    seglab evaluate run_id=<id> split=val
+    seglab evaluate run_id=<id> data.root=/data/CamVid-night prefix=night
+    seglab evaluate run_id=<id> data=folder data.root=/data/x data.image_size=[128,160]
 
 ``data.<key>=<value>`` changes the run's own data config (logged as ``config.yaml``; only
 seglab's own datasets are built from it); ``data=<option>`` starts from
@@ -22,11 +22,7 @@ names the MLflow store (default: ``$MLFLOW_TRACKING_URI``, else ``outputs/mlflow
 
 from __future__ import annotations
 
-import os
 import re
-
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-
 import sys
 from collections.abc import Sequence
 from typing import cast
@@ -36,50 +32,46 @@ from hydra import compose, initialize_config_dir
 from mlflow.exceptions import MlflowException
 from omegaconf import DictConfig, OmegaConf
 
-from seglab.checks import build, check_choice, check_required, group_options, key_paths
-from seglab.data import SegmentationData
-from seglab.evaluation import PerImageCounts, split_counts_per_image, split_metrics
-from seglab.paths import config_dir, project_root, register_resolvers
-from seglab.predict import load_run_model
-from seglab.run_summary import log_per_image
-from seglab.tracking import TAG_CLASS_NAMES, MlflowTracker, check_existing_store
+from seglab import schema
+from seglab.cli import bad_input, compose_options, flags, options_help, print_config
+from seglab.config import build, check_required, current_target, group_options, key_paths
+from seglab.core.checks import check_choice
+from seglab.core.per_image import PerImageCounts, split_metrics
+from seglab.data.dataset import SegmentationData
+from seglab.paths import config_dir, register_resolvers
+from seglab.tracking.models import load_run_model
+from seglab.tracking.store import check_existing_store
+from seglab.tracking.tracker import MlflowTracker
+from seglab.training.prediction import split_counts_per_image
 
-OPTIONS = {"run_id": None, "split": "test", "prefix": None, "new_run": "false", "batch_size": "8"}
-OPTIONS_WITH_URI = (*OPTIONS, "tracking_uri")
-TAG_EVALUATED_RUN = "seglab.evaluated_run"
 PREFIX = re.compile(r"[A-Za-z0-9_-]+(/[A-Za-z0-9_-]+)*")
 # The module docstring is the help; a terminal shows the reST literals without their backticks.
 HELP = (__doc__ or "").replace("``", "").strip()
 
 
-def parse(argv: Sequence[str]) -> tuple[dict[str, str | None], list[str]]:
-    """``key=value`` words -> (the options, the ``data``/``data.*`` overrides)."""
-    options: dict[str, str | None] = {**OPTIONS, "tracking_uri": None}
-    data: list[str] = []
-    for word in argv:
-        key, sep, value = word.partition("=")
-        if not sep:
-            raise ValueError(f"{word!r} is not key=value; options: {list(OPTIONS_WITH_URI)}")
-        if key == "data" or key.startswith("data."):
-            data.append(word)
-        elif key in options:
-            options[key] = value
-        else:
-            raise ValueError(
-                f"{key!r} is not an option: use one of {list(OPTIONS_WITH_URI)} or data.<key>"
-            )
-    if not options["run_id"]:
-        raise ValueError("run_id=<id> is required: the run whose logged model to evaluate")
-    if options["new_run"] not in ("true", "false"):
-        raise ValueError(f"new_run={options['new_run']!r} is not one of ['true', 'false']")
-    if not str(options["batch_size"]).isdigit() or int(str(options["batch_size"])) < 1:
-        raise ValueError(f"batch_size={options['batch_size']!r} must be a whole number >= 1")
-    if options["prefix"] and not PREFIX.fullmatch(options["prefix"]):
+def split_words(words: Sequence[str]) -> tuple[list[str], list[str]]:
+    """The command's words -> (its own ``key=value`` options, the ``data``/``data.*`` ones)."""
+    data = [w for w in words if w.partition("=")[0] == "data" or w.startswith("data.")]
+    return [w for w in words if w not in data], data
+
+
+def checked_options(cfg: DictConfig) -> DictConfig:
+    """The command's options, each checked; raises naming the first bad one."""
+    check_required(cfg)
+    if not isinstance(cfg.new_run, bool):
+        raise ValueError(f"new_run={cfg.new_run!r} is not one of [true, false]")
+    if (
+        isinstance(cfg.batch_size, bool)
+        or not isinstance(cfg.batch_size, int)
+        or cfg.batch_size < 1
+    ):
+        raise ValueError(f"batch_size={cfg.batch_size!r} must be a whole number >= 1")
+    if cfg.prefix is not None and not PREFIX.fullmatch(str(cfg.prefix)):
         raise ValueError(
-            f"prefix={options['prefix']!r}: use letters, digits, '_' and '-', in parts separated "
-            "by '/' (it names the metrics and the artifact per_image/<prefix>.parquet)"
+            f"prefix={cfg.prefix!r}: use letters, digits, '_' and '-', in parts separated by '/' "
+            f"(it names the metrics and the artifact {schema.per_image_file('<prefix>')})"
         )
-    return options, data
+    return cfg
 
 
 def data_config(run_config: DictConfig, overrides: Sequence[str]) -> DictConfig:
@@ -103,8 +95,9 @@ def dataset_targets() -> list[str]:
     return sorted({str(c["_target_"]) for c in loaded if "_target_" in c})
 
 
-def check_dataset_target(data: DictConfig, run_id: str) -> None:
-    """Raises unless ``data`` builds one of seglab's datasets and nothing else.
+def check_dataset_target(data: DictConfig, run_id: str) -> DictConfig:
+    """``data`` if it builds one of seglab's datasets and nothing else (a target from before
+    seglab's modules moved is renamed); raises otherwise.
 
     The data config comes from the run's logged ``config.yaml``: whoever can write a run's
     artifacts on a shared store must not choose what is called (``hydra.utils.instantiate``
@@ -112,26 +105,29 @@ def check_dataset_target(data: DictConfig, run_id: str) -> None:
     file writers such as ``tensorflow.io.write_file`` through).
     """
     allowed = dataset_targets()
-    target = data.get("_target_")
+    target = current_target(str(data.get("_target_")))
     if target not in allowed:
         raise ValueError(
-            f"run {run_id}: data._target_={target!r} in its config.yaml is not one of seglab's "
-            f"datasets {allowed}; refusing to build it"
+            f"run {run_id}: data._target_={data.get('_target_')!r} in its config.yaml is not one "
+            f"of seglab's datasets {allowed}; refusing to build it"
         )
     if nested := key_paths(OmegaConf.to_container(data), "_target_", "data")[1:]:
         raise ValueError(
             f"run {run_id}: {nested[0]} in its config.yaml would be built too; a data config "
             "holds values only, refusing to build it"
         )
+    checked = data.copy()
+    checked._target_ = target
+    return checked
 
 
 def run_config(tracker: MlflowTracker, run_id: str) -> DictConfig:
     """The run's logged ``config.yaml``; raises naming ``run_id`` when there is none."""
     try:
-        local = tracker.client.download_artifacts(run_id, "config.yaml")
+        local = tracker.client.download_artifacts(run_id, schema.CONFIG_FILE)
     except (MlflowException, OSError) as error:
         raise ValueError(
-            f"run_id={run_id!r} has no config.yaml at {tracker.uri}: {error}"
+            f"run_id={run_id!r} has no {schema.CONFIG_FILE} at {tracker.uri}: {error}"
         ) from error
     return cast(DictConfig, OmegaConf.load(local))
 
@@ -165,59 +161,52 @@ def per_class_frame(counts: PerImageCounts, class_names: Sequence[str]) -> pd.Da
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    words = sys.argv[1:] if argv is None else argv
-    if {"-h", "--help"} & set(words):
-        print(HELP)
+    """Scores the run's model and logs the scores; returns the exit status."""
+    words, show_help, show_config = flags(sys.argv[1:] if argv is None else argv)
+    if show_help:
+        print(options_help("evaluate", HELP))
         return 0
+    own, overrides = split_words(words)
     try:
-        options, overrides = parse(words)
-    except ValueError as error:
-        print(f"seglab.evaluate: {error}", file=sys.stderr)
-        return 2
-    run_id, split = str(options["run_id"]), str(options["split"])
-    prefix = options["prefix"] or split
-    new_run = options["new_run"] == "true"
-    tracker = MlflowTracker(
-        tracking_uri=options["tracking_uri"],
-        default_uri=f"sqlite:///{project_root() / 'outputs' / 'mlflow.db'}",
-    )
-    register_resolvers()  # the logged config may hold ${seglab_root:}
-    try:
+        cfg = compose_options("evaluate", own)
+        if show_config:
+            print_config(cfg)
+            return 0
+        checked_options(cfg)
+        run_id, split = str(cfg.run_id), str(cfg.split)
+        prefix = str(cfg.prefix or split)
+        tracker = MlflowTracker(tracking_uri=cfg.tracking_uri)
+        register_resolvers()  # the logged config may hold ${seglab_root:}
         check_existing_store(tracker.uri, tracker.uri_source)
         config = run_config(tracker, run_id)
         source = tracker.client.get_run(run_id)
-        if not new_run and f"{prefix}/miou" in source.data.metrics:
+        if not cfg.new_run and schema.key(prefix, schema.MIOU) in source.data.metrics:
             raise ValueError(
                 f"run {run_id} already has {prefix}/... metrics; give prefix=<another name> or "
                 "new_run=true (nothing is written over)"
             )
-        data_node = data_config(config, overrides)
-        check_dataset_target(data_node, run_id)
+        data_node = check_dataset_target(data_config(config, overrides), run_id)
         data: SegmentationData = build(data_node)
         data.stream(split)  # an unknown split is named before the model is loaded
         model, metadata = load_run_model(tracker, run_id)
         check_compatible(model.input_shape, int(model.output_shape[-1]), data)
-        batch = int(str(options["batch_size"]))
-        counts = split_counts_per_image(model, data, split, batch)
+        counts = split_counts_per_image(model, data, split, int(cfg.batch_size))
     except ValueError as error:
-        print(f"seglab.evaluate: {error}", file=sys.stderr)
-        return 2
+        return bad_input("seglab evaluate", error)
     names = list(data.class_names)
     epoch = int(metadata.get("checkpoint_epoch", 0))
-    if new_run:
+    if cfg.new_run:
         tracker.experiment_name = tracker.client.get_experiment(source.info.experiment_id).name
         tracker.run_name = f"evaluate {source.info.run_name} on {prefix}"
         tags = {
-            TAG_EVALUATED_RUN: run_id,
-            TAG_CLASS_NAMES: source.data.tags.get(TAG_CLASS_NAMES, ""),
+            schema.TAG_EVALUATED_RUN: run_id,
+            schema.TAG_CLASS_NAMES: source.data.tags.get(schema.TAG_CLASS_NAMES, ""),
         }
         with tracker.start_run(tags=tags):
-            tracker.log_metrics(split_metrics(counts, names, prefix), step=epoch)
-            log_per_image(tracker, counts, names, prefix)
+            log_scores(tracker, counts, names, prefix, epoch)
     else:
         tracker.run_id = run_id
-        tracker.log_metrics(split_metrics(counts, names, prefix), step=epoch)
-        log_per_image(tracker, counts, names, prefix)
+        log_scores(tracker, counts, names, prefix, epoch)
     scores = counts.scores()
     print(
         f"{prefix}: {len(counts.names)} images of split {split!r} scored with the model of run "
@@ -230,5 +219,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
-if __name__ == "__main__":
+def log_scores(
+    tracker: MlflowTracker, counts: PerImageCounts, names: Sequence[str], prefix: str, epoch: int
+) -> None:
+    """``<prefix>/...`` at step ``epoch`` and ``per_image/<prefix>.parquet`` into the tracker's
+    run."""
+    tracker.log_metrics(split_metrics(counts, names, prefix), step=epoch)
+    tracker.log_parquet(counts.frame(names, prefix), schema.per_image_file(prefix))
+
+
+def cli() -> None:
+    """``seglab evaluate``."""
     sys.exit(main())
+
+
+if __name__ == "__main__":
+    cli()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
 from omegaconf import OmegaConf
@@ -33,3 +34,15 @@ def register_resolvers() -> None:
     """Register ``${seglab_root:}`` so configs can place outputs under the project root."""
     if not OmegaConf.has_resolver("seglab_root"):
         OmegaConf.register_new_resolver("seglab_root", lambda: str(project_root()))
+
+
+def check_writable(folder: str | Path, where: str) -> None:
+    """Raises ``ValueError`` beginning with ``where`` (the option and its value) when ``folder``
+    cannot be created or a file written in it: the one write probe every command runs before it
+    starts work."""
+    try:
+        Path(folder).mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=folder):
+            pass
+    except OSError as error:
+        raise ValueError(f"{where}: cannot write to {folder}: {error}") from error

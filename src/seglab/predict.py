@@ -1,7 +1,7 @@
-"""``python -m seglab.predict run_id=<id> input=<folder> output=<folder>``: segment a folder.
+"""``seglab predict run_id=<id> input=<folder> output=<folder>``: segment a folder.
 
 Loads the run's MLflow model (``runs:/<id>/model``, the best checkpoint that
-:meth:`seglab.tracking.MlflowTracker.log_model` logged) from the same store training used,
+:func:`seglab.tracking.models.log_model` logged) from the same store training used,
 without running code from it: a model folder holding a pickle is refused, and the Keras model is
 loaded in safe mode. Then it writes for every PNG/JPEG image in ``input``:
 
@@ -19,82 +19,23 @@ masks of the batches before it are kept.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+import sys
 from pathlib import Path
-
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+from typing import TYPE_CHECKING
 
 import hydra
-import keras
-import mlflow.artifacts
 import numpy as np
-import tensorflow as tf
-from mlflow.exceptions import MlflowException
-from mlflow.models import Model
 from omegaconf import DictConfig
 
-# Imported to register seglab's losses and metrics with Keras: the model's compile config names
-# them (seglab>CEDice, ...), and safe-mode loading finds classes by those names only.
-from seglab import losses, metrics  # noqa: F401
-from seglab.checks import check_required
-from seglab.data import scale_image, tf_reason
-from seglab.datasets.folder import IMAGE_SUFFIXES, read_image
+from seglab.cli import bad_input_in_one_line
+from seglab.config import check_overrides, check_required
+from seglab.data.decode import IMAGE_SUFFIXES, encode_png
 from seglab.paths import config_dir
-from seglab.prediction import LabelPredictor
-from seglab.quiet import bad_input_in_one_line
-from seglab.tracking import (
-    MODEL_NAME,
-    TAG_MODEL_ERROR,
-    MlflowTracker,
-    check_existing_store,
-    pickle_files,
-)
+from seglab.tracking.models import load_run_model
+from seglab.training.prediction import segment_files
 
-KERAS_FILE = Path("data") / "model.keras"  # where the TensorFlow flavour keeps a Keras 3 model
-
-
-def load_run_model(tracker: MlflowTracker, run_id: str) -> tuple[keras.Model, dict]:
-    """The run's logged model and its metadata; raises naming ``run_id`` when there is none."""
-    check_existing_store(tracker.uri, tracker.uri_source)
-    try:
-        run = tracker.client.get_run(run_id)
-    except MlflowException as error:
-        raise ValueError(
-            f"run_id={run_id!r}: no such run at {tracker.uri} (from {tracker.uri_source})"
-        ) from error
-    outputs = run.outputs.model_outputs if run.outputs else []
-    models = [tracker.client.get_logged_model(o.model_id) for o in outputs]
-    models = [m for m in models if m.name == MODEL_NAME]
-    if not models:
-        why = run.data.tags.get(TAG_MODEL_ERROR) or (
-            "it was trained with tracking.log_model=false, or did not finish"
-        )
-        raise ValueError(f"run_id={run_id!r} has no logged model {MODEL_NAME!r}: {why}")
-    # The model's own artifact location: MLflow 3.x resolves runs:/<id>/model against the
-    # global tracking URI only, which may not be this store.
-    local = mlflow.artifacts.download_artifacts(
-        artifact_uri=models[-1].artifact_location, tracking_uri=tracker.uri
-    )
-    return load_model_folder(Path(local), run_id), Model.load(local).metadata or {}
-
-
-def load_model_folder(folder: Path, run_id: str) -> keras.Model:
-    """The Keras model of a downloaded MLflow model folder, loaded without running its code.
-
-    Raises:
-        ValueError: When the folder holds a pickle (anyone who can write the run's artifacts
-            could make loading it run code), or no ``data/model.keras``.
-    """
-    if pickled := pickle_files(folder):
-        raise ValueError(
-            f"run_id={run_id!r}: refusing to load its model: {pickled[0].relative_to(folder)} "
-            "is a pickle, and loading a pickle runs code. seglab logs models without pickles; "
-            "this model was logged otherwise or its artifacts were changed"
-        )
-    path = folder / KERAS_FILE
-    if not path.is_file():
-        raise ValueError(f"run_id={run_id!r}: its model has no {KERAS_FILE} (not a Keras 3 model)")
-    return keras.saving.load_model(path, safe_mode=True)
+if TYPE_CHECKING:
+    import keras
 
 
 def image_files(folder: str) -> list[Path]:
@@ -106,21 +47,6 @@ def image_files(folder: str) -> list[Path]:
     if not files:
         raise ValueError(f"input={folder!r} has no images ({', '.join(IMAGE_SUFFIXES)})")
     return files
-
-
-def segment(
-    model: keras.Model, files: list[Path], batch_size: int
-) -> Iterator[tuple[Path, np.ndarray, np.ndarray]]:
-    """Each file with its ``uint8 (H, W, 3)`` image and index mask at the image's size, read and
-    predicted one batch at a time (memory: one batch, however many files)."""
-    size = tuple(model.input_shape[1:3])
-    predict = LabelPredictor(model)
-    for start in range(0, len(files), batch_size):
-        chunk = [(file, read_input(file)) for file in files[start : start + batch_size]]
-        labels = predict(tf.stack([scale_image(image, size) for _, image in chunk])).numpy()
-        for (file, image), label in zip(chunk, labels, strict=True):
-            back = tf.image.resize(label[..., None], image.shape[:2], method="nearest")
-            yield file, image, np.asarray(back)[..., 0]
 
 
 def output_paths(files: list[Path], out: Path) -> dict[Path, tuple[Path, Path]]:
@@ -180,34 +106,24 @@ def predict_folder(
         )
     out = Path(output_dir).expanduser()
     targets = output_paths(files, out)
-    dtype = tf.uint8 if num_classes <= 256 else tf.uint16
+    dtype = np.uint8 if num_classes <= 256 else np.uint16
     counts = np.zeros(num_classes, np.int64)
-    for index, (file, image, mask) in enumerate(segment(model, files, batch_size)):
+    for index, (file, image, mask) in enumerate(segment_files(model, files, batch_size)):
         if index == 0:  # made once the first batch is read: a bad input leaves no empty folders
             for folder in ("masks", "overlays"):
                 (out / folder).mkdir(parents=True, exist_ok=True)
         mask_path, overlay_path = targets[file]
-        write_new(mask_path, tf.io.encode_png(tf.cast(mask[..., None], dtype)).numpy())
-        picture = overlay(image, mask, colors, overlay_alpha)
-        write_new(overlay_path, tf.io.encode_png(picture).numpy())
+        write_new(mask_path, encode_png(mask[..., None].astype(dtype)))
+        write_new(overlay_path, encode_png(overlay(image, mask, colors, overlay_alpha)))
         counts += np.bincount(mask.ravel(), minlength=num_classes)
     return files, counts
 
 
-def read_input(path: Path) -> np.ndarray:
-    """One input image as ``uint8 (H, W, 3)``; raises naming the file when it cannot be read."""
-    try:
-        return np.asarray(read_image(str(path)))
-    except tf.errors.OpError as error:
-        reason = tf_reason(error.message)
-        raise ValueError(f"input file {path} cannot be read as an image: {reason}") from None
-
-
 @hydra.main(version_base="1.3", config_path=str(config_dir()), config_name="predict")
 def main(cfg: DictConfig) -> None:
-    with bad_input_in_one_line("seglab.predict"):
+    with bad_input_in_one_line("seglab predict"):
         check_required(cfg)
-        tracker: MlflowTracker = hydra.utils.instantiate(cfg.tracking)
+        tracker = hydra.utils.instantiate(cfg.tracking)
         model, metadata = load_run_model(tracker, str(cfg.run_id))
         files, counts = predict_folder(
             model, metadata, cfg.input, cfg.output, cfg.batch_size, cfg.overlay_alpha
@@ -218,5 +134,12 @@ def main(cfg: DictConfig) -> None:
     print(f"predicted pixel shares: {shares}")
 
 
-if __name__ == "__main__":
+def cli() -> None:
+    """``seglab predict``: unknown group options named in one line before Hydra composes."""
+    with bad_input_in_one_line("seglab predict"):
+        check_overrides(sys.argv[1:])
     main()
+
+
+if __name__ == "__main__":
+    cli()

@@ -1,4 +1,4 @@
-"""``python -m seglab.stats [data=... overrides]``: per-class pixel share and image counts.
+"""``seglab stats [data=... overrides]``: per-class pixel share and image counts.
 
 The first thing to look at before choosing a class-weight scheme: how rare each class is, in
 pixels and in images, on every split. Composes the same config as ``seglab.train``
@@ -7,19 +7,16 @@ pixels and in images, on every split. Composes the same config as ``seglab.train
 
 from __future__ import annotations
 
-import os
 import sys
-
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import hydra
 import pandas as pd
 from omegaconf import DictConfig
 
-from seglab.checks import build, check_group_overrides, check_required
-from seglab.data import split_counts
+from seglab.cli import bad_input_in_one_line
+from seglab.config import build, check_overrides, check_required
+from seglab.data.counting import split_counts
 from seglab.paths import config_dir
-from seglab.quiet import bad_input_in_one_line
 
 
 def table(cfg: DictConfig) -> pd.DataFrame:
@@ -37,7 +34,7 @@ def table(cfg: DictConfig) -> pd.DataFrame:
 
 @hydra.main(version_base="1.3", config_path=str(config_dir()), config_name="stats")
 def main(cfg: DictConfig) -> None:
-    with bad_input_in_one_line("seglab.stats"):
+    with bad_input_in_one_line("seglab stats"):
         frame = table(cfg)
     shown = frame.copy()
     for column in [c for c in frame.columns if c.endswith("_pixel_share")]:
@@ -45,7 +42,12 @@ def main(cfg: DictConfig) -> None:
     print(shown.to_string(index=False))
 
 
-if __name__ == "__main__":
-    with bad_input_in_one_line("seglab.stats"):
-        check_group_overrides(sys.argv[1:])
+def cli() -> None:
+    """``seglab stats``: unknown group options named in one line before Hydra composes."""
+    with bad_input_in_one_line("seglab stats"):
+        check_overrides(sys.argv[1:])
     main()
+
+
+if __name__ == "__main__":
+    cli()

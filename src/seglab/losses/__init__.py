@@ -5,6 +5,10 @@ See :mod:`seglab.losses.base` for the contract and how class weights reach each 
 
 from __future__ import annotations
 
+from seglab.silence import import_tensorflow_quietly
+
+import_tensorflow_quietly()  # before Keras imports TensorFlow, which prints its start-up lines
+
 from collections.abc import Callable
 from functools import partial
 from typing import Any
@@ -28,7 +32,7 @@ def build_loss(
 
     ``factory`` is a Hydra ``_partial_`` of a loss class. Region losses (and the Dice term of
     combos) get ``class_weights``; pixelwise losses get them as ``sample_weight`` maps from
-    ``tf.data`` instead (see ``seglab.data.batches``).
+    ``tf.data`` instead (see :func:`seglab.data.pipeline.batches`).
     """
     loss_class: Any = factory.func if isinstance(factory, partial) else factory
     kwargs: dict[str, Any] = {"ignore_index": ignore_index}

@@ -1,0 +1,295 @@
+"""The sweep report as a document: every run, the configurations over their seeds, the rankings,
+the evidence for the "lowest loss is not best worst class" sentence and the figures, rendered as
+markdown, as aligned terminal text and as one self-contained HTML page (its template,
+``report.html``, ships with the package)."""
+
+from __future__ import annotations
+
+import base64
+import io
+import math
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from html import escape
+from importlib import resources
+from pathlib import Path
+
+import pandas as pd
+from matplotlib.figure import Figure
+from mlflow.entities import Run
+from mlflow.tracking import MlflowClient
+
+from seglab.analysis import runs as stored
+from seglab.analysis.rankings import Mismatch, Rankings, rankings
+from seglab.core.formatting import readable
+from seglab.core.statistics import Interval
+from seglab.figures import sweep as sweep_figures
+
+RANKED_DIGITS = {"val_loss": 4, "min_iou": 3, "miou": 3}  # losses can be small: one digit more
+
+
+@dataclass(frozen=True)
+class Table:
+    """A table block of a report, and how its floats are shown."""
+
+    frame: pd.DataFrame
+    floats: str = "{:.4f}"
+
+    def shown(self) -> pd.DataFrame:
+        """The frame with floats formatted and NaN blank, every cell a string."""
+        shown = self.frame.copy()
+        for column in shown.columns:
+            if pd.api.types.is_float_dtype(shown[column]):
+                shown[column] = shown[column].map(
+                    lambda v: "" if pd.isna(v) else readable(v, self.floats.format(v))
+                )
+        return shown.astype(object).where(shown.notna(), "").astype(str)  # <NA> blank too
+
+
+Block = str | Table  # a paragraph (a heading when it starts with "# " or "## "), or a table
+
+
+@dataclass
+class Report:
+    """Everything a sweep report holds, and its three renderings: markdown (``report.md``,
+    :attr:`text`), aligned terminal text (:meth:`terminal`) and one self-contained HTML page
+    (:meth:`html`: tables sortable by their headers, the figures embedded)."""
+
+    history: pd.DataFrame
+    summary: pd.DataFrame
+    rankings: Rankings | None
+    figures: dict[str, Figure]
+    blocks: list[Block]
+
+    @property
+    def text(self) -> str:
+        """The report as GitHub markdown."""
+        parts = [markdown_table(b) if isinstance(b, Table) else b for b in self.blocks]
+        return "\n\n".join(parts) + "\n"
+
+    def terminal(self) -> str:
+        """The report for a terminal: headings underlined, tables in aligned columns."""
+        parts = []
+        for block in self.blocks:
+            if isinstance(block, Table):
+                parts.append(block.shown().to_string(index=False))
+            elif block.startswith("#"):
+                title = block.lstrip("# ")
+                parts.append(f"{title}\n{('=' if block.startswith('# ') else '-') * len(title)}")
+            else:
+                parts.append(block.replace("**", ""))
+        return "\n\n".join(parts) + "\n"
+
+    def html(self) -> str:
+        """One self-contained page: the tables sortable by a click on their headers, the
+        figures embedded as PNG."""
+        body = []
+        for block in self.blocks:
+            if isinstance(block, Table):
+                body.append(html_table(block))
+            elif block.startswith("## "):
+                body.append(f"<h2>{escape(block[3:])}</h2>")
+            elif block.startswith("# "):
+                body.append(f"<h1>{escape(block[2:])}</h1>")
+            else:
+                body.append("<p>" + BOLD.sub(r"<strong>\1</strong>", escape(block)) + "</p>")
+        for name, figure in self.figures.items():
+            buffer = io.BytesIO()
+            figure.savefig(buffer, format="png", dpi=100, bbox_inches="tight")
+            data = base64.b64encode(buffer.getvalue()).decode()
+            body.append(f"<h2>{escape(name.replace('_', ' '))}</h2>")
+            body.append(f'<img alt="{escape(name)}" src="data:image/png;base64,{data}">')
+        return html_page().replace("{body}", "\n".join(body))
+
+    def write(self, folder: str | Path) -> None:
+        """Writes report.md, report.html, history.csv/.parquet, summary.csv and the figures."""
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "report.md").write_text(self.text)
+        (folder / "report.html").write_text(self.html())
+        self.history.to_csv(folder / "history.csv", index=False)
+        self.history.to_parquet(folder / "history.parquet", index=False)
+        self.summary.to_csv(folder / "summary.csv", index=False)
+        for name, figure in self.figures.items():
+            figure.savefig(folder / f"{name}.png", dpi=110, bbox_inches="tight")
+
+
+def markdown(frame: pd.DataFrame, floats: str = "{:.4f}") -> str:
+    """A small frame as a GitHub markdown table (no extra dependency)."""
+    return markdown_table(Table(frame, floats))
+
+
+def markdown_table(table: Table) -> str:
+    """A table block as GitHub markdown."""
+    shown = table.shown()
+    header = "| " + " | ".join(map(str, shown.columns)) + " |"
+    rule = "|" + "|".join("---" for _ in shown.columns) + "|"
+    rows = ["| " + " | ".join(row) + " |" for row in shown.itertuples(index=False)]
+    return "\n".join([header, rule, *rows])
+
+
+def html_table(table: Table) -> str:
+    """A table block as an HTML table its page can sort."""
+    shown = table.shown()
+    head = "".join(f"<th>{escape(str(c))}</th>" for c in shown.columns)
+    rows = "".join(
+        "<tr>" + "".join(f"<td>{escape(v)}</td>" for v in row) + "</tr>"
+        for row in shown.itertuples(index=False)
+    )
+    return f'<table class="sortable"><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table>'
+
+
+BOLD = re.compile(r"\*\*(.+?)\*\*")
+
+
+def html_page() -> str:
+    """The report page's HTML around ``{body}``: style and the script that sorts tables."""
+    return resources.files("seglab.analysis").joinpath("report.html").read_text()
+
+
+def interval_cell(interval: Interval, digits: int = 3) -> str:
+    """A table cell: ``mean ± half-width``, blank when there is no mean (never logged), as
+    :meth:`Table.shown` blanks a missing float."""
+    return "" if math.isnan(interval.mean) else interval.format(digits)
+
+
+def with_intervals(table: pd.DataFrame, columns: Mapping[str, int]) -> pd.DataFrame:
+    """Each of ``columns`` (name -> digits) shown as ``mean ± half-width`` from its
+    ``<column>_ci`` partner."""
+    shown = table.copy()
+    for column, digits in columns.items():
+        half = shown.pop(f"{column}_ci")
+        shown[column] = [
+            interval_cell(Interval(0, m, 0.0, m - h, m + h), digits)
+            for m, h in zip(shown[column], half, strict=True)
+        ]
+    return shown
+
+
+def seed_tables(
+    configurations: pd.DataFrame, classes: Sequence[str] = ()
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """From :func:`seglab.analysis.runs.configuration_summary`: the whole-split metrics and the
+    per-class IoU as ``mean ± half-width`` tables, one row per configuration, the classes in
+    ``classes``' order (class index order) when given."""
+    cell = configurations.assign(
+        shown=[
+            interval_cell(Interval(n, m, 0.0, lo, hi))
+            for n, m, lo, hi in configurations[["n", "mean", "ci_low", "ci_high"]].itertuples(
+                index=False
+            )
+        ]
+    )
+    wide = cell.pivot(index="configuration", columns="metric", values="shown")
+    order = list(dict.fromkeys(configurations.configuration))
+    seeds = configurations.groupby("configuration").n.max()
+    rank = {name: i for i, name in enumerate(classes)}
+    found = [c for c in wide.columns if "/iou/" in c]
+    per_class = sorted(found, key=lambda c: rank.get(c.rsplit("/", 1)[-1], len(rank)))
+    whole = [c for c in dict.fromkeys(configurations.metric) if c not in per_class]
+    scalar = wide.loc[order, whole].assign(seeds=seeds.loc[order]).reset_index()
+    by_class = wide.loc[order, per_class].rename(columns=lambda c: c.rsplit("/", 1)[-1])
+    return scalar[["configuration", "seeds", *whole]], by_class.reset_index()
+
+
+def image_evidence(client: MlflowClient, summary: pd.DataFrame, found: Mismatch) -> list[Block]:
+    """The paired bootstrap over validation images between one run of each configuration a
+    mismatch names (the lowest seed both ran); nothing without per-image counts."""
+    done = summary[summary.status == "FINISHED"]
+    a = done[done.configuration == found.lowest_loss]
+    b = done[done.configuration == found.best_worst_class]
+    shared = sorted(set(a.seed.dropna()) & set(b.seed.dropna()))
+    seed = shared[0] if shared else None
+    run_a = (a[a.seed == seed] if seed is not None else a).iloc[0]
+    run_b = (b[b.seed == seed] if seed is not None else b).iloc[0]
+    try:
+        compared = stored.compare_runs(client, run_a.run_id, run_b.run_id)
+    except ValueError:
+        return []
+    return [
+        f"Paired bootstrap over the validation images (2000 resamples): iou_a is "
+        f"{run_a.run_name}, iou_b is {run_b.run_name}, difference is iou_b - iou_a with its "
+        "95 % interval. The interval says whether the difference holds across these images for "
+        "these two trained models, not across seeds.",
+        Table(compared, "{:.3f}"),
+    ]
+
+
+RUN_COLUMNS = [
+    "run_name",
+    "status",
+    "seed",
+    "epochs",
+    "val_loss",
+    "best_val_loss",
+    "val_ce",
+    "miou",
+    "min_iou",
+    "class_acc",
+    "worst_class",
+    "hidden_classes",
+]
+
+
+def build_report(client: MlflowClient, runs: Sequence[Run]) -> Report | None:
+    """Tables, rankings, figures and the text blocks for a set of runs (None if empty)."""
+    if not runs:
+        return None
+    history = stored.history(client, runs)
+    summary = stored.summary(history, runs)
+    summary = summary.sort_values(["configuration", "seed"], kind="stable", ignore_index=True)
+    columns = list(RUN_COLUMNS)
+    if summary.test_miou.notna().any():
+        columns += ["test_miou", "test_class_acc", "test_pixel_acc"]
+    blocks: list[Block] = [
+        "# seglab sweep report",
+        f"{len(runs)} runs.",
+        "## Runs",
+        Table(summary[columns]),
+    ]
+    ranked = None
+    figures: dict[str, Figure] = {}
+    if (summary.status == "FINISHED").any():
+        ranked = rankings(summary)
+        rho = ranked.spearman_loss_vs_min_iou
+        configurations = stored.configuration_summary(summary, history)
+        if configurations.n.max() > 1:
+            classes = stored.class_order(runs)
+            scalar, per_class = seed_tables(configurations, classes)
+            blocks += [
+                "## Configurations over seeds",
+                "Mean ± half-width of the 95 % Student-t interval over each configuration's "
+                "seeds (runs that differ only in trainer.seed); no interval with one seed.",
+                Table(scalar),
+                "Final validation IoU per class:",
+                Table(per_class),
+            ]
+            if summary.test_miou.notna().any():
+                test = stored.configuration_summary(summary, history, split="test")
+                blocks += [
+                    "Test IoU per class (the best checkpoint of each run):",
+                    Table(seed_tables(test, classes)[1]),
+                ]
+        else:
+            blocks += [
+                "## Final validation IoU per class",
+                Table(stored.final_iou_matrix(history, runs).reset_index(), "{:.3f}"),
+            ]
+        blocks += [
+            "## Ranked by val loss within each loss, beside worst-class IoU and mIoU",
+            Table(with_intervals(ranked.table, RANKED_DIGITS)),
+            "Spearman correlation of val loss with worst-class IoU across configurations: "
+            + ("n/a (needs 3 and some spread in both)" if rho != rho else f"{rho:+.2f}")
+            + " (a loss that tracked the failing class would be near -1).",
+        ]
+        blocks += [found.text for found in ranked.mismatches]
+        if ranked.mismatches:
+            blocks += image_evidence(client, summary, ranked.mismatches[0])
+        finished = summary[summary.status == "FINISHED"]
+        figures = {
+            "final_iou_heatmap": sweep_figures.iou_heatmap(stored.final_iou_matrix(history, runs)),
+            "val_loss_vs_min_iou": sweep_figures.loss_vs_worst_iou(finished),
+            "class_iou_curves": sweep_figures.class_iou_curves(history, stored.class_order(runs)),
+        }
+    return Report(history, summary, ranked, figures, blocks)

@@ -1,0 +1,264 @@
+"""MLflow -> tidy pandas frames: the one place that reads seglab's runs back.
+
+``history(client, runs)`` gives one row per run x epoch x metric x class (class empty for
+whole-split metrics such as ``val/loss``); ``summary`` one row per run, with its configuration
+(the runs that differ only in ``trainer.seed`` share one) and seed; ``configuration_summary``
+the mean and 95 % interval of each configuration over its seeds; ``compare_runs`` two runs
+class by class with a paired bootstrap over images. :mod:`seglab.analysis.rankings` ranks the
+configurations; the report and the notebook are thin layers over these functions.
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from mlflow.entities import Run
+from mlflow.tracking import MlflowClient
+
+from seglab import schema
+from seglab.core.per_image import PerImageCounts
+from seglab.core.statistics import paired_bootstrap, seed_summary
+
+# Params that do not make two runs different configurations.
+# (trainer.resume: where runs logged before it was the option resume kept it.)
+NOT_CONFIGURATION = ("paths.", "tracking.run_name", "resume", "trainer.resume", schema.SEED_PARAM)
+SUMMARY_METRICS = ("val_loss", "val_ce", "miou", "min_iou", "pixel_acc", "class_acc")
+
+
+def child_runs(client: MlflowClient, parent_run_id: str) -> list[Run]:
+    """The runs nested under a sweep's parent run, oldest first."""
+    parent = client.get_run(parent_run_id)
+    return client.search_runs(
+        [parent.info.experiment_id],
+        filter_string=f"tags.`{schema.TAG_PARENT}` = '{parent_run_id}'",
+        order_by=["attributes.start_time ASC"],
+    )
+
+
+def experiment_runs(client: MlflowClient, experiment_name: str) -> list[Run]:
+    """Every training run of an experiment (sweep parents excluded), oldest first."""
+    experiment = client.get_experiment_by_name(experiment_name)
+    if experiment is None:
+        raise ValueError(f"no MLflow experiment named {experiment_name!r}")
+    runs = client.search_runs([experiment.experiment_id], order_by=["attributes.start_time ASC"])
+    return [r for r in runs if r.data.tags.get(schema.TAG_SWEEP) != schema.SWEEP_PARENT]
+
+
+def history(client: MlflowClient, runs: Sequence[Run]) -> pd.DataFrame:
+    """Tidy per-epoch history: run_id, run_name, status, the three axes, epoch, metric,
+    class, value. ``class`` is the class's name (the key part of a class whose name the run did
+    not log)."""
+    rows = []
+    for run in runs:
+        tags = run.data.tags
+        base = {
+            "run_id": run.info.run_id,
+            "run_name": run.info.run_name,
+            "status": run.info.status,
+            **{axis: tags.get(schema.axis_tag(axis), "") for axis in schema.AXES},
+        }
+        names = {schema.class_key(name): name for name in class_order([run])}
+        for key in run.data.metrics:
+            metric, part = schema.split_key(key)
+            cls = names.get(part, part)
+            for point in client.get_metric_history(run.info.run_id, key):
+                rows.append(
+                    {
+                        **base,
+                        "epoch": point.step,
+                        "metric": metric,
+                        "class": cls,
+                        "value": point.value,
+                    }
+                )
+    columns = ["run_id", "run_name", "status", *schema.AXES, "epoch", "metric", "class", "value"]
+    frame = pd.DataFrame(rows, columns=columns)
+    return frame.sort_values(["run_id", "metric", "class", "epoch"], ignore_index=True)
+
+
+def final_values(frame: pd.DataFrame) -> pd.DataFrame:
+    """The last epoch's value of every run x metric x class."""
+    last = frame.sort_values("epoch").groupby(["run_id", "metric", "class"]).tail(1)
+    return last.reset_index(drop=True)
+
+
+def configuration_labels(runs: Sequence[Run]) -> dict[str, str]:
+    """Run id -> its configuration's label: the values that set it apart from the other runs'
+    configurations (``loss=dice,class_weights=enet``). Runs whose params differ only in
+    ``trainer.seed`` (or output paths) share a label; the three axes are named by their option
+    (tags ``seglab.<axis>``), other params by key."""
+    keys = {
+        run.info.run_id: {
+            k: v for k, v in run.data.params.items() if not k.startswith(NOT_CONFIGURATION)
+        }
+        for run in runs
+    }
+    names = sorted({k for params in keys.values() for k in params})
+    varying = [k for k in names if len({params.get(k) for params in keys.values()}) > 1]
+
+    def axis_of(key: str) -> str | None:
+        for axis in schema.AXES:
+            if key.startswith(f"{axis}.") or (
+                axis == "class_weights" and key.startswith(schema.CLASS_WEIGHT_PARAM)
+            ):
+                return axis
+        return None
+
+    axes = [a for a in schema.AXES if any(axis_of(k) == a for k in varying)]
+    others = [k for k in varying if axis_of(k) is None]
+    labels = {}
+    for run in runs:
+        params = keys[run.info.run_id]
+        parts = [f"{a}={run.data.tags.get(schema.axis_tag(a), '?')}" for a in axes]
+        parts += [f"{k}={params.get(k, '')}" for k in others]
+        labels[run.info.run_id] = ",".join(parts) or "one configuration"
+    return labels
+
+
+def summary(frame: pd.DataFrame, runs: Sequence[Run]) -> pd.DataFrame:
+    """One row per run: configuration and seed; final and best val loss, val CE, mIoU, min IoU,
+    pixel and class accuracy, worst class, the hidden-failure verdict; the test split's scores
+    when the run has them."""
+    tags = {r.info.run_id: r.data.tags for r in runs}
+    params = {r.info.run_id: r.data.params for r in runs}
+    labels = configuration_labels(runs)
+    final = final_values(frame)
+    rows = []
+    for key, group in frame.groupby("run_id", sort=False):
+        run_id = str(key)
+        last = final[final.run_id == run_id]
+        whole = last[last["class"] == ""]
+        scalar = dict(zip(whole.metric, whole.value, strict=True))
+        ious = last[last.metric == schema.VAL_IOU].set_index("class").value
+        val_loss = group[(group.metric == schema.VAL_LOSS) & (group["class"] == "")]
+        first = group.iloc[0]
+        seed = params[run_id].get(schema.SEED_PARAM)
+        rows.append(
+            {
+                "run_id": run_id,
+                "run_name": first.run_name,
+                "status": first.status,
+                "configuration": labels.get(run_id, first.run_name),
+                "seed": int(seed) if seed not in (None, "None") else pd.NA,
+                **{axis: first[axis] for axis in schema.AXES},
+                "epochs": int(group.epoch.max()) if len(group) else 0,
+                "val_loss": scalar.get(schema.VAL_LOSS, np.nan),
+                "best_val_loss": val_loss.value.min() if len(val_loss) else np.nan,
+                "val_ce": scalar.get(schema.VAL_CE, np.nan),
+                **{
+                    name: scalar.get(schema.key(schema.VAL, name), np.nan)
+                    for name in schema.SPLIT_SCORES
+                },
+                # The run's own tag breaks ties by class index, as the run did.
+                "worst_class": tags[run_id].get(
+                    schema.TAG_WORST_CLASS, ious.idxmin() if ious.notna().any() else ""
+                ),
+                "hidden_failure": tags[run_id].get(schema.TAG_HIDDEN_FAILURE, ""),
+                "hidden_classes": tags[run_id].get(schema.TAG_HIDDEN_CLASSES, ""),
+                **{
+                    f"test_{name}": scalar.get(schema.key(schema.TEST, name), np.nan)
+                    for name in schema.SPLIT_SCORES
+                },
+            }
+        )
+    # Nullable: a run that never logged trainer.seed (failed before its config) has no seed.
+    return pd.DataFrame(rows).astype({"seed": "Int64"}) if rows else pd.DataFrame(rows)
+
+
+def configuration_summary(
+    runs_summary: pd.DataFrame, frame: pd.DataFrame, split: str = "val"
+) -> pd.DataFrame:
+    """:func:`seglab.statistics.seed_summary` of the finished runs: per configuration and
+    metric (the summary's metrics, the test split's, and ``<split>/iou/<class>`` of every
+    class), n, mean, sd and the 95 % Student-t interval over seeds."""
+    done = runs_summary[runs_summary.status == "FINISHED"]
+    if done.empty:
+        return seed_summary(done, [])
+    final = final_values(frame)
+    ious = final[final.metric == schema.key(split, schema.IOU)].pivot(
+        index="run_id", columns="class", values="value"
+    )
+    ious = ious.add_prefix(schema.key(split, schema.IOU, ""))
+    wide = done.set_index("run_id").join(ious)
+    metrics = [
+        *SUMMARY_METRICS,
+        *(c for c in wide.columns if c.startswith("test_") and wide[c].notna().any()),
+        *ious.columns,
+    ]
+    return seed_summary(wide.reset_index(), metrics)
+
+
+def per_image(client: MlflowClient, run_id: str, split: str = "val") -> PerImageCounts:
+    """A run's per-image counts of ``split`` (its ``per_image/<split>.parquet`` artifact)."""
+    run = client.get_run(run_id)
+    names = class_order([run])
+    try:
+        local = client.download_artifacts(run_id, schema.per_image_file(split))
+    except Exception as error:
+        raise ValueError(
+            f"run {run_id} has no {schema.per_image_file(split)} (runs from before per-image "
+            f"evidence, or a split it was not scored on): {error}"
+        ) from error
+    return PerImageCounts.from_frame(pd.read_parquet(local), names)
+
+
+def compare_runs(
+    client: MlflowClient,
+    run_a: str,
+    run_b: str,
+    split: str = "val",
+    resamples: int = 2000,
+    seed: int = 0,
+) -> pd.DataFrame:
+    """Per-class IoU of two runs on the same split and the 95 % paired-bootstrap interval over
+    images of ``iou_b - iou_a`` (see :func:`seglab.statistics.paired_bootstrap`)."""
+    a, b = per_image(client, run_a, split), per_image(client, run_b, split)
+    names = class_order([client.get_run(run_a)])
+    return paired_bootstrap(a, b, names, resamples, seed)
+
+
+def class_order(runs: Sequence[Run]) -> list[str]:
+    """Class names in index order: the runs' ``seglab.class_names`` tag, else their
+    ``data.class_names`` param when it holds a list (not ``None``: names from a classes file)."""
+    names: list[str] = []
+    for run in runs:
+        tagged = run.data.tags.get(schema.TAG_CLASS_NAMES)
+        logged = (
+            json.loads(tagged) if tagged else literal_list(run.data.params.get("data.class_names"))
+        )
+        names += [n for n in logged if n not in names]
+    return names
+
+
+def literal_list(text: str | None) -> list[str]:
+    """A logged list param as a list; ``[]`` for ``None``, ``"None"`` or anything else."""
+    try:
+        value = ast.literal_eval(text) if text else None
+    except (ValueError, SyntaxError):
+        return []
+    return [str(v) for v in value] if isinstance(value, list | tuple) else []
+
+
+def final_iou_matrix(
+    frame: pd.DataFrame, runs: Sequence[Run] = (), metric: str = schema.VAL_IOU
+) -> pd.DataFrame:
+    """Run name x class matrix of the final ``metric`` (default val IoU: the heatmap's data),
+    classes in index order when the runs logged their class names."""
+    final = final_values(frame)
+    ious = final[final.metric == metric]
+    matrix = ious.pivot(index="run_name", columns="class", values="value")
+    known = [c for c in class_order(runs) if c in matrix.columns]
+    return matrix[known + [c for c in matrix.columns if c not in known]]
+
+
+def read_sweep_file(sweep_dir: str | Path) -> dict:
+    """The ``sweep.json`` a multirun's callback writes into its sweep directory."""
+    path = Path(sweep_dir) / schema.SWEEP_FILE
+    if not path.is_file():
+        raise ValueError(f"{sweep_dir} is not a seglab sweep directory (no {schema.SWEEP_FILE})")
+    return json.loads(path.read_text())

@@ -1,0 +1,15 @@
+"""Data as ``tf.data`` streams: decoding files, the datasets, counting classes, the training
+pipeline and augmentation.
+
+- :mod:`seglab.data.dataset`: :class:`~seglab.data.dataset.SegmentationData`, what every
+  dataset returns;
+- :mod:`seglab.data.decode`: image and mask files to tensors;
+- :mod:`seglab.data.datasets`: the datasets of the ``data`` config group;
+- :mod:`seglab.data.counting`: the class-count pass that validates every split's labels;
+- :mod:`seglab.data.pipeline`: shuffle, image boost, augmentation, pixel weights, batching;
+- :mod:`seglab.data.augment`: the augmentation-strength knob.
+"""
+
+from seglab.silence import import_tensorflow_quietly
+
+import_tensorflow_quietly()

@@ -1,0 +1,153 @@
+"""Prediction passes: a model's per-pixel class labels, traced once for a whole run, and what a
+run keeps of them (per-image counts of a split, samples for the overlays).
+
+Calling a Keras model eagerly dispatches every layer's operations from Python (about 0.1 s per
+call for the default U-Net on two CPU cores), and a ``tf.function`` built for one pass pays a
+trace of the whole model (about 0.25 s) each time. A run predicts many times: the failure
+gallery every epoch, then the per-image counts of the validation and test splits and the
+overlays. :class:`LabelPredictor` traces the model once, for every batch size, and every one of
+those calls reuses the trace; loading other weights into the model (the best checkpoint's)
+needs no new trace, because the traced function reads the model's variables.
+
+The model is called directly (not through ``model.predict``): a model built under a
+``tf.distribute`` strategy then runs on one device, and no replica gets an empty batch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from seglab.core.per_image import COUNT_COLUMNS, PerImageCounts, count_batch
+from seglab.data.counting import readable_batches
+from seglab.data.dataset import SegmentationData, take_samples
+from seglab.data.decode import read_image, scale_image, tf_reason
+
+
+class LabelPredictor:
+    """``predictor(images)``: the argmax class of every pixel, ``int32 (N, H, W)``.
+
+    Args:
+        model: A segmentation model whose output's last axis holds one score per class.
+    """
+
+    def __init__(self, model: keras.Model) -> None:
+        self.model = model
+        spec = tf.TensorSpec((None, *model.input_shape[1:]), tf.float32)
+        self._labels = tf.function(self._predict, input_signature=(spec,))
+
+    def _predict(self, images: tf.Tensor) -> tf.Tensor:
+        return tf.argmax(self.model(images, training=False), axis=-1, output_type=tf.int32)
+
+    def __call__(self, images: tf.Tensor | np.ndarray) -> tf.Tensor:
+        return self._labels(tf.convert_to_tensor(images, tf.float32))
+
+
+def label_predictor(model: keras.Model | LabelPredictor) -> LabelPredictor:
+    """``model`` itself if it is a :class:`LabelPredictor`, else one for it (for functions
+    that take either: a run passes its one predictor, a notebook a model)."""
+    return model if isinstance(model, LabelPredictor) else LabelPredictor(model)
+
+
+def per_image_counts(
+    model: keras.Model | LabelPredictor,
+    stream: tf.data.Dataset,
+    num_classes: int,
+    ignore_index: int,
+    batch_size: int = 8,
+    files: Sequence[Sequence[str]] | None = None,
+    split: str = "split",
+) -> PerImageCounts:
+    """Predicts every image of an unbatched ``(image, mask)`` stream and counts per image.
+
+    ``model`` may be a :class:`~seglab.prediction.LabelPredictor`, whose one trace a run
+    shares between its passes; a model gets one of its own. ``files`` (each sample's image,
+    then mask) name the images by their mask files, else ``<split>[<index>]``.
+
+    Raises:
+        ValueError: On a true label outside ``[0, num_classes)`` that is not ``ignore_index``,
+            naming the image, and on a file that cannot be read, naming it.
+    """
+    predict = label_predictor(model)
+    names = [sample[-1] for sample in files] if files else None
+    rows: dict[str, list[np.ndarray]] = {k: [] for k in COUNT_COLUMNS}
+    seen = 0
+    for images, masks in readable_batches(stream, batch_size, files):
+        *counts, bad = count_batch(
+            masks.numpy(), predict(images).numpy(), num_classes, ignore_index
+        )
+        if bad.any():
+            index = seen + int(np.argmax(bad))
+            name = names[index] if names else f"{split}[{index}]"
+            raise ValueError(
+                f"mask {name} has labels outside 0..{num_classes - 1} that are not "
+                f"ignore_index={ignore_index}"
+            )
+        for key, value in zip(COUNT_COLUMNS, counts, strict=True):
+            rows[key].append(value)
+        seen += len(bad)
+    if seen == 0:
+        raise ValueError(f"the {split} split is empty: nothing to evaluate")
+    image_names = tuple(names) if names else tuple(f"{split}[{i}]" for i in range(seen))
+    return PerImageCounts(image_names, *(np.concatenate(rows[k]) for k in COUNT_COLUMNS))
+
+
+def split_counts_per_image(
+    model: keras.Model | LabelPredictor, data: SegmentationData, split: str, batch_size: int
+) -> PerImageCounts:
+    """:func:`per_image_counts` of one of ``data``'s splits, its images named by their files."""
+    return per_image_counts(
+        model,
+        data.stream(split),
+        data.num_classes,
+        data.ignore_index,
+        batch_size,
+        data.sample_files(split),
+        split,
+    )
+
+
+def predict_samples(
+    model: keras.Model | LabelPredictor,
+    data: SegmentationData,
+    count: int,
+    prefer_class: int,
+    pool: int = 64,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Up to ``count`` validation (image, truth, prediction) triples for overlays.
+
+    Samples that contain ``prefer_class`` (usually the worst class) come first, so the figure
+    shows where the failing class is missed.
+    """
+    images, truths = take_samples(data.val, pool)
+    order = np.argsort(~(truths == prefer_class).any(axis=(1, 2)), kind="stable")[:count]
+    predictions = label_predictor(model)(images[order]).numpy()
+    return images[order], truths[order], predictions
+
+
+def segment_files(
+    model: keras.Model, files: list[Path], batch_size: int
+) -> Iterator[tuple[Path, np.ndarray, np.ndarray]]:
+    """Each file with its ``uint8 (H, W, 3)`` image and index mask at the image's size, read and
+    predicted one batch at a time (memory: one batch, however many files)."""
+    size = (int(model.input_shape[1]), int(model.input_shape[2]))
+    predict = LabelPredictor(model)
+    for start in range(0, len(files), batch_size):
+        chunk = [(file, read_input(file)) for file in files[start : start + batch_size]]
+        labels = predict(tf.stack([scale_image(image, size) for _, image in chunk])).numpy()
+        for (file, image), label in zip(chunk, labels, strict=True):
+            back = tf.image.resize(label[..., None], image.shape[:2], method="nearest")
+            yield file, image, np.asarray(back)[..., 0]
+
+
+def read_input(path: Path) -> np.ndarray:
+    """One input image as ``uint8 (H, W, 3)``; raises naming the file when it cannot be read."""
+    try:
+        return np.asarray(read_image(str(path)))
+    except tf.errors.OpError as error:
+        reason = tf_reason(error.message)
+        raise ValueError(f"input file {path} cannot be read as an image: {reason}") from None
