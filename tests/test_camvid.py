@@ -221,7 +221,8 @@ SECRET = "tensorflow.io.write_file"  # a file writer Hydra's own block list lets
         (
             {"_target_": SECRET, "_args_": ["x", "y"]},
             rf"data._target_='{SECRET}' in its config.yaml is not one of seglab's datasets "
-            r"\['seglab.data.datasets.folder.folder', 'seglab.data.datasets.oxford_pet.oxford_pet', "
+            r"\['seglab.data.datasets.folder.folder', "
+            r"'seglab.data.datasets.oxford_pet.oxford_pet', "
             r"'seglab.data.datasets.shapes.shapes'\]; refusing to build it$",
         ),
         ({"root": "x"}, r"data._target_=None in its config.yaml is not one of"),

@@ -22,8 +22,8 @@ PAGES = sorted(
 # A command runs to the end of its line (a trailing backslash continues it), a closing
 # backtick, a table cell's bar or a shell comment.
 COMMAND = re.compile(
-    r"(?:^|`)[ $]*(?:\.venv/bin/)?(?:python -m seglab\.|seglab )(train|evaluate|predict|report|stats)"
-    r"\b([^`|#\n]*)",
+    r"(?:^|`)[ $]*(?:\.venv/bin/)?(?:python -m seglab\.|seglab )"
+    r"(train|evaluate|predict|report|stats)\b([^`|#\n]*)",
     re.MULTILINE,
 )
 MAKE_STATS = re.compile(r"make (stats) ARGS=\"([^\"]*)\"")

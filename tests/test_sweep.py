@@ -261,7 +261,9 @@ def test_a_report_that_cannot_even_be_imported_still_ends_the_parent_failed(tmp_
     parent = tracker.open_run({"seglab.sweep": "parent"}, "sweep x")
     info = {"parent_run_id": parent, "total_jobs": 0, "start_time": time.time()}
     (tmp_path / "sweep.json").write_text(json.dumps(info))
-    monkeypatch.setitem(sys.modules, "seglab.analysis.report", None)  # importing it raises ImportError
+    monkeypatch.setitem(
+        sys.modules, "seglab.analysis.report", None
+    )  # importing it raises ImportError
     assert end_sweep(tmp_path, tracker) is False
     run = tracker.client.get_run(parent)
     assert run.info.status == "FAILED"

@@ -12,6 +12,6 @@ import os
 # MLflow draws a progress bar for every artifact it downloads: noise in reports and notebooks.
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
-from seglab.paths import register_resolvers  # noqa: E402 - after the environment it reads
+from seglab.paths import register_resolvers
 
 register_resolvers()  # ${seglab_root:} in conf/, for every command and test that composes it

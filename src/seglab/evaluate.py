@@ -108,12 +108,13 @@ def check_dataset_target(data: DictConfig, run_id: str) -> DictConfig:
     target = current_target(str(data.get("_target_")))
     if target not in allowed:
         raise ValueError(
-            f"run {run_id}: data._target_={data.get('_target_')!r} in its config.yaml is not one "
-            f"of seglab's datasets {allowed}; refusing to build it"
+            f"run {run_id}: data._target_={data.get('_target_')!r} in its {schema.CONFIG_FILE} "
+            f"is not one of seglab's datasets {allowed}; refusing to build it"
         )
     if nested := key_paths(OmegaConf.to_container(data), "_target_", "data")[1:]:
         raise ValueError(
-            f"run {run_id}: {nested[0]} in its config.yaml would be built too; a data config "
+            f"run {run_id}: {nested[0]} in its {schema.CONFIG_FILE} would be built too; a data "
+            "config "
             "holds values only, refusing to build it"
         )
     checked = data.copy()

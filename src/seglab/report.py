@@ -29,13 +29,13 @@ from seglab.paths import check_writable, project_root
 from seglab.tracking.store import check_existing_store, resolve_uri
 
 RUN_ID = re.compile(r"^[0-9a-f]{32}$")
-HELP = """seglab report [target=]<sweep dir | parent run id | experiment name> [key=value ...]
+HELP = f"""seglab report [target=]<sweep dir | parent run id | experiment name> [key=value ...]
 
 Report on a sweep (or any set of runs) from MLflow, without re-training: every run, the
 configurations over their seeds with 95 % intervals, the rankings by val loss within each loss
 beside worst-class IoU and mIoU, and whether the lowest loss is the best worst class. Prints it
-and writes report.md, report.html (sortable tables, figures), the tidy history (history.csv,
-history.parquet), summary.csv and the figures."""
+and writes report.md, {schema.SWEEP_REPORT_HTML} (sortable tables, figures), the tidy
+history (history.csv, history.parquet), summary.csv and the figures."""
 # The flags this command took before it took key=value options, and what to write instead.
 FORMER_FLAGS = {
     "--out": "out=<folder>",
@@ -109,7 +109,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     for figure in report.figures.values():
         plt.close(figure)
     print(report.text if cfg.markdown else report.terminal())
-    print(f"written to {out} (report.html: open it in a browser)")
+    print(f"written to {out} ({schema.SWEEP_REPORT_HTML}: open it in a browser)")
     return 0
 
 

@@ -1,7 +1,7 @@
 """The sweep report as a document: every run, the configurations over their seeds, the rankings,
 the evidence for the "lowest loss is not best worst class" sentence and the figures, rendered as
 markdown, as aligned terminal text and as one self-contained HTML page (its template,
-``report.html``, ships with the package)."""
+``report_page.html``, ships with the package)."""
 
 from __future__ import annotations
 
@@ -20,6 +20,7 @@ from matplotlib.figure import Figure
 from mlflow.entities import Run
 from mlflow.tracking import MlflowClient
 
+from seglab import schema
 from seglab.analysis import runs as stored
 from seglab.analysis.rankings import Mismatch, Rankings, rankings
 from seglab.core.formatting import readable
@@ -107,7 +108,7 @@ class Report:
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
         (folder / "report.md").write_text(self.text)
-        (folder / "report.html").write_text(self.html())
+        (folder / schema.SWEEP_REPORT_HTML).write_text(self.html())
         self.history.to_csv(folder / "history.csv", index=False)
         self.history.to_parquet(folder / "history.parquet", index=False)
         self.summary.to_csv(folder / "summary.csv", index=False)
@@ -145,7 +146,7 @@ BOLD = re.compile(r"\*\*(.+?)\*\*")
 
 def html_page() -> str:
     """The report page's HTML around ``{body}``: style and the script that sorts tables."""
-    return resources.files("seglab.analysis").joinpath("report.html").read_text()
+    return resources.files("seglab.analysis").joinpath("report_page.html").read_text()
 
 
 def interval_cell(interval: Interval, digits: int = 3) -> str:

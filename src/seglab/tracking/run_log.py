@@ -64,8 +64,8 @@ def epoch_metrics(
     record: EpochRecord, class_names: Sequence[str], hidden: Sequence[int] = ()
 ) -> dict[str, float]:
     """The metric dict logged for one epoch, keyed by metric path; ``hidden`` are the indices
-    of the classes whose failure the loss hides so far (:func:`seglab.core.verdicts.hidden_classes`).
-    """
+    of the classes whose failure the loss hides so far
+    (:func:`seglab.core.verdicts.hidden_classes`)."""
     scores = record.scores
     metrics = {
         schema.TRAIN_LOSS: record.train_loss,
@@ -75,7 +75,7 @@ def epoch_metrics(
     }
     for score in schema.EPOCH_SCORES[:-1]:  # all but the hidden count: attributes of Scores
         metrics[schema.key(schema.VAL, score)] = float(getattr(scores, score))
-    per_class = {
+    per_class: dict[str, Sequence[float] | np.ndarray] = {
         schema.IOU: scores.iou,
         schema.DICE: scores.dice,
         schema.RECALL: scores.recall,
@@ -93,7 +93,7 @@ def verdict_line(final: EpochRecord, tags: Mapping[str, str]) -> str:
     """One line a person reads first: the loss, the worst class, the hidden failures."""
     hidden = tags[schema.TAG_HIDDEN_CLASSES]
     return (
-        f"val/loss {final.val_loss:.4g}, mIoU {final.scores.miou:.3f}, worst class "
+        f"{schema.VAL_LOSS} {final.val_loss:.4g}, mIoU {final.scores.miou:.3f}, worst class "
         f"{tags[schema.TAG_WORST_CLASS]} (IoU {final.scores.min_iou:.3f}); "
         + (f"hidden failures: {hidden}" if hidden else "no hidden failure")
     )
@@ -410,7 +410,7 @@ class RunLog:
         tracker.log_metrics(
             {
                 schema.per_class(schema.VAL, schema.MISSED, n): float(m)
-                for n, m in zip(names, missed)
+                for n, m in zip(names, missed, strict=True)
             },
             step=final.epoch,
         )

@@ -34,9 +34,10 @@ from seglab.paths import check_writable, project_root
 URI_SCHEMES = ("sqlite", "http", "https", "postgresql", "mysql", "mssql", "databricks")
 SQLITE_HEADER = b"SQLite format 3\x00"
 EXPERIMENT_DESCRIPTION = (
-    "seglab runs: each logs the loss next to every class's IoU per epoch (val/loss, "
-    "val/iou/<class>, val/min_iou), names the classes whose failure the loss hides "
-    f"(tag {schema.TAG_HIDDEN_CLASSES}) and, in a sweep, nests under a parent run holding the "
+    "seglab runs: each logs the loss next to every class's IoU per epoch "
+    f"({schema.VAL_LOSS}, {schema.VAL_IOU}/<class>, {schema.VAL_MIN_IOU}), names the classes "
+    f"whose failure the loss hides (tag {schema.TAG_HIDDEN_CLASSES}) and, in a sweep, nests "
+    "under a parent run holding the "
     "report. Group or filter by the tags "
     + ", ".join(schema.axis_tag(axis) for axis in schema.AXES)
     + "."

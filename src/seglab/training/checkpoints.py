@@ -24,6 +24,7 @@ from pathlib import Path
 import keras
 import numpy as np
 
+from seglab import schema
 from seglab.core.checks import check_choice
 
 MODES = ("max", "min")
@@ -86,9 +87,9 @@ class Checkpointer:
     def __init__(
         self,
         directory: str | Path,
-        monitor: str = "val/min_iou",
+        monitor: str = schema.VAL_MIN_IOU,
         mode: str = "max",
-        tie_breaker: str = "val/miou",
+        tie_breaker: str = schema.VAL_MIOU,
         tie_tolerance: float = 0.01,
     ) -> None:
         check_selection(mode, tie_tolerance)

@@ -11,7 +11,7 @@ from typing import Any
 import keras
 import tensorflow as tf
 
-from seglab import signals
+from seglab import schema, signals
 from seglab.core.class_weights import Weighting
 from seglab.core.records import EpochRecord
 from seglab.data.augment import Augmenter
@@ -242,7 +242,7 @@ class Trainer:
             with signals.deferred():
                 logs = model.evaluate(val, callbacks=[gate], verbose=0, return_dict=True)
             seconds = time.perf_counter() - started
-            train_loss = state.metrics["train/loss"]
+            train_loss = state.metrics[schema.TRAIN_LOSS]
             return [recorder.record(state.epoch, train_loss, logs["loss"], seconds)]
         with signals.deferred():  # a signal ends training between batches, never inside a write
             model.fit(
