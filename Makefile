@@ -42,14 +42,14 @@ lock: ## Re-resolve requirements.lock: the newest versions pyproject.toml allows
 		--no-emit-find-links --output-file requirements.lock pyproject.toml
 
 demo: install ## Sweep loss {ce,dice} x class_weights {none,median_frequency}; print the report
-	$(PY) -m seglab.train experiment=demo
+	$(VENV)/bin/seglab train experiment=demo
 	@echo "Open the MLflow UI with make ui, at the runs page the sweep printed above"
 
 stats: install ## Class pixel shares and image counts: make stats ARGS="data=folder data.root=..."
-	$(PY) -m seglab.stats hydra.run.dir=outputs/stats $(ARGS)
+	$(VENV)/bin/seglab stats hydra.run.dir=outputs/stats $(ARGS)
 
 report: install ## Report on a sweep: make report SWEEP=outputs/sweeps/<time> (default: latest)
-	$(PY) -m seglab.report $(SWEEP)
+	$(VENV)/bin/seglab report $(SWEEP)
 
 notebook: install ## Open the per-class IoU notebook in JupyterLab (installs the notebook extra)
 	$(PY) -m pip install --quiet -e '.[notebook]'
@@ -67,10 +67,11 @@ test-cpu-paths: install ## The suite once per CPU path other machines take (oneD
 	  env $$path $(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile -q -p no:cacheprovider || exit 1; \
 	done
 
-lint: install ## ruff check, ruff format --check, and mypy on src/
+lint: install ## ruff check, ruff format --check, mypy on src/ (--strict on core, losses, schema)
 	$(VENV)/bin/ruff check $(LINT_PATHS)
 	$(VENV)/bin/ruff format --check $(LINT_PATHS)
 	$(VENV)/bin/mypy src/seglab
+	$(VENV)/bin/mypy --strict src/seglab/core src/seglab/losses src/seglab/schema.py
 
 docs: install ## Build the documentation site into outputs/site (mkdocs --strict)
 	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict --quiet

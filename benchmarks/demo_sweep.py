@@ -1,6 +1,6 @@
 """Wall time of the ``make demo`` sweep (goal: <= 5 minutes on 2 CPU cores).
 
-Runs exactly what ``make demo`` runs (``python -m seglab.train experiment=demo``) in a fresh
+Runs exactly what ``make demo`` runs (``seglab train experiment=demo``) in a fresh
 process, with outputs and the MLflow store in a temporary folder, and records the wall time of
 the whole command and the sweep's own ``[sweep] N jobs in S s`` line.
 """
@@ -43,7 +43,7 @@ def main() -> None:
     common.write(
         "demo_sweep",
         {
-            "command": "python -m seglab.train experiment=demo",
+            "command": "seglab train experiment=demo",
             "wall_seconds": wall,
             "sweep_seconds": float(sweep.group(2)) if sweep else None,
             "jobs": int(sweep.group(1)) if sweep else None,
@@ -51,7 +51,7 @@ def main() -> None:
             "goal_seconds": 300,
         },
         [
-            f"`make demo` sweep (python -m seglab.train experiment=demo): {wall:.0f} s wall "
+            f"`make demo` sweep (seglab train experiment=demo): {wall:.0f} s wall "
             f"({wall / 60:.1f} min, goal <= 5 min); "
             + (f"{sweep.group(1)} jobs in {sweep.group(2)} s " if sweep else "")
             + "from the sweep's start to its report.",

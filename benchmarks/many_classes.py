@@ -2,7 +2,7 @@
 memory stay bounded at ADE20K's class count?
 
 A synthetic folder set (64x64 PNGs, index masks of Voronoi regions drawn from C classes) is
-trained for 3 epochs by ``python -m seglab.train data=folder``, once with 5 classes and once with
+trained for 3 epochs by ``seglab train data=folder``, once with 5 classes and once with
 150, each in a fresh process. Each run records how long its phases took (tags
 ``seglab.seconds.setup``, ``.training``, ``.end_of_run``); the process's peak resident memory
 comes from ``getrusage``.

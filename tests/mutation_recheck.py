@@ -36,15 +36,21 @@ MUTMUT = Path(sys.executable).parent / "mutmut"
 # re-checked: the quick ones, then those whose functions the report's module-scoped fixture
 # calls (where mutmut misses most), then the rest.
 TEST_FILES = {
-    "seglab.class_weights": ["tests/test_class_weights.py"],
-    "seglab.verdicts": ["tests/test_verdicts.py"],
+    "seglab.schema": ["tests/test_schema.py", "tests/test_tracking.py"],
+    "seglab.core.class_weights": ["tests/test_class_weights.py"],
+    "seglab.core.verdicts": ["tests/test_verdicts.py"],
+    "seglab.core.checks": ["tests/test_folder.py", "tests/test_configs.py"],
+    "seglab.core.records": ["tests/test_metrics.py"],
     "seglab.report": ["tests/test_report.py"],
-    "seglab.statistics": ["tests/test_statistics.py", "tests/test_report.py"],
-    "seglab.evaluation": ["tests/test_evaluation.py", "tests/test_report.py"],
+    "seglab.analysis.report": ["tests/test_report.py"],
+    "seglab.core.formatting": ["tests/test_statistics.py", "tests/test_report.py"],
+    "seglab.core.statistics": ["tests/test_statistics.py", "tests/test_report.py"],
+    "seglab.core.per_image": ["tests/test_evaluation.py", "tests/test_report.py"],
     "seglab.analysis": ["tests/test_analysis.py", "tests/test_report.py"],
-    "seglab.metrics": ["tests/test_metrics.py", "tests/test_evaluation.py"],
+    "seglab.core.scores": ["tests/test_metrics.py", "tests/test_evaluation.py"],
+    "seglab.training.keras_metrics": ["tests/test_metrics.py", "tests/test_evaluation.py"],
     "seglab.losses": ["tests/test_losses.py", "tests/test_metrics.py"],
-    "seglab.checkpoints": ["tests/test_checkpoints.py"],
+    "seglab.training.checkpoints": ["tests/test_checkpoints.py"],
 }
 RECHECKED = ("survived", "timeout", "no tests")
 

@@ -245,3 +245,21 @@ def test_an_unknown_group_option_is_named_with_the_groups_options(case):
     else:
         with pytest.raises(ValueError, match=re.escape(message)):
             check_overrides(args)
+
+
+def test_pre_commit_hooks_run_the_locked_versions():
+    """The hooks and ``make lint`` run the same ruff (and nbstripout) the lock installs."""
+    import yaml
+
+    root = config_dir().parent
+    locked = dict(
+        line.split("==", 1)
+        for line in (root / "requirements.lock").read_text().splitlines()
+        if "==" in line and not line.startswith(" ")
+    )
+    hooks = yaml.safe_load((root / ".pre-commit-config.yaml").read_text())["repos"]
+    revisions = {repo["repo"].rsplit("/", 1)[-1]: repo["rev"].lstrip("v") for repo in hooks}
+    assert revisions == {
+        "ruff-pre-commit": locked["ruff"].strip(),
+        "nbstripout": locked["nbstripout"].strip(),
+    }

@@ -26,7 +26,7 @@ def project_root() -> Path:
 
 
 def config_dir() -> Path:
-    """The ``conf/`` directory that ``python -m seglab.train`` composes from."""
+    """The ``conf/`` directory that ``seglab train`` composes from."""
     return project_root() / CONF_DIR_NAME
 
 

@@ -65,13 +65,13 @@ def inverse_frequency(counts: ClassCounts) -> np.ndarray:
     class)."""
     n = counts.pixels
     with np.errstate(divide="ignore", invalid="ignore"):
-        return n.sum() / (len(n) * n)
+        return np.asarray(n.sum() / (len(n) * n), dtype=float)
 
 
 def inverse_sqrt(counts: ClassCounts) -> np.ndarray:
     """``w_c = 1 / sqrt(p_c)``, a milder inverse frequency (p_c: pixel share)."""
     with np.errstate(divide="ignore"):
-        return 1.0 / np.sqrt(counts.pixel_share)
+        return np.asarray(1.0 / np.sqrt(counts.pixel_share), dtype=float)
 
 
 def median_frequency(counts: ClassCounts) -> np.ndarray:
@@ -82,7 +82,7 @@ def median_frequency(counts: ClassCounts) -> np.ndarray:
     """
     with np.errstate(divide="ignore", invalid="ignore"):
         freq = counts.pixels / counts.image_pixels
-        return np.median(freq[counts.pixels > 0]) / freq
+        return np.asarray(np.median(freq[counts.pixels > 0]) / freq, dtype=float)
 
 
 def enet(counts: ClassCounts, k: float = 1.02) -> np.ndarray:
@@ -105,7 +105,7 @@ def effective_number(counts: ClassCounts, beta: float = 0.9999) -> np.ndarray:
     if not 0.0 <= beta < 1.0:
         raise ValueError(f"class_weights.beta must be in [0, 1), got {beta}")
     with np.errstate(divide="ignore"):
-        return (1.0 - beta) / (1.0 - np.power(beta, counts.pixels.astype(float)))
+        return np.asarray((1.0 - beta) / (1.0 - np.power(beta, counts.pixels.astype(float))))
 
 
 def manual(
@@ -153,7 +153,7 @@ def normalize(weights: np.ndarray, how: str, pixel_share: np.ndarray) -> np.ndar
     if how == "none":
         return weights
     if how == "mean":
-        return weights / weights.mean()
+        return np.asarray(weights / weights.mean(), dtype=float)
     return weights / float(np.sum(pixel_share * weights))
 
 

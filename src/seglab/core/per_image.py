@@ -44,7 +44,7 @@ class PerImageCounts:
     @property
     def present(self) -> np.ndarray:
         """(images, classes): the class has true pixels in the image."""
-        return (self.tp + self.fn) > 0
+        return np.asarray((self.tp + self.fn) > 0)
 
     def scores(self) -> Scores:
         """The split's scores from the counts summed over images."""

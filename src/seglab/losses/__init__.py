@@ -24,7 +24,7 @@ from seglab.losses.region import Dice, FocalTversky, GeneralizedDice, Tversky
 
 
 def build_loss(
-    factory: Callable[..., SegmentationLoss] | partial,
+    factory: Callable[..., SegmentationLoss] | partial[SegmentationLoss],
     class_weights: np.ndarray | None,
     ignore_index: int,
 ) -> SegmentationLoss:

@@ -27,7 +27,9 @@ class CrossEntropy(PixelLoss):
         name: Loss name.
     """
 
-    def __init__(self, ignore_index: int | None = None, name: str = "cross_entropy", **kwargs):
+    def __init__(
+        self, ignore_index: int | None = None, name: str = "cross_entropy", **kwargs: Any
+    ) -> None:
         super().__init__(ignore_index=ignore_index, name=name, **kwargs)
 
     def pixel_loss(self, p_true: Any) -> Any:
