@@ -6,6 +6,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import tensorflow as tf
+import yaml
 from conftest import compose_train
 from PIL import Image
 
@@ -121,10 +122,19 @@ def test_mask_without_image_is_named(tmp_path):
         folder(str(tmp_path), ["a", "b", "c"], SIZE)
 
 
-def test_size_mismatch_is_named_when_the_data_is_read(tmp_path):
+def test_size_mismatch_is_named_when_the_folder_is_listed(tmp_path):
     make_folder(tmp_path, count=3, mask_size=SIZE + 2)
+    with pytest.raises(
+        ValueError, match=r"images/img00.png is 16x16 but its mask .*img00.png is 18x18$"
+    ):
+        folder(str(tmp_path), ["a", "b", "c"], SIZE, val_fraction=0.34)
+
+
+def test_size_mismatch_after_listing_is_named_when_the_data_is_read(tmp_path):
+    make_folder(tmp_path, count=3)
     data = folder(str(tmp_path), ["a", "b", "c"], SIZE, val_fraction=0.34)
-    with pytest.raises(ValueError, match=r"image and mask sizes differ"):
+    write_png(tmp_path / "masks" / "img01.png", np.zeros((SIZE + 2, SIZE, 1), np.uint8))
+    with pytest.raises(ValueError, match=r"img01.png is 16x16 but its mask .*img01.png is 18x16$"):
         class_counts(data.train, 3, 255)
 
 
@@ -206,21 +216,38 @@ def test_colour_table_can_come_from_classes_yaml(tmp_path):
 
 def test_unknown_colour_is_named_with_its_file(tmp_path):
     colour_masks(tmp_path)
-    with pytest.raises(ValueError, match=r"not in data.colors.*masks/m\d.png"):
+    with pytest.raises(
+        ValueError, match=r"masks/m\d.png has the colour \[255, 255, 255\] .*not in data.colors"
+    ):
         class_counts(folder(str(tmp_path), ["a", "b", "c"], SIZE, colors=COLORS).train, 3, 255)
 
 
-def test_colour_mask_without_a_colour_table_says_to_give_one(tmp_path):
+def test_colour_masks_without_a_colour_table_list_their_colours_and_suggest_a_table(tmp_path):
     colour_masks(tmp_path)
-    with pytest.raises(ValueError, match=r"m\d.png.*need data.colors"):
-        class_counts(folder(str(tmp_path), ["a", "b", "c"], SIZE).train, 3, 255)
+    with pytest.raises(ValueError) as refused:
+        folder(str(tmp_path), ["a", "b", "c"], SIZE)
+    # 4 masks of 16x16: row 15 ignore colour (64 px), pixel (0, 0) class 2 (4 px), columns
+    # 1..i+1 of rows 0-14 class 1 (15 * 10 = 150 px), the rest black (1024 - 218 = 806 px).
+    assert str(refused.value) == (
+        f"4 masks are colour PNGs (the first: {tmp_path}/masks/m0.png) but data.colors is not "
+        "set: they hold 4 colours ([0, 0, 0] 78.7%, [128, 64, 128] 14.6%, [255, 255, 255] 6.2%, "
+        f"[220, 20, 60] 0.4%); a classes.yaml to fill in is written to {tmp_path}/"
+        "classes.suggested.yaml"
+    )
+    suggested = yaml.safe_load((tmp_path / "classes.suggested.yaml").read_text())
+    assert suggested["colors"] == [[0, 0, 0], [128, 64, 128], [255, 255, 255], [220, 20, 60]]
+    assert suggested["ignore_index"] == 255 and len(suggested["classes"]) == 4
+    suggested |= {"classes": ["bg", "road", "person"], "ignore_color": [[255, 255, 255]]}
+    suggested["colors"] = COLORS
+    (tmp_path / "classes.yaml").write_text(yaml.safe_dump(suggested))
+    data = folder(str(tmp_path), image_size=SIZE, val_fraction=0.25)  # filled in, it reads
+    assert set(np.unique(arrays(data.train)[1])) == {0, 1, 2, 255}
 
 
 def test_index_mask_with_a_colour_table_is_named(tmp_path):
     make_folder(tmp_path)
-    data = folder(str(tmp_path), ["a", "b", "c"], SIZE, colors=COLORS)
-    with pytest.raises(ValueError, match=r"not an RGB/RGBA/palette.*img\d\d"):
-        class_counts(data.train, 3, 255)
+    with pytest.raises(ValueError, match=r"img00.png is a L PNG, not an RGB/RGBA/palette PNG"):
+        folder(str(tmp_path), ["a", "b", "c"], SIZE, colors=COLORS)
 
 
 @pytest.mark.parametrize(
@@ -312,23 +339,34 @@ def test_sixteen_bit_colour_masks_are_refused_naming_the_file(tmp_path):
     colour_masks(tmp_path)
     write_png(tmp_path / "masks" / "m0.png", np.zeros((SIZE, SIZE, 3), np.uint16))
     data = folder(str(tmp_path), ["a", "b", "c"], SIZE, colors=COLORS, ignore_color=IGNORE_COLOR)
-    with pytest.raises(ValueError, match=r"16-bit colour masks are not supported.*m0.png"):
+    with pytest.raises(ValueError, match=r"mask .*m0.png: 16-bit colour masks are not supported$"):
         for split in ("train", "val"):
             class_counts(data.stream(split), 3, 255, files=data.files[split])
 
 
 @pytest.mark.parametrize("which", ["images", "masks"])
 @pytest.mark.parametrize(
-    "content", [b"", b"not a png at all", None], ids=["zero_bytes", "garbage", "truncated"]
+    ("content", "reason"),
+    [(b"", "an empty file"), (b"not a png at all", "not a PNG or JPEG image"), (None, "truncated")],
+    ids=["zero_bytes", "garbage", "truncated"],
 )
-def test_an_unreadable_image_or_mask_is_named_in_the_counting_pass(tmp_path, content, which):
+def test_an_unreadable_image_or_mask_is_named_in_one_line(tmp_path, content, reason, which):
     root = make_folder(tmp_path, count=6, sub="train")
     make_folder(tmp_path, count=2, sub="val")
     bad = root / "train" / which / "img03.png"
-    bad.write_bytes(bad.read_bytes()[:-12] if content is None else content)  # no IEND chunk
+    original = bad.read_bytes()
+    written = original[: len(original) // 2] if content is None else content
+    bad.write_bytes(written)
+    pattern = rf"^cannot read {root}/train/{which}/img03.png: .*{reason}[^\n]*$"
+    if content is not None:  # the header is unreadable: refused when the folder is listed
+        with pytest.raises(ValueError, match=pattern):
+            folder(str(root), ["bg", "stripe", "dot"], SIZE)
+    bad.write_bytes(original)
     data = folder(str(root), ["bg", "stripe", "dot"], SIZE)
-    with pytest.raises(ValueError, match=rf"cannot read sample 3 \(.*train/{which}/img03.png\)"):
+    bad.write_bytes(written)  # broken after listing: refused when its pixels are read
+    with pytest.raises(ValueError, match=pattern):
         class_counts(data.train, 3, 255, files=data.files["train"])
+    assert bad.read_bytes() == written  # nothing touched
 
 
 def test_a_mask_edited_in_place_is_recounted_and_validated_again(tmp_path):
@@ -358,7 +396,7 @@ def test_an_image_edited_in_place_is_read_again_and_named_when_unreadable(tmp_pa
     config = {"root": str(root)}
     split_counts(data, "train", config, tmp_path / "cache")
     (root / "train" / "images" / "img02.png").write_bytes(b"<html>not found</html>")
-    with pytest.raises(ValueError, match=r"cannot read sample 2 \(.*train/images/img02.png\)"):
+    with pytest.raises(ValueError, match=r"^cannot read .*train/images/img02.png: not a PNG"):
         split_counts(data, "train", config, tmp_path / "cache")
 
 
@@ -367,8 +405,8 @@ def test_the_evaluation_pass_names_an_unreadable_image(tmp_path):
 
     root = make_folder(tmp_path, count=5, sub="train")
     make_folder(tmp_path, count=3, sub="val")
-    (root / "val" / "images" / "img01.png").write_bytes(b"")
     data = folder(str(root), ["bg", "stripe", "dot"], SIZE)
+    (root / "val" / "images" / "img01.png").write_bytes(b"")
     model = tf.keras.Sequential([tf.keras.Input((SIZE, SIZE, 3)), tf.keras.layers.Dense(3)])
-    with pytest.raises(ValueError, match=r"cannot read sample 1 \(.*val/images/img01.png\)"):
+    with pytest.raises(ValueError, match=r"^cannot read .*val/images/img01.png: an empty file$"):
         per_image_counts(model, data.val, 3, 255, batch_size=2, files=data.files["val"])

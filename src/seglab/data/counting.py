@@ -17,7 +17,8 @@ import tensorflow as tf
 from seglab.core.class_weights import ClassCounts
 from seglab.core.scores import class_histograms, label_validity
 from seglab.data.dataset import SegmentationData
-from seglab.data.decode import tf_reason, undecodable_file
+from seglab.data.decode import data_file_reason, tf_reason, undecodable_file
+from seglab.data.errors import DataFileError
 
 
 def class_counts(
@@ -68,7 +69,7 @@ def readable_batches(
     """The unbatched ``dataset`` in batches of ``batch_size`` (of ``select(*sample)`` when
     given). A batch that fails to load raises ``ValueError`` naming the first sample that fails
     and, when ``files`` gives each sample's files, the one that cannot be decoded (else the
-    sample's mask)."""
+    sample's mask). A file seglab's decoder refuses raises its own one sentence."""
     batches = iter((dataset if select is None else dataset.map(select)).batch(batch_size))
     start = 0
     while True:
@@ -77,6 +78,8 @@ def readable_batches(
         except StopIteration:
             return
         except tf.errors.OpError as error:
+            if reason := data_file_reason(error.message):  # it names the file already
+                raise DataFileError(reason) from None
             bad = unreadable_sample(dataset, start, batch_size)
             sample = f"sample {bad}"
             if files:

@@ -25,7 +25,7 @@ import tensorflow as tf
 from seglab.core.per_image import COUNT_COLUMNS, PerImageCounts, count_batch
 from seglab.data.counting import readable_batches
 from seglab.data.dataset import SegmentationData, take_samples
-from seglab.data.decode import read_image, scale_image, tf_reason
+from seglab.data.decode import image_array, scale_image
 
 
 class LabelPredictor:
@@ -137,17 +137,8 @@ def segment_files(
     size = (int(model.input_shape[1]), int(model.input_shape[2]))
     predict = LabelPredictor(model)
     for start in range(0, len(files), batch_size):
-        chunk = [(file, read_input(file)) for file in files[start : start + batch_size]]
+        chunk = [(file, image_array(file)) for file in files[start : start + batch_size]]
         labels = predict(tf.stack([scale_image(image, size) for _, image in chunk])).numpy()
         for (file, image), label in zip(chunk, labels, strict=True):
             back = tf.image.resize(label[..., None], image.shape[:2], method="nearest")
             yield file, image, np.asarray(back)[..., 0]
-
-
-def read_input(path: Path) -> np.ndarray:
-    """One input image as ``uint8 (H, W, 3)``; raises naming the file when it cannot be read."""
-    try:
-        return np.asarray(read_image(str(path)))
-    except tf.errors.OpError as error:
-        reason = tf_reason(error.message)
-        raise ValueError(f"input file {path} cannot be read as an image: {reason}") from None

@@ -1,33 +1,39 @@
-"""``data=folder``: your own images and index masks, streamed from disk with ``tf.data``.
+"""``data=folder``: your own images and masks, streamed from disk with ``tf.data``.
 
-Layout (masks matched to images by file stem), the first that fits::
+Layout (masks matched to images by their path below the folder, without the suffix), the first
+that fits::
 
     data.splits={train: {images: <dir>, masks: <dir>}, val: {...}, test: {...}}   given folders
     <root>/train/{images,masks}, <root>/val/{images,masks} [, <root>/test/{images,masks}]
-    <root>/images/*.png|jpg|jpeg, <root>/masks/*.png      seeded train/val split
+    <root>/images/**.png|jpg|jpeg, <root>/masks/**.png      seeded train/val split
 
-``data.splits`` names each split's image and mask folder relative to ``root``, so layouts such as
-SegNet's CamVid (``train/`` beside ``trainannot/``) need no code: see ``conf/data/camvid.yaml``.
-A ``test`` split is optional; when present, the best checkpoint is evaluated on it at the end of
-a run.
+Sub-folders are read (``images/a/1.png`` pairs with ``masks/a/1.png``); hidden files (``.*``,
+macOS's ``._*``) are not. ``data.splits`` names each split's image and mask folder relative to
+``root``, so layouts such as SegNet's CamVid (``train/`` beside ``trainannot/``) need no code:
+see ``conf/data/camvid.yaml``. A ``test`` split is optional; when present, the best checkpoint is
+evaluated on it at the end of a run.
 
-Masks are either single-channel 8- or 16-bit PNGs whose values are class indices (and
-``ignore_index``), read exactly as stored, or colour masks (RGB, RGBA or palette PNGs, which
-TensorFlow decodes to their colours) mapped through a colour table: one ``[r, g, b]`` per class,
-plus an optional colour that means "ignore" (Pascal VOC's boundary colour, say). Class names,
-ignore index and colours come from the config or from ``<root>/classes.yaml``::
+Masks hold class indices, read exactly as stored: grey 8- and 16-bit PNGs, 1-bit PNGs (0/1) and
+palette PNGs (their indices: Pascal VOC's 255 border is the default ``ignore_index``). Colour
+masks (RGB, RGBA, or palette read by colour) map through a colour table: one ``[r, g, b]`` per
+class, plus the colours that mean "ignore". Without a table, colour masks are refused with the
+colours they hold and a ``classes.suggested.yaml`` to fill in. Class names, ignore index and
+colours come from the config or from ``<root>/classes.yaml``::
 
     classes: [background, road, person]
-    ignore_index: 255                  # index masks: the value counted nowhere
+    ignore_index: 255                  # the value counted nowhere
     colors: [[0, 0, 0], [128, 64, 128], [220, 20, 60]]    # only for colour masks
-    ignore_color: [255, 255, 255]                           # optional
+    ignore_color: [[255, 255, 255], [0, 0, 64]]             # optional: one colour or several
 
-Images are decoded and resized (bilinear; masks nearest neighbour, so labels stay labels) one at
-a time: the set is never loaded into memory.
+Every file's header is read when the folder is listed: sizes (after the EXIF orientation, which
+is applied), modes and pixel counts (``data.max_pixels``) are checked before any pixel is
+decoded. Images are decoded and resized (bilinear; masks nearest neighbour, so labels stay
+labels) one at a time: the set is never loaded into memory.
 """
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -37,14 +43,57 @@ import tensorflow as tf
 import yaml
 
 from seglab.core.checks import check_class_names
+from seglab.data.colors import (
+    ColorTable,
+    color_census,
+    described_census,
+    suggested_classes_yaml,
+    write_suggestion,
+)
 from seglab.data.dataset import SPLITS, SegmentationData, image_size_pair, limited
-from seglab.data.decode import IMAGE_SUFFIXES, read_image, read_mask, resize_pair
+from seglab.data.decode import (
+    COLOR_MODES,
+    DEFAULT_MAX_PIXELS,
+    IMAGE_SUFFIXES,
+    MASK_SUFFIXES,
+    FileHeader,
+    decoded,
+    load_pair,
+    read_header,
+    size_mismatch,
+)
+from seglab.data.errors import DataFileError
 
 Pairs = tuple[list[str], list[str]]
+# data.image_size=null: sides rounded to a multiple of 16, what a U-Net of depth <= 4 divides.
+SIZE_MULTIPLE = 16
+# Colour masks read for the colour list of the error that asks for a colour table.
+CENSUS_MASKS = 200
+
+
+def files_by_stem(folder: Path, suffixes: Sequence[str], what: str) -> dict[str, Path]:
+    """The ``suffixes`` files below ``folder`` (sub-folders too, hidden files not), by their path
+    relative to it without the suffix; two files of one such name (``a.png`` beside ``a.jpg``)
+    are refused, naming both."""
+    found: dict[str, Path] = {}
+    for path in sorted(folder.rglob("*")):
+        relative = path.relative_to(folder)
+        if path.suffix.lower() not in suffixes or not path.is_file():
+            continue
+        if any(part.startswith(".") for part in relative.parts):
+            continue
+        stem = relative.with_suffix("").as_posix()
+        if stem in found:
+            raise ValueError(
+                f"{found[stem]} and {path} are two {what}s named {stem!r}: keep one (which "
+                "one to read would be a guess)"
+            )
+        found[stem] = path
+    return found
 
 
 def pairs(images_dir: Path, masks_dir: Path, option: str = "data.root") -> Pairs:
-    """Sorted ``(image paths, mask paths)`` of two folders, matched by file stem.
+    """Sorted ``(image paths, mask paths)`` of two folders, matched by :func:`files_by_stem`.
 
     Raises naming ``option`` when a folder is missing, and the file when an image has no mask or
     a mask has no image.
@@ -52,8 +101,8 @@ def pairs(images_dir: Path, masks_dir: Path, option: str = "data.root") -> Pairs
     for needed in (images_dir, masks_dir):
         if not needed.is_dir():
             raise ValueError(f"{option}: missing folder {needed}")
-    images = {p.stem: p for p in images_dir.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES}
-    masks = {p.stem: p for p in masks_dir.iterdir() if p.suffix.lower() == ".png"}
+    images = files_by_stem(images_dir, IMAGE_SUFFIXES, "image")
+    masks = files_by_stem(masks_dir, MASK_SUFFIXES, "mask")
     if missing := sorted(set(images) - set(masks)):
         raise ValueError(
             f"image {images[missing[0]]} has no mask {masks_dir / missing[0]}.png"
@@ -65,94 +114,59 @@ def pairs(images_dir: Path, masks_dir: Path, option: str = "data.root") -> Pairs
             f" ({len(orphans)} masks without images)"
         )
     if not images:
-        raise ValueError(f"data.root: no images in {images_dir} ({', '.join(IMAGE_SUFFIXES)})")
+        raise ValueError(f"{option}: no images in {images_dir} ({', '.join(IMAGE_SUFFIXES)})")
     stems = sorted(images)
     return [str(images[s]) for s in stems], [str(masks[s]) for s in stems]
 
 
-class ColorTable:
-    """Maps colour-mask pixels to class indices; a colour not in the table is an error.
-
-    Args:
-        colors: One ``[r, g, b]`` per class, in class order.
-        ignore_color: Colour mapped to ``ignore_index``, if any.
-        ignore_index: Index the ignore colour becomes.
-    """
-
-    def __init__(
-        self,
-        colors: Sequence[Sequence[int]],
-        ignore_color: Sequence[int] | None,
-        ignore_index: int,
-    ) -> None:
-        table = [*map(list, colors), *([list(ignore_color)] if ignore_color is not None else [])]
-        for color in table:
-            if len(color) != 3 or not all(0 <= int(c) <= 255 for c in color):
-                raise ValueError(f"data.colors: {color} is not an [r, g, b] of 0..255 values")
-        codes = [self.code(np.array(c, np.int32)) for c in table]
-        if len(set(codes)) != len(codes):
-            raise ValueError(f"data.colors: the same colour is given twice in {table}")
-        indices = [*range(len(colors)), *([ignore_index] if ignore_color is not None else [])]
-        self.colors = table
-        self.lookup = tf.lookup.StaticHashTable(
-            tf.lookup.KeyValueTensorInitializer(
-                tf.constant(codes, tf.int32), tf.constant(indices, tf.int32)
-            ),
-            default_value=-1,
-        )
-
-    @staticmethod
-    def code(rgb: Any) -> Any:
-        """One int per colour: ``r * 65536 + g * 256 + b`` (works on numpy and tensors)."""
-        return rgb[..., 0] * 65536 + rgb[..., 1] * 256 + rgb[..., 2]
-
-    def __call__(self, mask: tf.Tensor, mask_path: tf.Tensor) -> tf.Tensor:
-        """``(H, W, 3|4)`` uint8 colours → ``(H, W, 1)`` int32 indices; unknown colours raise."""
-        labels = self.lookup.lookup(self.code(tf.cast(mask[..., :3], tf.int32)))
-        unknown = tf.where(labels < 0)
-        check = tf.Assert(
-            tf.equal(tf.shape(unknown)[0], 0),
-            [
-                "mask has a colour that is not in data.colors:",
-                mask_path,
-                "first such pixel (row, col) and its colour:",
-                unknown[:1],
-                tf.gather_nd(mask[..., :3], unknown[:1]),
-                f"colours in the table: {self.colors}",
-            ],
-        )
-        with tf.control_dependencies([check]):
-            return tf.identity(labels)[..., None]
+def checked_headers(
+    found: Mapping[str, Pairs],
+    color_table: ColorTable | None,
+    max_pixels: int,
+    root: Path,
+    ignore_index: int,
+) -> dict[str, list[FileHeader]]:
+    """Every image's header per split, once each file's is read (unreadable files and files
+    past ``max_pixels`` are refused), each mask's size matches its image's and each mask's mode
+    fits ``color_table``: index masks without one, colour masks with one."""
+    images: dict[str, list[FileHeader]] = {}
+    colour_masks = []
+    for split, (image_paths, mask_paths) in found.items():
+        images[split] = []
+        for image_path, mask_path in zip(image_paths, mask_paths, strict=True):
+            image, mask = read_header(image_path, max_pixels), read_header(mask_path, max_pixels)
+            if image.size != mask.size:
+                raise DataFileError(size_mismatch(image, mask))
+            if color_table is not None and mask.mode not in COLOR_MODES:
+                raise DataFileError(
+                    f"mask {mask_path} is a {mask.mode} PNG, not an RGB/RGBA/palette PNG, but "
+                    "data.colors is set: unset data.colors for masks of class indices"
+                )
+            if color_table is None and mask.mode in ("RGB", "RGBA"):
+                colour_masks.append(mask_path)
+            images[split].append(image)
+    if colour_masks:
+        raise colour_masks_need_a_table(colour_masks, root, ignore_index, max_pixels)
+    return images
 
 
-def load_pair(
-    image_path: tf.Tensor,
-    mask_path: tf.Tensor,
-    size: tuple[int, int],
-    colors: ColorTable | None = None,
-) -> tuple[tf.Tensor, tf.Tensor]:
-    """Decodes one image/mask pair, checks they match, resizes both to ``size``."""
-    image = read_image(image_path)
-    mask = read_mask(mask_path, colors is not None)
-    if colors is None:
-        channels = tf.Assert(
-            tf.equal(tf.shape(mask)[2], 1),
-            [
-                "mask is not a single-channel PNG of class indices:",
-                mask_path,
-                "(colour or palette masks need data.colors: one [r, g, b] per class)",
-            ],
-        )
-    else:
-        channels = tf.Assert(
-            tf.greater_equal(tf.shape(mask)[2], 3),
-            ["data.colors is set but this mask is not an RGB/RGBA/palette PNG:", mask_path],
-        )
-    with tf.control_dependencies([channels]):
-        mask = tf.identity(mask)
-    if colors is not None:
-        mask = colors(mask, mask_path)
-    return resize_pair(image, mask, size, image_path, mask_path)
+def colour_masks_need_a_table(
+    masks: Sequence[str], root: Path, ignore_index: int, max_pixels: int
+) -> DataFileError:
+    """The error for colour masks without ``data.colors``: the colours they hold, with their
+    pixel shares, and a ``classes.suggested.yaml`` written in ``root`` to fill in."""
+    read = masks[:CENSUS_MASKS]
+    arrays = []
+    for path in read:
+        with decoded(path, max_pixels) as image:
+            arrays.append(np.asarray(image.convert("RGB")))
+    census = color_census(arrays)
+    where = write_suggestion(root, suggested_classes_yaml(census, ignore_index))
+    counted = f"the first {len(read)} of them" if len(read) < len(masks) else "they"
+    return DataFileError(
+        f"{len(masks)} masks are colour PNGs (the first: {masks[0]}) but data.colors is not set: "
+        f"{counted} hold {len(census)} colours ({described_census(census)}); {where}"
+    )
 
 
 def stream(
@@ -161,9 +175,10 @@ def stream(
     size: tuple[int, int],
     cache: bool,
     colors: ColorTable | None = None,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
 ) -> tf.data.Dataset:
     dataset = tf.data.Dataset.from_tensor_slices((list(images), list(masks))).map(
-        lambda x, y: load_pair(x, y, size, colors),
+        lambda x, y: load_pair(x, y, size, colors, max_pixels),
         num_parallel_calls=tf.data.AUTOTUNE,
         deterministic=True,
     )
@@ -245,22 +260,26 @@ def seeded_split(base: Path, val_fraction: float, split_seed: int) -> dict[str, 
 def folder(
     root: str,
     class_names: Sequence[str] | None = None,
-    image_size: int | Sequence[int] = 128,
+    image_size: int | Sequence[int] | None = None,
     ignore_index: int | None = None,
     val_fraction: float = 0.2,
     split_seed: int = 0,
     cache: bool = False,
     colors: Sequence[Sequence[int]] | None = None,
-    ignore_color: Sequence[int] | None = None,
+    ignore_color: Sequence[int] | Sequence[Sequence[int]] | None = None,
     splits: Mapping[str, Mapping[str, str]] | None = None,
     limit: int | None = None,
+    max_side: int = 256,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
 ) -> SegmentationData:
-    """A folder dataset (see the module docstring for the layouts).
+    """A folder dataset (see the module docstring for the layouts and mask kinds).
 
     Args:
         root: The data folder.
         class_names: One name per class index; ``None``: read ``<root>/classes.yaml``.
-        image_size: Side, or ``[height, width]``, every image and mask is resized to.
+        image_size: Side, or ``[height, width]``, every image and mask is resized to;
+            ``None``: the training images' most common size, its aspect kept, shrunk to
+            ``max_side`` and rounded to a multiple of 16 (printed).
         ignore_index: Mask value counted nowhere; ``None``: ``classes.yaml``'s, else 255.
         val_fraction: Share of the images held out for validation when ``root`` has one
             ``images/`` folder and no splits.
@@ -268,11 +287,14 @@ def folder(
         cache: Keep decoded, resized images in memory after the first epoch.
         colors: For colour masks: one ``[r, g, b]`` per class; ``None``: ``classes.yaml``'s,
             else the masks hold class indices.
-        ignore_color: For colour masks: the colour counted nowhere (becomes ``ignore_index``).
+        ignore_color: For colour masks: the colour, or list of colours, counted nowhere (they
+            become ``ignore_index``).
         splits: Image and mask folder of each split, relative to ``root``:
             ``{train: {images: train, masks: trainannot}, val: {...}, test: {...}}`` (``test``
             optional); ``None``: the ``train/``/``val/``/``test/`` or single-folder layout.
         limit: At most this many images per split (the first by file name; quick runs).
+        max_side: With ``image_size=None``: the longest side images are shrunk to.
+        max_pixels: Files with more pixels are refused, naming them, before they are decoded.
     """
     base = Path(root).expanduser()
     if not base.is_dir():
@@ -284,7 +306,8 @@ def folder(
     else:
         class_names = check_class_names(meta.get("classes") or [], f"'classes' in {table}")
     if ignore_index is None:
-        ignore_index = int(meta.get("ignore_index", 255))
+        ignore_index = meta_ignore_index(meta, table)
+    check_label("data.ignore_index", ignore_index)
     colors = colors if colors is not None else meta.get("colors")
     ignore_color = ignore_color if ignore_color is not None else meta.get("ignore_color")
     color_table = None
@@ -295,15 +318,22 @@ def folder(
                 f"{class_names}; give one [r, g, b] per class, in class order"
             )
         color_table = ColorTable(colors, ignore_color, ignore_index)
-    elif ignore_color is not None:
+    elif ignore_color:
         raise ValueError("data.ignore_color is set but data.colors is not: give both")
-    size = image_size_pair(image_size)
+    if max_pixels < 1:
+        raise ValueError(f"data.max_pixels must be >= 1, got {max_pixels}")
     found = split_folders(base, splits) or seeded_split(base, val_fraction, split_seed)
     found = {
         split: (images[: limited(len(images), limit)], masks[: limited(len(masks), limit)])
         for split, (images, masks) in found.items()
     }
-    streams = {split: stream(*found[split], size, cache, color_table) for split in found}
+    headers = checked_headers(found, color_table, max_pixels, base, ignore_index)
+    size = image_size_pair(image_size) if image_size is not None else None
+    size = size or size_from_data(headers["train"], max_side)
+    print(listed(base, found, headers["train"], size, image_size is None, max_side))
+    streams = {
+        split: stream(*found[split], size, cache, color_table, max_pixels) for split in found
+    }
     return SegmentationData(
         train=streams["train"],
         val=streams["val"],
@@ -316,4 +346,57 @@ def folder(
         test=streams.get("test"),
         num_test=len(found["test"][0]) if "test" in found else 0,
         files={split: tuple(zip(*pair, strict=True)) for split, pair in found.items()},
+    )
+
+
+def meta_ignore_index(meta: Mapping[str, Any], table: Path) -> int:
+    """``classes.yaml``'s ``ignore_index``: 255 when absent or null."""
+    value = meta.get("ignore_index")
+    if value is None:
+        return 255
+    check_label(f"'ignore_index' in {table}", value)
+    return int(value)
+
+
+def check_label(option: str, value: Any) -> None:
+    """Refuses an ignore index that is no whole number (YAML's ``yes``, ``"255"``, 2.5)."""
+    if isinstance(value, bool) or not isinstance(value, int | np.integer):
+        raise ValueError(f"{option} must be a whole number such as 255, got {value!r}")
+
+
+def size_from_data(images: Sequence[FileHeader], max_side: int) -> tuple[int, int]:
+    """``data.image_size=null``: the most common training image size, shrunk so its longer side
+    is at most ``max_side`` (aspect kept), each side rounded to a multiple of 16."""
+    if max_side < SIZE_MULTIPLE:
+        raise ValueError(f"data.max_side must be >= {SIZE_MULTIPLE}, got {max_side}")
+    (height, width), _ = Counter(h.size for h in images).most_common(1)[0]
+    scale = min(1.0, max_side / max(height, width))
+    return tuple(  # type: ignore[return-value]
+        max(SIZE_MULTIPLE, round(side * scale / SIZE_MULTIPLE) * SIZE_MULTIPLE)
+        for side in (height, width)
+    )
+
+
+def listed(
+    base: Path,
+    found: Mapping[str, Pairs],
+    train: Sequence[FileHeader],
+    size: tuple[int, int],
+    from_data: bool,
+    max_side: int,
+) -> str:
+    """The line that says what was found and what the model will see."""
+    counts = ", ".join(f"{split} {len(found[split][0])}" for split in found)
+    sizes = Counter(h.size for h in train)
+    (height, width), _ = sizes.most_common(1)[0]
+    seen = f"{height}x{width}" + (f" and {len(sizes) - 1} other sizes" if len(sizes) > 1 else "")
+    how = (
+        f" (data.image_size=null: the images' aspect, longer side <= data.max_side={max_side}, "
+        f"sides rounded to multiples of {SIZE_MULTIPLE})"
+        if from_data
+        else " (data.image_size)"
+    )
+    return (
+        f"[data] {base}: {counts} image/mask pairs; training images {seen}, "
+        f"resized to {size[0]}x{size[1]}{how}"
     )
