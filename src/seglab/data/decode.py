@@ -71,10 +71,9 @@ def opened(path: str | Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> Iterator[I
             image = Image.open(path)
     except FileNotFoundError:
         raise DataFileError(f"cannot read {path}: no such file") from None
-    except Image.DecompressionBombError:
-        raise DataFileError(
-            f"{path} has more pixels than Pillow opens at all; data.max_pixels={max_pixels:,}"
-        ) from None
+    except Image.DecompressionBombError:  # past Pillow's own limit: the PNG header says more
+        width, height, _ = png_ihdr(path) or (0, 0, 8)
+        raise DataFileError(too_many_pixels(path, height, width, max_pixels)) from None
     except UnidentifiedImageError:
         raise DataFileError(f"cannot read {path}: {unidentified(path)}") from None
     except OSError as error:
@@ -82,11 +81,17 @@ def opened(path: str | Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> Iterator[I
     with image:
         width, height = image.size
         if width * height > max_pixels:
-            raise DataFileError(
-                f"{path} has {width * height:,} pixels ({height}x{width}), more than "
-                f"data.max_pixels={max_pixels:,}; shrink the file or raise data.max_pixels"
-            )
+            raise DataFileError(too_many_pixels(path, height, width, max_pixels))
         yield image
+
+
+def too_many_pixels(path: str | Path, height: int, width: int, max_pixels: int) -> str:
+    """The sentence for a file past the pixel limit (its size, when known)."""
+    pixels = f"{width * height:,} pixels ({height}x{width})" if width else "more pixels"
+    return (
+        f"{path} has {pixels}, more than data.max_pixels={max_pixels:,}; shrink the file or "
+        "raise data.max_pixels"
+    )
 
 
 def unidentified(path: str | Path) -> str:
@@ -100,11 +105,19 @@ def unidentified(path: str | Path) -> str:
     return "not a PNG or JPEG image"
 
 
-def png_bit_depth(path: str | Path) -> int:
-    """A PNG's bit depth per sample (its IHDR byte 24); 8 for any other file."""
+def png_ihdr(path: str | Path) -> tuple[int, int, int] | None:
+    """A PNG's ``(width, height, bit depth per sample)`` from its IHDR chunk; ``None`` for any
+    other file."""
     with open(path, "rb") as file:
         start = file.read(26)
-    return start[24] if start.startswith(PNG_SIGNATURE) and len(start) == 26 else 8
+    if not start.startswith(PNG_SIGNATURE) or len(start) < 26:
+        return None
+    return int.from_bytes(start[16:20], "big"), int.from_bytes(start[20:24], "big"), start[24]
+
+
+def png_bit_depth(path: str | Path) -> int:
+    """A PNG's bit depth per sample; 8 for any other file."""
+    return (png_ihdr(path) or (0, 0, 8))[2]
 
 
 def read_header(path: str | Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> FileHeader:
