@@ -524,7 +524,8 @@ def test_summary_row_per_run_reads_the_verdict_tags_seed_and_final_metrics():
 
     def run(run_id, tags, seed):
         made = fake_run(tags, {"trainer.seed": seed, "loss._target_": "CrossEntropy"})
-        made.info = SimpleNamespace(run_id=run_id)
+        status = "FAILED" if run_id == "r3" else "FINISHED"
+        made.info = SimpleNamespace(run_id=run_id, run_name=f"name-{run_id}", status=status)
         return made
 
     verdict = {
@@ -532,7 +533,8 @@ def test_summary_row_per_run_reads_the_verdict_tags_seed_and_final_metrics():
         "seglab.hidden_failure": "true",
         "seglab.hidden_failure_classes": "pole,sign",
     }
-    runs = [run("r1", verdict, "3"), run("r2", {}, "None")]
+    early = {"seglab.failure_reason": "ValueError: the val split has no labelled pixel"}
+    runs = [run("r1", verdict, "3"), run("r2", {}, "None"), run("r3", early, "0")]
     rows = [
         # run, epoch, metric, class, value
         ("r2", 1, "val/loss", "", 0.3),
@@ -562,7 +564,7 @@ def test_summary_row_per_run_reads_the_verdict_tags_seed_and_final_metrics():
         ]
     )
     table = run_summary(frame, runs).set_index("run_id")
-    assert list(table.index) == ["r2", "r1"]  # in the frame's order
+    assert list(table.index) == ["r1", "r2", "r3"]  # every run, in the runs' order
     assert table.loc["r1", "seed"] == 3 and table.loc["r2", "seed"] is pd.NA
     assert table.loc["r1", "configuration"] == "one configuration"
     assert (table.loc["r1", "val_loss"], table.loc["r1", "best_val_loss"]) == (0.4, 0.4)
@@ -581,3 +583,11 @@ def test_summary_row_per_run_reads_the_verdict_tags_seed_and_final_metrics():
         "",
         "",
     ]
+    # Failed before its first epoch: listed all the same, with its reason and no metrics.
+    assert table.loc["r3", ["status", "epochs", "failure_reason"]].tolist() == [
+        "FAILED",
+        0,
+        "ValueError: the val split has no labelled pixel",
+    ]
+    assert table.loc["r3", ["val_loss", "miou", "min_iou"]].isna().all()
+    assert table.loc[["r1", "r2"], "failure_reason"].tolist() == ["", ""]

@@ -138,7 +138,7 @@ def test_a_one_seed_report_reads_as_reviewed(one_seed_runs, golden):
 
 
 def test_every_run_is_listed_with_its_seed_and_status(report):
-    assert "7 runs." in report.text
+    assert "7 runs: 6 finished, 1 did not (listed below)." in report.text
     assert "| class_weights=none,trainer.seed=2 | FINISHED | 2 | 2 | 0.0190 |" in report.text
     assert "| broken | FAILED |" in report.text
 
@@ -185,7 +185,7 @@ def test_cli_writes_the_report_for_an_experiment(store, tmp_path, capsys):
     uri = f"sqlite:///{store_path / 'mlflow.db'}"
     assert main(["hand", f"tracking_uri={uri}", f"out={tmp_path}"]) == 0
     out = capsys.readouterr().out
-    assert "7 runs." in out and f"written to {tmp_path}" in out
+    assert "7 runs: 6 finished, 1 did not" in out and f"written to {tmp_path}" in out
     for name in ("report.md", "history.csv", "history.parquet", "summary.csv"):
         assert (tmp_path / name).is_file(), name
     summary = pd.read_csv(tmp_path / "summary.csv")
@@ -287,20 +287,22 @@ def test_a_click_on_a_header_sorts_its_table_in_the_browser(report, tmp_path):
 
 def test_the_latest_sweep_is_the_default_target(tmp_path, monkeypatch, capsys):
     import seglab.report as report_module
+    from seglab.analysis.runs import latest_sweep
 
     monkeypatch.setattr(report_module, "project_root", lambda: tmp_path)
     monkeypatch.setattr("seglab.tracking.store.project_root", lambda: tmp_path)
-    assert report_module.latest_sweep() is None
     assert main([]) == 2
-    assert (
-        "no sweep under outputs/sweeps; give target=<sweep dir|run id|name>"
-        in capsys.readouterr().err
+    assert capsys.readouterr().err == (
+        f"seglab report: no sweep in {tmp_path}/outputs/sweeps: run one first (make demo, or "
+        "seglab train -m ...), or name one (SEGLAB_SWEEP=<sweep dir> for the notebook, "
+        "target=<sweep dir|run id|name> for seglab report)\n"
     )
     for stamp in ("2026-11-24_09-00-00", "2026-11-24_10-00-00", "2026-11-23_23-00-00"):
         (tmp_path / "outputs" / "sweeps" / stamp).mkdir(parents=True)
         (tmp_path / "outputs" / "sweeps" / stamp / "sweep.json").write_text("{}")
     (tmp_path / "outputs" / "sweeps" / "2026-11-25_00-00-00").mkdir()  # no sweep.json: not one
-    assert report_module.latest_sweep() == tmp_path / "outputs/sweeps/2026-11-24_10-00-00"
+    sweeps = tmp_path / "outputs" / "sweeps"
+    assert latest_sweep(sweeps) == sweeps / "2026-11-24_10-00-00"
 
 
 def test_each_target_has_its_default_report_folder(store, tmp_path, monkeypatch):
@@ -544,3 +546,71 @@ def test_cli_names_a_store_it_cannot_read_or_an_out_it_cannot_write_and_creates_
         assert main(argv) == 2
         assert capsys.readouterr().err.startswith(f"seglab report: {message}")
     assert not missing.parent.exists()
+
+
+HOSTILE = "<img src=x onerror=alert(1)>|[x](javascript:alert(2))"
+
+
+@pytest.fixture
+def unlucky(tmp_path):
+    """Runs as unlucky sweeps leave them: two children of one name (one with a hostile name
+    too), a run that failed before its first epoch, and one that failed later."""
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    experiment = client.create_experiment("unlucky", (tmp_path / "artifacts").as_uri())
+    finished = [
+        write_run(client, experiment, tmp_path, "none", seed, 0.02, rare)
+        for seed, rare in ((0, 0.0), (1, 0.4))
+    ]
+    for run in finished:  # both named exp1
+        client.set_tag(run.info.run_id, "mlflow.runName", "exp1")
+    early = client.create_run(experiment, run_name=HOSTILE)
+    client.set_tag(early.info.run_id, "seglab.failure_reason", "ValueError: mask m.png has ...")
+    client.set_terminated(early.info.run_id, "FAILED")
+    later = client.create_run(experiment, run_name="late")
+    client.log_metric(later.info.run_id, "val/loss", 0.5, step=1)
+    client.set_tag(later.info.run_id, "seglab.failure_reason", "FloatingPointError: nan")
+    client.set_terminated(later.info.run_id, "FAILED")
+    runs = [client.get_run(r.info.run_id) for r in (*finished, early, later)]
+    return client, runs
+
+
+def test_runs_of_one_name_and_runs_that_failed_before_epoch_one_are_all_reported(unlucky):
+    client, runs = unlucky
+    report = build_report(client, runs)
+    a, b = (f"exp1 ({run.info.run_id[:8]})" for run in runs[:2])
+    assert {a, b} <= set(report.summary.run_name)  # told apart by their ids
+    from seglab.analysis.runs import final_iou_matrix
+
+    assert {a, b} <= set(final_iou_matrix(report.history, runs).index)  # the heatmap's rows
+    assert "4 runs: 2 finished, 2 did not (listed below)." in report.text
+    assert "| late | FAILED | 1 | FloatingPointError: nan |" in report.text
+    assert "| FAILED | 0 | ValueError: mask m.png has ... |" in report.text
+    assert list(report.figures) == ["final_iou_heatmap", "val_loss_vs_min_iou", "class_iou_curves"]
+    plt.close("all")
+
+
+def test_no_run_finished_is_said_with_every_reason(unlucky):
+    client, runs = unlucky
+    report = build_report(client, runs[2:])
+    assert report.rankings is None and report.figures == {}
+    assert "2 runs: 0 finished, 2 did not (listed below)." in report.text
+    assert "No run finished. Each ended with the status and the reason" in report.text
+    from seglab.analysis.runs import finished_runs
+
+    with pytest.raises(ValueError) as refused:
+        finished_runs(report.summary)
+    assert str(refused.value) == (
+        f"no run finished: {HOSTILE} FAILED (ValueError: mask m.png has ...); late FAILED "
+        "(FloatingPointError: nan)"
+    )
+
+
+def test_names_from_the_store_are_text_in_every_rendering(unlucky):
+    client, runs = unlucky
+    report = build_report(client, runs)
+    escaped = r"&lt;img src=x onerror=alert(1)&gt;\|\[x\](javascript:alert(2))"
+    assert escaped in report.text and "<img" not in report.text
+    page = report.html()
+    assert "<img src=x" not in page and "&lt;img src=x onerror=alert(1)&gt;|[x]" in page
+    assert HOSTILE in report.terminal()
+    plt.close("all")

@@ -268,3 +268,40 @@ def test_a_report_that_cannot_even_be_imported_still_ends_the_parent_failed(tmp_
     run = tracker.client.get_run(parent)
     assert run.info.status == "FAILED"
     assert "import of seglab.analysis.report halted" in run.data.tags["seglab.report_error"]
+
+
+def test_a_sweep_whose_every_job_failed_ends_failed_saying_no_run_finished(tmp_path, capsys):
+    """Both jobs named alike, one failed before its first epoch: the parent gets a report that
+    lists them with their reasons, and the command says where it is (it exists)."""
+    import time
+
+    from mlflow.tracking import MlflowClient
+
+    from seglab.tracking.sweep import end_sweep
+    from seglab.tracking.tracker import MlflowTracker
+
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    tracker = MlflowTracker("unlucky", tracking_uri=uri)
+    tracker.check()
+    parent = tracker.open_run({"seglab.sweep": "parent"}, "sweep x")
+    info = {"parent_run_id": parent, "total_jobs": 2, "start_time": time.time()}
+    (tmp_path / "sweep.json").write_text(json.dumps(info))
+    client = MlflowClient(uri)
+    experiment = client.get_run(parent).info.experiment_id
+    for step, reason in ((None, "ValueError: the val split has no labelled pixel"), (1, "nan")):
+        child = client.create_run(
+            experiment, run_name="exp1", tags={"mlflow.parentRunId": parent}
+        ).info.run_id
+        if step is not None:
+            client.log_metric(child, "val/loss", 0.5, step=step)
+        client.set_tag(child, "seglab.failure_reason", reason)
+        client.set_terminated(child, "FAILED")
+    assert end_sweep(tmp_path, MlflowTracker("unlucky", tracking_uri=uri)) is False
+    out, err = capsys.readouterr()
+    assert client.get_run(parent).info.status == "FAILED"
+    assert f"FAILED; report in {tmp_path / 'report'}\n" in out
+    text = (tmp_path / "report" / "report.md").read_text()
+    assert "2 runs: 0 finished, 2 did not (listed below)." in text
+    assert "| FAILED | 0 | ValueError: the val split has no labelled pixel |" in text
+    assert "[sweep] no run finished; 2 of 2 jobs FAILED: ['exp1', 'exp1']" in err
+    assert "[sweep]   exp1: ValueError: the val split has no labelled pixel\n" in err

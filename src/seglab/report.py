@@ -23,7 +23,7 @@ from mlflow.tracking import MlflowClient
 
 from seglab import schema
 from seglab.analysis.report import build_report
-from seglab.analysis.runs import child_runs, experiment_runs, read_sweep_file
+from seglab.analysis.runs import child_runs, experiment_runs, latest_sweep, read_sweep_file
 from seglab.cli import bad_input, compose_options, flags, options_help, print_config
 from seglab.paths import check_writable, project_root
 from seglab.tracking.store import check_existing_store, resolve_uri
@@ -55,12 +55,6 @@ def resolve(target: str, client: MlflowClient) -> tuple[list[Run], Path]:
     return experiment_runs(client, target), project_root() / "outputs/reports" / target
 
 
-def latest_sweep() -> Path | None:
-    """The newest sweep directory under ``outputs/sweeps`` (their names are timestamps)."""
-    sweeps = sorted((project_root() / "outputs" / "sweeps").glob(f"*/{schema.SWEEP_FILE}"))
-    return sweeps[-1].parent if sweeps else None
-
-
 def options(words: Sequence[str]) -> list[str]:
     """The command's words as ``key=value`` options: one bare word is the target."""
     for word in words:
@@ -83,10 +77,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if show_config:
             print_config(cfg)
             return 0
-        target = cfg.target or latest_sweep()
-        if target is None:
-            raise ValueError("no sweep under outputs/sweeps; give target=<sweep dir|run id|name>")
-        target = str(target)
+        target = str(cfg.target or latest_sweep(project_root() / "outputs" / "sweeps"))
         uri = cfg.tracking_uri
         if uri is None and Path(target).is_dir():
             uri = read_sweep_file(target)["tracking_uri"]

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 import pandas as pd
 
+from seglab.core.formatting import markdown_text
 from seglab.core.statistics import Interval, paired_difference, t_interval
 
 
@@ -138,10 +139,11 @@ def mismatch(runs: pd.DataFrame, loss_column: str, label: str) -> Mismatch | Non
     separated = iou_gain.low > 0 and loss_gain.low > 0
     seeds = min(len(a), len(b))
     worst = a.worst_class.mode().iloc[0]
-    base = (
-        f"Among {label}, the lowest {loss_column} ({lowest}: "
+    base = (  # Markdown: the names come from the store, escaped
+        f"Among {markdown_text(label)}, the lowest {loss_column} ({markdown_text(lowest)}: "
         f"{t_interval(a[loss_column].tolist()).format(4)}) has worst-class IoU "
-        f"{t_interval(a.min_iou.tolist()).format()} ({worst}), while {best} reaches "
+        f"{t_interval(a.min_iou.tolist()).format()} ({markdown_text(worst)}), while "
+        f"{markdown_text(best)} reaches "
         f"{t_interval(b.min_iou.tolist()).format()} with {loss_column} "
         f"{t_interval(b[loss_column].tolist()).format(4)}"
     )

@@ -23,7 +23,7 @@ from mlflow.tracking import MlflowClient
 from seglab import schema
 from seglab.analysis import runs as stored
 from seglab.analysis.rankings import Mismatch, Rankings, rankings
-from seglab.core.formatting import readable
+from seglab.core.formatting import markdown_text, plain_text, readable
 from seglab.core.statistics import Interval
 from seglab.figures import sweep as sweep_figures
 
@@ -79,7 +79,7 @@ class Report:
                 title = block.lstrip("# ")
                 parts.append(f"{title}\n{('=' if block.startswith('# ') else '-') * len(title)}")
             else:
-                parts.append(block.replace("**", ""))
+                parts.append(plain_text(block.replace("**", "")))
         return "\n\n".join(parts) + "\n"
 
     def html(self) -> str:
@@ -94,7 +94,7 @@ class Report:
             elif block.startswith("# "):
                 body.append(f"<h1>{escape(block[2:])}</h1>")
             else:
-                body.append("<p>" + BOLD.sub(r"<strong>\1</strong>", escape(block)) + "</p>")
+                body.append(f"<p>{html_paragraph(block)}</p>")
         for name, figure in self.figures.items():
             buffer = io.BytesIO()
             figure.savefig(buffer, format="png", dpi=100, bbox_inches="tight")
@@ -122,11 +122,14 @@ def markdown(frame: pd.DataFrame, floats: str = "{:.4f}") -> str:
 
 
 def markdown_table(table: Table) -> str:
-    """A table block as GitHub markdown."""
+    """A table block as GitHub markdown, every cell literal (:func:`markdown_text`)."""
     shown = table.shown()
-    header = "| " + " | ".join(map(str, shown.columns)) + " |"
+    header = "| " + " | ".join(markdown_text(c) for c in shown.columns) + " |"
     rule = "|" + "|".join("---" for _ in shown.columns) + "|"
-    rows = ["| " + " | ".join(row) + " |" for row in shown.itertuples(index=False)]
+    rows = [
+        "| " + " | ".join(markdown_text(cell) for cell in row) + " |"
+        for row in shown.itertuples(index=False)
+    ]
     return "\n".join([header, rule, *rows])
 
 
@@ -142,6 +145,15 @@ def html_table(table: Table) -> str:
 
 
 BOLD = re.compile(r"\*\*(.+?)\*\*")
+
+
+def html_paragraph(block: str) -> str:
+    """A Markdown paragraph of the report as HTML: its bold spans bold, everything else text."""
+    parts = BOLD.split(block)  # odd parts are the bold ones
+    return "".join(
+        f"<strong>{escape(plain_text(part))}</strong>" if odd else escape(plain_text(part))
+        for odd, part in zip([i % 2 == 1 for i in range(len(parts))], parts, strict=True)
+    )
 
 
 def html_page() -> str:
@@ -210,7 +222,8 @@ def image_evidence(client: MlflowClient, summary: pd.DataFrame, found: Mismatch)
         return []
     return [
         f"Paired bootstrap over the validation images (2000 resamples): iou_a is "
-        f"{run_a.run_name}, iou_b is {run_b.run_name}, difference is iou_b - iou_a with its "
+        f"{markdown_text(run_a.run_name)}, iou_b is {markdown_text(run_b.run_name)}, "
+        "difference is iou_b - iou_a with its "
         "95 % interval. The interval says whether the difference holds across these images for "
         "these two trained models, not across seeds.",
         Table(compared, "{:.3f}"),
@@ -233,6 +246,9 @@ RUN_COLUMNS = [
 ]
 
 
+UNFINISHED_COLUMNS = ["run_name", "status", "epochs", "failure_reason"]
+
+
 def build_report(client: MlflowClient, runs: Sequence[Run]) -> Report | None:
     """Tables, rankings, figures and the text blocks for a set of runs (None if empty)."""
     if not runs:
@@ -243,15 +259,25 @@ def build_report(client: MlflowClient, runs: Sequence[Run]) -> Report | None:
     columns = list(RUN_COLUMNS)
     if summary.test_miou.notna().any():
         columns += ["test_miou", "test_class_acc", "test_pixel_acc"]
+    done = int((summary.status == "FINISHED").sum())
     blocks: list[Block] = [
         "# seglab sweep report",
-        f"{len(runs)} runs.",
+        f"{len(runs)} runs: {done} finished"
+        + ("." if done == len(runs) else f", {len(runs) - done} did not (listed below)."),
         "## Runs",
         Table(summary[columns]),
     ]
+    if done < len(runs):
+        blocks += [
+            "## Runs that did not finish",
+            "No run finished. " * (done == 0)
+            + f"Each ended with the status and the reason ({schema.TAG_FAILURE_REASON}) shown; "
+            "a run that failed before its first epoch has no metrics.",
+            Table(summary.loc[summary.status != "FINISHED", UNFINISHED_COLUMNS]),
+        ]
     ranked = None
     figures: dict[str, Figure] = {}
-    if (summary.status == "FINISHED").any():
+    if done:
         ranked = rankings(summary)
         rho = ranked.spearman_loss_vs_min_iou
         configurations = stored.configuration_summary(summary, history)

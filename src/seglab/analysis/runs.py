@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import ast
 import json
+from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -49,16 +50,29 @@ def experiment_runs(client: MlflowClient, experiment_name: str) -> list[Run]:
     return [r for r in runs if r.data.tags.get(schema.TAG_SWEEP) != schema.SWEEP_PARENT]
 
 
+def display_names(runs: Sequence[Run]) -> dict[str, str]:
+    """Run id -> the run's name, told apart by the start of its id where two runs share one
+    (``exp1 (3f2a9c1d)``): tables and figures are indexed by these names."""
+    counts = Counter(run.info.run_name for run in runs)
+    return {
+        run.info.run_id: run.info.run_name
+        if counts[run.info.run_name] == 1
+        else f"{run.info.run_name} ({run.info.run_id[:8]})"
+        for run in runs
+    }
+
+
 def history(client: MlflowClient, runs: Sequence[Run]) -> pd.DataFrame:
-    """Tidy per-epoch history: run_id, run_name, status, the three axes, epoch, metric,
-    class, value. ``class`` is the class's name (the key part of a class whose name the run did
-    not log)."""
+    """Tidy per-epoch history: run_id, run_name (:func:`display_names`), status, the three
+    axes, epoch, metric, class, value. ``class`` is the class's name (the key part of a class
+    whose name the run did not log)."""
     rows = []
+    shown = display_names(runs)
     for run in runs:
         tags = run.data.tags
         base = {
             "run_id": run.info.run_id,
-            "run_name": run.info.run_name,
+            "run_name": shown[run.info.run_id],
             "status": run.info.status,
             **{axis: tags.get(schema.axis_tag(axis), "") for axis in schema.AXES},
         }
@@ -121,31 +135,31 @@ def configuration_labels(runs: Sequence[Run]) -> dict[str, str]:
 
 
 def summary(frame: pd.DataFrame, runs: Sequence[Run]) -> pd.DataFrame:
-    """One row per run: configuration and seed; final and best val loss, val CE, mIoU, min IoU,
-    pixel and class accuracy, worst class, the hidden-failure verdict; the test split's scores
-    when the run has them."""
-    tags = {r.info.run_id: r.data.tags for r in runs}
-    params = {r.info.run_id: r.data.params for r in runs}
+    """One row per run, every run (one that failed before its first epoch too): configuration
+    and seed; final and best val loss, val CE, mIoU, min IoU, pixel and class accuracy, worst
+    class, the hidden-failure verdict; the test split's scores when the run has them; why it
+    failed, when it did."""
     labels = configuration_labels(runs)
+    shown = display_names(runs)
     final = final_values(frame)
     rows = []
-    for key, group in frame.groupby("run_id", sort=False):
-        run_id = str(key)
+    for run in runs:
+        run_id, tags = run.info.run_id, run.data.tags
+        group = frame[frame.run_id == run_id]
         last = final[final.run_id == run_id]
         whole = last[last["class"] == ""]
         scalar = dict(zip(whole.metric, whole.value, strict=True))
         ious = last[last.metric == schema.VAL_IOU].set_index("class").value
         val_loss = group[(group.metric == schema.VAL_LOSS) & (group["class"] == "")]
-        first = group.iloc[0]
-        seed = params[run_id].get(schema.SEED_PARAM)
+        seed = run.data.params.get(schema.SEED_PARAM)
         rows.append(
             {
                 "run_id": run_id,
-                "run_name": first.run_name,
-                "status": first.status,
-                "configuration": labels.get(run_id, first.run_name),
+                "run_name": shown[run_id],
+                "status": run.info.status,
+                "configuration": labels.get(run_id, shown[run_id]),
                 "seed": int(seed) if seed not in (None, "None") else pd.NA,
-                **{axis: first[axis] for axis in schema.AXES},
+                **{axis: tags.get(schema.axis_tag(axis), "") for axis in schema.AXES},
                 "epochs": int(group.epoch.max()) if len(group) else 0,
                 "val_loss": scalar.get(schema.VAL_LOSS, np.nan),
                 "best_val_loss": val_loss.value.min() if len(val_loss) else np.nan,
@@ -155,19 +169,39 @@ def summary(frame: pd.DataFrame, runs: Sequence[Run]) -> pd.DataFrame:
                     for name in schema.SPLIT_SCORES
                 },
                 # The run's own tag breaks ties by class index, as the run did.
-                "worst_class": tags[run_id].get(
+                "worst_class": tags.get(
                     schema.TAG_WORST_CLASS, ious.idxmin() if ious.notna().any() else ""
                 ),
-                "hidden_failure": tags[run_id].get(schema.TAG_HIDDEN_FAILURE, ""),
-                "hidden_classes": tags[run_id].get(schema.TAG_HIDDEN_CLASSES, ""),
+                "hidden_failure": tags.get(schema.TAG_HIDDEN_FAILURE, ""),
+                "hidden_classes": tags.get(schema.TAG_HIDDEN_CLASSES, ""),
                 **{
                     f"test_{name}": scalar.get(schema.key(schema.TEST, name), np.nan)
                     for name in schema.SPLIT_SCORES
                 },
+                "failure_reason": tags.get(schema.TAG_FAILURE_REASON, ""),
             }
         )
     # Nullable: a run that never logged trainer.seed (failed before its config) has no seed.
     return pd.DataFrame(rows).astype({"seed": "Int64"}) if rows else pd.DataFrame(rows)
+
+
+def unfinished(runs_summary: pd.DataFrame) -> str:
+    """The runs that did not finish, each with its status and reason, as one sentence part:
+    ``exp1 FAILED (ValueError: ...); exp2 RUNNING``."""
+    rows = runs_summary[runs_summary.status != "FINISHED"]
+    return "; ".join(
+        f"{row.run_name} {row.status}" + (f" ({row.failure_reason})" if row.failure_reason else "")
+        for row in rows.itertuples()
+    )
+
+
+def finished_runs(runs_summary: pd.DataFrame) -> pd.DataFrame:
+    """The summary's finished runs; raises saying that no run finished, and why each ended,
+    when there are none."""
+    done = runs_summary[runs_summary.status == "FINISHED"]
+    if done.empty:
+        raise ValueError(f"no run finished: {unfinished(runs_summary) or 'there are no runs'}")
+    return done
 
 
 def configuration_summary(
@@ -254,6 +288,19 @@ def final_iou_matrix(
     matrix = ious.pivot(index="run_name", columns="class", values="value")
     known = [c for c in class_order(runs) if c in matrix.columns]
     return matrix[known + [c for c in matrix.columns if c not in known]]
+
+
+def latest_sweep(sweeps: Path) -> Path:
+    """The newest sweep directory in ``sweeps`` (their names are timestamps); raises saying how
+    to make one when there is none."""
+    found = sorted(sweeps.glob(f"*/{schema.SWEEP_FILE}"))
+    if not found:
+        raise ValueError(
+            f"no sweep in {sweeps}: run one first (make demo, or seglab train -m ...), or name "
+            "one (SEGLAB_SWEEP=<sweep dir> for the notebook, target=<sweep dir|run id|name> for "
+            "seglab report)"
+        )
+    return found[-1].parent
 
 
 def read_sweep_file(sweep_dir: str | Path) -> dict:

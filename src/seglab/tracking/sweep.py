@@ -134,13 +134,14 @@ def end_sweep(sweep_dir: Path, tracker: MlflowTracker, interrupted: bool = False
     tracker.run_id = info["parent_run_id"]
     children = child_runs(tracker.client, tracker.run_id)
     failed = [r.info.run_name for r in children if r.info.status != "FINISHED"]
-    report_error, report = None, None
+    report_error, report, written = None, None, None
     try:
         from seglab.analysis.report import build_report  # matplotlib, pandas: at the end only
 
         report = build_report(tracker.client, children)
         if report is not None:
             report.write(sweep_dir / "report")
+            written = sweep_dir / "report"
             print(report.terminal(), flush=True)
             tracker.log_text(report.text, schema.SWEEP_REPORT_FILE)
             tracker.log_text(report.html(), schema.SWEEP_REPORT_HTML)
@@ -174,17 +175,26 @@ def end_sweep(sweep_dir: Path, tracker: MlflowTracker, interrupted: bool = False
         status = RunStatus.FINISHED
     tracker.end(status)
     elapsed = time.time() - info["start_time"]
+    where = f"report in {written}" if written else "no report"
     print(
         f"[sweep] {len(children)} jobs in {elapsed:.0f}s; parent run {tracker.run_id} "
-        f"{RunStatus.to_string(status)}; report in {sweep_dir / 'report'}\n"
+        f"{RunStatus.to_string(status)}; {where}\n"
         f"[sweep] in the MLflow UI (make ui): {tracker.runs_url()}",
         flush=True,
     )
     if (failed or missing > 0) and not interrupted:
+        none = "no run finished; " if len(failed) == len(children) else ""
+        reasons = [
+            f"[sweep]   {r.info.run_name}: {r.data.tags.get(schema.TAG_FAILURE_REASON, '')}"
+            for r in children
+            if r.info.status != "FINISHED"
+        ]
         print(
-            f"[sweep] {len(failed)} of {info['total_jobs']} jobs FAILED: {failed}; each is "
-            f"FAILED in MLflow with its reason in the tag {schema.TAG_FAILURE_REASON}"
+            f"[sweep] {none}{len(failed)} of {info['total_jobs']} jobs FAILED: {failed}; each "
+            f"is FAILED in MLflow with its reason in the tag {schema.TAG_FAILURE_REASON}"
             + (f"; {missing} jobs made no MLflow run (see their logs)" if missing > 0 else ""),
+            *reasons,
+            sep="\n",
             file=sys.stderr,
             flush=True,
         )
