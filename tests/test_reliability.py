@@ -238,6 +238,20 @@ def test_resume_continues_the_same_run_without_gaps_or_duplicates(
 def test_resume_by_run_id_after_a_finished_run_extends_it(tmp_path):
     run(smoke_config(tmp_path, "trainer.epochs=1"))
     (first,) = runs(tmp_path)
+    last = tmp_path / "checkpoints" / first.info.run_id / "last"
+    for name, damaged in (("model.weights.h5", None), ("state.json", b'{"epoch": 1,\x01')):
+        path = last / name
+        whole = path.read_bytes()
+        path.write_bytes(whole[: len(whole) // 2] if damaged is None else damaged)
+        written = path.read_bytes()
+        with pytest.raises(ValueError) as refused:  # a damaged checkpoint: named, nothing lost
+            run(smoke_config(tmp_path, "trainer.epochs=2", f"resume={first.info.run_id}"))
+        assert str(refused.value).startswith(f"checkpoint file {path} is damaged: ")
+        assert "\n" not in str(refused.value) and path.read_bytes() == written
+        (again,) = runs(tmp_path)
+        assert again.info.status == "FINISHED"  # the run's status is its own still
+        assert not (last.parent / "owner.json").exists()  # and nobody holds it
+        path.write_bytes(whole)
     run(smoke_config(tmp_path, "trainer.epochs=2", f"resume={first.info.run_id}"))
     client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
     assert [m.step for m in client.get_metric_history(first.info.run_id, "val/miou")] == [1, 2]

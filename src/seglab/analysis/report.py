@@ -270,7 +270,7 @@ def build_report(client: MlflowClient, runs: Sequence[Run]) -> Report | None:
     if done < len(runs):
         blocks += [
             "## Runs that did not finish",
-            "No run finished. " * (done == 0)
+            ("No run finished. " if done == 0 else "")
             + f"Each ended with the status and the reason ({schema.TAG_FAILURE_REASON}) shown; "
             "a run that failed before its first epoch has no metrics.",
             Table(summary.loc[summary.status != "FINISHED", UNFINISHED_COLUMNS]),

@@ -235,9 +235,11 @@ class RunLog:
             schema.TAG_DATA_FINGERPRINT: json.dumps(fingerprint),
         }
         lock = RunLock()  # this process trains the run: nobody may resume it meanwhile
-        if resume_id is not None:  # claimed before the run is reopened, or a loser would end it
-            lock.acquire(self.checkpoint_dir / resume_id, resume_id)
         try:
+            if resume_id is not None:  # claimed before the run is reopened, or a loser ends it
+                lock.acquire(self.checkpoint_dir / resume_id, resume_id)
+                # A damaged checkpoint is named while the run's status is still its own.
+                Checkpointer(self.checkpoint_dir / resume_id, *self.selection).verify()
             with self.tracker.start_run(tags=tags, resume_run_id=resume_id) as tracker:
                 run_dir = self.checkpoint_dir / tracker.run_id
                 if resume_id is None:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import math
 import shutil
+import zipfile
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -172,11 +173,41 @@ class Checkpointer:
         shutil.rmtree(old, ignore_errors=True)
 
     def read_state(self, name: str = "last") -> CheckpointState:
-        """The ``last`` (or ``best``) checkpoint's state (no model needed)."""
+        """The ``last`` (or ``best``) checkpoint's state (no model needed); a file that is not
+        a checkpoint's state is refused naming it."""
         path = self.directory / name / "state.json"
         if not path.is_file():
             raise FileNotFoundError(f"no checkpoint to resume from in {path.parent}")
-        return CheckpointState(**json.loads(path.read_text()))
+        try:
+            return CheckpointState(**json.loads(path.read_text()))
+        except (ValueError, TypeError) as error:  # JSONDecodeError is a ValueError
+            raise ValueError(f"checkpoint file {path} is damaged: {error}") from None
+
+    def verify(self, name: str = "last") -> CheckpointState:
+        """Reads every file of the ``last`` (or ``best``) checkpoint without a model: its state,
+        every weight array and the optimizer's arrays. A damaged file (truncated by a full disk
+        or a copy, edited) is refused naming it, before a run is reopened on it."""
+        state = self.read_state(name)
+        folder = self.directory / name
+        weights = folder / "model.weights.h5"
+        try:
+            import h5py  # Keras' own weights format
+
+            with h5py.File(weights, "r") as file:
+                file.visititems(
+                    lambda _, item: item[()] if isinstance(item, h5py.Dataset) else None
+                )
+        except (OSError, KeyError, ValueError) as error:
+            raise ValueError(f"checkpoint file {weights} is damaged: {error}") from None
+        optimizer = folder / "optimizer.npz"
+        if optimizer.is_file():
+            try:
+                with np.load(optimizer) as arrays:
+                    for key in arrays.files:
+                        arrays[key]
+            except (OSError, ValueError, zipfile.BadZipFile) as error:
+                raise ValueError(f"checkpoint file {optimizer} is damaged: {error}") from None
+        return state
 
     def restore(self, model: keras.Model) -> CheckpointState:
         """Loads ``last`` into a compiled ``model`` (weights and optimizer) and the best-so-far."""
