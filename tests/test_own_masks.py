@@ -283,6 +283,18 @@ def test_a_one_bit_run_learns_its_foreground_and_a_bad_palette_creates_no_run(tm
     fg = H * sum(int(Path(image).stem) + 1 for image, _ in train)
     assert logged.train_pixels.tolist() == [len(train) * H * W - fg, fg]
     assert "val/iou/fg" in finished.data.metrics
+    run_id = finished.info.run_id
+    pairs(one_bit / "added", 1, lambda path, i: Image.fromarray(stripes(i)).save(path))
+    for source in ("images", "masks"):  # one more pair: the data differ from the run's
+        (one_bit / "added" / source / "0.png").rename(one_bit / source / "8.png")
+    again = (f"data.image_size=[{H},{W}]", "trainer.epochs=2", f"resume={run_id}")
+    with pytest.raises(ValueError, match=rf"resume='{run_id}': the run was started with other "):
+        run(smoke(tmp_path, one_bit, *again))
+    client.delete_run(run_id)
+    with pytest.raises(ValueError, match=rf"resume='{run_id}': the run is deleted at sqlite"):
+        run(smoke(tmp_path, one_bit, *again))
+    client.restore_run(run_id)
+    assert client.get_run(run_id).info.status == "FINISHED"  # both left it as it was
     bad = tmp_path / "palette"
     written = {}
 
@@ -311,3 +323,19 @@ def test_a_png_header_is_read_without_its_pixels(tmp_path):
         16,
         1,
     )
+
+
+def test_a_split_with_no_labelled_pixel_is_refused_before_any_run(tmp_path):
+    def write(path, i):
+        labels = stripes(i) if "train" in str(path) else np.full((H, W), 255, np.uint8)
+        Image.fromarray(labels).save(path)
+
+    for split in ("train", "val"):
+        pairs(tmp_path / "data" / split, 4, write)
+    with pytest.raises(ValueError) as refused:
+        run(smoke(tmp_path, tmp_path / "data", f"data.image_size=[{H},{W}]"))
+    assert str(refused.value) == (
+        "the val split has no labelled pixel: all 4 masks hold only ignore_index=255; check "
+        "data.ignore_index and the masks (1-bit or palette masks, say, read as something else)"
+    )
+    assert runs(tmp_path) == []

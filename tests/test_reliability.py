@@ -59,6 +59,8 @@ BAD_INPUTS = [
     (["tracking.tracking_uri=ftp://host/x"], r"tracking.tracking_uri='ftp://host/x' is not an"),
     (["tracking.tracking_uri=sqlite:/x.db"], r"write sqlite URIs as sqlite:///<path>"),
     (["resume=0123abcd"], r"resume='0123abcd': no such run"),
+    (["data.class_names=[bg,'',b,c,d]"], r"data.class_names: a class name is empty \(\[''\]\); name every class"),
+    (["data.class_names=[bg,a/b,'a,b',c,d]"], r"classes 'a/b' and 'a,b' would share the metric"),
     (["resume=true"], r"has no unfinished run with a checkpoint"),
 ]
 
@@ -68,6 +70,23 @@ def test_bad_input_fails_before_training_naming_the_option(tmp_path, overrides, 
     with pytest.raises(ValueError, match=message):
         run(smoke_config(tmp_path, *overrides))
     assert runs(tmp_path) == []  # nothing started
+
+
+@pytest.mark.parametrize("kind", ["file_uri", "plain_path", "text_file"])
+def test_tracking_stores_seglab_cannot_use_are_named_in_one_line(tmp_path, kind):
+    text = tmp_path / "notes.db"
+    text.write_text("not a database\n")
+    uri, message = {
+        "file_uri": (f"file://{tmp_path}/mlruns", "is a file store, which seglab does not use"),
+        "plain_path": (str(tmp_path / "mlruns"), "is a file store, which seglab does not use"),
+        "text_file": (f"sqlite:///{text}", f"{text} is not an SQLite database"),
+    }[kind]
+    with pytest.raises(ValueError) as refused:
+        MlflowTracker("t", tracking_uri=uri).check()
+    assert str(refused.value).startswith(f"tracking.tracking_uri={uri!r}")
+    assert message in str(refused.value) and "\n" not in str(refused.value)
+    assert text.read_text() == "not a database\n"  # nothing written over
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.db"]  # nothing created
 
 
 def test_unknown_group_option_names_the_choices(tmp_path):
