@@ -59,7 +59,7 @@ BAD_INPUTS = [
     (["tracking.tracking_uri=ftp://host/x"], r"tracking.tracking_uri='ftp://host/x' is not an"),
     (["tracking.tracking_uri=sqlite:/x.db"], r"write sqlite URIs as sqlite:///<path>"),
     (["resume=0123abcd"], r"resume='0123abcd': no such run"),
-    (["data.class_names=[bg,'',b,c,d]"], r"data.class_names: a class name is empty \(\[''\]\); name every class"),
+    (["data.class_names=[bg,'',b,c,d]"], r"a class name is empty \(\[''\]\); name every class"),
     (["data.class_names=[bg,a/b,'a,b',c,d]"], r"classes 'a/b' and 'a,b' would share the metric"),
     (["resume=true"], r"has no unfinished run with a checkpoint"),
 ]
