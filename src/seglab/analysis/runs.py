@@ -190,8 +190,10 @@ def unfinished(runs_summary: pd.DataFrame) -> str:
     ``exp1 FAILED (ValueError: ...); exp2 RUNNING``."""
     rows = runs_summary[runs_summary.status != "FINISHED"]
     return "; ".join(
-        f"{row.run_name} {row.status}" + (f" ({row.failure_reason})" if row.failure_reason else "")
-        for row in rows.itertuples()
+        f"{name} {status}" + (f" ({reason})" if reason else "")
+        for name, status, reason in zip(
+            rows.run_name, rows.status, rows.failure_reason, strict=True
+        )
     )
 
 

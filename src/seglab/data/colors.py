@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -20,11 +21,11 @@ def color_codes(rgb: np.ndarray) -> np.ndarray:
     return rgb[..., 0] * 65536 + rgb[..., 1] * 256 + rgb[..., 2]
 
 
-def ignore_color_list(ignore_color: Sequence[int] | Sequence[Sequence[int]] | None) -> list[list]:
+def ignore_color_list(ignore_color: Sequence[Any] | None) -> list[list[Any]]:
     """``data.ignore_color`` as a list of colours: one ``[r, g, b]``, several, or none."""
     if ignore_color is None:
         return []
-    items = list(ignore_color)
+    items: list[Any] = list(ignore_color)
     if items and all(isinstance(c, Sequence) and not isinstance(c, str) for c in items):
         return [list(c) for c in items]
     return [items]
