@@ -128,7 +128,7 @@ def test_report_accepts_a_parent_run_id_and_an_experiment_name(basic_sweep, tmp_
     sweep_tmp, _, _, (parent,), _ = basic_sweep
     uri = f"sqlite:///{sweep_tmp}/mlflow.db"
     assert report_main([parent.info.run_id, f"tracking_uri={uri}", f"out={tmp_path}"]) == 0
-    assert "6 runs." in capsys.readouterr().out
+    assert "6 runs: 6 finished." in capsys.readouterr().out
     assert report_main(["seglab", f"tracking_uri={uri}", f"out={tmp_path / 'e'}"]) == 0
     assert report_main(["nope", f"tracking_uri={uri}"]) == 2
     assert "no MLflow experiment named 'nope'" in capsys.readouterr().err

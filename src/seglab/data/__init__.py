@@ -3,7 +3,9 @@ pipeline and augmentation.
 
 - :mod:`seglab.data.dataset`: :class:`~seglab.data.dataset.SegmentationData`, what every
   dataset returns;
-- :mod:`seglab.data.decode`: image and mask files to tensors;
+- :mod:`seglab.data.decode`: image and mask files to arrays (Pillow), headers first;
+- :mod:`seglab.data.colors`: colour tables and the colours a set of masks holds;
+- :mod:`seglab.data.errors`: the one-sentence error of a data file;
 - :mod:`seglab.data.datasets`: the datasets of the ``data`` config group;
 - :mod:`seglab.data.counting`: the class-count pass that validates every split's labels;
 - :mod:`seglab.data.pipeline`: shuffle, image boost, augmentation, pixel weights, batching;
