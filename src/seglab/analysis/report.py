@@ -149,11 +149,8 @@ BOLD = re.compile(r"\*\*(.+?)\*\*")
 
 def html_paragraph(block: str) -> str:
     """A Markdown paragraph of the report as HTML: its bold spans bold, everything else text."""
-    parts = BOLD.split(block)  # odd parts are the bold ones
-    return "".join(
-        f"<strong>{escape(plain_text(part))}</strong>" if odd else escape(plain_text(part))
-        for odd, part in zip([i % 2 == 1 for i in range(len(parts))], parts, strict=True)
-    )
+    parts = [escape(plain_text(part)) for part in BOLD.split(block)]  # odd parts: the bold
+    return "".join(f"<strong>{part}</strong>" if i % 2 else part for i, part in enumerate(parts))
 
 
 def html_page() -> str:

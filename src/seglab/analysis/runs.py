@@ -141,12 +141,14 @@ def summary(frame: pd.DataFrame, runs: Sequence[Run]) -> pd.DataFrame:
     failed, when it did."""
     labels = configuration_labels(runs)
     shown = display_names(runs)
-    final = final_values(frame)
+    empty = frame.iloc[:0]
+    groups = dict(tuple(frame.groupby("run_id", sort=False)))  # one pass, not one per run
+    finals = dict(tuple(final_values(frame).groupby("run_id", sort=False)))
     rows = []
     for run in runs:
         run_id, tags = run.info.run_id, run.data.tags
-        group = frame[frame.run_id == run_id]
-        last = final[final.run_id == run_id]
+        group = groups.get(run_id, empty)
+        last = finals.get(run_id, empty)
         whole = last[last["class"] == ""]
         scalar = dict(zip(whole.metric, whole.value, strict=True))
         ious = last[last.metric == schema.VAL_IOU].set_index("class").value

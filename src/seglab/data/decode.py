@@ -179,14 +179,19 @@ def mask_array(
                     "indices (1-, 8- or 16-bit grey, or palette), or colour masks with data.colors"
                 )
             return np.asarray(image).astype(np.int32)
-        if mode not in COLOR_MODES:
-            raise DataFileError(
-                f"mask {path} is a {mode} PNG, not an RGB/RGBA/palette PNG, but data.colors is "
-                "set: unset data.colors for masks of class indices"
-            )
+        check_colour_mask(path, mode)
         if png_bit_depth(path) == 16:
             raise DataFileError(f"mask {path}: 16-bit colour masks are not supported")
         return colors.labels(palette_colors(image, path), str(path))
+
+
+def check_colour_mask(path: str | Path, mode: str) -> None:
+    """Refuses a mask of Pillow ``mode`` that holds no colours while ``data.colors`` is set."""
+    if mode not in COLOR_MODES:
+        raise DataFileError(
+            f"mask {path} is a {mode} PNG, not an RGB/RGBA/palette PNG, but data.colors is "
+            "set: unset data.colors for masks of class indices"
+        )
 
 
 def palette_colors(image: Image.Image, path: str | Path) -> np.ndarray:

@@ -52,11 +52,11 @@ from seglab.data.colors import (
 )
 from seglab.data.dataset import SPLITS, SegmentationData, image_size_pair, limited
 from seglab.data.decode import (
-    COLOR_MODES,
     DEFAULT_MAX_PIXELS,
     IMAGE_SUFFIXES,
     MASK_SUFFIXES,
     FileHeader,
+    check_colour_mask,
     decoded,
     load_pair,
     read_header,
@@ -137,11 +137,8 @@ def checked_headers(
             image, mask = read_header(image_path, max_pixels), read_header(mask_path, max_pixels)
             if image.size != mask.size:
                 raise DataFileError(size_mismatch(image, mask))
-            if color_table is not None and mask.mode not in COLOR_MODES:
-                raise DataFileError(
-                    f"mask {mask_path} is a {mask.mode} PNG, not an RGB/RGBA/palette PNG, but "
-                    "data.colors is set: unset data.colors for masks of class indices"
-                )
+            if color_table is not None:
+                check_colour_mask(mask_path, mask.mode)
             if color_table is None and mask.mode in ("RGB", "RGBA"):
                 colour_masks.append(mask_path)
             images[split].append(image)
@@ -328,9 +325,11 @@ def folder(
         for split, (images, masks) in found.items()
     }
     headers = checked_headers(found, color_table, max_pixels, base, ignore_index)
-    size = image_size_pair(image_size) if image_size is not None else None
-    size = size or size_from_data(headers["train"], max_side)
-    print(listed(base, found, headers["train"], size, image_size is None, max_side))
+    sizes = Counter(header.size for header in headers["train"])
+    size = (
+        image_size_pair(image_size) if image_size is not None else size_from_data(sizes, max_side)
+    )
+    print(listed(base, found, sizes, size, image_size is None, max_side))
     streams = {
         split: stream(*found[split], size, cache, color_table, max_pixels) for split in found
     }
@@ -364,12 +363,13 @@ def check_label(option: str, value: Any) -> None:
         raise ValueError(f"{option} must be a whole number such as 255, got {value!r}")
 
 
-def size_from_data(images: Sequence[FileHeader], max_side: int) -> tuple[int, int]:
-    """``data.image_size=null``: the most common training image size, shrunk so its longer side
-    is at most ``max_side`` (aspect kept), each side rounded to a multiple of 16."""
+def size_from_data(sizes: Counter[tuple[int, int]], max_side: int) -> tuple[int, int]:
+    """``data.image_size=null``: the most common training image size (of ``sizes``, how many
+    images have each), shrunk so its longer side is at most ``max_side`` (aspect kept), each side
+    rounded to a multiple of 16."""
     if max_side < SIZE_MULTIPLE:
         raise ValueError(f"data.max_side must be >= {SIZE_MULTIPLE}, got {max_side}")
-    (height, width), _ = Counter(h.size for h in images).most_common(1)[0]
+    (height, width), _ = sizes.most_common(1)[0]
     scale = min(1.0, max_side / max(height, width))
     return tuple(  # type: ignore[return-value]
         max(SIZE_MULTIPLE, round(side * scale / SIZE_MULTIPLE) * SIZE_MULTIPLE)
@@ -380,14 +380,14 @@ def size_from_data(images: Sequence[FileHeader], max_side: int) -> tuple[int, in
 def listed(
     base: Path,
     found: Mapping[str, Pairs],
-    train: Sequence[FileHeader],
+    sizes: Counter[tuple[int, int]],
     size: tuple[int, int],
     from_data: bool,
     max_side: int,
 ) -> str:
-    """The line that says what was found and what the model will see."""
+    """The line that says what was found (``sizes``: the training images' sizes, how many of
+    each) and what the model will see."""
     counts = ", ".join(f"{split} {len(found[split][0])}" for split in found)
-    sizes = Counter(h.size for h in train)
     (height, width), _ = sizes.most_common(1)[0]
     seen = f"{height}x{width}" + (f" and {len(sizes) - 1} other sizes" if len(sizes) > 1 else "")
     how = (
