@@ -209,7 +209,7 @@ def test_resume_continues_the_same_run_without_gaps_or_duplicates(
 ):
     real_save = Checkpointer.save
     real_log = MlflowTracker.log_metrics
-    real_summary = RunLog._log_summary
+    real_summary = RunLog.summarize
 
     def save(self, model, epoch, metrics):
         real_save(self, model, epoch, metrics)
@@ -228,7 +228,7 @@ def test_resume_continues_the_same_run_without_gaps_or_duplicates(
 
     monkeypatch.setattr(Checkpointer, "save", save)
     monkeypatch.setattr(MlflowTracker, "log_metrics", log)
-    monkeypatch.setattr(RunLog, "_log_summary", summary)
+    monkeypatch.setattr(RunLog, "summarize", summary)
     first = smoke_config(tmp_path, "trainer.epochs=3", *(["resume=auto"] * (resume == "auto")))
     with pytest.raises(KeyboardInterrupt):
         run(first)

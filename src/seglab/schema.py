@@ -51,6 +51,7 @@ TAG_HIDDEN_CLASSES = "seglab.hidden_failure_classes"  # comma-separated class na
 TAG_FAILURE_REASON = "seglab.failure_reason"
 TAG_RESUMED = "seglab.resumed_at_epoch"
 TAG_MODEL_ERROR = "seglab.model_error"  # why the run has no MLflow model
+TAG_BEST_EPOCH = "seglab.best_epoch"  # a callback's run: the epoch its monitor selected
 TAG_EVALUATED_RUN = "seglab.evaluated_run"  # a run seglab.evaluate made: the run it scored
 TAG_DATA_FINGERPRINT = "seglab.data_fingerprint"  # the training split's files, for resume
 TAG_GIT_COMMIT = "seglab.git_commit"

@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
-from seglab.figures.style import colourize
+from seglab.figures.style import colourize, displayable
 
 MISSED = np.array([1.0, 0.0, 1.0])  # magenta: true pixels of the target class predicted otherwise
 MAX_CLASSES = 3  # target classes per epoch
@@ -34,7 +34,8 @@ class Gallery:
     """Draws the failure galleries of one run.
 
     Args:
-        images: The candidate validation images, ``float32 (N, H, W, 3)`` in ``[0, 1]``.
+        images: The candidate validation images, ``(N, H, W, 3)`` as the model takes them
+            (shown as :func:`~seglab.figures.style.displayable` makes them).
         truths: Their true labels, ``(N, H, W)``.
         num_classes: Number of classes (the palette's size).
         count: Images per gallery (0: no gallery).
@@ -77,7 +78,8 @@ class Gallery:
             truth, prediction = self.truths[index], predictions[index]
             shown = colourize(prediction, self.num_classes)
             shown[(truth == target) & (prediction != target)] = MISSED
-            panels = [np.clip(self.images[index], 0, 1), colourize(truth, self.num_classes), shown]
+            image = displayable(self.images[index : index + 1])[0]
+            panels = [image, colourize(truth, self.num_classes), shown]
             rows.append(join(panels, axis=1))
         picture = join(rows, axis=0)
         scale = max(1, MIN_ROW // self.truths.shape[1])  # small images: enlarge, nearest

@@ -54,3 +54,15 @@ def colourize(mask: np.ndarray, num_classes: int) -> np.ndarray:
     colours = np.vstack([palette(num_classes), IGNORE_COLOUR])
     index = np.where((mask >= 0) & (mask < num_classes), mask, num_classes)
     return colours[index]
+
+
+def displayable(images: np.ndarray) -> np.ndarray:
+    """``(N, H, W, 3)`` images in ``[0, 1]`` for figures: as they are when they already are,
+    else each scaled from its own minimum to its maximum (a model's inputs may be 0-255, or
+    normalised around 0)."""
+    images = np.asarray(images, dtype=np.float32)
+    if images.min() >= 0.0 and images.max() <= 1.0:
+        return images
+    low = images.min(axis=(1, 2, 3), keepdims=True)
+    span = images.max(axis=(1, 2, 3), keepdims=True) - low
+    return (images - low) / np.where(span > 0, span, 1.0)

@@ -53,7 +53,8 @@ def print_summary(
 ) -> None:
     """The per-class table beside the loss: what the loss alone does not say."""
     shown = table.drop(columns="val_pixels").assign(
-        train_pixel_share=table.train_pixel_share.map("{:.3%}".format),
+        # n/a: a run that was not given its training split (the Keras callback's)
+        train_pixel_share=table.train_pixel_share.map(lambda v: "n/a" if v != v else f"{v:.3%}"),
         class_weight=table.class_weight.map("{:.3g}".format),
         val_iou=table.val_iou.map("{:.3f}".format),
         val_dice=table.val_dice.map("{:.3f}".format),

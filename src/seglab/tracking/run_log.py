@@ -12,6 +12,10 @@ shared trainer (:func:`seglab.train.run`) calls :meth:`RunLog.epoch` after every
         history = trainer.fit(..., on_epoch=lambda record: log.epoch(record, model))
         log.finish(history, model, data, batch_size=16)
 
+and so does the Keras callback of any ``model.fit`` (:class:`seglab.keras.SeglabCallback`),
+with no checkpoint folder (the best epoch's weights stay in memory) and :meth:`RunLog.summarize`
+for the end of the run, from the evidence of its own validation pass.
+
 Keys, tags and artifact paths are :mod:`seglab.schema`'s.
 """
 
@@ -20,7 +24,7 @@ from __future__ import annotations
 import json
 import sys
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,7 +51,7 @@ from seglab.tracking.runlock import RunLock
 from seglab.tracking.tracker import MlflowTracker, flatten
 from seglab.training.checkpoints import Checkpointer, check_metric_names, check_selection
 from seglab.training.prediction import (
-    LabelPredictor,
+    Predictor,
     label_predictor,
     predict_samples,
     split_counts_per_image,
@@ -138,7 +142,8 @@ class RunLog:
         tracker: The store and experiment to log into (its run name and ``log_model`` option).
         class_names: One name per class index.
         checkpoint_dir: Where runs keep their checkpoints: this run's are in
-            ``<checkpoint_dir>/<run id>``.
+            ``<checkpoint_dir>/<run id>`` (``None``: none on disk, so no resume; the best
+            epoch's weights are kept in memory).
         epochs: The epochs the run trains (the epoch lines print ``epoch 3/8``).
         rule: Thresholds of the hidden-failure verdict.
         monitor: Metric that selects the best checkpoint (default: the worst class's IoU).
@@ -152,6 +157,9 @@ class RunLog:
         weight_scheme: The name of the scheme that made them.
         started: ``time.perf_counter()`` when the run's setup began (the setup's seconds are
             tagged from it; default: now).
+        predictor: Makes the one label predictor of a model that the gallery and the end of
+            the run share (default: a traced TensorFlow
+            :class:`~seglab.training.prediction.LabelPredictor`).
 
     Raises:
         ValueError: On a checkpoint option that names no logged metric or is out of range.
@@ -161,7 +169,7 @@ class RunLog:
         self,
         tracker: MlflowTracker,
         class_names: Sequence[str],
-        checkpoint_dir: str | Path,
+        checkpoint_dir: str | Path | None,
         *,
         epochs: int,
         rule: HiddenFailureRule | None = None,
@@ -174,12 +182,13 @@ class RunLog:
         class_weights: np.ndarray | None = None,
         weight_scheme: str = "none",
         started: float | None = None,
+        predictor: Callable[[keras.Model], Predictor] = label_predictor,
     ) -> None:
         check_selection(mode, tie_tolerance)
         check_metric_names(monitor, tie_breaker, schema.epoch_metric_keys(class_names))
         self.tracker = tracker
         self.class_names = list(class_names)
-        self.checkpoint_dir = Path(checkpoint_dir)
+        self.checkpoint_dir = None if checkpoint_dir is None else Path(checkpoint_dir)
         self.epochs = epochs
         self.rule = rule or HiddenFailureRule()
         self.selection = (monitor, mode, tie_breaker, tie_tolerance)
@@ -191,7 +200,9 @@ class RunLog:
         self.resumed_at: int | None = None  # the epoch a resumed run continues after
         self.val_losses: list[float] = []  # the whole run's, for the hidden-failure verdict
         self._checkpoints: Checkpointer | None = None
-        self._predictor: LabelPredictor | None = None
+        self._lock: RunLock | None = None
+        self._make_predictor = predictor
+        self._predictor: Predictor | None = None
         self._training_started = self._training_ended = 0.0
         self._summary: RunSummary | None = None
 
@@ -215,6 +226,7 @@ class RunLog:
         config_yaml: str,
         resume: bool | str = False,
         fingerprint: Mapping[str, str] | None = None,
+        attach_run_id: str | None = None,
     ) -> Iterator[RunLog]:
         """Checks the store, starts the run or reopens the one ``resume`` names (see
         :func:`seglab.tracking.resume.resumable_run`), claims it for this process and ends it
@@ -222,12 +234,20 @@ class RunLog:
 
         A new run gets ``tags`` (plus the class names, the data's ``fingerprint`` and the
         provenance tags), the resolved ``config`` as params and ``config.yaml``, and the class
-        weights (:meth:`log_class_weights`).
+        weights (:meth:`log_class_weights`). ``attach_run_id`` names a run someone else opened
+        and ends (an active MLflow run): it gets the same, and a failure's reason, but keeps
+        its status.
         """
         self.tracker.check()
         fingerprint = dict(fingerprint or {})
         flat = flatten(config)
-        resume_id = resumable_run(self.tracker, resume, self.checkpoint_dir, flat, fingerprint)
+        folder = self.checkpoint_dir
+        if folder is None or attach_run_id is not None:
+            if resume:
+                raise ValueError("a run without a checkpoint folder, or attached, cannot resume")
+            resume_id = None
+        else:
+            resume_id = resumable_run(self.tracker, resume, folder, flat, fingerprint)
         tags = {
             **tags,
             **provenance_tags(project_root()),
@@ -236,16 +256,16 @@ class RunLog:
         }
         lock = RunLock()  # this process trains the run: nobody may resume it meanwhile
         try:
-            if resume_id is not None:  # claimed before the run is reopened, or a loser ends it
-                lock.acquire(self.checkpoint_dir / resume_id, resume_id)
+            if folder is not None and resume_id is not None:  # claimed before the run reopens
+                lock.acquire(folder / resume_id, resume_id)
                 # A damaged checkpoint is named while the run's status is still its own.
-                Checkpointer(self.checkpoint_dir / resume_id, *self.selection).verify()
-            with self.tracker.start_run(tags=tags, resume_run_id=resume_id) as tracker:
-                run_dir = self.checkpoint_dir / tracker.run_id
-                if resume_id is None:
+                Checkpointer(folder / resume_id, *self.selection).verify()
+            with self.tracker.start_run(tags, resume_id, attach_run_id) as tracker:
+                run_dir = None if folder is None else folder / tracker.run_id
+                if run_dir is not None and resume_id is None:
                     lock.acquire(run_dir, tracker.run_id)
+                    self._lock = lock
                 self._checkpoints = Checkpointer(run_dir, *self.selection)
-                self._lock = lock
                 if resume_id is None:
                     tracker.log_config(config, config_yaml)
                     self.log_class_weights()
@@ -315,7 +335,8 @@ class RunLog:
         hidden = self.verdict(record)
         metrics = epoch_metrics(record, self.class_names, hidden)
         self.checkpoints.save(model, record.epoch, metrics)
-        self._lock.heartbeat()
+        if self._lock is not None:
+            self._lock.heartbeat()
         self.tracker.log_metrics(metrics, step=record.epoch)
         if self.gallery is not None:
             targets = hidden or [record.scores.worst_class]
@@ -325,10 +346,10 @@ class RunLog:
         console.say(console.epoch_line(record, self.epochs, self.class_names, hidden))
         return hidden
 
-    def predictor(self, model: keras.Model) -> LabelPredictor:
-        """The run's one :class:`LabelPredictor` of ``model`` (one trace for every pass)."""
+    def predictor(self, model: keras.Model) -> Predictor:
+        """The run's one predictor of ``model`` (one trace for every pass)."""
         if self._predictor is None or self._predictor.model is not model:
-            self._predictor = label_predictor(model)
+            self._predictor = self._make_predictor(model)
         return self._predictor
 
     def finish(
@@ -346,11 +367,10 @@ class RunLog:
         self._training_ended = time.perf_counter()
         final = history[-1]
         predict = self.predictor(model)
-        hidden = self.verdict(final)
         # The final model: its per-image counts add up to the last epoch's confusion matrix.
         val_counts = split_counts_per_image(predict, data, schema.VAL, batch_size)
         samples = predict_samples(predict, data, overlays, prefer_class=final.scores.worst_class)
-        table, tags = self._log_summary(history, hidden, val_counts, samples)
+        table, tags = self.summarize(history, val_counts, samples)
         # From here on the model holds the best checkpoint's weights.
         best_epoch = self.checkpoints.restore_best(model)
         test = self._score_test_split(predict, data, batch_size, best_epoch)
@@ -368,23 +388,25 @@ class RunLog:
         self._summary = RunSummary(final, table, tags, test, best_epoch)
         return self._summary
 
-    def _log_summary(
+    def summarize(
         self,
         history: Sequence[EpochRecord],
-        hidden: Sequence[int],
         val_counts: PerImageCounts,
         samples: tuple[np.ndarray, np.ndarray, np.ndarray],
     ) -> tuple[pd.DataFrame, dict[str, str]]:
-        """End-of-run artifacts and tags; returns the per-class table and the tags.
+        """End-of-run artifacts and tags from the run's ``history``, the last epoch's per-image
+        counts of the validation split and (image, truth, prediction) ``samples`` for the
+        overlays; returns the per-class table and the tags, which the run prints when it ends.
 
         Artifacts: ``figures/loss_vs_class_iou.png`` (the mismatch at a glance),
         ``figures/confusion_matrix.png`` and ``confusion_matrix.csv``,
         ``figures/val_overlays.png``, ``per_class.csv``, ``per_image/val.parquet``. Metrics:
         ``val/missed/<class>`` at the last epoch. Tags: the worst class and the hidden failures
-        (``hidden``) of the last epoch, and the verdict line as the run's description.
+        of the last epoch, and the verdict line as the run's description.
         """
         tracker, names = self.tracker, self.class_names
         final = history[-1]
+        hidden = self.verdict(final)
         epochs = [r.epoch for r in history]
         losses = {
             schema.TRAIN_LOSS: [r.train_loss for r in history],
@@ -437,10 +459,11 @@ class RunLog:
         }
         tags[schema.NOTE] = verdict_line(final, tags)
         tracker.set_tags(tags)
+        self._summary = RunSummary(final, table, tags, None, self.checkpoints.best_epoch)
         return table, tags
 
     def _score_test_split(
-        self, predict: LabelPredictor, data: SegmentationData, batch_size: int, epoch: int
+        self, predict: Predictor, data: SegmentationData, batch_size: int, epoch: int
     ) -> Scores | None:
         """Scores the model (the best checkpoint) on the data's test split, when there is one,
         and logs ``test/...`` at step ``epoch`` and ``per_image/test.parquet``."""

@@ -103,10 +103,26 @@ class MlflowTracker(TrackingStore):
 
     @contextmanager
     def start_run(
-        self, tags: Mapping[str, str] | None = None, resume_run_id: str | None = None
+        self,
+        tags: Mapping[str, str] | None = None,
+        resume_run_id: str | None = None,
+        attach_run_id: str | None = None,
     ) -> Iterator[MlflowTracker]:
         """Opens a run (or reopens ``resume_run_id``); it ends FINISHED, FAILED (reason tagged)
-        or KILLED (Ctrl-C/SIGTERM, or preempted by the scheduler)."""
+        or KILLED (Ctrl-C/SIGTERM, or preempted by the scheduler).
+
+        ``attach_run_id`` names an open run whose owner ends it (an active MLflow run): it gets
+        ``tags``, and the reason when the block fails, but this block leaves its status alone.
+        """
+        if attach_run_id is not None:
+            self.run_id = attach_run_id
+            self.set_tags(tags or {})
+            try:
+                yield self
+            except BaseException as error:
+                self.set_tags({schema.TAG_FAILURE_REASON: f"{type(error).__name__}: {error}"})
+                raise
+            return
         if resume_run_id is None:
             tags = dict(tags or {})
             name = self.run_name or default_run_name(tags)

@@ -77,7 +77,8 @@ class Checkpointer:
     """Writes ``<directory>/last`` every epoch and ``<directory>/best`` when an epoch is selected.
 
     Args:
-        directory: Where this run's checkpoints live.
+        directory: Where this run's checkpoints live (``None``: nowhere; the selection and the
+            best epoch's weights are kept in memory only).
         monitor: Metric key to select the best epoch by (default: the worst class's IoU).
         mode: ``max`` or ``min`` for ``monitor``.
         tie_breaker: Metric that decides between epochs whose monitor ties (higher is better).
@@ -87,14 +88,14 @@ class Checkpointer:
 
     def __init__(
         self,
-        directory: str | Path,
+        directory: str | Path | None,
         monitor: str = schema.VAL_MIN_IOU,
         mode: str = "max",
         tie_breaker: str = schema.VAL_MIOU,
         tie_tolerance: float = 0.01,
     ) -> None:
         check_selection(mode, tie_tolerance)
-        self.directory = Path(directory)
+        self.directory = None if directory is None else Path(directory)
         self.monitor = monitor
         self.mode = mode
         self.tie_breaker = tie_breaker
@@ -155,7 +156,16 @@ class Checkpointer:
             self._write(model, state, "best")
             self._best_weights = model.get_weights()
 
+    @property
+    def folder(self) -> Path:
+        """The checkpoint folder; raises when the checkpoints are kept in memory only."""
+        if self.directory is None:
+            raise RuntimeError("these checkpoints are kept in memory: there is no folder")
+        return self.directory
+
     def _write(self, model: keras.Model, state: CheckpointState, name: str) -> None:
+        if self.directory is None:
+            return
         final = self.directory / name
         partial = self.directory / f".{name}.partial"
         shutil.rmtree(partial, ignore_errors=True)
@@ -175,7 +185,7 @@ class Checkpointer:
     def read_state(self, name: str = "last") -> CheckpointState:
         """The ``last`` (or ``best``) checkpoint's state (no model needed); a file that is not
         a checkpoint's state is refused naming it."""
-        path = self.directory / name / "state.json"
+        path = self.folder / name / "state.json"
         if not path.is_file():
             raise FileNotFoundError(f"no checkpoint to resume from in {path.parent}")
         try:
@@ -188,7 +198,7 @@ class Checkpointer:
         every weight array and the optimizer's arrays. A damaged file (truncated by a full disk
         or a copy, edited) is refused naming it, before a run is reopened on it."""
         state = self.read_state(name)
-        folder = self.directory / name
+        folder = self.folder / name
         weights = folder / "model.weights.h5"
         try:
             import h5py  # Keras' own weights format
@@ -212,7 +222,7 @@ class Checkpointer:
     def restore(self, model: keras.Model) -> CheckpointState:
         """Loads ``last`` into a compiled ``model`` (weights and optimizer) and the best-so-far."""
         state = self.read_state()
-        last = self.directory / "last"
+        last = self.folder / "last"
         saved = last / "optimizer.npz"
         has_optimizer = saved.is_file()
         # Built first, or load_weights warns that it skips the optimizer (once only: the loss
@@ -240,11 +250,14 @@ class Checkpointer:
 
         When no epoch was selected (the monitor was NaN throughout), the ``last`` checkpoint
         stands in for it. The weights come from memory when this process saved the best
-        checkpoint (they are what it wrote), else from the file.
+        checkpoint (they are what it wrote), else from the file; in memory only, with no epoch
+        selected, the model keeps its weights and the epoch is 0.
         """
         if self._best_weights is not None:
             model.set_weights(self._best_weights)
             return self.best_epoch
-        name = "best" if (self.directory / "best").is_dir() else "last"
-        model.load_weights(self.directory / name / "model.weights.h5")
+        if self.directory is None:
+            return 0
+        name = "best" if (self.folder / "best").is_dir() else "last"
+        model.load_weights(self.folder / name / "model.weights.h5")
         return self.read_state(name).epoch

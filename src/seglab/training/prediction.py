@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import Any, Protocol
 
 import keras
 import numpy as np
@@ -26,6 +27,16 @@ from seglab.core.per_image import COUNT_COLUMNS, PerImageCounts, count_batch
 from seglab.data.counting import readable_batches
 from seglab.data.dataset import SegmentationData, take_samples
 from seglab.data.decode import image_array, scale_image
+
+
+class Predictor(Protocol):
+    """What maps a batch of images to their ``(N, H, W)`` class labels for a run's passes:
+    a :class:`LabelPredictor`, or :class:`seglab.keras.callback.NumpyPredictor` on any
+    Keras backend."""
+
+    model: keras.Model
+
+    def __call__(self, images: np.ndarray) -> Any: ...
 
 
 class LabelPredictor:
@@ -47,14 +58,14 @@ class LabelPredictor:
         return self._labels(tf.convert_to_tensor(images, tf.float32))
 
 
-def label_predictor(model: keras.Model | LabelPredictor) -> LabelPredictor:
-    """``model`` itself if it is a :class:`LabelPredictor`, else one for it (for functions
-    that take either: a run passes its one predictor, a notebook a model)."""
-    return model if isinstance(model, LabelPredictor) else LabelPredictor(model)
+def label_predictor(model: keras.Model | Predictor) -> Predictor:
+    """A :class:`LabelPredictor` for a model; a predictor itself (for functions that take
+    either: a run passes its one predictor, a notebook a model)."""
+    return LabelPredictor(model) if isinstance(model, keras.Model) else model
 
 
 def per_image_counts(
-    model: keras.Model | LabelPredictor,
+    model: keras.Model | Predictor,
     stream: tf.data.Dataset,
     num_classes: int,
     ignore_index: int,
@@ -78,7 +89,7 @@ def per_image_counts(
     seen = 0
     for images, masks in readable_batches(stream, batch_size, files):
         *counts, bad = count_batch(
-            masks.numpy(), predict(images).numpy(), num_classes, ignore_index
+            masks.numpy(), np.asarray(predict(images)), num_classes, ignore_index
         )
         if bad.any():
             index = seen + int(np.argmax(bad))
@@ -97,7 +108,7 @@ def per_image_counts(
 
 
 def split_counts_per_image(
-    model: keras.Model | LabelPredictor, data: SegmentationData, split: str, batch_size: int
+    model: keras.Model | Predictor, data: SegmentationData, split: str, batch_size: int
 ) -> PerImageCounts:
     """:func:`per_image_counts` of one of ``data``'s splits, its images named by their files."""
     return per_image_counts(
@@ -112,7 +123,7 @@ def split_counts_per_image(
 
 
 def predict_samples(
-    model: keras.Model | LabelPredictor,
+    model: keras.Model | Predictor,
     data: SegmentationData,
     count: int,
     prefer_class: int,
@@ -124,9 +135,15 @@ def predict_samples(
     shows where the failing class is missed.
     """
     images, truths = take_samples(data.val, pool)
-    order = np.argsort(~(truths == prefer_class).any(axis=(1, 2)), kind="stable")[:count]
-    predictions = label_predictor(model)(images[order]).numpy()
+    order = showing_first(truths, prefer_class, count)
+    predictions = np.asarray(label_predictor(model)(images[order]))
     return images[order], truths[order], predictions
+
+
+def showing_first(truths: np.ndarray, target: int, count: int) -> np.ndarray:
+    """The indices of ``count`` of the ``(N, H, W)`` ``truths``, those that contain class
+    ``target`` first (in their order), then the others."""
+    return np.argsort(~(truths == target).any(axis=(1, 2)), kind="stable")[:count]
 
 
 def segment_files(
