@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import math
 import shutil
+import warnings
 import zipfile
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass
@@ -219,17 +220,20 @@ class Checkpointer:
                 raise ValueError(f"checkpoint file {optimizer} is damaged: {error}") from None
         return state
 
-    def restore(self, model: keras.Model) -> CheckpointState:
-        """Loads ``last`` into a compiled ``model`` (weights and optimizer) and the best-so-far."""
+    def restore(self, model: keras.Model, optimizer: bool = True) -> CheckpointState:
+        """Loads ``last`` into a compiled ``model`` (weights and, unless ``optimizer`` is false,
+        the optimizer's state) and the best-so-far."""
         state = self.read_state()
         last = self.folder / "last"
         saved = last / "optimizer.npz"
-        has_optimizer = saved.is_file()
+        has_optimizer = optimizer and saved.is_file()
         # Built first, or load_weights warns that it skips the optimizer (once only: the loss
         # scale optimizer of mixed precision would add its variables again).
         if has_optimizer and not model.optimizer.built:
             model.optimizer.build(model.trainable_variables)
-        model.load_weights(last / "model.weights.h5")
+        with warnings.catch_warnings():  # the file's optimizer state, when it is not wanted
+            warnings.filterwarnings("ignore", "Skipping variable loading for optimizer")
+            model.load_weights(last / "model.weights.h5")
         if has_optimizer:
             with np.load(saved) as arrays:
                 values = [arrays[f"v{i}"] for i in range(len(arrays.files))]

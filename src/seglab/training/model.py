@@ -5,6 +5,9 @@ from __future__ import annotations
 import keras
 from keras import layers
 
+from seglab.core.checks import check_choice
+from seglab.training.encoders import ENCODER_CHOICES, build_encoder_unet
+
 
 def build_unet(
     input_shape: tuple[int, int, int],
@@ -15,6 +18,9 @@ def build_unet(
     output_activation: str = "softmax",
     batch_norm: bool = True,
     batch_norm_momentum: float = 0.9,
+    encoder: str = "none",
+    encoder_weights: str | None = None,
+    encoder_freeze: int = 0,
 ) -> keras.Model:
     """Builds a U-Net that outputs per-pixel class probabilities.
 
@@ -37,6 +43,13 @@ def build_unet(
         batch_norm_momentum: Momentum of the moving statistics used at validation. Keras'
             0.99 needs hundreds of steps to catch up, so short runs validate with stale
             statistics; 0.9 tracks them within an epoch.
+        encoder: ``none`` (this U-Net, trained from scratch) or a backbone of
+            :data:`seglab.training.encoders.ENCODERS`, whose decoder is
+            :func:`~seglab.training.encoders.build_encoder_unet`'s (``depth``,
+            ``base_filters``, ``dropout`` and ``batch_norm`` shape this U-Net only, and are
+            not used then).
+        encoder_weights: ``imagenet`` (from Keras' cache), ``None`` (random) or a weights file.
+        encoder_freeze: Epochs trained with the encoder frozen before it is unfrozen.
 
     Returns:
         A model mapping (B, H, W, channels) images to (B, H, W, num_classes) probabilities.
@@ -45,6 +58,28 @@ def build_unet(
         ValueError: On a size that ``2**depth`` does not divide, or an argument out of range.
     """
     height, width, _ = input_shape
+    check_choice("model.encoder", encoder, ENCODER_CHOICES)
+    if encoder_freeze < 0:
+        raise ValueError(f"model.encoder_freeze must be >= 0 epochs, got {encoder_freeze}")
+    if encoder == "none" and (encoder_weights is not None or encoder_freeze):
+        raise ValueError(
+            "model.encoder_weights and model.encoder_freeze need a model.encoder; choose one "
+            f"of {list(ENCODER_CHOICES[1:])}"
+        )
+    if output_activation not in ("softmax", "sigmoid"):
+        raise ValueError(
+            f"model.output_activation must be 'softmax' or 'sigmoid', got {output_activation!r}"
+        )
+    if encoder != "none":
+        return build_encoder_unet(
+            input_shape,
+            num_classes,
+            encoder,
+            encoder_weights,
+            output_activation,
+            batch_norm_momentum,
+            encoder_freeze,
+        )
     if depth < 1:
         raise ValueError(f"model.depth must be >= 1, got {depth}")
     if base_filters < 1:

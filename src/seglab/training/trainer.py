@@ -20,6 +20,7 @@ from seglab.data.pipeline import batches
 from seglab.losses import CrossEntropy, SegmentationLoss
 from seglab.training.callbacks import EpochRecorder, NonFiniteGuard, SignalGuard, ValidationGate
 from seglab.training.checkpoints import Checkpointer
+from seglab.training.encoders import frozen_epochs, unfreeze
 from seglab.training.keras_metrics import ConfusionMatrix, PerClassLoss
 from seglab.training.runtime import (
     check_strategy,
@@ -211,28 +212,44 @@ class Trainer:
                 optimizer state, epoch); records then cover the remaining epochs only, or, when
                 none remain, are the last epoch's again (``on_epoch`` is not called).
 
+        A model built with a frozen encoder (``model.encoder_freeze``) trains its first
+        epochs so, then unfrozen with a fresh optimizer; a resume continues in its phase.
+
         Raises:
             FloatingPointError: When a training or validation loss becomes NaN or Inf.
         """
         num_classes = data.num_classes
-        with self.scope():  # metric and optimizer variables, on every replica
+        with self.scope():  # metric variables, on every replica
             confusion = ConfusionMatrix(num_classes, data.ignore_index)
             loss_terms = PerClassLoss(loss, num_classes, name="loss_terms")
             ce = PerClassLoss(CrossEntropy(data.ignore_index), num_classes, False, name="ce")
             gate = ValidationGate([confusion, loss_terms, ce])  # before Keras traces a step
-            model.compile(
-                optimizer=self.optimizer(),
-                loss=loss,
-                metrics=[confusion, ce],
-                weighted_metrics=[loss_terms],  # Keras passes sample_weight to these only
-                steps_per_execution=self.steps_per_execution,
-                jit_compile=self.jit_compile,
-            )
-            # Now, not in the first traced step: variables made there make TensorFlow trace
-            # the training step a second time (Keras defers this under the default strategy).
-            model.optimizer.build(model.trainable_variables)
+
+        def compile_model() -> None:
+            with self.scope():  # optimizer variables, on every replica
+                model.compile(
+                    optimizer=self.optimizer(),
+                    loss=loss,
+                    metrics=[confusion, ce],
+                    weighted_metrics=[loss_terms],  # Keras passes sample_weight to these only
+                    steps_per_execution=self.steps_per_execution,
+                    jit_compile=self.jit_compile,
+                )
+                # Now, not in the first traced step: variables made there make TensorFlow
+                # trace the training step a second time (Keras defers this by default).
+                model.optimizer.build(model.trainable_variables)
+
+        # A frozen encoder's phase: the checkpoint's epoch says which phase a resume is in,
+        # before compiling, so the optimizer has the variables the checkpoint saved.
+        frozen = frozen_epochs(model)
+        started_at = 0 if resume_from is None else resume_from.read_state().epoch
+        if frozen and started_at >= frozen:
+            unfreeze(model)
+        compile_model()
         train, val = self.streams(data, weighting or Weighting.for_loss(loss), augment)
-        state = None if resume_from is None else resume_from.restore(model)
+        # At the end of the frozen epochs the optimizer starts afresh, as it does unresumed.
+        fresh = bool(frozen) and started_at == frozen
+        state = None if resume_from is None else resume_from.restore(model, optimizer=not fresh)
         initial_epoch = 0 if state is None else state.epoch
         recorder = EpochRecorder(confusion, loss_terms, ce, on_epoch)
         if state is not None and initial_epoch >= self.epochs:
@@ -244,22 +261,21 @@ class Trainer:
             seconds = time.perf_counter() - started
             train_loss = state.metrics[schema.TRAIN_LOSS]
             return [recorder.record(state.epoch, train_loss, logs["loss"], seconds)]
-        with signals.deferred():  # a signal ends training between batches, never inside a write
-            model.fit(
-                train,
-                validation_data=val,
-                epochs=self.epochs,
-                initial_epoch=initial_epoch,
-                shuffle=False,  # the tf.data stream shuffles itself, seeded
-                callbacks=[
-                    gate,
-                    NonFiniteGuard(),
-                    SignalGuard(),
-                    recorder,
-                    *callbacks,
-                ],
-                verbose=0,
-            )
+        ends = [frozen, self.epochs] if initial_epoch < frozen < self.epochs else [self.epochs]
+        for begin, end in zip([initial_epoch, *ends[:-1]], ends, strict=True):
+            if begin == frozen and begin > initial_epoch:  # the encoder's frozen epochs are over
+                unfreeze(model)
+                compile_model()  # a fresh optimizer for every trainable variable
+            with signals.deferred():  # a signal ends training between batches, never mid-write
+                model.fit(
+                    train,
+                    validation_data=val,
+                    epochs=end,
+                    initial_epoch=begin,
+                    shuffle=False,  # the tf.data stream shuffles itself, seeded
+                    callbacks=[gate, NonFiniteGuard(), SignalGuard(), recorder, *callbacks],
+                    verbose=0,
+                )
         return recorder.records
 
 
