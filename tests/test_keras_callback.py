@@ -414,7 +414,8 @@ y = rng.integers(0, 3, (12, 8, 8))
 y[:, 0, 0] = 255
 inputs = keras.Input((8, 8, 3))
 model = keras.Model(inputs, keras.layers.Conv2D(3, 1)(inputs))
-model.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True, ignore_class=255))
+loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True, ignore_class=255)
+model.compile("adam", loss)
 cb = SeglabCallback((x, y), ["a", "b", "c"], 255, from_logits=True, tracking_uri=sys.argv[1],
                     experiment_name="own")
 model.fit(x, np.where(y == 255, 0, y), epochs=2, batch_size=4, callbacks=[cb], verbose=0)

@@ -123,7 +123,7 @@ def load_model_folder(folder: Path, run_id: str) -> keras.Model:
     """
     import keras
 
-    # seglab's losses, metrics and layers, registered with Keras: the model's compile config names them
+    # seglab's losses, metrics and layers, registered with Keras: the model's config names them
     # (seglab>CEDice, ...), and safe-mode loading finds classes by those names only.
     import seglab.losses
     import seglab.training.encoders
