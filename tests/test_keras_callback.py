@@ -291,6 +291,7 @@ def test_a_run_holds_what_a_seglab_run_holds_and_the_report_reads_it(tmp_path, c
     assert fitted.info.status == "FINISHED"
     assert [m.step for m in client.get_metric_history(fitted.info.run_id, "val/iou/b")] == [1, 2, 3]
     assert fitted.data.params["lr"] == "0.05"
+    assert fitted.data.params["trainer.seed"] == "3"  # the report's seed column
     assert fitted.data.params["callback.loss_share_of"] == "ce"
     assert fitted.data.tags["seglab.loss"] == "sparse_categorical_crossentropy"
     # the loss ignores the ignored pixels as the callback does: val/loss is val/ce
@@ -316,6 +317,7 @@ def test_a_run_holds_what_a_seglab_run_holds_and_the_report_reads_it(tmp_path, c
     frame = history(client, experiment_runs(client, "own"))
     row = summary(frame, experiment_runs(client, "own")).iloc[0]
     assert row["worst_class"] == fitted.data.tags[schema.TAG_WORST_CLASS]
+    assert row["seed"] == 3
     out = capsys.readouterr().out
     assert "epoch 3/3" in out and "worst class:" in out
 

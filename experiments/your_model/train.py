@@ -62,7 +62,8 @@ def main() -> None:
             experiment_name="your_model",
             tracking_uri=args.tracking_uri,
             run_name=f"users_model-seed{seed}",
-            params={"seed": seed, "epochs": args.epochs, "learning_rate": 3e-3},
+            params={"epochs": args.epochs, "batch_size": 16},
+            seed=seed,
         )
         started = time.perf_counter()
         model.fit(

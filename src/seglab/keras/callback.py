@@ -85,6 +85,9 @@ class SeglabCallback(keras.callbacks.Callback):
             ``outputs/mlflow.db``).
         run_name: Name of a new run (``None``: the loss's name and a random suffix).
         params: The user's own configuration, logged as params (nested mappings flattened).
+        seed: The seed the script set (``keras.utils.set_random_seed``), logged as
+            ``trainer.seed``: the report takes runs that differ only in it as seeds of one
+            configuration, with intervals over them.
         tags: Extra tags; ``seglab.loss``, ``seglab.class_weights`` and ``seglab.augment``
             group runs in the report (defaults: the loss's name, ``none``, ``none``).
         hidden_failure: Thresholds of the hidden-failure verdict (seglab's defaults).
@@ -114,6 +117,7 @@ class SeglabCallback(keras.callbacks.Callback):
         tracking_uri: str | None = None,
         run_name: str | None = None,
         params: Mapping[str, Any] | None = None,
+        seed: int | None = None,
         tags: Mapping[str, str] | None = None,
         hidden_failure: HiddenFailureRule | None = None,
         monitor: str = schema.VAL_MIN_IOU,
@@ -142,6 +146,8 @@ class SeglabCallback(keras.callbacks.Callback):
         self.ignore_index = ignore_index
         self.tracker = MlflowTracker(experiment_name, tracking_uri, run_name=run_name)
         self.user_params = dict(params or {})
+        if seed is not None:
+            self.user_params[schema.SEED_PARAM] = seed
         self.tags = dict(tags or {})
         self.rule = hidden_failure or HiddenFailureRule()
         self.monitor, self.mode = monitor, mode
