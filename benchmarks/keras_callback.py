@@ -42,6 +42,7 @@ class TimedCallback(SeglabCallback):
         self.wall: list[float] = []
         self.cpu: list[float] = []
         self.predicting: list[float] = []
+        self._predicting = 0.0  # seconds in predict_on_batch since the counter was reset
 
     def set_model(self, model) -> None:
         super().set_model(model)
@@ -52,16 +53,17 @@ class TimedCallback(SeglabCallback):
             try:
                 return predict(images)
             finally:
-                self.predicting[-1] += time.perf_counter() - start
+                self._predicting += time.perf_counter() - start
 
         model.predict_on_batch = timed
 
     def on_epoch_end(self, epoch, logs=None) -> None:
-        self.predicting.append(0.0)
+        self._predicting = 0.0
         start, cpu_start = time.perf_counter(), time.process_time()
         super().on_epoch_end(epoch, logs)
         self.wall.append(time.perf_counter() - start)
         self.cpu.append(time.process_time() - cpu_start)
+        self.predicting.append(self._predicting)
 
 
 def camvid_sized_data():

@@ -195,7 +195,8 @@ BAD_FIT = [
     ("wrong channel count", {"classes": 4}, r"outputs 4 channels per pixel; 3 class_names"),
     ("output size", {"stride": 2}, r"outputs 4x4 pixels, the validation masks are 8x8"),
     ("soft labels", {"soft": True}, r"non-integer values"),
-    ("one-hot gaps, no ignore", {"gaps": True}, r"pixels with no class; pass ignore_index"),
+    ("one-hot gaps, no ignore", {"gaps": True, "ignore": None}, r"no class; pass ignore_index"),
+    ("nothing labelled", {"masks_all": IGNORE}, r"no labelled pixel: every pixel is ignore_ind"),
 ]
 
 
@@ -207,6 +208,8 @@ def test_bad_input_fails_fit_in_one_line_before_any_run(tmp_path, name, fault, m
     if "masks" in fault:
         given = masks.copy()
         given[0, 1, 1] = fault["masks"]
+    if "masks_all" in fault:
+        given = np.full_like(masks, fault["masks_all"])
     if fault.get("soft"):
         given = masks.astype(np.float32) + 0.5
     if fault.get("gaps"):
@@ -217,7 +220,8 @@ def test_bad_input_fails_fit_in_one_line_before_any_run(tmp_path, name, fault, m
     x = keras.layers.Conv2D(fault.get("classes", 3), 1, strides=fault.get("stride", 1))(inputs)
     model = keras.Model(inputs, keras.layers.Softmax()(x))
     model.compile("sgd", "sparse_categorical_crossentropy")
-    callback = SeglabCallback((images, given), ["a", "b", "c"], **store(tmp_path))
+    ignore = fault.get("ignore", IGNORE)
+    callback = SeglabCallback((images, given), ["a", "b", "c"], ignore, **store(tmp_path))
     with pytest.raises(ValueError, match=message):
         model.fit(images, masks, epochs=1, callbacks=[callback], verbose=0)
     assert runs_of(tmp_path)[1] == []
@@ -284,6 +288,7 @@ def test_a_run_holds_what_a_seglab_run_holds_and_the_report_reads_it(tmp_path, c
         IGNORE,
         gallery=2,
         params={"lr": 0.05},
+        seed=3,
         **store(tmp_path),
     )
     fit_tiny(callback)

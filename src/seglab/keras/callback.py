@@ -7,9 +7,11 @@ from __future__ import annotations
 
 import atexit
 import json
+import tempfile
 import time
 from collections.abc import Mapping, Sequence
 from contextlib import ExitStack
+from pathlib import Path
 from types import TracebackType
 from typing import Any
 
@@ -22,7 +24,13 @@ from seglab.core.records import EpochRecord
 from seglab.core.verdicts import HiddenFailureRule
 from seglab.figures.gallery import Gallery, check_gallery
 from seglab.figures.style import displayable
-from seglab.keras.validation import OutputHead, ValidationPass, ValidationSet, model_loss
+from seglab.keras.validation import (
+    OutputHead,
+    ValidationPass,
+    ValidationSet,
+    model_loss,
+    regularization,
+)
 from seglab.tracking.run_log import RunLog
 from seglab.tracking.tracker import MlflowTracker
 from seglab.training.checkpoints import check_metric_names, check_selection
@@ -264,12 +272,18 @@ class SeglabCallback(keras.callbacks.Callback):
         atexit.register(self._at_exit)
 
     def _check(self, model: keras.Model) -> None:
-        """Every mask label and the model's output against the first batch, before a run."""
-        first = None
+        """Every mask label, and the model's output and loss on the first batch, before a run."""
+        first, labelled = None, 0
         for batch in self.validation.batches():  # reading a batch checks its labels
             first = first or batch
+            labelled += int((batch.labels != self.validation.ignore_value).sum())
         if first is None:
             raise ValueError("SeglabCallback validation_data is empty")
+        if not labelled:
+            raise ValueError(
+                "SeglabCallback validation_data has no labelled pixel: every pixel is "
+                f"ignore_index={self.ignore_index}"
+            )
         outputs = model.predict_on_batch(first.images)
         if isinstance(outputs, list | tuple | dict):
             raise ValueError(
@@ -300,11 +314,6 @@ class SeglabCallback(keras.callbacks.Callback):
             raise FloatingPointError(
                 f"validation loss became {record.val_loss} at epoch {epoch + 1}"
             )
-        if record.scores.worst_class < 0:
-            raise ValueError(
-                "SeglabCallback validation_data has no labelled pixel: every pixel is "
-                f"ignore_index={self.ignore_index}"
-            )
         log.epoch(record, self.model)
         self.records.append(record)
         self.last_pass = validation
@@ -314,18 +323,18 @@ class SeglabCallback(keras.callbacks.Callback):
 
     def validate(self, model: keras.Model) -> ValidationPass:
         """One pass of ``model`` over the validation data."""
-        from seglab.losses import SegmentationLoss
-
-        own_terms = isinstance(getattr(model, "loss", None), SegmentationLoss)
+        own_terms = self._has_class_terms(model)
         validation = ValidationPass(self.head.num_classes, self.validation.ignore_value)
         for batch in self.validation.batches():
             outputs = model.predict_on_batch(batch.images)
-            terms = None
-            if own_terms:
+            terms, loss = None, None
+            if own_terms:  # the terms sum to the compiled loss: computed once, not twice
                 per_class = model.loss.per_class(batch.targets, outputs, batch.weights)
                 terms = keras.ops.convert_to_numpy(per_class)
-            probabilities = self.head.probabilities(outputs)
-            validation.add(batch.labels, probabilities, model_loss(model, batch, outputs), terms)
+                loss = float(terms.sum()) + regularization(model)
+            else:
+                loss = model_loss(model, batch, outputs)
+            validation.add(batch.labels, self.head.probabilities(outputs), loss, terms)
         return validation
 
     def _finish(self) -> None:
@@ -346,16 +355,14 @@ class SeglabCallback(keras.callbacks.Callback):
             current = self.model.get_weights()
             log.checkpoints.restore_best(self.model)
             if self.save_best:
-                self._log_weights(best_epoch)
+                self._log_weights()
             if not self.restore_best:
                 self.model.set_weights(current)
         log.tracker.set_tags({schema.TAG_BEST_EPOCH: best_epoch})
         self._close(None)
 
-    def _log_weights(self, epoch: int) -> None:
-        import tempfile
-        from pathlib import Path
-
+    def _log_weights(self) -> None:
+        """Logs the model's weights as :data:`BEST_WEIGHTS_FILE`."""
         with tempfile.TemporaryDirectory() as folder:
             path = Path(folder) / Path(BEST_WEIGHTS_FILE).name
             self.model.save_weights(path)

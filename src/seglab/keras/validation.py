@@ -8,7 +8,7 @@ ignored). The model's output is softmax or sigmoid, probabilities or logits; a s
 channel is the foreground of two classes.
 
 The pass predicts each batch once with the model's own predict function and computes the rest
-in NumPy (float64), so it runs on every Keras backend: the loss the model was compiled with
+in NumPy, so it runs on every Keras backend: the loss the model was compiled with
 (``model.compute_loss``, regularisation included, as Keras' ``val_loss``), the unweighted
 cross-entropy and its per-class terms (seglab's :class:`~seglab.losses.CrossEntropy` formula:
 probabilities renormalised, clipped to ``[1e-7, 1 - 1e-7]``), the confusion matrix and the
@@ -201,14 +201,14 @@ class OutputHead:
             )
 
     def probabilities(self, outputs: np.ndarray) -> np.ndarray:
-        """``float64 (B, H, W, C)`` probabilities of the model's ``outputs``."""
-        y = np.asarray(outputs, dtype=np.float64)
+        """``float32 (B, H, W, C)`` probabilities of the model's ``outputs``."""
+        y = np.asarray(outputs, dtype=np.float32)
         if self.output == "softmax":
             if self.from_logits:
                 y = np.exp(y - y.max(axis=-1, keepdims=True))
                 y /= y.sum(axis=-1, keepdims=True)
             return y
-        p = 1.0 / (1.0 + np.exp(-y)) if self.from_logits else y
+        p = np.float32(1.0) / (1.0 + np.exp(-y)) if self.from_logits else y
         return np.concatenate([1.0 - p, p], axis=-1) if p.shape[-1] == 1 else p
 
     def labels(self, outputs: np.ndarray) -> np.ndarray:
@@ -227,7 +227,8 @@ def cross_entropy_terms(
     counted = labels[valid]
     probabilities = probabilities[valid]
     p_true = np.take_along_axis(probabilities, counted[:, None], axis=-1)[:, 0]
-    p_true = np.clip(p_true / probabilities.sum(axis=-1), EPSILON, 1.0 - EPSILON)
+    total = probabilities.sum(axis=-1, dtype=np.float64)
+    p_true = np.clip(p_true.astype(np.float64) / total, EPSILON, 1.0 - EPSILON)
     sums = np.bincount(counted, weights=-np.log(p_true), minlength=num_classes)
     return sums / max(len(counted), 1)
 
@@ -321,3 +322,8 @@ def model_loss(model: keras.Model, batch: Batch, outputs: np.ndarray) -> float |
         training=False,
     )
     return float(keras.ops.convert_to_numpy(loss))
+
+
+def regularization(model: keras.Model) -> float:
+    """The sum of ``model.losses`` (weight regularisers), which Keras adds to ``val_loss``."""
+    return float(sum(float(keras.ops.convert_to_numpy(loss)) for loss in model.losses))
