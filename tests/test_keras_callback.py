@@ -233,8 +233,9 @@ BAD_ARGUMENTS = [
     ({"class_names": ["a"]}, r"give at least 2 class names"),
     ({"validation_data": [1, 2, 3, 4]}, r"validation_data must be a tf.data.Dataset"),
     ({"validation_data": (np.zeros((2, 8, 8, 3)), np.zeros((3, 8, 8)))}, r"same, non-zero"),
-    ({"monitor": "val/iou/z"}, r"checkpoint.monitor='val/iou/z' is not a logged metric"),
+    ({"monitor": "val/iou/z"}, r"SeglabCallback monitor='val/iou/z' is not a logged metric"),
     ({"experiment_name": "../x"}, r"experiment_name='../x'"),
+    ({"mode": "up"}, r"SeglabCallback mode='up' is not one of \['max', 'min'\]"),
 ]
 
 

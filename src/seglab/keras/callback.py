@@ -144,8 +144,12 @@ class SeglabCallback(keras.callbacks.Callback):
                 f"{self.class_names[ignore_index]!r}; choose a value outside "
                 f"0..{num_classes - 1} (255 is usual) or None"
             )
-        check_selection(mode, 0.01)
-        check_metric_names(monitor, schema.VAL_MIOU, schema.epoch_metric_keys(self.class_names))
+        try:  # the checks of seglab train's checkpoint.* options, named as this class's
+            check_selection(mode, 0.01)
+            keys = schema.epoch_metric_keys(self.class_names)
+            check_metric_names(monitor, schema.VAL_MIOU, keys)
+        except ValueError as error:
+            raise ValueError(str(error).replace("checkpoint.", "SeglabCallback ")) from None
         check_gallery(gallery, 1)
         if overlays < 1:
             raise ValueError(f"SeglabCallback overlays must be >= 1, got {overlays}")
