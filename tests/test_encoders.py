@@ -7,12 +7,14 @@ from __future__ import annotations
 import keras
 import numpy as np
 import pytest
-from conftest import compose_train
+from conftest import CLASSES, compose_train
+from mlflow.tracking import MlflowClient
 
 from seglab.config import build
 from seglab.losses import CrossEntropy
 from seglab.tracking.models import load_model_folder
 from seglab.tracking.run_log import epoch_metrics
+from seglab.train import run
 from seglab.training.checkpoints import Checkpointer
 from seglab.training.encoders import (
     ENCODERS,
@@ -233,3 +235,46 @@ def test_the_saved_model_reloads_in_safe_mode_and_predicts_identically(tmp_path)
     np.testing.assert_array_equal(
         loaded.predict(images, verbose=0), model.predict(images, verbose=0)
     )
+
+
+@pytest.mark.slow
+def test_an_encoder_run_composes_with_loss_weights_augmentation_evaluate_and_predict(tmp_path):
+    """A region loss with class weights and augmentation on a frozen-then-unfrozen encoder: the
+    run finishes, `seglab evaluate` scores its logged model on val exactly as training scored
+    that checkpoint's epoch, and `seglab predict` segments images of other sizes."""
+    from PIL import Image
+
+    from seglab.evaluate import main as evaluate
+    from seglab.predict import load_run_model, predict_folder
+    from seglab.tracking.tracker import MlflowTracker
+
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    run(
+        compose_train(
+            "debug=smoke",
+            f"paths.output_dir={tmp_path}",
+            f"tracking.tracking_uri={uri}",
+            "model.encoder=mobilenetv3small",
+            "model.encoder_freeze=1",
+            "loss=dice",
+            "class_weights=median_frequency",
+            "augment=light",
+        )
+    )
+    client = MlflowClient(uri)
+    (logged,) = client.search_runs([client.get_experiment_by_name("seglab").experiment_id])
+    run_id = logged.info.run_id
+    assert logged.info.status == "FINISHED"
+    assert evaluate([f"run_id={run_id}", f"tracking_uri={uri}", "split=val", "prefix=again"]) == 0
+    model, metadata = load_run_model(MlflowTracker(tracking_uri=uri), run_id)
+    epoch = metadata["checkpoint_epoch"]
+    for name in CLASSES:
+        trained = {m.step: m.value for m in client.get_metric_history(run_id, f"val/iou/{name}")}
+        again = client.get_metric_history(run_id, f"again/iou/{name}")
+        assert [m.step for m in again] == [epoch]
+        np.testing.assert_equal(again[0].value, trained[epoch])
+    (tmp_path / "in").mkdir()
+    Image.fromarray(np.full((40, 56, 3), 90, np.uint8)).save(tmp_path / "in" / "a.png")
+    files, _ = predict_folder(model, metadata, str(tmp_path / "in"), str(tmp_path / "out"))
+    assert [f.name for f in files] == ["a.png"]
+    assert np.asarray(Image.open(tmp_path / "out" / "masks" / "a.png")).shape == (40, 56)

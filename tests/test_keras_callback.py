@@ -469,3 +469,27 @@ def test_the_jax_backend_logs_the_same_numbers_from_arrays(tmp_path):
     ce = -np.take_along_axis(log_p, np.where(keep, masks, 0)[..., None], -1)[..., 0]
     per_batch = [ce[i : i + 4][keep[i : i + 4]].mean() for i in range(0, 12, 4)]
     assert run.data.metrics["val/ce"] == pytest.approx(np.mean(per_batch), rel=1e-5)
+
+
+@pytest.mark.slow
+def test_the_notebook_reads_the_callbacks_runs_by_experiment(tmp_path, monkeypatch):
+    import nbformat
+    from nbclient import NotebookClient
+
+    from seglab.paths import project_root
+
+    images, masks = tiny_data(n=12)
+    for seed in (0, 1):
+        keras.utils.set_random_seed(seed)
+        callback = SeglabCallback(
+            (images, masks), ["a", "b", "c"], IGNORE, seed=seed, **store(tmp_path)
+        )
+        fit_tiny(callback, model=tiny_model(seed=seed))
+    monkeypatch.setenv("SEGLAB_EXPERIMENT", "own")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path}/mlflow.db")
+    notebook = nbformat.read(project_root() / "notebooks/per_class_iou_analysis.ipynb", 4)
+    NotebookClient(notebook, timeout=300, kernel_name="python3").execute()
+    outputs = [o for c in notebook.cells if c.cell_type == "code" for o in c.outputs]
+    text = "".join(str(o) for o in outputs)
+    assert "2 runs of experiment own" in text and "missed entirely" in text
+    assert not [o for o in outputs if o.get("name") == "stderr"]  # no warnings
