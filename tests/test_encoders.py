@@ -43,7 +43,7 @@ def test_every_encoder_builds_and_trains_a_step_at_the_input_size(encoder):
 
 def test_the_skips_are_the_backbones_last_maps_at_each_stride():
     """ResNet50: the layers segmentation_models' Unet takes, found by stride alone."""
-    encoder, strides = build_encoder("resnet50", (64, 64, 3), None)
+    encoder, strides, _ = build_encoder("resnet50", (64, 64, 3), None)
     names = [tensor._keras_history.operation.name for tensor in encoder.outputs]
     assert strides == [16, 8, 4, 2]
     assert names == [
@@ -278,3 +278,64 @@ def test_an_encoder_run_composes_with_loss_weights_augmentation_evaluate_and_pre
     files, _ = predict_folder(model, metadata, str(tmp_path / "in"), str(tmp_path / "out"))
     assert [f.name for f in files] == ["a.png"]
     assert np.asarray(Image.open(tmp_path / "out" / "masks" / "a.png")).shape == (40, 56)
+
+
+IMAGENET_SCALE = [1 / (255 * 0.229), 1 / (255 * 0.224), 1 / (255 * 0.225)]
+IMAGENET_OFFSET = [-0.485 / 0.229, -0.456 / 0.224, -0.406 / 0.225]
+
+
+@pytest.fixture(scope="module")
+def kerashub_preset(tmp_path_factory):
+    """A small KerasHub ResNet saved as a preset folder, with an ImageNet-normalising image
+    converter (what a preset downloaded elsewhere holds)."""
+    keras_hub = pytest.importorskip("keras_hub")
+    keras.utils.set_random_seed(11)
+    backbone = keras_hub.models.ResNetBackbone(
+        input_conv_filters=[64],
+        input_conv_kernel_sizes=[7],
+        stackwise_num_filters=[64, 8, 16, 16],
+        stackwise_num_blocks=[1, 1, 1, 1],
+        stackwise_num_strides=[1, 2, 2, 2],
+        block_type="basic_block",
+        use_pre_activation=False,
+    )
+    folder = tmp_path_factory.mktemp("preset")
+    backbone.save_to_preset(folder)
+    converter = keras_hub.layers.ResNetImageConverter(scale=IMAGENET_SCALE, offset=IMAGENET_OFFSET)
+    converter.save_to_preset(folder)
+    return folder, backbone, converter
+
+
+def test_a_kerashub_preset_folder_is_an_encoder_with_its_weights_and_preprocessing(
+    kerashub_preset, tmp_path
+):
+    folder, backbone, converter = kerashub_preset
+    model = build_unet((32, 32, 3), 3, encoder=f"kerashub:{folder}", encoder_weights="preset")
+    encoder = model.get_layer("encoder")
+    assert [o.shape[1] for o in encoder.outputs] == [1, 2, 4, 8]  # strides 32, 16, 8, 4
+    assert same(encoder.get_weights(), backbone.get_weights())
+    # (1.0, 0.5, 0.0) normalised by the ImageNet mean and standard deviation
+    shown = np.asarray(model.get_layer("encoder_input")(PIXEL))[0, 0, 0]
+    np.testing.assert_allclose(shown, [2.2489083, 0.1964286, -1.8044444], rtol=1e-5)
+    np.testing.assert_allclose(shown, np.asarray(converter(PIXEL * 255.0))[0, 0, 0], rtol=1e-5)
+    random = build_unet((32, 32, 3), 3, encoder=f"kerashub:{folder}", encoder_weights=None)
+    assert not same(random.get_layer("encoder").get_weights(), encoder.get_weights())
+    model.compile("adam", CrossEntropy(255), run_eagerly=True)
+    images = np.random.default_rng(0).random((2, 32, 32, 3), dtype=np.float32)
+    model.fit(images, np.zeros((2, 32, 32), int), epochs=1, verbose=0)
+    (tmp_path / "data").mkdir()
+    model.save(tmp_path / "data" / "model.keras")
+    loaded = load_model_folder(tmp_path, "run")
+    np.testing.assert_array_equal(
+        loaded.predict(images, verbose=0), model.predict(images, verbose=0)
+    )
+
+
+def test_kerashub_options_it_cannot_use_are_named(kerashub_preset, tmp_path):
+    folder = kerashub_preset[0]
+    with pytest.raises(ValueError, match=r"encoder_weights='imagenet': a KerasHub encoder takes"):
+        build_unet((32, 32, 3), 3, encoder=f"kerashub:{folder}", encoder_weights="imagenet")
+    with pytest.raises(ValueError, match=r"kerashub:/no/such: the preset cannot be loaded"):
+        build_unet((32, 32, 3), 3, encoder="kerashub:/no/such", encoder_weights="preset")
+    with pytest.raises(ValueError, match=r"model.encoder='kerashub:' is not one of"):
+        build_unet((32, 32, 3), 3, encoder="kerashub:")

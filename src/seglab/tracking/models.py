@@ -11,6 +11,7 @@ metrics by their registered names.
 from __future__ import annotations
 
 import tempfile
+import zipfile
 from collections.abc import Mapping
 from importlib.metadata import version
 from pathlib import Path
@@ -138,4 +139,14 @@ def load_model_folder(folder: Path, run_id: str) -> keras.Model:
     path = folder / KERAS_FILE
     if not path.is_file():
         raise ValueError(f"run_id={run_id!r}: its model has no {KERAS_FILE} (not a Keras 3 model)")
+    with zipfile.ZipFile(path) as archive:  # a KerasHub encoder: its layers register on import
+        uses_kerashub = b"keras_hub" in archive.read("config.json")
+    if uses_kerashub:
+        try:
+            import keras_hub  # noqa: F401
+        except ImportError:
+            raise ValueError(
+                f"run_id={run_id!r}: its model has a KerasHub encoder; pip install -e "
+                "'.[kerashub]' to load it"
+            ) from None
     return keras.saving.load_model(path, safe_mode=True)

@@ -12,6 +12,12 @@ from Keras' cache (``$KERAS_HOME/models``, default ``~/.keras/models``), where K
 it downloads; seglab never downloads on its own, so a machine without network refuses in one
 line naming the file and the folder to put it in. A path loads that weights file; ``null``
 leaves the backbone randomly initialised.
+
+KerasHub backbones (``model.encoder=kerashub:<preset>``, with the ``kerashub`` extra): any
+backbone with ``pyramid_outputs`` down to stride 32 (ResNet, EfficientNet, DenseNet, CSPNet,
+MiT...), from a preset name (KerasHub downloads it, or finds it in its cache) or a preset folder
+(``save_to_preset``); ``model.encoder_weights`` is ``preset`` (the preset's weights) or ``null``.
+Its preprocessing is the preset's image converter's scale and offset on 0-255 pixels.
 """
 
 from __future__ import annotations
@@ -22,7 +28,10 @@ from pathlib import Path
 from typing import Any
 
 import keras
-from keras import layers
+import numpy as np
+from keras import layers, ops
+
+from seglab.core.checks import check_choice
 
 STRIDE = 32  # every backbone here halves the resolution five times
 SKIP_STRIDES = (16, 8, 4, 2)  # decoder order: deepest skip first
@@ -61,7 +70,16 @@ ENCODERS = {
         "ConvNeXtTiny", "convnext", "convnext_tiny_notop.h5", {"include_preprocessing": True}
     ),
 }
-ENCODER_CHOICES = ("none", *ENCODERS)
+INPUT_LAYER = "encoder_input"  # the preprocessing layer's name in the model
+KERASHUB = "kerashub:"  # model.encoder=kerashub:<preset name or folder>
+ENCODER_CHOICES = ("none", *ENCODERS, f"{KERASHUB}<preset>")
+
+
+def check_encoder(encoder: str) -> None:
+    """Raises naming ``model.encoder`` and its choices on an encoder seglab cannot build."""
+    if encoder.startswith(KERASHUB) and encoder.removeprefix(KERASHUB):
+        return
+    check_choice("model.encoder", encoder, ENCODER_CHOICES)
 
 
 def keras_cache() -> Path:
@@ -101,22 +119,44 @@ def weights_path(encoder: str, weights: str | None) -> Path | None:
 class EncoderInput(layers.Layer):
     """Images in ``[0, 1]`` (what seglab's data gives) as the encoder takes them: times 255,
     then ``keras.applications.<family>.preprocess_input`` (``resnet``: RGB to BGR and the
-    ImageNet mean subtracted; the others preprocess inside the backbone).
+    ImageNet mean subtracted; the others preprocess inside the backbone), or a KerasHub image
+    converter's ``scale`` and ``offset`` (a number or one per channel).
 
     Args:
         family: The backbone's module in ``keras.applications``.
+        scale: Multiplies the 0-255 pixels (KerasHub), when there is no ``family``.
+        offset: Is added after ``scale`` (KerasHub).
     """
 
-    def __init__(self, family: str, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        family: str | None = None,
+        scale: float | list[float] | None = None,
+        offset: float | list[float] | None = None,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(**kwargs)
         self.family = family
+        self.scale = scale
+        self.offset = offset
 
     def call(self, images: Any) -> Any:
-        preprocess = getattr(keras.applications, self.family).preprocess_input
-        return preprocess(images * 255.0)
+        pixels = images * 255.0
+        if self.family is not None:
+            return getattr(keras.applications, self.family).preprocess_input(pixels)
+        if self.scale is not None:
+            pixels = pixels * ops.convert_to_tensor(self.scale, pixels.dtype)
+        if self.offset is not None:
+            pixels = pixels + ops.convert_to_tensor(self.offset, pixels.dtype)
+        return pixels
 
     def get_config(self) -> dict[str, Any]:
-        return {**super().get_config(), "family": self.family}
+        return {
+            **super().get_config(),
+            "family": self.family,
+            "scale": self.scale,
+            "offset": self.offset,
+        }
 
 
 def pyramid(backbone: keras.Model, height: int, width: int) -> dict[int, keras.KerasTensor]:
@@ -133,23 +173,73 @@ def pyramid(backbone: keras.Model, height: int, width: int) -> dict[int, keras.K
     return {s: found[s] for s in (*SKIP_STRIDES, STRIDE) if s in found}
 
 
+def kerashub_backbone(
+    preset: str, input_shape: tuple[int, int, int], weights: str | None
+) -> tuple[keras.Model, dict[int, keras.KerasTensor], EncoderInput]:
+    """A KerasHub backbone from ``preset``, its pyramid by stride, and its preprocessing."""
+    option = f"model.encoder={KERASHUB}{preset}"
+    try:
+        import keras_hub
+    except ImportError:
+        raise ValueError(f"{option} needs KerasHub: pip install -e '.[kerashub]'") from None
+    if weights not in (None, "preset"):
+        raise ValueError(
+            f"model.encoder_weights={weights!r}: a KerasHub encoder takes preset (the "
+            "preset's own weights) or null (random initialisation)"
+        )
+    try:
+        backbone = keras_hub.models.Backbone.from_preset(
+            preset, load_weights=weights == "preset", image_shape=input_shape
+        )
+    except Exception as error:  # no network, no such preset, a folder that is no preset
+        reason = (str(error).strip().splitlines() or [""])[0][:200]
+        raise ValueError(
+            f"{option}: the preset cannot be loaded ({type(error).__name__}: {reason}); "
+            "without network, give a preset folder saved with save_to_preset elsewhere"
+        ) from None
+    levels = getattr(backbone, "pyramid_outputs", None) or {}
+    features = {input_shape[0] // tensor.shape[1]: tensor for tensor in levels.values()}
+    if STRIDE not in features:
+        raise ValueError(
+            f"{option}: {type(backbone).__name__} has no stride-{STRIDE} pyramid output; "
+            "choose a backbone with pyramid_outputs (ResNet, EfficientNet, DenseNet, CSPNet, MiT)"
+        )
+    try:
+        converter = keras_hub.layers.ImageConverter.from_preset(preset)
+        scale, offset = converter.scale, converter.offset
+    except (FileNotFoundError, ValueError, KeyError):  # a preset without an image converter
+        scale = offset = None
+    return backbone, features, EncoderInput(None, listed(scale), listed(offset), name=INPUT_LAYER)
+
+
+def listed(value: Any) -> float | list[float] | None:
+    """A converter's scale or offset as JSON (a number or a list), for the layer's config."""
+    return None if value is None else np.asarray(value, dtype=float).tolist()
+
+
 def build_encoder(
     encoder: str, input_shape: tuple[int, int, int], weights: str | None
-) -> tuple[keras.Model, list[int]]:
+) -> tuple[keras.Model, list[int], EncoderInput]:
     """The backbone as one model whose outputs are its feature pyramid (bottleneck first, then
-    the skips from deep to shallow), and the skips' strides."""
-    spec = ENCODERS[encoder]
-    path = weights_path(encoder, weights)
-    build = getattr(keras.applications, spec.constructor)
-    backbone = build(include_top=False, weights=None, input_shape=input_shape, **spec.options)
-    if path is not None:
-        backbone.load_weights(path)
-    features = pyramid(backbone, input_shape[0], input_shape[1])
-    if STRIDE not in features:
-        raise ValueError(f"model.encoder={encoder}: no stride-{STRIDE} output found")
+    the skips from deep to shallow), the skips' strides and the encoder's preprocessing."""
+    if encoder.startswith(KERASHUB):
+        backbone, features, preprocessing = kerashub_backbone(
+            encoder.removeprefix(KERASHUB), input_shape, weights
+        )
+    else:
+        spec = ENCODERS[encoder]
+        path = weights_path(encoder, weights)
+        build = getattr(keras.applications, spec.constructor)
+        backbone = build(include_top=False, weights=None, input_shape=input_shape, **spec.options)
+        if path is not None:
+            backbone.load_weights(path)
+        features = pyramid(backbone, input_shape[0], input_shape[1])
+        preprocessing = EncoderInput(spec.family, name=INPUT_LAYER)
+        if STRIDE not in features:
+            raise ValueError(f"model.encoder={encoder}: no stride-{STRIDE} output found")
     strides = [s for s in SKIP_STRIDES if s in features]
     outputs = [features[STRIDE], *(features[s] for s in strides)]
-    return keras.Model(backbone.inputs, outputs, name="encoder"), strides
+    return keras.Model(backbone.inputs, outputs, name="encoder"), strides, preprocessing
 
 
 def decoder_block(
@@ -189,11 +279,10 @@ def build_encoder_unet(
             f"{STRIDE}, got {height}x{width}; choose a data.image_size that is a multiple of "
             f"{STRIDE}"
         )
-    backbone, strides = build_encoder(encoder, input_shape, weights)
+    backbone, strides, preprocessing = build_encoder(encoder, input_shape, weights)
     backbone.trainable = freeze_epochs == 0
     inputs = keras.Input(shape=input_shape, name="image")
-    preprocessed = EncoderInput(ENCODERS[encoder].family, name="encoder_input")(inputs)
-    bottleneck, *skips = backbone(preprocessed)
+    bottleneck, *skips = backbone(preprocessing(inputs))
     by_stride = dict(zip(strides, skips, strict=True))
     x = bottleneck
     for stride, filters in zip((*SKIP_STRIDES, 1), DECODER_FILTERS, strict=True):
@@ -202,7 +291,8 @@ def build_encoder_unet(
     probabilities = layers.Activation(output_activation, dtype="float32", name="probabilities")(
         logits
     )
-    model = keras.Model(inputs, probabilities, name=f"unet_{encoder}")
+    name = "unet_kerashub" if encoder.startswith(KERASHUB) else f"unet_{encoder}"
+    model = keras.Model(inputs, probabilities, name=name)
     setattr(model, FREEZE_ATTRIBUTE, freeze_epochs)
     return model
 

@@ -5,8 +5,7 @@ from __future__ import annotations
 import keras
 from keras import layers
 
-from seglab.core.checks import check_choice
-from seglab.training.encoders import ENCODER_CHOICES, build_encoder_unet
+from seglab.training.encoders import ENCODER_CHOICES, build_encoder_unet, check_encoder
 
 
 def build_unet(
@@ -43,12 +42,13 @@ def build_unet(
         batch_norm_momentum: Momentum of the moving statistics used at validation. Keras'
             0.99 needs hundreds of steps to catch up, so short runs validate with stale
             statistics; 0.9 tracks them within an epoch.
-        encoder: ``none`` (this U-Net, trained from scratch) or a backbone of
-            :data:`seglab.training.encoders.ENCODERS`, whose decoder is
+        encoder: ``none`` (this U-Net, trained from scratch), a backbone of
+            :data:`seglab.training.encoders.ENCODERS` or ``kerashub:<preset>``, whose decoder is
             :func:`~seglab.training.encoders.build_encoder_unet`'s (``depth``,
             ``base_filters``, ``dropout`` and ``batch_norm`` shape this U-Net only, and are
             not used then).
-        encoder_weights: ``imagenet`` (from Keras' cache), ``None`` (random) or a weights file.
+        encoder_weights: ``imagenet`` (from Keras' cache), ``None`` (random) or a weights file;
+            for KerasHub, ``preset`` or ``None``.
         encoder_freeze: Epochs trained with the encoder frozen before it is unfrozen.
 
     Returns:
@@ -58,7 +58,7 @@ def build_unet(
         ValueError: On a size that ``2**depth`` does not divide, or an argument out of range.
     """
     height, width, _ = input_shape
-    check_choice("model.encoder", encoder, ENCODER_CHOICES)
+    check_encoder(encoder)
     if encoder_freeze < 0:
         raise ValueError(f"model.encoder_freeze must be >= 0 epochs, got {encoder_freeze}")
     if encoder == "none" and (encoder_weights is not None or encoder_freeze):
