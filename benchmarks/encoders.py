@@ -15,9 +15,7 @@ import argparse
 
 import common
 import keras
-import numpy as np
 
-from seglab.data.dataset import from_arrays
 from seglab.losses import CrossEntropy
 from seglab.training.encoders import ENCODERS
 from seglab.training.model import build_unet
@@ -25,15 +23,6 @@ from seglab.training.trainer import Trainer
 
 SHAPE, CLASSES, BATCH, TRAIN, VAL = (128, 160, 3), 11, 8, 64, 16
 CAMVID_IMAGES = 367 + 101
-
-
-def data():
-    rng = np.random.default_rng(0)
-    split = {}
-    for name, count in (("train", TRAIN), ("val", VAL)):
-        images = rng.integers(0, 256, (count, *SHAPE), dtype=np.uint8)
-        split[name] = (images, rng.integers(0, CLASSES, (count, *SHAPE[:2])))
-    return from_arrays(split["train"], split["val"], [f"c{i}" for i in range(CLASSES)], 255)
 
 
 def model(encoder: str) -> keras.Model:
@@ -56,7 +45,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--rounds", type=int, default=2)
     args = parser.parse_args()
-    dataset = data()
+    dataset = common.random_segmentation_data(TRAIN, VAL, SHAPE, CLASSES)
     names = ["none", *ENCODERS]
     wall: dict[str, list[float]] = {name: [] for name in names}
     cpu: dict[str, list[float]] = {name: [] for name in names}

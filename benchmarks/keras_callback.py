@@ -21,9 +21,7 @@ import time
 
 import common
 import keras
-import numpy as np
 
-from seglab.data.dataset import from_arrays
 from seglab.data.pipeline import batches
 from seglab.keras import SeglabCallback
 from seglab.losses import CrossEntropy
@@ -66,16 +64,6 @@ class TimedCallback(SeglabCallback):
         self.predicting.append(self._predicting)
 
 
-def camvid_sized_data():
-    rng = np.random.default_rng(0)
-    split = {}
-    for name, count in (("train", TRAIN), ("val", VAL)):
-        images = rng.integers(0, 256, (count, *SHAPE), dtype=np.uint8)
-        masks = rng.integers(0, CLASSES, (count, *SHAPE[:2]))
-        split[name] = (images, masks)
-    return from_arrays(split["train"], split["val"], [f"c{i}" for i in range(CLASSES)], IGNORE)
-
-
 def new_model():
     keras.utils.set_random_seed(0)
     return build_unet(SHAPE, CLASSES, depth=4, base_filters=16)
@@ -111,7 +99,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--epochs", type=int, default=3, help="per run, the first is dropped")
     args = parser.parse_args()
-    data = camvid_sized_data()
+    data = common.random_segmentation_data(TRAIN, VAL, SHAPE, CLASSES, IGNORE)
     wall: dict[str, list[float]] = {"trainer": [], "keras": [], "callback": []}
     cpu: dict[str, list[float]] = {name: [] for name in wall}
     callback_wall: list[float] = []
