@@ -591,3 +591,56 @@ def test_summary_row_per_run_reads_the_verdict_tags_seed_and_final_metrics():
     ]
     assert table.loc["r3", ["val_loss", "miou", "min_iou"]].isna().all()
     assert table.loc[["r1", "r2"], "failure_reason"].tolist() == ["", ""]
+
+
+TWO_LOSSES = summary(
+    [  # CE near 0.02 and Dice near 0.7: never one scale
+        ("a", "ce,none", "FINISHED", "ce", 0.020, 0.00, 0.79, "speck"),
+        ("b", "ce,median", "FINISHED", "ce", 0.030, 0.48, 0.83, "speck"),
+        ("c", "ce,enet", "FINISHED", "ce", 0.025, 0.30, 0.81, "speck"),
+        ("d", "dice,none", "FINISHED", "dice", 0.700, 0.70, 0.90, "speck"),
+        ("e", "dice,median", "FINISHED", "dice", 0.750, 0.06, 0.58, "disk"),
+    ]
+).assign(val_ce=[0.020, 0.031, 0.024, 0.040, 0.090], hidden_classes=["speck", "", "", "", "disk"])
+
+
+def test_across_loss_functions_the_correlation_and_the_lowest_loss_use_val_ce():
+    ranked = rankings(TWO_LOSSES)
+    assert ranked.overall_column == "val_ce"
+    # val_ce ranks a c b d e = 1 2 3 4 5 and min_iou ranks a e c b d: the pairs (1,1) (3,4)
+    # (2,3) (4,5) (5,2) give 1 - 6 * 12 / (5 * 24) = 0.4; within CE both rank a c b: 1.0
+    assert ranked.spearman_loss_vs_min_iou == pytest.approx(0.4)
+    assert ranked.spearman_within_loss == pytest.approx(
+        {"ce": 1.0, "dice": float("nan")}, nan_ok=True
+    )
+    assert ranked.best_by_loss == "ce,none"  # lowest val_ce, not Dice's or CE's own loss
+
+
+def test_one_loss_function_correlates_its_own_loss():
+    ranked = rankings(TWO_LOSSES[TWO_LOSSES["loss"] == "ce"])
+    assert ranked.overall_column == "val_loss"
+    assert ranked.spearman_loss_vs_min_iou == pytest.approx(1.0)  # a < c < b both ways
+    assert ranked.spearman_within_loss == {}
+
+
+def test_the_report_sentence_names_what_it_correlates():
+    from seglab.analysis.report import spearman_sentence
+
+    assert spearman_sentence(rankings(TWO_LOSSES)) == (
+        "Spearman correlation of val CE with worst-class IoU across configurations (the losses "
+        "are of different functions, whose values are not on one scale): +0.40; of each val "
+        "loss within its own loss function: loss=ce +1.00; loss=dice n/a (needs 3 and some "
+        "spread in both) (a loss that tracked the failing class would be near -1)."
+    )
+
+
+def test_the_notebooks_story_is_told_within_one_loss_function():
+    from seglab.analysis.runs import loss_story
+
+    lowest, best = loss_story(TWO_LOSSES)
+    assert (lowest.run_id, best.run_id) == ("a", "b")  # CE's lowest hides speck; CE's best
+    no_hiding = TWO_LOSSES.assign(hidden_classes="")
+    lowest, best = loss_story(no_hiding[no_hiding["loss"] == "dice"])
+    assert (lowest.run_id, best.run_id) == ("d", "d")
+    lowest, _ = loss_story(TWO_LOSSES.iloc[::-1])  # Dice first: its lowest (d) hides nothing
+    assert lowest.run_id == "a"

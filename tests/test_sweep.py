@@ -151,7 +151,7 @@ def test_notebook_executes_against_a_sweep_in_the_store_the_environment_names(
     NotebookClient(notebook, timeout=300, kernel_name="python3").execute()
     outputs = [o for c in notebook.cells if c.cell_type == "code" for o in c.outputs]
     text = "".join(str(o) for o in outputs)
-    assert "6 runs of sweep" in text and "Spearman(val loss, worst-class IoU)" in text
+    assert "6 runs of sweep" in text and "Spearman correlation of val" in text
     assert "Configurations over seeds" not in text or "loss=ce" in text
     assert "missed entirely" in text
     assert sum("image/png" in o.get("data", {}) for o in outputs) == 3  # each figure once

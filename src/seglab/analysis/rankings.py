@@ -53,9 +53,15 @@ class Rankings:
             their 95 % intervals (``*_ci``, NaN with one seed), the most frequent worst class,
             and ranks by the means (1 = best; by loss within each loss, since losses of
             different functions are not on one scale), sorted by loss function, then loss.
-        spearman_loss_vs_min_iou: Rank correlation of the mean loss with the mean worst-class
-            IoU across configurations (negative is what a good loss would show).
-        best_by_loss: Configuration with the lowest mean loss.
+        overall_column: What configurations of different loss functions are compared on: the
+            loss itself when they share one loss function, else ``val_ce`` (the unweighted
+            cross-entropy every run logs), since losses of different functions are not on one
+            scale.
+        spearman_loss_vs_min_iou: Rank correlation of the mean ``overall_column`` with the mean
+            worst-class IoU across configurations (negative is what a good loss would show).
+        spearman_within_loss: The same correlation of the loss itself within each loss
+            function, when there are several (NaN below 3 configurations).
+        best_by_loss: Configuration with the lowest mean ``overall_column``.
         best_by_min_iou: Configuration with the highest mean worst-class IoU.
         mismatches: Where the lowest-loss configuration is not the best worst-class one: over
             all configurations (by ``val_ce`` when they use different loss functions, whose
@@ -63,7 +69,9 @@ class Rankings:
     """
 
     table: pd.DataFrame
+    overall_column: str
     spearman_loss_vs_min_iou: float
+    spearman_within_loss: dict[str, float]
     best_by_loss: str
     best_by_min_iou: str
     mismatches: list[Mismatch]
@@ -109,10 +117,17 @@ def rankings(runs_summary: pd.DataFrame, loss_column: str = "val_loss") -> Ranki
             if g.configuration.nunique() > 1
         ]
     found = [m for label, g, column in groups if (m := mismatch(g, column, label)) is not None]
+    means = done.groupby("configuration", sort=False)[[overall, "min_iou"]].mean()
+    within = {
+        str(loss): spearman(group[loss_column], group.min_iou)
+        for loss, group in table.groupby("loss", sort=False)
+    }
     return Rankings(
         table=table,
-        spearman_loss_vs_min_iou=spearman(table[loss_column], table.min_iou),
-        best_by_loss=str(table.configuration[table[loss_column].argmin()]),
+        overall_column=overall,
+        spearman_loss_vs_min_iou=spearman(means[overall], means.min_iou),
+        spearman_within_loss=within if several else {},
+        best_by_loss=str(means[overall].idxmin()),
         best_by_min_iou=str(table.configuration[table.min_iou.argmax()]),
         mismatches=found,
     )

@@ -203,6 +203,31 @@ def seed_tables(
     return scalar[["configuration", "seeds", *whole]], by_class.reset_index()
 
 
+def spearman_sentence(ranked: Rankings) -> str:
+    """The rank correlation of the loss with the worst class: across configurations of one loss
+    function on the loss; of several, on val CE across all and on each loss within its own."""
+
+    def shown(rho: float) -> str:
+        return "n/a (needs 3 and some spread in both)" if rho != rho else f"{rho:+.2f}"
+
+    if ranked.overall_column == "val_ce":
+        within = "; ".join(
+            f"loss={markdown_text(loss)} {shown(rho)}"
+            for loss, rho in ranked.spearman_within_loss.items()
+        )
+        return (
+            "Spearman correlation of val CE with worst-class IoU across configurations (the "
+            "losses are of different functions, whose values are not on one scale): "
+            f"{shown(ranked.spearman_loss_vs_min_iou)}; of each val loss within its own loss "
+            f"function: {within} (a loss that tracked the failing class would be near -1)."
+        )
+    return (
+        "Spearman correlation of val loss with worst-class IoU across configurations: "
+        f"{shown(ranked.spearman_loss_vs_min_iou)} (a loss that tracked the failing class "
+        "would be near -1)."
+    )
+
+
 def image_evidence(client: MlflowClient, summary: pd.DataFrame, found: Mismatch) -> list[Block]:
     """The paired bootstrap over validation images between one run of each configuration a
     mismatch names (the lowest seed both ran); nothing without per-image counts."""
@@ -276,7 +301,6 @@ def build_report(client: MlflowClient, runs: Sequence[Run]) -> Report | None:
     figures: dict[str, Figure] = {}
     if done:
         ranked = rankings(summary)
-        rho = ranked.spearman_loss_vs_min_iou
         configurations = stored.configuration_summary(summary, history)
         if configurations.n.max() > 1:
             classes = stored.class_order(runs)
@@ -303,9 +327,7 @@ def build_report(client: MlflowClient, runs: Sequence[Run]) -> Report | None:
         blocks += [
             "## Ranked by val loss within each loss, beside worst-class IoU and mIoU",
             Table(with_intervals(ranked.table, RANKED_DIGITS)),
-            "Spearman correlation of val loss with worst-class IoU across configurations: "
-            + ("n/a (needs 3 and some spread in both)" if rho != rho else f"{rho:+.2f}")
-            + " (a loss that tracked the failing class would be near -1).",
+            spearman_sentence(ranked),
         ]
         blocks += [found.text for found in ranked.mismatches]
         if ranked.mismatches:

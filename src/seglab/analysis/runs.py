@@ -208,6 +208,18 @@ def finished_runs(runs_summary: pd.DataFrame) -> pd.DataFrame:
     return done
 
 
+def loss_story(finished: pd.DataFrame) -> tuple[pd.Series, pd.Series]:
+    """The two runs that show a loss hiding a class: the lowest-``val_loss`` run of a loss
+    function that has a hidden failure (of the first such loss function; else the lowest of the
+    first loss function), and the best worst-class run of the same loss function. Losses are
+    compared only within one loss function: their values are on different scales."""
+    lowest = finished.loc[finished.groupby("loss", sort=False).val_loss.idxmin()]
+    hiding = lowest[lowest.hidden_classes.fillna("") != ""]
+    shown = (hiding if len(hiding) else lowest).iloc[0]
+    same = finished[finished["loss"] == shown["loss"]]
+    return shown, same.loc[same.min_iou.idxmax()]
+
+
 def configuration_summary(
     runs_summary: pd.DataFrame, frame: pd.DataFrame, split: str = "val"
 ) -> pd.DataFrame:
