@@ -644,3 +644,20 @@ def test_the_notebooks_story_is_told_within_one_loss_function():
     assert (lowest.run_id, best.run_id) == ("d", "d")
     lowest, _ = loss_story(TWO_LOSSES.iloc[::-1])  # Dice first: its lowest (d) hides nothing
     assert lowest.run_id == "a"
+
+
+def test_pooling_runs_of_different_datasets_classes_or_epochs_is_named(store):
+    from seglab.analysis.runs import pooling_warning
+
+    same = {"data._target_": "shapes", "trainer.epochs": "6"}
+    first = store({"seglab.class_names": '["bg", "fg"]'}, same)
+    second = store({"seglab.class_names": '["bg", "fg"]'}, same)
+    assert pooling_warning([first, second]) is None
+    other = store({"seglab.class_names": '["bg", "road"]'}, {**same, "trainer.epochs": "20"})
+    callback = store({}, {"callback.output": "softmax"})  # records neither: not counted
+    assert pooling_warning([first, other, callback]) == (
+        "**Runs that are not comparable are pooled here**: 2 class sets "
+        '(seglab.class_names: \\["bg", "fg"\\], \\["bg", "road"\\]); 2 epoch counts '
+        "(trainer.epochs: 20, 6). The rankings, correlations and intervals below mix them; "
+        "report on each apart (one sweep, or an experiment per dataset)."
+    )

@@ -289,6 +289,8 @@ def build_report(client: MlflowClient, runs: Sequence[Run]) -> Report | None:
         "## Runs",
         Table(summary[columns]),
     ]
+    if warning := stored.pooling_warning(runs):
+        blocks.insert(2, warning)
     if done < len(runs):
         blocks += [
             "## Runs that did not finish",

@@ -22,6 +22,7 @@ from mlflow.entities import Run
 from mlflow.tracking import MlflowClient
 
 from seglab import schema
+from seglab.core.formatting import markdown_text
 from seglab.core.per_image import PerImageCounts
 from seglab.core.statistics import paired_bootstrap, seed_summary
 
@@ -206,6 +207,34 @@ def finished_runs(runs_summary: pd.DataFrame) -> pd.DataFrame:
     if done.empty:
         raise ValueError(f"no run finished: {unfinished(runs_summary) or 'there are no runs'}")
     return done
+
+
+# What makes two runs' numbers incomparable, as (name, where a run keeps it).
+POOLING = (
+    ("datasets", ("params", "data._target_")),
+    ("dataset folders", ("params", "data.root")),
+    ("class sets", ("tags", schema.TAG_CLASS_NAMES)),
+    ("epoch counts", ("params", "trainer.epochs")),
+)
+
+
+def pooling_warning(runs: Sequence[Run]) -> str | None:
+    """A Markdown sentence naming what differs between ``runs`` that makes their numbers
+    incomparable (their datasets, dataset folders, class sets or epoch counts), or ``None``.
+    Runs that do not record one (SeglabCallback's have no data.* params) are not counted."""
+    found = []
+    for name, (kind, key) in POOLING:
+        values = {getattr(run.data, kind).get(key) for run in runs} - {None}
+        if len(values) > 1:
+            shown = ", ".join(markdown_text(str(v)) for v in sorted(values, key=str)[:4])
+            found.append(f"{len(values)} {name} ({markdown_text(key)}: {shown})")
+    if not found:
+        return None
+    return (
+        f"**Runs that are not comparable are pooled here**: {'; '.join(found)}. The rankings, "
+        "correlations and intervals below mix them; report on each apart (one sweep, or an "
+        "experiment per dataset)."
+    )
 
 
 def loss_story(finished: pd.DataFrame) -> tuple[pd.Series, pd.Series]:
