@@ -120,7 +120,9 @@ def test_report_numbers_equal_the_logged_values(basic_sweep, tmp_path):
     ):
         assert (tmp_path / name).is_file(), name
     text = (tmp_path / "report.md").read_text()
-    assert "Spearman correlation of val loss with worst-class IoU" in text
+    # ce and dice: across them on val CE, each loss within its own function
+    assert "Spearman correlation of val CE with worst-class IoU across configurations" in text
+    assert "of each val loss within its own loss function: loss=ce " in text
 
 
 @pytest.mark.slow
