@@ -91,27 +91,6 @@ def label_validity(labels: Any, num_classes: int, ignore_index: int | None) -> t
     return in_range & ~ignored, ~in_range & ~ignored
 
 
-def confusion_matrix(
-    truth: np.ndarray, predictions: np.ndarray, num_classes: int, ignore_index: int | None
-) -> np.ndarray:
-    """``int64 (C, C)`` confusion matrix (rows truth, columns prediction) of integer label
-    arrays of one shape; ignored pixels count nowhere.
-
-    Raises:
-        ValueError: On a true label outside ``[0, C)`` that is not ``ignore_index``.
-    """
-    truth = np.asarray(truth, dtype=np.int64)
-    valid, bad = label_validity(truth, num_classes, ignore_index)
-    if bad.any():
-        raise ValueError(
-            f"true labels {sorted(np.unique(truth[bad]).tolist())[:5]} are outside "
-            f"0..{num_classes - 1} and not ignore_index={ignore_index}"
-        )
-    cells = truth[valid] * num_classes + np.asarray(predictions, dtype=np.int64)[valid]
-    counts = np.bincount(cells, minlength=num_classes * num_classes)
-    return counts.reshape(num_classes, num_classes)
-
-
 def scores_from_confusion(cm: np.ndarray) -> Scores:
     """Per-class IoU, Dice and recall, mIoU, worst class, pixel and class-average accuracy from
     a confusion matrix (rows truth, columns prediction)."""

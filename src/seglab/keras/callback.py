@@ -7,11 +7,9 @@ from __future__ import annotations
 
 import atexit
 import json
-import tempfile
 import time
 from collections.abc import Mapping, Sequence
 from contextlib import ExitStack
-from pathlib import Path
 from types import TracebackType
 from typing import Any
 
@@ -328,6 +326,7 @@ class SeglabCallback(keras.callbacks.Callback):
     def validate(self, model: keras.Model) -> ValidationPass:
         """One pass of ``model`` over the validation data."""
         own_terms = self._has_class_terms(model)
+        penalty = regularization(model) if own_terms else 0.0  # the weights do not change here
         validation = ValidationPass(self.head.num_classes, self.validation.ignore_value)
         for batch in self.validation.batches():
             outputs = model.predict_on_batch(batch.images)
@@ -335,7 +334,7 @@ class SeglabCallback(keras.callbacks.Callback):
             if own_terms:  # the terms sum to the compiled loss: computed once, not twice
                 per_class = model.loss.per_class(batch.targets, outputs, batch.weights)
                 terms = keras.ops.convert_to_numpy(per_class)
-                loss = float(terms.sum()) + regularization(model)
+                loss = float(terms.sum()) + penalty
             else:
                 loss = model_loss(model, batch, outputs)
             validation.add(batch.labels, self.head.probabilities(outputs), loss, terms)
@@ -359,20 +358,11 @@ class SeglabCallback(keras.callbacks.Callback):
             current = self.model.get_weights()
             log.checkpoints.restore_best(self.model)
             if self.save_best:
-                self._log_weights()
+                self.tracker.log_written(self.model.save_weights, BEST_WEIGHTS_FILE)
             if not self.restore_best:
                 self.model.set_weights(current)
         log.tracker.set_tags({schema.TAG_BEST_EPOCH: best_epoch})
         self._close(None)
-
-    def _log_weights(self) -> None:
-        """Logs the model's weights as :data:`BEST_WEIGHTS_FILE`."""
-        with tempfile.TemporaryDirectory() as folder:
-            path = Path(folder) / Path(BEST_WEIGHTS_FILE).name
-            self.model.save_weights(path)
-            self.tracker.client.log_artifact(
-                self.tracker.run_id, str(path), str(Path(BEST_WEIGHTS_FILE).parent)
-            )
 
     # What the run records about itself ---------------------------------------------------
 

@@ -25,9 +25,9 @@ import keras
 import numpy as np
 
 from seglab.core.checks import check_choice
-from seglab.core.per_image import COUNT_COLUMNS, PerImageCounts, count_batch
+from seglab.core.per_image import COUNT_COLUMNS, PerImageCounts
 from seglab.core.records import EpochRecord
-from seglab.core.scores import confusion_matrix, label_validity, scores_from_confusion
+from seglab.core.scores import class_histograms, label_validity, scores_from_confusion
 from seglab.losses.functional import EPSILON
 
 OUTPUTS = ("softmax", "sigmoid")
@@ -283,9 +283,14 @@ class ValidationPass:
             self.loss_terms = (0.0 if self.loss_terms is None else self.loss_terms) + np.asarray(
                 loss_terms, np.float64
             ) * size
-        self.confusion += confusion_matrix(labels, predictions, self.num_classes, self.ignore_value)
-        *counts, _ = count_batch(labels, predictions, self.num_classes, self.ignore_value)
-        for column, value in zip(COUNT_COLUMNS, counts, strict=True):
+        # One count gives both: each image's confusion matrix (the labels are checked already).
+        c = self.num_classes
+        valid, _ = label_validity(labels, c, self.ignore_value)
+        cells = class_histograms(labels * c + predictions, valid, c * c).reshape(-1, c, c)
+        tp = np.diagonal(cells, axis1=1, axis2=2)
+        self.confusion += cells.sum(axis=0)
+        per_image = (tp, cells.sum(axis=1) - tp, cells.sum(axis=2) - tp)  # tp, fp, fn
+        for column, value in zip(COUNT_COLUMNS, per_image, strict=True):
             self.counts[column].append(value)
 
     def record(self, epoch: int, train_loss: float, seconds: float) -> EpochRecord:

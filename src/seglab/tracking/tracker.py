@@ -10,7 +10,7 @@ import re
 import secrets
 import tempfile
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -209,10 +209,15 @@ class MlflowTracker(TrackingStore):
 
     def log_parquet(self, frame: pd.DataFrame, artifact_file: str) -> None:
         """A data frame as Parquet (typed, compact) under ``artifact_file``."""
+        self.log_written(lambda local: frame.to_parquet(local, index=False), artifact_file)
+
+    def log_written(self, write: Callable[[Path], object], artifact_file: str) -> None:
+        """Logs what ``write(path)`` writes to a temporary file as ``artifact_file`` (a
+        writer that takes a path only, such as ``model.save_weights``)."""
         path = Path(artifact_file)
         with tempfile.TemporaryDirectory() as folder:
             local = Path(folder) / path.name
-            frame.to_parquet(local, index=False)
+            write(local)
             self.client.log_artifact(
                 self.run_id, str(local), str(path.parent) if path.parent != Path(".") else None
             )
