@@ -44,16 +44,10 @@ class TimedCallback(SeglabCallback):
 
     def set_model(self, model) -> None:
         super().set_model(model)
-        predict = model.predict_on_batch
+        model.predict_on_batch = common.clocked(model.predict_on_batch, self._add_predicting)
 
-        def timed(images):
-            start = time.perf_counter()
-            try:
-                return predict(images)
-            finally:
-                self._predicting += time.perf_counter() - start
-
-        model.predict_on_batch = timed
+    def _add_predicting(self, seconds: float) -> None:
+        self._predicting += seconds
 
     def on_epoch_end(self, epoch, logs=None) -> None:
         self._predicting = 0.0
