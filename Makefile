@@ -9,6 +9,8 @@ LOCK ?= requirements.lock
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 export NO_MKDOCS_2_WARNING ?= 1
 PORT ?= 5000
+# The port of make ui: the links every run and sweep prints open there.
+export SEGLAB_UI_PORT := $(PORT)
 # JupyterLab refuses to start as root (containers, CI machines) unless told to.
 JUPYTER_ROOT := $(if $(filter 0,$(shell id -u)),--allow-root)
 # Test processes: the suite's fixed costs (imports, subprocess runs, sqlite) overlap on two.
@@ -93,10 +95,8 @@ bench: install ## Run benchmarks/*.py; JSON + markdown in benchmarks/results/
 		../$(PY) $$script || exit 1; done
 	cat $$(ls benchmarks/results/*.md | grep -v SUMMARY.md) > benchmarks/results/SUMMARY.md
 
-ui: install ## MLflow UI on the project's store (outputs/mlflow.db); prints each experiment's page
-	@$(PY) -c "from mlflow.tracking import MlflowClient; \
-	[print(f'{e.name}: http://127.0.0.1:$(PORT)/#/experiments/{e.experiment_id}/runs?workflowType=machine_learning') \
-	 for e in MlflowClient('sqlite:///$(CURDIR)/outputs/mlflow.db').search_experiments()]"
+ui: install ## MLflow UI on outputs/mlflow.db at PORT (5000); first prints each experiment's page and its latest sweep's verdict
+	@$(PY) -m seglab.analysis.overview sqlite:///$(CURDIR)/outputs/mlflow.db
 	$(VENV)/bin/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/outputs/mlflow.db \
 		--host 127.0.0.1 --port $(PORT)
 

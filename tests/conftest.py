@@ -5,9 +5,14 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import socket
 import subprocess
 import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
@@ -70,6 +75,87 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+@contextmanager
+def mlflow_serving(backend: str, folder: Path) -> Iterator[str]:
+    """``mlflow server`` on 127.0.0.1 over ``backend`` (artifacts and its log in ``folder``),
+    the UI included; yields its address once it answers, stops it at the end."""
+    port = free_port()
+    log = (folder / "server.log").open("w")
+    server = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "mlflow",
+            "server",
+            "--backend-store-uri",
+            backend,
+            "--artifacts-destination",
+            str(folder / "server-artifacts"),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--workers",
+            "1",
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    uri = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                with urllib.request.urlopen(f"{uri}/health", timeout=2) as response:
+                    if response.status == 200:
+                        break
+            except OSError:
+                pass
+            if server.poll() is not None or time.monotonic() > deadline:
+                pytest.fail(f"mlflow server did not start: {(folder / 'server.log').read_text()}")
+            time.sleep(0.5)
+        yield uri
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+        log.close()
+
+
+CHROMIUM_FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+
+def chromium(folder: Path, *args: str, wait_ms: int = 5000) -> str:
+    """Runs Debian's headless Chromium with ``args`` (``--dump-dom``, ``--screenshot=...``) and
+    ``wait_ms`` of virtual time for the page's scripts; returns its output. Skips, saying why,
+    when it is not installed."""
+    binary = shutil.which("chromium")
+    if binary is None:
+        pytest.skip("no chromium: .ci/run installs Debian's chromium for the real-browser tests")
+    profile = folder / "profile"
+    return subprocess.run(
+        [
+            binary,
+            *CHROMIUM_FLAGS,
+            f"--virtual-time-budget={wait_ms}",
+            f"--user-data-dir={profile}",
+            *args,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    ).stdout
 
 
 def artifact_paths(client, run_id: str) -> set[str]:

@@ -661,3 +661,64 @@ def test_pooling_runs_of_different_datasets_classes_or_epochs_is_named(store):
         "(trainer.epochs: 20, 6). The rankings, correlations and intervals below mix them; "
         "report on each apart (one sweep, or an experiment per dataset)."
     )
+
+
+def test_the_verdict_tells_each_loss_functions_story_with_a_link_that_charts_it():
+    from seglab.analysis.links import UiLinks
+    from seglab.analysis.story import terminal_text, verdict
+
+    ious = pd.DataFrame(
+        {"speck": [0.0, 0.48, 0.30, 0.70, 0.5], "disk": [0.9, 0.9, 0.9, 0.9, 0.06]},
+        index=list("abcde"),
+    )
+    experiments = dict.fromkeys("abcde", "7")
+    lines = verdict(TWO_LOSSES, ious, UiLinks("http://ui:9"), experiments)
+    assert lines[0] == (
+        "**The lowest val loss hides a failing class in 1 of 2 loss functions** (ce): a lower "
+        "loss did not mean a better worst class."
+    )
+    chart = (
+        "http://ui:9/#/metric/?runs=%5B%22a%22%2C%22b%22%5D&metric=%22val%2Floss%22"
+        "&experiments=%5B%227%22%5D&plot_metric_keys=%5B%22val%2Floss%22%2C%22val%2Fiou%2F"
+        "speck%22%5D&x_axis=step&show_point=true"
+    )
+    assert lines[1] == (
+        "**loss=ce: the lowest val loss hides speck.** ce,none has the lowest val/loss (0.0200) "
+        "and speck IoU 0.000; ce,median reaches 0.480 at val/loss 0.0300. "
+        f"[Chart val/loss beside val/iou/speck]({chart})"
+    )
+    assert lines[2].startswith(  # Dice's lowest (d) hides nothing: d alone is charted
+        "loss=dice: the lowest val loss hides no class: dice,none (val/loss 0.7000), whose "
+        "worst class is speck at IoU 0.700. [Chart val/loss beside val/iou/speck]"
+        "(http://ui:9/#/metric/?runs=%5B%22d%22%5D&"
+    )
+    assert terminal_text(lines[1]).endswith(f"0.0300. Chart val/loss beside val/iou/speck: {chart}")
+    # without a UI, no link; all runs hiding nothing: said in one line
+    quiet = verdict(TWO_LOSSES.assign(hidden_classes=""), ious)
+    assert quiet[0] == "The lowest val loss hides no failing class in any of the 2 loss functions."
+    assert "](" not in "".join(quiet)
+    assert verdict(TWO_LOSSES.iloc[:0], ious) == []
+
+
+def test_a_lowest_loss_that_hides_a_class_no_run_of_its_loss_does_better_on_is_said_so():
+    from seglab.analysis.story import verdict
+
+    alone = TWO_LOSSES[TWO_LOSSES.run_id == "e"]  # Dice, median: hides disk, the only run
+    ious = pd.DataFrame({"disk": [0.06]}, index=["e"])
+    assert verdict(alone, ious)[1] == (
+        "**loss=dice: the lowest val loss hides disk**, and no run of this loss function does "
+        "better on its worst class: dice,median (val/loss 0.7500, disk IoU 0.060)."
+    )
+
+
+def test_the_ui_address_is_a_servers_own_or_the_local_ui_port(monkeypatch):
+    from seglab.analysis.links import ui_address
+
+    monkeypatch.delenv("SEGLAB_UI_PORT", raising=False)
+    assert ui_address("http://team:8080/") == "http://team:8080"
+    assert ui_address("sqlite:///x/mlflow.db") == "http://127.0.0.1:5000"
+    monkeypatch.setenv("SEGLAB_UI_PORT", "5055")
+    assert ui_address("sqlite:///x/mlflow.db") == "http://127.0.0.1:5055"
+    monkeypatch.setenv("SEGLAB_UI_PORT", "ui")
+    with pytest.raises(ValueError, match=r"SEGLAB_UI_PORT='ui' is no port: give a number"):
+        ui_address("sqlite:///x/mlflow.db")

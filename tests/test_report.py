@@ -11,6 +11,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import chromium, mlflow_serving
 from mlflow.entities import Metric
 from mlflow.tracking import MlflowClient
 
@@ -210,36 +211,6 @@ def test_summary_reads_each_column_from_its_own_metric(report):
     assert runs.loc["class_weights=none,trainer.seed=0"].hidden_classes == "rare"
 
 
-CHROMIUM_FLAGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--virtual-time-budget=5000",
-]
-
-
-def chromium(tmp_path, *args):
-    """Runs Debian's headless Chromium; skips, saying why, when it is not installed."""
-    import subprocess
-
-    binary = shutil.which("chromium")
-    if binary is None:
-        pytest.skip("no chromium: .ci/run installs Debian's chromium for this test")
-    profile = tmp_path / "profile"
-    return subprocess.run(
-        [binary, *CHROMIUM_FLAGS, f"--user-data-dir={profile}", *args],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=True,
-    ).stdout
-
-
 @pytest.mark.slow
 def test_the_html_report_renders_in_a_real_browser(report, tmp_path):
     from PIL import Image
@@ -260,6 +231,86 @@ def test_the_html_report_renders_in_a_real_browser(report, tmp_path):
     for cls in CLASSES:
         assert f"<td>{cls}</td>" in dom
     assert dom.count('src="data:image/png;base64,') == 3  # the figures, embedded
+
+
+def test_the_verdict_opens_the_report_within_one_loss_function(report):
+    assert report.verdict[0] == (
+        "**The lowest val loss hides a failing class**: a lower loss did not mean a better "
+        "worst class."
+    )
+    # none seed 2 has the lowest loss (0.019) and rare at 0.02; median_frequency seed 2 0.70
+    assert report.verdict[1] == (
+        "**loss=ce: the lowest val loss hides rare.** class_weights=none,trainer.seed=2 has the "
+        "lowest val/loss (0.0190) and rare IoU 0.020; "
+        "class_weights=median_frequency,trainer.seed=2 reaches 0.700 at val/loss 0.0290."
+    )
+    assert report.blocks[1:3] == report.verdict  # first, under the title
+
+
+def test_make_ui_prints_each_experiments_page_and_its_latest_sweeps_verdict(tmp_path):
+    from seglab.analysis.links import UiLinks
+    from seglab.analysis.overview import overview
+
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    client.create_experiment("empty", (tmp_path / "artifacts").as_uri())
+    experiment = client.create_experiment("hand", (tmp_path / "artifacts").as_uri())
+    parent = client.create_run(experiment, run_name="sweep 1", tags={"seglab.sweep": "parent"})
+    parent_id = parent.info.run_id
+    for scheme, (loss, rare) in (("none", (0.02, 0.0)), ("median_frequency", (0.03, 0.6))):
+        run = write_run(client, experiment, tmp_path, scheme, 0, loss, rare)
+        client.set_tag(run.info.run_id, "mlflow.parentRunId", parent_id)
+    lines = overview(client, UiLinks("http://ui:1"))
+    assert not any(line.startswith("empty:") for line in lines)  # no runs: not listed
+    assert lines[:3] == [
+        f"hand: http://ui:1/#/experiments/{experiment}/runs?workflowType=machine_learning",
+        f"  latest sweep, sweep 1: http://ui:1/#/experiments/{experiment}/runs/{parent_id}"
+        "?workflowType=machine_learning",
+        "  The lowest val loss hides a failing class: a lower loss did not mean a better worst "
+        "class.",
+    ]
+    assert lines[3].startswith(
+        "  loss=ce: the lowest val loss hides rare. class_weights=none,trainer.seed=0 has the "
+        "lowest val/loss (0.0200) and rare IoU 0.000; class_weights=median_frequency,"
+        "trainer.seed=0 reaches 0.600 at val/loss 0.0300. Chart val/loss beside val/iou/rare: "
+        "http://ui:1/#/metric/?runs="
+    )
+    assert len(lines) == 4
+
+
+@pytest.mark.slow
+def test_the_printed_link_charts_the_loss_beside_the_hidden_class_in_the_mlflow_ui(store, tmp_path):
+    """The MLflow UI itself, served by ``mlflow server``, in a real browser: the verdict's link
+    opens on val/loss and val/iou/rare of both runs against the epoch, and a run's page is
+    filed under the experiment's runs, not under "Evaluations"."""
+    from PIL import Image
+
+    from seglab.analysis.links import UiLinks
+
+    store_path, client, runs = store
+    with mlflow_serving(f"sqlite:///{store_path / 'mlflow.db'}", tmp_path) as address:
+        report = build_report(client, runs, UiLinks(address))
+        (link,) = re.findall(r"\]\((http[^)]+)\)", report.verdict[1])
+        assert link.startswith(f"{address}/#/metric/?") and "x_axis=step" in link
+        dom = chromium(tmp_path, "--dump-dom", link, wait_ms=20000)
+        assert "val/loss vs val/iou/rare" in dom  # the chart's title: both metrics on one chart
+        for name in (
+            "class_weights=none,trainer.seed=2",
+            "class_weights=median_frequency,trainer.seed=2",
+        ):
+            assert f"{name} (val/loss)" in dom and f"{name} (val/iou/rare)" in dom  # legend
+        shot = tmp_path / "chart.png"
+        chromium(tmp_path, f"--screenshot={shot}", "--window-size=1400,900", link, wait_ms=20000)
+        pixels = np.asarray(Image.open(shot).convert("L"))
+        assert pixels.std() > 10 and len(np.unique(pixels)) > 20  # not a blank page
+        run = runs[0].info
+        page = chromium(
+            tmp_path,
+            "--dump-dom",
+            UiLinks(address).run(run.experiment_id, run.run_id),
+            wait_ms=20000,
+        )
+        assert run.run_name in page
+        assert re.search(r'data-testid="experiment-observatory-link-runs"[^>]*>Runs<', page)
 
 
 @pytest.mark.slow

@@ -87,7 +87,7 @@ def literals_of(tmp_path: Path, source: str) -> list[tuple[int, str]]:
         (schema.per_class("test", "missed", "building, edifice"), "test/missed/building_ edifice"),
         (schema.per_class("night/a", "recall", "a/b"), "night/a/recall/a_b"),
         (schema.per_class("val", "iou", "道路"), "val/iou/道路"),
-        (schema.image_key("<img src=x>"), "gallery/_img src_x_"),
+        (schema.gallery_file("<img src=x>", 7), "gallery/_img src_x_/epoch_007.png"),
         (schema.per_image_file("test"), "per_image/test.parquet"),
         (schema.axis_tag("loss"), "seglab.loss"),
     ],

@@ -91,7 +91,11 @@ def test_parent_holds_the_sweep_table_and_figures(basic_sweep):
         "report.html",
     } <= paths
     report = client.download_artifacts(parent.info.run_id, "sweep_report.md")
-    assert parent.data.tags["mlflow.note.content"] == Path(report).read_text()
+    # the description is the report without its title: the MLflow UI opens on the verdict
+    title, rest = Path(report).read_text().split("\n\n", 1)
+    assert title == "# seglab sweep report"
+    assert parent.data.tags["mlflow.note.content"] == rest
+    assert rest.startswith("The lowest val loss hides")
 
 
 @pytest.mark.slow

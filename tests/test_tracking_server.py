@@ -8,13 +8,9 @@ it at an empty database the test may wipe, e.g.
 """
 
 import os
-import subprocess
-import sys
-import time
-import urllib.request
 
 import pytest
-from conftest import assert_children_complete, free_port, run_sweep
+from conftest import assert_children_complete, mlflow_serving, run_sweep
 
 
 def empty_postgres() -> str:
@@ -43,46 +39,8 @@ def mlflow_server(request, tmp_path):
         # and tests/test_sweep.py covers many writers on one sqlite file.
         pytest.skip("sqlite backend: the PostgreSQL variant runs (SEGLAB_TEST_POSTGRES_URI set)")
     backend = f"sqlite:///{tmp_path}/server.db" if request.param == "sqlite" else empty_postgres()
-    port = free_port()
-    log = (tmp_path / "server.log").open("w")
-    server = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "mlflow",
-            "server",
-            "--backend-store-uri",
-            backend,
-            "--artifacts-destination",
-            str(tmp_path / "server-artifacts"),
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--workers",
-            "1",
-        ],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    uri = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                with urllib.request.urlopen(f"{uri}/health", timeout=2) as response:
-                    if response.status == 200:
-                        break
-            except OSError:
-                pass
-            if server.poll() is not None or time.monotonic() > deadline:
-                pytest.fail(f"mlflow server did not start: {(tmp_path / 'server.log').read_text()}")
-            time.sleep(0.5)
+    with mlflow_serving(backend, tmp_path) as uri:
         yield uri
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
-        log.close()
 
 
 @pytest.mark.slow

@@ -65,6 +65,10 @@ AXES = ("loss", "class_weights", "augment")
 # MLflow's own tags.
 TAG_PARENT = "mlflow.parentRunId"
 NOTE = "mlflow.note.content"  # the MLflow UI shows it as the run's or experiment's description
+RUN_COLOR = "mlflow.runColor"  # a run's colour in the MLflow UI's charts, e.g. "#1f77b4"
+# An experiment's kind: MLflow 3's UI files experiments of no kind under its GenAI views.
+EXPERIMENT_KIND = "mlflow.experimentKind"
+MODEL_TRAINING = "custom_model_development"
 
 # Tags of a sweep's parent run.
 TAG_SWEEP = "seglab.sweep"  # "parent"
@@ -91,7 +95,7 @@ FIGURE_CONFUSION = "figures/confusion_matrix.png"
 FIGURE_OVERLAYS = "figures/val_overlays.png"
 FIGURE_AUGMENTED = "figures/augmented_samples.png"
 MODEL_NAME = "model"  # runs:/<run id>/model
-GALLERY_KEY = "gallery/"  # gallery/<class>: an image per epoch
+GALLERY = "gallery/"  # gallery/<class>/epoch_<NNN>.png: an image per epoch
 
 # Artifacts of a sweep's parent run.
 SWEEP_REPORT_FILE = "sweep_report.md"
@@ -177,9 +181,11 @@ def axis_tag(axis: str) -> str:
     return f"{TAG_PREFIX}{axis}"
 
 
-def image_key(name: str) -> str:
-    """``gallery/<class key>``: the image key of a class's failure gallery."""
-    return GALLERY_KEY + class_key(name)
+def gallery_file(name: str, epoch: int) -> str:
+    """``gallery/<class key>/epoch_<NNN>.png``: a class's failure gallery at ``epoch``, an
+    artifact (an image logged under a key with a step would open the MLflow UI's chart view on
+    the gallery, above the metrics)."""
+    return f"{GALLERY}{class_key(name)}/epoch_{epoch:03d}.png"
 
 
 def per_image_file(split: str) -> str:

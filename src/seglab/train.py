@@ -26,7 +26,7 @@ from seglab.figures.gallery import Gallery, check_gallery
 from seglab.losses import build_loss
 from seglab.paths import check_writable, config_dir
 from seglab.tracking.run_log import RunLog
-from seglab.tracking.sweep import end_sweep, job_context, run_name
+from seglab.tracking.sweep import end_sweep, job_context, run_colour, run_name
 
 
 def run(cfg: DictConfig) -> EpochRecord:
@@ -61,6 +61,7 @@ def run(cfg: DictConfig) -> EpochRecord:
         class_weights=weights,
         weight_scheme=scheme.scheme,
         started=started,
+        job_log=job_log(),
     )
     with log.open(
         run_tags(cfg, tracker),
@@ -82,6 +83,14 @@ def run(cfg: DictConfig) -> EpochRecord:
         )
         log.finish(history, model, data, trainer.batch_size, cfg.metrics.overlays)
     return history[-1]
+
+
+def job_log() -> Path | None:
+    """The Hydra job's log file (``<job folder>/<job name>.log``), outside Hydra ``None``."""
+    if not HydraConfig.initialized():
+        return None
+    hydra = HydraConfig.get()
+    return Path(hydra.runtime.output_dir) / f"{hydra.job.name}.log"
 
 
 def checked_config(cfg: DictConfig) -> dict[str, Any]:
@@ -117,6 +126,7 @@ def run_tags(cfg: DictConfig, tracker: Any) -> dict[str, str]:
     sweep = job_context()
     if sweep is not None:
         tags[schema.TAG_PARENT] = sweep["parent_run_id"]
+        tags[schema.RUN_COLOR] = run_colour(sweep["job_num"])
         if tracker.run_name is None:
             tracker.run_name = run_name(sweep["overrides"], sweep["swept_keys"])
     return tags

@@ -10,7 +10,7 @@ import io
 import math
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from html import escape
 from importlib import resources
 from pathlib import Path
@@ -22,6 +22,8 @@ from mlflow.tracking import MlflowClient
 
 from seglab import schema
 from seglab.analysis import runs as stored
+from seglab.analysis import story
+from seglab.analysis.links import UiLinks
 from seglab.analysis.rankings import Mismatch, Rankings, rankings
 from seglab.core.formatting import markdown_text, plain_text, readable
 from seglab.core.statistics import Interval
@@ -62,12 +64,19 @@ class Report:
     rankings: Rankings | None
     figures: dict[str, Figure]
     blocks: list[Block]
+    verdict: list[str] = field(default_factory=list)  # the opening paragraphs, among blocks
 
     @property
     def text(self) -> str:
         """The report as GitHub markdown."""
         parts = [markdown_table(b) if isinstance(b, Table) else b for b in self.blocks]
         return "\n\n".join(parts) + "\n"
+
+    @property
+    def description(self) -> str:
+        """:attr:`text` without its title, as a sweep parent's MLflow description: the UI shows
+        a description's first lines, which are then the verdict."""
+        return self.text.split("\n\n", 1)[1]
 
     def terminal(self) -> str:
         """The report for a terminal: headings underlined, tables in aligned columns."""
@@ -79,7 +88,7 @@ class Report:
                 title = block.lstrip("# ")
                 parts.append(f"{title}\n{('=' if block.startswith('# ') else '-') * len(title)}")
             else:
-                parts.append(plain_text(block.replace("**", "")))
+                parts.append(story.terminal_text(block))
         return "\n\n".join(parts) + "\n"
 
     def html(self) -> str:
@@ -147,9 +156,21 @@ def html_table(table: Table) -> str:
 BOLD = re.compile(r"\*\*(.+?)\*\*")
 
 
+def html_text(markdown: str) -> str:
+    """Markdown text without bold as HTML: its links links, everything else text."""
+    parts = story.LINK.split(markdown)  # text, then link text and url, ...
+    html = []
+    for i in range(0, len(parts), 3):
+        html.append(escape(plain_text(parts[i])))
+        if i + 2 < len(parts):
+            html.append(f'<a href="{escape(parts[i + 2])}">{escape(plain_text(parts[i + 1]))}</a>')
+    return "".join(html)
+
+
 def html_paragraph(block: str) -> str:
-    """A Markdown paragraph of the report as HTML: its bold spans bold, everything else text."""
-    parts = [escape(plain_text(part)) for part in BOLD.split(block)]  # odd parts: the bold
+    """A Markdown paragraph of the report as HTML: its bold spans bold, its links links,
+    everything else text."""
+    parts = [html_text(part) for part in BOLD.split(block)]  # odd parts: the bold
     return "".join(f"<strong>{part}</strong>" if i % 2 else part for i, part in enumerate(parts))
 
 
@@ -271,8 +292,12 @@ RUN_COLUMNS = [
 UNFINISHED_COLUMNS = ["run_name", "status", "epochs", "failure_reason"]
 
 
-def build_report(client: MlflowClient, runs: Sequence[Run]) -> Report | None:
-    """Tables, rankings, figures and the text blocks for a set of runs (None if empty)."""
+def build_report(
+    client: MlflowClient, runs: Sequence[Run], links: UiLinks | None = None
+) -> Report | None:
+    """Tables, rankings, figures and the text blocks for a set of runs (None if empty), the
+    verdict first; ``links``: the MLflow UI whose pages the verdict and the run names link
+    to."""
     if not runs:
         return None
     history = stored.history(client, runs)
@@ -282,15 +307,21 @@ def build_report(client: MlflowClient, runs: Sequence[Run]) -> Report | None:
     if summary.test_miou.notna().any():
         columns += ["test_miou", "test_class_acc", "test_pixel_acc"]
     done = int((summary.status == "FINISHED").sum())
+    experiments = story.run_experiments(runs)
+    finished = summary[summary.status == "FINISHED"]
+    verdict = story.verdict(
+        finished, stored.final_iou_matrix(history, runs, index="run_id"), links, experiments
+    )
     blocks: list[Block] = [
         "# seglab sweep report",
+        *verdict,
         f"{len(runs)} runs: {done} finished"
         + ("." if done == len(runs) else f", {len(runs) - done} did not (listed below)."),
         "## Runs",
         Table(summary[columns]),
     ]
     if warning := stored.pooling_warning(runs):
-        blocks.insert(2, warning)
+        blocks.insert(1, warning)
     if done < len(runs):
         blocks += [
             "## Runs that did not finish",
@@ -334,10 +365,9 @@ def build_report(client: MlflowClient, runs: Sequence[Run]) -> Report | None:
         blocks += [found.text for found in ranked.mismatches]
         if ranked.mismatches:
             blocks += image_evidence(client, summary, ranked.mismatches[0])
-        finished = summary[summary.status == "FINISHED"]
         figures = {
             "final_iou_heatmap": sweep_figures.iou_heatmap(stored.final_iou_matrix(history, runs)),
             "val_loss_vs_min_iou": sweep_figures.loss_vs_worst_iou(finished),
             "class_iou_curves": sweep_figures.class_iou_curves(history, stored.class_order(runs)),
         }
-    return Report(history, summary, ranked, figures, blocks)
+    return Report(history, summary, ranked, figures, blocks, verdict)

@@ -14,6 +14,7 @@ import ast
 import json
 from collections import Counter
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -237,16 +238,60 @@ def pooling_warning(runs: Sequence[Run]) -> str | None:
     )
 
 
+def hidden_list(value: str | float) -> list[str]:
+    """A summary's ``hidden_classes`` cell (comma-separated class names, blank or NaN) as a
+    list."""
+    return [name for name in value.split(",") if name] if isinstance(value, str) else []
+
+
+@dataclass(frozen=True)
+class LossStory:
+    """One loss function's part of the story: its lowest-``val_loss`` run beside its best
+    worst-class run (summary rows). Losses are compared only within one loss function: their
+    values are on different scales."""
+
+    loss: str
+    lowest: pd.Series
+    best: pd.Series
+
+    @property
+    def hides(self) -> bool:
+        """Whether the lowest loss hides a failing class that another run of the same loss
+        function does better on: the lowest-loss run has a hidden failure and is not the best
+        worst-class run."""
+        return bool(hidden_list(self.lowest.hidden_classes)) and (
+            self.best.run_id != self.lowest.run_id
+        )
+
+    @property
+    def failing_class(self) -> str:
+        """The class to chart beside the loss: the lowest-loss run's first hidden class, else
+        its worst class."""
+        hidden = hidden_list(self.lowest.hidden_classes)
+        return hidden[0] if hidden else str(self.lowest.worst_class)
+
+
+def loss_stories(finished: pd.DataFrame) -> list[LossStory]:
+    """:class:`LossStory` of each loss function of the ``finished`` runs' summary, in order of
+    appearance (runs with no val loss or worst-class IoU are left out)."""
+    stories = []
+    for loss, runs in finished.groupby("loss", sort=False):
+        scored = runs.dropna(subset=["val_loss", "min_iou"])
+        if len(scored):
+            lowest = scored.iloc[scored.val_loss.to_numpy().argmin()]
+            best = scored.iloc[scored.min_iou.to_numpy().argmax()]
+            stories.append(LossStory(str(loss), lowest, best))
+    return stories
+
+
 def loss_story(finished: pd.DataFrame) -> tuple[pd.Series, pd.Series]:
     """The two runs that show a loss hiding a class: the lowest-``val_loss`` run of a loss
     function that has a hidden failure (of the first such loss function; else the lowest of the
-    first loss function), and the best worst-class run of the same loss function. Losses are
-    compared only within one loss function: their values are on different scales."""
-    lowest = finished.loc[finished.groupby("loss", sort=False).val_loss.idxmin()]
-    hiding = lowest[lowest.hidden_classes.fillna("") != ""]
-    shown = (hiding if len(hiding) else lowest).iloc[0]
-    same = finished[finished["loss"] == shown["loss"]]
-    return shown, same.loc[same.min_iou.idxmax()]
+    first loss function), and the best worst-class run of the same loss function."""
+    stories = loss_stories(finished)
+    hiding = [story for story in stories if hidden_list(story.lowest.hidden_classes)]
+    shown = (hiding or stories)[0]
+    return shown.lowest, shown.best
 
 
 def configuration_summary(
@@ -324,13 +369,17 @@ def literal_list(text: str | None) -> list[str]:
 
 
 def final_iou_matrix(
-    frame: pd.DataFrame, runs: Sequence[Run] = (), metric: str = schema.VAL_IOU
+    frame: pd.DataFrame,
+    runs: Sequence[Run] = (),
+    metric: str = schema.VAL_IOU,
+    index: str = "run_name",
 ) -> pd.DataFrame:
-    """Run name x class matrix of the final ``metric`` (default val IoU: the heatmap's data),
-    classes in index order when the runs logged their class names."""
+    """Run x class matrix of the final ``metric`` (default val IoU: the heatmap's data), rows
+    by ``index`` (``run_name`` or ``run_id``), classes in index order when the runs logged
+    their class names."""
     final = final_values(frame)
     ious = final[final.metric == metric]
-    matrix = ious.pivot(index="run_name", columns="class", values="value")
+    matrix = ious.pivot(index=index, columns="class", values="value")
     known = [c for c in class_order(runs) if c in matrix.columns]
     return matrix[known + [c for c in matrix.columns if c not in known]]
 

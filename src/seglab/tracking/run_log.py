@@ -160,6 +160,8 @@ class RunLog:
         predictor: Makes the one label predictor of a model that the gallery and the end of
             the run share (default: a traced TensorFlow
             :class:`~seglab.training.prediction.LabelPredictor`).
+        job_log: The log file of the job that runs this (its folder is the run's folder), which
+            the end of the run names (``None``: none).
 
     Raises:
         ValueError: On a checkpoint option that names no logged metric or is out of range.
@@ -183,6 +185,7 @@ class RunLog:
         weight_scheme: str = "none",
         started: float | None = None,
         predictor: Callable[[keras.Model], Predictor] = label_predictor,
+        job_log: str | Path | None = None,
     ) -> None:
         check_selection(mode, tie_tolerance)
         check_metric_names(monitor, tie_breaker, schema.epoch_metric_keys(class_names))
@@ -197,6 +200,7 @@ class RunLog:
         self.class_weights = class_weights
         self.weight_scheme = weight_scheme
         self.started = time.perf_counter() if started is None else started
+        self.job_log = None if job_log is None else Path(job_log)
         self.resumed_at: int | None = None  # the epoch a resumed run continues after
         self.val_losses: list[float] = []  # the whole run's, for the hidden-failure verdict
         self._checkpoints: Checkpointer | None = None
@@ -341,8 +345,8 @@ class RunLog:
         if self.gallery is not None:
             targets = hidden or [record.scores.worst_class]
             for target, picture in self.gallery.draw(self.predictor(model), targets).items():
-                key = schema.image_key(self.class_names[target])
-                self.tracker.log_image(picture, key, record.epoch)
+                name = schema.gallery_file(self.class_names[target], record.epoch)
+                self.tracker.log_image(picture, name)
         console.say(console.epoch_line(record, self.epochs, self.class_names, hidden))
         return hidden
 
@@ -501,4 +505,9 @@ class RunLog:
             f"MLflow run {tracker.run_id} in experiment '{tracker.experiment_name}' at "
             f"{tracker.uri}"
         )
-        console.say(f"in the MLflow UI (make ui): {tracker.runs_url()}")
+        if self.job_log is not None:
+            console.say(f"run folder: {self.job_log.parent}  log: {self.job_log}")
+        if self.checkpoint_dir is not None:
+            console.say(f"checkpoints: {self.checkpoints.folder}")
+        page = tracker.links.run(tracker.experiment_id(), tracker.run_id)
+        console.say(f"in the MLflow UI (make ui): {page}")

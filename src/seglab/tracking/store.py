@@ -29,6 +29,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from seglab import schema, signals
+from seglab.analysis.links import UiLinks, ui_address
 from seglab.paths import check_writable, project_root
 
 URI_SCHEMES = ("sqlite", "http", "https", "postgresql", "mysql", "mssql", "databricks")
@@ -247,7 +248,12 @@ class TrackingStore:
             location = Path(self.artifact_root, self.experiment_name).resolve().as_uri()
         try:
             experiment_id = self.client.create_experiment(
-                self.experiment_name, location, tags={schema.NOTE: EXPERIMENT_DESCRIPTION}
+                self.experiment_name,
+                location,
+                tags={
+                    schema.NOTE: EXPERIMENT_DESCRIPTION,
+                    schema.EXPERIMENT_KIND: schema.MODEL_TRAINING,
+                },
             )
         except MlflowException:  # created meanwhile by a parallel job
             created = self.client.get_experiment_by_name(self.experiment_name)
@@ -256,6 +262,7 @@ class TrackingStore:
             return str(created.experiment_id)
         return str(experiment_id)
 
-    def runs_url(self, host: str = "http://127.0.0.1:5000") -> str:
-        """The MLflow UI's page of this experiment's training runs (not its GenAI overview)."""
-        return f"{host}/#/experiments/{self.experiment_id()}/runs?workflowType=machine_learning"
+    @property
+    def links(self) -> UiLinks:
+        """The pages of the MLflow UI that serves this store."""
+        return UiLinks(ui_address(self.uri))

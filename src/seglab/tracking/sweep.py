@@ -30,6 +30,7 @@ from omegaconf import DictConfig
 
 from seglab import schema
 from seglab.analysis.runs import child_runs, read_sweep_file
+from seglab.analysis.story import terminal_text
 from seglab.tracking.tracker import MlflowTracker
 
 
@@ -63,6 +64,19 @@ def run_name(job_overrides: list[str], swept_keys: list[str]) -> str:
             number = value.replace(".", "", 1).lstrip("-").isdigit()
             parts.append(f"{key.lstrip('+~').rsplit('.', 1)[-1]}={value}" if number else value)
     return ",".join(parts)
+
+
+# Colours the MLflow UI draws a sweep's runs in, by job number (matplotlib's tab10: the UI's own
+# choice gives neighbouring runs shades of one hue).
+RUN_COLOURS = (
+    "#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd",
+    "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf",
+)  # fmt: skip
+
+
+def run_colour(job_num: int) -> str:
+    """The MLflow UI colour of a sweep's job ``job_num`` (``mlflow.runColor``)."""
+    return RUN_COLOURS[job_num % len(RUN_COLOURS)]
 
 
 def job_context() -> dict[str, Any] | None:
@@ -138,7 +152,7 @@ def end_sweep(sweep_dir: Path, tracker: MlflowTracker, interrupted: bool = False
     try:
         from seglab.analysis.report import build_report  # matplotlib, pandas: at the end only
 
-        report = build_report(tracker.client, children)
+        report = build_report(tracker.client, children, tracker.links)
         if report is not None:
             report.write(sweep_dir / "report")
             written = sweep_dir / "report"
@@ -160,7 +174,7 @@ def end_sweep(sweep_dir: Path, tracker: MlflowTracker, interrupted: bool = False
     if report_error:
         tags[schema.TAG_REPORT_ERROR] = report_error
     if report is not None:
-        tags[schema.NOTE] = report.text
+        tags[schema.NOTE] = report.description
     if interrupted:
         tags[schema.TAG_FAILURE_REASON] = (
             f"interrupted (Ctrl-C or SIGTERM) after {len(children)} of {info['total_jobs']} jobs"
@@ -176,10 +190,13 @@ def end_sweep(sweep_dir: Path, tracker: MlflowTracker, interrupted: bool = False
     tracker.end(status)
     elapsed = time.time() - info["start_time"]
     where = f"report in {written}" if written else "no report"
+    experiment = tracker.experiment_id()
     print(
         f"[sweep] {len(children)} jobs in {elapsed:.0f}s; parent run {tracker.run_id} "
-        f"{RunStatus.to_string(status)}; {where}\n"
-        f"[sweep] in the MLflow UI (make ui): {tracker.runs_url()}",
+        f"{RunStatus.to_string(status)}; {where}",
+        *(f"[sweep] {terminal_text(line)}" for line in (report.verdict if report else [])),
+        f"[sweep] in the MLflow UI (make ui): {tracker.links.run(experiment, tracker.run_id)}",
+        sep="\n",
         flush=True,
     )
     if (failed or missing > 0) and not interrupted:

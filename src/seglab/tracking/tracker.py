@@ -202,10 +202,9 @@ class MlflowTracker(TrackingStore):
         frame.to_csv(buffer, index=False)
         self.log_text(buffer.getvalue(), artifact_file)
 
-    def log_image(self, picture: np.ndarray, key: str, step: int) -> None:
-        """An image under ``key`` at ``step``: the MLflow UI's step slider walks through the
-        steps."""
-        self.client.log_image(self.run_id, picture, key=key, step=step)
+    def log_image(self, picture: np.ndarray, artifact_file: str) -> None:
+        """An image (an ``uint8`` array) as the PNG artifact ``artifact_file``."""
+        self.client.log_image(self.run_id, picture, artifact_file=artifact_file)
 
     def log_parquet(self, frame: pd.DataFrame, artifact_file: str) -> None:
         """A data frame as Parquet (typed, compact) under ``artifact_file``."""
