@@ -274,3 +274,23 @@ def test_evaluate_refuses_a_tampered_config_and_runs_nothing_from_it(camvid_run,
         client.log_text(run_id, original, "config.yaml")
     assert f"data._target_='{SECRET}' in its config.yaml" in capsys.readouterr().err
     assert not written.exists()
+
+
+@pytest.mark.parametrize(
+    ("split", "prefix", "splits", "expected"),
+    [
+        (None, None, ("train", "val", "test"), ("test", "test")),
+        (None, None, ("train", "val"), ("val", "val/best")),
+        (None, "again", ("train", "val"), ("val", "again")),
+        ("val", None, ("train", "val", "test"), ("val", "val")),
+        ("train", "x", ("train", "val"), ("train", "x")),
+    ],
+)
+def test_evaluate_scores_test_else_val_under_a_prefix_training_did_not_use(
+    split, prefix, splits, expected
+):
+    from seglab.evaluate import split_and_prefix
+
+    chosen, named, note = split_and_prefix(split, prefix, splits)
+    assert (chosen, named) == expected
+    assert bool(note) == (split is None and "test" not in splits)

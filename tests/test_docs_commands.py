@@ -11,7 +11,7 @@ from conftest import compose_train
 from hydra import compose, initialize_config_dir
 from hydra.core.override_parser.overrides_parser import OverridesParser
 
-from seglab import evaluate, report
+from seglab import compare, evaluate, report
 from seglab.cli import compose_options, flags
 from seglab.paths import config_dir, project_root
 
@@ -23,7 +23,7 @@ PAGES = sorted(
 # backtick, a table cell's bar or a shell comment.
 COMMAND = re.compile(
     r"(?:^|`)[ $]*(?:\.venv/bin/)?(?:python -m seglab\.|seglab )"
-    r"(train|evaluate|predict|report|stats)\b(?!:)([^`|#\n]*)",
+    r"(train|evaluate|predict|report|compare|stats)\b(?!:)([^`|#\n]*)",
     re.MULTILINE,
 )
 MAKE_STATS = re.compile(r"make (stats) ARGS=\"([^\"]*)\"")
@@ -73,6 +73,7 @@ def test_the_pages_show_commands_of_every_entry_point():
         "evaluate",
         "predict",
         "report",
+        "compare",
         "stats",
     }
     assert len(COMMANDS) >= 40
@@ -110,6 +111,9 @@ def test_documented_command_composes(where, module, words):
     elif module == "report":
         words, _, _ = flags(words)
         compose_options("report", report.options(words))
+    elif module == "compare":
+        words, _, _ = flags(words)
+        assert compose_options("compare", compare.options(words)).b, where
     else:
         words, _, _ = flags(words)
         own, data = evaluate.split_words(words)

@@ -238,7 +238,9 @@ def test_the_saved_model_reloads_in_safe_mode_and_predicts_identically(tmp_path)
 
 
 @pytest.mark.slow
-def test_an_encoder_run_composes_with_loss_weights_augmentation_evaluate_and_predict(tmp_path):
+def test_an_encoder_run_composes_with_loss_weights_augmentation_evaluate_and_predict(
+    tmp_path, capsys
+):
     """A region loss with class weights and augmentation on a frozen-then-unfrozen encoder: the
     run finishes, `seglab evaluate` scores its logged model on val exactly as training scored
     that checkpoint's epoch, and `seglab predict` segments images of other sizes."""
@@ -265,12 +267,18 @@ def test_an_encoder_run_composes_with_loss_weights_augmentation_evaluate_and_pre
     (logged,) = client.search_runs([client.get_experiment_by_name("seglab").experiment_id])
     run_id = logged.info.run_id
     assert logged.info.status == "FINISHED"
-    assert evaluate([f"run_id={run_id}", f"tracking_uri={uri}", "split=val", "prefix=again"]) == 0
+    capsys.readouterr()
+    # shapes has no test split: the default scores val, as val/best/..., and says so
+    assert evaluate([f"run_id={run_id}", f"tracking_uri={uri}"]) == 0
+    assert capsys.readouterr().out.startswith(
+        "the data has no test split (its splits: train, val): scoring val with the best "
+        "checkpoint, logged as val/best/... (split=<name> and prefix=<name> choose)\n"
+    )
     model, metadata = load_run_model(MlflowTracker(tracking_uri=uri), run_id)
     epoch = metadata["checkpoint_epoch"]
     for name in CLASSES:
         trained = {m.step: m.value for m in client.get_metric_history(run_id, f"val/iou/{name}")}
-        again = client.get_metric_history(run_id, f"again/iou/{name}")
+        again = client.get_metric_history(run_id, f"val/best/iou/{name}")
         assert [m.step for m in again] == [epoch]
         np.testing.assert_equal(again[0].value, trained[epoch])
     (tmp_path / "in").mkdir()

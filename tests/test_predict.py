@@ -17,6 +17,7 @@ from conftest import CLASSES, compose_train
 from mlflow.tracking import MlflowClient
 from PIL import Image
 
+from seglab.core.formatting import percent
 from seglab.predict import load_run_model, predict_folder
 from seglab.tracking.tracker import MlflowTracker
 from seglab.train import run
@@ -197,7 +198,9 @@ def test_predict_writes_index_masks_at_each_images_size_and_overlays(trained, tm
         np.testing.assert_array_equal(picture, blend.astype(np.uint8))
     masks = [np.asarray(Image.open(tmp_path / "pred" / "masks" / f"{s}.png")) for s in stems]
     counts = np.bincount(np.concatenate([m.ravel() for m in masks]), minlength=len(CLASSES))
-    shares = ", ".join(f"{n} {c / counts.sum():.1%}" for n, c in zip(CLASSES, counts, strict=True))
+    shares = ", ".join(
+        f"{n} {percent(c / counts.sum())}" for n, c in zip(CLASSES, counts, strict=True)
+    )
     assert f"predicted pixel shares: {shares}\n" in result.stdout
 
 

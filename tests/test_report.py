@@ -20,6 +20,7 @@ from seglab.core.per_image import PerImageCounts
 from seglab.report import build_report, main
 
 NAN = float("nan")
+TRAINING = "workflowType=machine_learning"
 CLASSES = ["bg", "rare"]
 # configuration -> per seed: (final val loss, rare IoU); bg IoU is 0.95 throughout
 RUNS = {
@@ -178,7 +179,14 @@ def test_markdown_formats_floats_and_leaves_nan_blank():
     assert markdown(frame) == "| a | b | c |\n|---|---|---|\n| x | 0.1235 | 1 |\n| y |  | 2 |"
     assert markdown(frame, "{:.1f}").splitlines()[2] == "| x | 0.1 | 1 |"
     tiny = pd.DataFrame({"val_loss": [5.2e-4, 3.1e-5, 0.0]})
-    assert markdown(tiny).splitlines()[2:] == ["| 0.0005 |", "| 3.1e-05 |", "| 0.0000 |"]
+    # one format per column: enough decimals for two digits of its smallest nonzero value
+    assert markdown(tiny).splitlines()[2:] == ["| 0.000520 |", "| 0.000031 |", "| 0.000000 |"]
+    mixed = pd.DataFrame({"iou": [0.000284, 0.00029, 0.05]})
+    assert markdown(mixed, "{:.3f}").splitlines()[2:] == [
+        "| 0.00028 |",
+        "| 0.00029 |",
+        "| 0.05000 |",
+    ]
 
 
 def test_cli_writes_the_report_for_an_experiment(store, tmp_path, capsys):
@@ -665,3 +673,78 @@ def test_names_from_the_store_are_text_in_every_rendering(unlucky):
     assert "<img src=x" not in page and "&lt;img src=x onerror=alert(1)&gt;|[x]" in page
     assert HOSTILE in report.terminal()
     plt.close("all")
+
+
+def test_seglab_compare_shows_two_runs_class_by_class_with_the_verdict(store, capsys):
+    from seglab.compare import main as compare_main
+
+    store_path, _, runs = store
+    uri = f"sqlite:///{store_path / 'mlflow.db'}"
+    by_name = {run.info.run_name: run.info for run in runs}
+    a = by_name["class_weights=none,trainer.seed=0"]
+    b = by_name["class_weights=median_frequency,trainer.seed=0"]
+    assert compare_main([a.run_id, b.run_id, f"tracking_uri={uri}"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0] == (
+        f"a: class_weights=none,trainer.seed=0 ({a.run_id})  loss=ce  val/loss 0.0200  "
+        "val/ce 0.0300  val/min_iou 0.000 (rare)"
+    )
+    assert out[1].endswith(f"/#/experiments/{a.experiment_id}/runs/{a.run_id}?{TRAINING}")
+    assert out[2].startswith(f"b: class_weights=median_frequency,trainer.seed=0 ({b.run_id})")
+    # 20 alike images, 10 rare pixels each: none finds 0 of them, median_frequency 5, so rare
+    # goes 0 -> 0.5 and bg 90/100 -> 90/95 in every resample: the intervals are points
+    assert out[6:9] == [
+        "class  iou_a  iou_b  difference  ci_low  ci_high  images",
+        "   bg  0.900  0.947       0.047   0.047    0.047      20",
+        " rare  0.000  0.500       0.500   0.500    0.500      20",
+    ]
+    assert out[10] == (
+        "Verdict: b is better on bg (+0.047, +0.047 to +0.047), rare (+0.500, +0.500 to +0.500); "
+        "a is better on no class. The intervals say whether a difference holds across these "
+        "images for these two trained models, not across seeds."
+    )
+
+
+@pytest.mark.parametrize(
+    ("words", "message"),
+    [
+        (["abc", "0" * 32], "seglab compare: a='abc' is not a run id (32 hex digits"),
+        (["0" * 32, "1" * 32], "seglab compare: a='" + "0" * 32 + "': no such run in sqlite"),
+        (["0" * 32], "seglab compare: give two runs: seglab compare <run id> <run id>"),
+        (["a", "b", "c"], "seglab compare: give two runs, got ['a', 'b', 'c']"),
+    ],
+)
+def test_seglab_compare_refuses_in_one_line(store, capsys, words, message):
+    from seglab.compare import main as compare_main
+
+    store_path, _, _ = store
+    assert compare_main([*words, f"tracking_uri=sqlite:///{store_path / 'mlflow.db'}"]) == 2
+    assert capsys.readouterr().err.startswith(message)
+
+
+def test_seglab_compare_names_a_split_a_run_was_not_scored_on(store, capsys):
+    from seglab.compare import main as compare_main
+
+    store_path, _, runs = store
+    a, b = (run.info.run_id for run in runs[:2])
+    uri = f"tracking_uri=sqlite:///{store_path / 'mlflow.db'}"
+    assert compare_main([a, b, "split=test", uri]) == 2
+    assert f"run {a} has no per_image/test.parquet" in capsys.readouterr().err
+    assert compare_main([a, b, "split=train", uri]) == 2
+    assert "split='train': use val or test" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("fraction", "shown"),
+    [
+        (0.998494, "99.85%"),
+        (1.0, "100.00%"),
+        (0.0, "0.00%"),
+        (0.00074, "0.07%"),
+        (0.0000074, "0.00074%"),  # a share the fixed decimals would show as 0
+    ],
+)
+def test_every_accuracy_and_share_is_a_percentage_with_two_decimals(fraction, shown):
+    from seglab.core.formatting import percent
+
+    assert percent(fraction) == shown

@@ -14,7 +14,7 @@ from seglab.analysis import runs as stored
 from seglab.core.statistics import t_interval
 from seglab.paths import project_root
 from seglab.report import main as report_main
-from seglab.tracking.sweep import count_jobs, run_name
+from seglab.tracking.sweep import RUN_COLOURS, count_jobs, run_name
 
 SEEDS = (0, 1, 2)
 
@@ -49,6 +49,12 @@ def test_sweep_makes_one_parent_and_a_complete_child_per_job(basic_sweep):
     assert parent.info.status == "FINISHED"
     assert parent.data.tags["seglab.jobs"] == "6"
     assert "[sweep] 6 jobs; parent MLflow run" in result.stdout
+    # each job's start is printed once, by the sweep (not again by the launcher)
+    for job in range(1, 7):
+        assert result.stdout.count(f"[sweep] job {job}/6 started") == 1
+    assert "[HYDRA]" not in result.stdout
+    # each run's colour in the UI's charts, by job number
+    assert {c.data.tags["mlflow.runColor"] for c in children} == set(RUN_COLOURS[:6])
     assert_children_complete(client, parent, children)  # nothing lost between the workers
 
 

@@ -268,3 +268,68 @@ def test_a_non_finite_loss_stops_training_saying_which_and_where(hook, logs, mes
     getattr(guard, hook)(3, {"loss": 0.5, "val_loss": 0.5})  # finite: nothing happens
     with pytest.raises(FloatingPointError, match=message):
         getattr(guard, hook)(3, logs)
+
+
+class Clock:
+    """``time.perf_counter`` at the seconds a test names."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class Stream(__import__("io").StringIO):
+    def __init__(self, terminal: bool) -> None:
+        super().__init__()
+        self.terminal = terminal
+
+    def isatty(self) -> bool:
+        return self.terminal
+
+
+def progress_of(monkeypatch, terminal: bool, every: float, times: list[float]):
+    """What :class:`Progress` writes over one epoch of 10 steps ending at ``times``."""
+    from seglab.training import callbacks
+
+    clock = Clock()
+    monkeypatch.setattr(callbacks.time, "perf_counter", clock)
+    stream = Stream(terminal)
+    progress = callbacks.Progress(3, every, stream)
+    progress.set_params({"steps": 10, "epochs": 3})
+    progress.on_epoch_begin(0)
+    for step, now in enumerate(times):
+        clock.now = now
+        progress.on_train_batch_end(step, {"loss": 0.5})
+    progress.on_epoch_end(0)
+    return stream.getvalue()
+
+
+def test_off_a_terminal_progress_prints_a_line_every_so_many_seconds_and_none_for_short_epochs(
+    monkeypatch,
+):
+    assert progress_of(monkeypatch, False, 30, [10, 31, 40, 62]) == (
+        "epoch 1/3  step 2/10  31s, ~2m04s left  train/loss 0.5000\n"
+        "epoch 1/3  step 4/10  1m02s, ~1m33s left  train/loss 0.5000\n"
+    )
+    assert progress_of(monkeypatch, False, 30, [1, 2, 3, 29]) == ""  # a short epoch: nothing
+    assert progress_of(monkeypatch, False, 0, [100, 200]) == ""  # 0: never
+
+
+def test_on_a_terminal_progress_rewrites_one_line_and_clears_it_for_the_epoch_line(monkeypatch):
+    written = progress_of(monkeypatch, True, 0, [0.2, 0.6, 4000.0])
+    first = "epoch 1/3  step 2/10  1s, ~2s left  train/loss 0.5000"
+    second = "epoch 1/3  step 3/10  1h06m, ~2h35m left  train/loss 0.5000"  # 4000 s, 9333 s
+    assert written == (
+        "\r" + first + "\r" + second.ljust(len(first)) + "\r" + " " * len(second) + "\r"
+    )
+
+
+@pytest.mark.parametrize(
+    ("seconds", "shown"), [(0.4, "0s"), (59.6, "1m00s"), (125, "2m05s"), (3725, "1h02m")]
+)
+def test_durations_read_as_a_person_would_say_them(seconds, shown):
+    from seglab.training.callbacks import duration
+
+    assert duration(seconds) == shown

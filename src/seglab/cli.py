@@ -25,6 +25,7 @@ COMMANDS = {
     "evaluate": "score a run's logged model on a split of its own data or of any data",
     "predict": "segment a folder of images with a run's logged model",
     "report": "the report of a sweep (or an experiment), read back from MLflow",
+    "compare": "two runs class by class: the paired bootstrap over images and the verdict",
     "stats": "each class's pixel share and image count, on every split of the data",
 }
 USAGE = "usage: seglab <command> [key=value ...]   (seglab <command> --help)\n\ncommands:\n" + (

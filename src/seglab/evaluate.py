@@ -2,7 +2,7 @@
 
 Scores a run's logged model (its best checkpoint) on a split of its own data, or of any data:
 
-    seglab evaluate run_id=<id>                        # the run's data, split test
+    seglab evaluate run_id=<id>                        # the run's data, split test (or val)
     seglab evaluate run_id=<id> split=val
     seglab evaluate run_id=<id> data.root=/data/CamVid-night prefix=night
     seglab evaluate run_id=<id> data=folder data.root=/data/x data.image_size=[128,160]
@@ -11,8 +11,9 @@ Scores a run's logged model (its best checkpoint) on a split of its own data, or
 seglab's own datasets are built from it); ``data=<option>`` starts from
 ``conf/data/<option>.yaml`` instead. The per-image counts give
 ``<prefix>/miou``, ``<prefix>/min_iou``, ``<prefix>/pixel_acc``, ``<prefix>/class_acc`` and per
-class ``<prefix>/iou|recall|missed/<class>`` (``prefix`` defaults to the split's name), logged at
-the step of the model's checkpoint epoch into the run itself, or into a new run of the same
+class ``<prefix>/iou|recall|missed/<class>`` (``prefix`` defaults to the split's name; data
+with no test split is scored on val unless ``split`` says otherwise, as ``val/best/...``), logged
+at the step of the model's checkpoint epoch into the run itself, or into a new run of the same
 experiment with ``new_run=true`` (tagged ``seglab.evaluated_run``); ``per_image/<prefix>.parquet``
 beside them; and the per-class table is printed. A run that already has ``<prefix>/...`` metrics
 (training scores the test split itself) is never written over: choose another ``prefix`` or
@@ -36,6 +37,7 @@ from seglab import schema
 from seglab.cli import bad_input, compose_options, flags, options_help, print_config
 from seglab.config import build, check_required, current_target, group_options, key_paths
 from seglab.core.checks import check_choice
+from seglab.core.formatting import percent
 from seglab.core.per_image import PerImageCounts, split_metrics
 from seglab.data.dataset import SegmentationData
 from seglab.paths import config_dir, register_resolvers
@@ -72,6 +74,26 @@ def checked_options(cfg: DictConfig) -> DictConfig:
             f"(it names the metrics and the artifact {schema.per_image_file('<prefix>')})"
         )
     return cfg
+
+
+def split_and_prefix(
+    split: str | None, prefix: str | None, splits: Sequence[str]
+) -> tuple[str, str, str]:
+    """``(split, prefix, note)``: the split given, else ``test``, or ``val`` when the data has
+    no test split (then logged as ``val/best/...``: training logged ``val/...`` itself, the
+    scores of its last epoch); the prefix given, else the split's name; the note says which
+    split was chosen when none was given and it is not ``test``."""
+    if split is not None:
+        return str(split), str(prefix or split), ""
+    if schema.TEST in splits:
+        return schema.TEST, str(prefix or schema.TEST), ""
+    chosen = str(prefix or schema.key(schema.VAL, "best"))
+    note = (
+        f"the data has no {schema.TEST} split (its splits: {', '.join(splits)}): scoring "
+        f"{schema.VAL} with the best checkpoint, logged as {chosen}/... (split=<name> and "
+        "prefix=<name> choose)"
+    )
+    return schema.VAL, chosen, note
 
 
 def data_config(run_config: DictConfig, overrides: Sequence[str]) -> DictConfig:
@@ -174,20 +196,20 @@ def main(argv: Sequence[str] | None = None) -> int:
             print_config(cfg)
             return 0
         checked_options(cfg)
-        run_id, split = str(cfg.run_id), str(cfg.split)
-        prefix = str(cfg.prefix or split)
+        run_id = str(cfg.run_id)
         tracker = MlflowTracker(tracking_uri=cfg.tracking_uri)
         register_resolvers()  # the logged config may hold ${seglab_root:}
         check_existing_store(tracker.uri, tracker.uri_source)
         config = run_config(tracker, run_id)
         source = tracker.client.get_run(run_id)
+        data_node = check_dataset_target(data_config(config, overrides), run_id)
+        data: SegmentationData = build(data_node)
+        split, prefix, note = split_and_prefix(cfg.split, cfg.prefix, data.splits)
         if not cfg.new_run and schema.key(prefix, schema.MIOU) in source.data.metrics:
             raise ValueError(
                 f"run {run_id} already has {prefix}/... metrics; give prefix=<another name> or "
                 "new_run=true (nothing is written over)"
             )
-        data_node = check_dataset_target(data_config(config, overrides), run_id)
-        data: SegmentationData = build(data_node)
         data.stream(split)  # an unknown split is named before the model is loaded
         model, metadata = load_run_model(tracker, run_id)
         check_compatible(model.input_shape, int(model.output_shape[-1]), data)
@@ -209,10 +231,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         tracker.run_id = run_id
         log_scores(tracker, counts, names, prefix, epoch)
     scores = counts.scores()
+    if note:
+        print(note)
     print(
         f"{prefix}: {len(counts.names)} images of split {split!r} scored with the model of run "
         f"{run_id} (checkpoint epoch {epoch})\n"
-        f"pixel_acc {scores.pixel_acc:.3%}   class_acc {scores.class_acc:.3%}   "
+        f"pixel_acc {percent(scores.pixel_acc)}   class_acc {percent(scores.class_acc)}   "
         f"miou {scores.miou:.3f}   min_iou {scores.min_iou:.3f}"
     )
     print(per_class_frame(counts, names).to_string(index=False))

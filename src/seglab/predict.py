@@ -29,6 +29,7 @@ from omegaconf import DictConfig
 
 from seglab.cli import bad_input_in_one_line
 from seglab.config import check_overrides, check_required
+from seglab.core.formatting import percent
 from seglab.data.decode import IMAGE_SUFFIXES, encode_png
 from seglab.paths import config_dir
 from seglab.tracking.models import load_run_model
@@ -129,7 +130,9 @@ def main(cfg: DictConfig) -> None:
             model, metadata, cfg.input, cfg.output, cfg.batch_size, cfg.overlay_alpha
         )
     names = metadata.get("class_names") or [str(c) for c in range(len(counts))]
-    shares = ", ".join(f"{n} {c / counts.sum():.1%}" for n, c in zip(names, counts, strict=True))
+    shares = ", ".join(
+        f"{n} {percent(c / counts.sum())}" for n, c in zip(names, counts, strict=True)
+    )
     print(f"masks and overlays of {len(files)} images in {cfg.output}")
     print(f"predicted pixel shares: {shares}")
 

@@ -22,6 +22,7 @@ from mlflow.entities import Run
 from mlflow.tracking import MlflowClient
 
 from seglab import schema
+from seglab.analysis.links import UiLinks, ui_address
 from seglab.analysis.report import build_report
 from seglab.analysis.runs import child_runs, experiment_runs, latest_sweep, read_sweep_file
 from seglab.cli import bad_input, compose_options, flags, options_help, print_config
@@ -88,7 +89,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         runs, default_out = resolve(target, client)
         out = Path(cfg.out) if cfg.out else default_out
         check_writable(out, f"out={str(out)!r}")
-        report = build_report(client, runs)
+        report = build_report(client, runs, UiLinks(ui_address(uri)))
         if report is None:
             raise ValueError(
                 f"no runs found for {target!r} at {uri}: give a sweep directory, a sweep's "

@@ -15,6 +15,7 @@ from omegaconf import DictConfig
 
 from seglab.cli import bad_input_in_one_line
 from seglab.config import build, check_overrides, check_required
+from seglab.core.formatting import percent
 from seglab.data.counting import split_counts
 from seglab.paths import config_dir
 
@@ -38,7 +39,7 @@ def main(cfg: DictConfig) -> None:
         frame = table(cfg)
     shown = frame.copy()
     for column in [c for c in frame.columns if c.endswith("_pixel_share")]:
-        shown[column] = frame[column].map("{:.3%}".format)
+        shown[column] = frame[column].map(percent)
     print(shown.to_string(index=False))
 
 

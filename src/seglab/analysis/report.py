@@ -25,10 +25,11 @@ from seglab.analysis import runs as stored
 from seglab.analysis import story
 from seglab.analysis.links import UiLinks
 from seglab.analysis.rankings import Mismatch, Rankings, rankings
-from seglab.core.formatting import markdown_text, plain_text, readable
+from seglab.core.formatting import column_decimals, markdown_text, plain_text
 from seglab.core.statistics import Interval
 from seglab.figures import sweep as sweep_figures
 
+DECIMALS = re.compile(r"\.(\d+)f")  # the decimals of a table's float format, "{:.4f}"
 RANKED_DIGITS = {"val_loss": 4, "min_iou": 3, "miou": 3}  # losses can be small: one digit more
 
 
@@ -42,11 +43,11 @@ class Table:
     def shown(self) -> pd.DataFrame:
         """The frame with floats formatted and NaN blank, every cell a string."""
         shown = self.frame.copy()
+        base = int(DECIMALS.search(self.floats).group(1))  # type: ignore[union-attr]
         for column in shown.columns:
             if pd.api.types.is_float_dtype(shown[column]):
-                shown[column] = shown[column].map(
-                    lambda v: "" if pd.isna(v) else readable(v, self.floats.format(v))
-                )
+                digits = column_decimals(shown[column], base)
+                shown[column] = [("" if pd.isna(v) else f"{v:.{digits}f}") for v in shown[column]]
         return shown.astype(object).where(shown.notna(), "").astype(str)  # <NA> blank too
 
 

@@ -104,3 +104,31 @@ def terminal_text(markdown: str) -> str:
 def run_experiments(runs: Sequence[Run]) -> dict[str, str]:
     """Run id -> experiment id of MLflow ``runs``."""
     return {run.info.run_id: run.info.experiment_id for run in runs}
+
+
+def comparison_verdict(table: pd.DataFrame) -> str:
+    """The verdict of :func:`seglab.analysis.runs.compare_runs`'s table: the classes on which
+    each run is better, where the 95 % interval of the difference (b - a) excludes 0."""
+
+    def named(rows: pd.DataFrame) -> str:
+        return ", ".join(
+            f"{row['class']} ({row.difference:+.3f}, {row.ci_low:+.3f} to {row.ci_high:+.3f})"
+            for _, row in rows.iterrows()
+        )
+
+    better_b = table[table.ci_low > 0]
+    better_a = table[table.ci_high < 0]
+    tied = table[(table.ci_low <= 0) & (table.ci_high >= 0)]
+    parts = [
+        f"b is better on {named(better_b)}" if len(better_b) else "b is better on no class",
+        f"a is better on {named(better_a)}" if len(better_a) else "a is better on no class",
+    ]
+    if len(tied):
+        parts.append(f"not separated on {', '.join(map(str, tied['class']))}")
+    if table.ci_low.isna().any():
+        absent = table[table.ci_low.isna()]
+        parts.append(f"no interval on {', '.join(map(str, absent['class']))} (in no image)")
+    return (
+        "Verdict: " + "; ".join(parts) + ". The intervals say whether a difference holds across "
+        "these images for these two trained models, not across seeds."
+    )

@@ -10,6 +10,7 @@ from collections.abc import Mapping, Sequence
 import pandas as pd
 
 from seglab import schema
+from seglab.core.formatting import percent
 from seglab.core.records import EpochRecord
 from seglab.core.scores import Scores
 
@@ -36,7 +37,7 @@ def epoch_line(
         schema.TRAIN_LOSS: f"{record.train_loss:.4f}",
         schema.VAL_LOSS: f"{record.val_loss:.4f}",
         schema.VAL_CE: f"{record.val_ce:.4f}",
-        schema.key(schema.VAL, schema.PIXEL_ACC): f"{scores.pixel_acc:.3f}",
+        schema.key(schema.VAL, schema.PIXEL_ACC): percent(scores.pixel_acc),
         schema.VAL_MIOU: f"{scores.miou:.3f}",
         schema.VAL_MIN_IOU: f"{scores.min_iou:.3f} ({worst})",
     }
@@ -54,13 +55,13 @@ def print_summary(
     """The per-class table beside the loss: what the loss alone does not say."""
     shown = table.drop(columns="val_pixels").assign(
         # n/a: a run that was not given its training split (the Keras callback's)
-        train_pixel_share=table.train_pixel_share.map(lambda v: "n/a" if v != v else f"{v:.3%}"),
+        train_pixel_share=table.train_pixel_share.map(lambda v: "n/a" if v != v else percent(v)),
         class_weight=table.class_weight.map("{:.3g}".format),
         val_iou=table.val_iou.map("{:.3f}".format),
         val_dice=table.val_dice.map("{:.3f}".format),
         val_recall=table.val_recall.map("{:.3f}".format),
-        val_predicted_share=table.val_predicted_share.map("{:.1%}".format),
-        val_loss_share=table.val_loss_share.map("{:.1%}".format),
+        val_predicted_share=table.val_predicted_share.map(percent),
+        val_loss_share=table.val_loss_share.map(percent),
         hidden_failure=table.hidden_failure.map({True: "HIDDEN", False: ""}),
     )
     if "val_missed" in table:
@@ -71,16 +72,17 @@ def print_summary(
     line = {
         schema.VAL_LOSS: f"{final.val_loss:.4f}",
         schema.VAL_CE: f"{final.val_ce:.4f}",
-        schema.key(schema.VAL, schema.PIXEL_ACC): f"{scores.pixel_acc:.3%}",
-        schema.key(schema.VAL, schema.CLASS_ACC): f"{scores.class_acc:.3%}",
+        schema.key(schema.VAL, schema.PIXEL_ACC): percent(scores.pixel_acc),
+        schema.key(schema.VAL, schema.CLASS_ACC): percent(scores.class_acc),
         schema.VAL_MIOU: f"{scores.miou:.3f}",
         schema.VAL_MIN_IOU: f"{scores.min_iou:.3f}",
     }
     say("\n" + "   ".join(f"{key} {value}" for key, value in line.items()))
     if test is not None:
         say(
-            f"test (best checkpoint, epoch {best_epoch}): pixel_acc {test.pixel_acc:.3%}   "
-            f"class_acc {test.class_acc:.3%}   miou {test.miou:.3f}   min_iou {test.min_iou:.3f}"
+            f"test (best checkpoint, epoch {best_epoch}): pixel_acc {percent(test.pixel_acc)}   "
+            f"class_acc {percent(test.class_acc)}   miou {test.miou:.3f}   "
+            f"min_iou {test.min_iou:.3f}"
         )
     say(shown.to_string(index=False))
     hidden = tags[schema.TAG_HIDDEN_CLASSES] or "none"

@@ -31,6 +31,7 @@ RESUME_MAY_CHANGE = (
     "trainer.strategy",
     "trainer.jit_compile",
     "trainer.steps_per_execution",
+    "trainer.progress_seconds",
     "data.cache",
     "metrics.overlays",
     "metrics.gallery",

@@ -3,14 +3,15 @@ a NaN loss or a signal."""
 
 from __future__ import annotations
 
+import sys
 import time
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, TextIO
 
 import keras
 import numpy as np
 
-from seglab import signals
+from seglab import schema, signals
 from seglab.core.records import EpochRecord
 from seglab.core.scores import scores_from_confusion
 from seglab.training.keras_metrics import ConfusionMatrix, PerClassLoss, ValidationOnly
@@ -114,3 +115,69 @@ class SignalGuard(keras.callbacks.Callback):
         signals.raise_if_received()
 
     on_train_batch_end = on_test_batch_end = on_epoch_end = check
+
+
+def duration(seconds: float) -> str:
+    """``42s``, ``3m05s`` or ``1h02m``: a time span as a progress line shows it."""
+    seconds = round(seconds)
+    if seconds < 60:
+        return f"{seconds}s"
+    if seconds < 3600:
+        return f"{seconds // 60}m{seconds % 60:02d}s"
+    return f"{seconds // 3600}h{seconds // 60 % 60:02d}m"
+
+
+class Progress(keras.callbacks.Callback):
+    """Where an epoch is, for epochs long enough to need it.
+
+    On a terminal, one line rewritten in place (at most twice a second) with the step, the time
+    spent and the time left, cleared before the epoch line prints. Elsewhere (a log file, CI, a
+    cluster's job output), one line every ``every_seconds`` of an epoch: none for epochs
+    shorter than that, so short runs print nothing beyond their epoch lines.
+
+    Args:
+        epochs: The epochs the run trains (``epoch 3/8``).
+        every_seconds: Seconds between two lines off a terminal (0: none).
+        stream: Where to write (default: standard output); a terminal when it says so.
+    """
+
+    def __init__(self, epochs: int, every_seconds: float = 30.0, stream: TextIO | None = None):
+        super().__init__()
+        self.epochs = epochs
+        self.every_seconds = every_seconds
+        self.stream = stream or sys.stdout
+        self.live = self.stream.isatty()
+        self._epoch, self._start, self._shown, self._width = 0, 0.0, 0.0, 0
+
+    def on_epoch_begin(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        self._epoch = epoch + 1
+        self._start = self._shown = time.perf_counter()
+
+    def on_train_batch_end(self, batch: int, logs: dict[str, Any] | None = None) -> None:
+        now = time.perf_counter()
+        if now - self._shown < (0.5 if self.live else self.every_seconds) or not (
+            self.live or self.every_seconds
+        ):
+            return
+        self._shown = now
+        line = self.line(batch + 1, now - self._start, (logs or {}).get("loss"))
+        if self.live:
+            self.stream.write("\r" + line.ljust(self._width))
+            self._width = len(line)
+        else:
+            self.stream.write(line + "\n")
+        self.stream.flush()
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        if self.live and self._width:  # the epoch line starts on a clean line
+            self.stream.write("\r" + " " * self._width + "\r")
+            self.stream.flush()
+            self._width = 0
+
+    def line(self, step: int, elapsed: float, loss: float | None) -> str:
+        """``epoch 3/8  step 40/120  1m05s, ~2m10s left  train/loss 0.4512``."""
+        steps = (self.params or {}).get("steps")
+        where = f"step {step}/{steps}" if steps else f"step {step}"
+        left = f", ~{duration(elapsed * (steps - step) / step)} left" if steps else ""
+        shown = f"  {schema.TRAIN_LOSS} {float(loss):.4f}" if loss is not None else ""
+        return f"epoch {self._epoch}/{self.epochs}  {where}  {duration(elapsed)}{left}{shown}"

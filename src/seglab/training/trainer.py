@@ -18,7 +18,13 @@ from seglab.data.augment import Augmenter
 from seglab.data.dataset import SegmentationData
 from seglab.data.pipeline import batches
 from seglab.losses import CrossEntropy, SegmentationLoss
-from seglab.training.callbacks import EpochRecorder, NonFiniteGuard, SignalGuard, ValidationGate
+from seglab.training.callbacks import (
+    EpochRecorder,
+    NonFiniteGuard,
+    Progress,
+    SignalGuard,
+    ValidationGate,
+)
 from seglab.training.checkpoints import Checkpointer
 from seglab.training.encoders import frozen_epochs, unfreeze
 from seglab.training.keras_metrics import ConfusionMatrix, PerClassLoss
@@ -70,6 +76,9 @@ class Trainer:
             ``batch_size`` is the global batch, split across replicas. Build the model inside
             :meth:`scope`. ``multi_worker`` is refused (see
             :data:`seglab.training.runtime.MULTI_WORKER_ERROR`).
+        progress_seconds: Off a terminal, a progress line every this many seconds of an epoch
+            (0: none); a terminal shows a live line (see
+            :class:`~seglab.training.callbacks.Progress`).
 
     :meth:`prepare` seeds and sets the precision before the model is built.
     """
@@ -86,6 +95,7 @@ class Trainer:
         steps_per_execution: int = 1,
         jit_compile: bool = False,
         strategy: str = "default",
+        progress_seconds: float = 30.0,
     ) -> None:
         check_strategy(strategy)
         if jit_compile and deterministic:
@@ -99,6 +109,8 @@ class Trainer:
             raise ValueError(f"trainer.batch_size must be >= 1, got {batch_size}")
         if steps_per_execution < 1:
             raise ValueError(f"trainer.steps_per_execution must be >= 1, got {steps_per_execution}")
+        if not progress_seconds >= 0:
+            raise ValueError(f"trainer.progress_seconds must be >= 0, got {progress_seconds}")
         if not 0 <= seed < 2**32:  # numpy's and TensorFlow's seed range
             raise ValueError(f"trainer.seed must be in [0, 2**32 - 1], got {seed}")
         self.optimizer = checked_learning_rate(optimizer)
@@ -111,6 +123,7 @@ class Trainer:
         self.steps_per_execution = steps_per_execution
         self.jit_compile = jit_compile
         self.strategy = strategy
+        self.progress_seconds = progress_seconds
         self._distribution: tf.distribute.Strategy | None = None
 
     def prepare(self) -> None:
@@ -273,7 +286,14 @@ class Trainer:
                     epochs=end,
                     initial_epoch=begin,
                     shuffle=False,  # the tf.data stream shuffles itself, seeded
-                    callbacks=[gate, NonFiniteGuard(), SignalGuard(), recorder, *callbacks],
+                    callbacks=[
+                        gate,
+                        NonFiniteGuard(),
+                        SignalGuard(),
+                        Progress(self.epochs, self.progress_seconds),  # cleared before the
+                        recorder,  # epoch line
+                        *callbacks,
+                    ],
                     verbose=0,
                 )
         return recorder.records
