@@ -647,7 +647,7 @@ def test_the_notebooks_story_is_told_within_one_loss_function():
 
 
 def test_pooling_runs_of_different_datasets_classes_or_epochs_is_named(store):
-    from seglab.analysis.runs import pooling_warning
+    from seglab.analysis.runs import pooling_groups, pooling_warning
 
     same = {"data._target_": "shapes", "trainer.epochs": "6"}
     first = store({"seglab.class_names": '["bg", "fg"]'}, same)
@@ -658,9 +658,35 @@ def test_pooling_runs_of_different_datasets_classes_or_epochs_is_named(store):
     assert pooling_warning([first, other, callback]) == (
         "**Runs that are not comparable are pooled here**: 2 class sets "
         '(seglab.class_names: \\["bg", "fg"\\], \\["bg", "road"\\]); 2 epoch counts '
-        "(trainer.epochs: 20, 6). The rankings, correlations and intervals below mix them; "
-        "report on each apart (one sweep, or an experiment per dataset)."
+        "(trainer.epochs: 20, 6). The verdict and the rankings below take each group of "
+        "comparable runs apart; the tables of runs and the figures show them all (report on "
+        "each apart for its own figures: one sweep, or an experiment per dataset)."
     )
+    groups = pooling_groups([first, second, other, callback])
+    assert list(groups.values()) == [
+        'seglab.class_names=["bg", "fg"], trainer.epochs=6',
+        'seglab.class_names=["bg", "fg"], trainer.epochs=6',
+        'seglab.class_names=["bg", "road"], trainer.epochs=20',
+        "",  # records neither
+    ]
+    assert set(pooling_groups([first, second]).values()) == {""}
+
+
+def test_the_story_of_pooled_runs_is_told_within_each_group():
+    from seglab.analysis.story import verdict
+
+    pooled = pd.concat(
+        [TWO_LOSSES.assign(group="data.root=/a"), TWO_LOSSES.assign(group="data.root=/b")]
+    ).reset_index(drop=True)
+    pooled.loc[5:, "run_id"] = [f"{r}2" for r in "abcde"]
+    pooled.loc[5, "val_loss"] = 0.5  # /b's CE run a2 is no longer its lowest loss
+    ious = pd.DataFrame({"speck": [0.0, 0.48, 0.3, 0.7, 0.5] * 2}, index=pooled.run_id)
+    lines = verdict(pooled, ious)
+    assert lines[0].startswith(
+        "**The lowest val loss hides a failing class in 1 of 4 loss functions** (ce, data.root=/a)"
+    )
+    assert lines[1].startswith("**loss=ce, data.root=/a: the lowest val loss hides speck.**")
+    assert lines[3].startswith("loss=ce, data.root=/b: the lowest val loss hides no class: ce,enet")
 
 
 def test_the_verdict_tells_each_loss_functions_story_with_a_link_that_charts_it():

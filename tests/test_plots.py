@@ -157,3 +157,57 @@ def test_loss_against_worst_iou_labels_each_configuration_once_with_its_seed_int
     x_bar = bars[1].lines[2][0].get_segments()[0]
     np.testing.assert_allclose(x_bar[:, 0], [0.95 - 0.6353, 0.95 + 0.6353], rtol=1e-3)
     plt.close(figure)
+
+
+def test_the_scatter_colours_a_run_by_its_worst_class_and_marks_a_hidden_failure_by_shape():
+    runs = pd.DataFrame(
+        {
+            "loss": ["ce", "ce"],
+            "val_loss": [0.02, 0.03],
+            "min_iou": [0.0, 0.5],
+            "run_name": ["ce,none", "ce,mf"],
+            "hidden_classes": ["speck", ""],
+            "worst_class": ["speck", "disk"],
+        }
+    )
+    figure = sweep_figures.loss_vs_worst_iou(runs, CLASSES)
+    (panel,) = [ax for ax in figure.axes if ax.get_title() == "loss=ce"]
+    dots, crosses = panel.collections[:2]
+    np.testing.assert_allclose(dots.get_facecolors()[0][:3], style.palette(5)[1])  # disk
+    np.testing.assert_allclose(crosses.get_facecolors()[0][:3], style.palette(5)[4])  # speck
+    np.testing.assert_allclose(crosses.get_offsets(), [[0.02, 0.0]])
+    labels = [t.get_text() for t in panel.get_legend().texts]
+    assert labels == ["no hidden failure", "hidden failure", "worst: disk", "worst: speck"]
+    plt.close(figure)
+
+
+def test_class_curves_follow_the_tables_run_order_with_a_legend_of_even_lines():
+    frame = history(CLASSES, runs=("b", "a", "d", "c"))
+    figure = sweep_figures.class_iou_curves(frame, CLASSES, ["a", "b", "c", "d"])
+    titled = [ax.get_title().split("\n")[0] for ax in figure.axes if ax.get_title()]
+    assert titled == ["a", "b", "c", "d"]  # 2 x 2: no empty panel
+    assert len(figure.axes) == 4
+    widths = {h.get_linewidth() for h in figure.legends[0].legend_handles}
+    assert widths == {1.5}  # the thick line is each panel's own worst class, not the legend's
+    plt.close(figure)
+
+
+def test_the_loss_beside_a_class_draws_both_runs_in_both_panels():
+    rows = [
+        {"run_name": run, "metric": metric, "class": cls, "epoch": epoch, "value": value}
+        for run, ious in (("low", [0.0, 0.0]), ("best", [0.2, 0.5]))
+        for epoch in (1, 2)
+        for metric, cls, value in (
+            ("val/loss", "", 1.0 / epoch),
+            ("val/iou", "speck", ious[epoch - 1]),
+            ("val/iou", "disk", 0.9),
+        )
+    ]
+    figure = sweep_figures.loss_beside_class(pd.DataFrame(rows), ["low", "best"], "speck", "t")
+    loss, iou = figure.axes[:2]
+    assert (loss.get_title(), iou.get_title()) == ("val/loss", "val/iou/speck")
+    np.testing.assert_allclose(iou.lines[1].get_ydata(), [0.2, 0.5])  # best's speck, not disk
+    np.testing.assert_allclose(loss.lines[0].get_ydata(), [1.0, 0.5])
+    assert [line.get_label() for line in iou.lines] == ["low", "best"]
+    assert loss.lines[0].get_color() != loss.lines[1].get_color()
+    plt.close(figure)

@@ -123,7 +123,7 @@ def test_the_whole_report_reads_as_reviewed(report, golden):
     golden("report_seeds.txt", report.terminal())
     page = report.html()
     images = EMBEDDED_PNG.findall(page)
-    assert len(images) == 3
+    assert len(images) == 4  # the loss beside the hidden class, and the three sweep figures
     assert all(base64.b64decode(data)[:8] == b"\x89PNG\r\n\x1a\n" for data in images)
     golden("report_seeds.html", EMBEDDED_PNG.sub("data:image/png;base64,...", page))
 
@@ -220,9 +220,16 @@ def test_summary_reads_each_column_from_its_own_metric(report):
 
 
 @pytest.mark.slow
-def test_the_html_report_renders_in_a_real_browser(report, tmp_path):
+def test_the_html_report_renders_in_a_real_browser(store, tmp_path):
+    """The page as a reader opens it: the verdict first, the loss beside the hidden class
+    right under it, every figure captioned, run names linking to their MLflow pages, wide
+    tables scrolling inside the page rather than cut off."""
     from PIL import Image
 
+    from seglab.analysis.links import UiLinks
+
+    _, client, runs = store
+    report = build_report(client, runs, UiLinks("http://ui:1"))
     page = tmp_path / "report.html"
     page.write_text(report.html())
     shot = tmp_path / "shot.png"
@@ -231,14 +238,18 @@ def test_the_html_report_renders_in_a_real_browser(report, tmp_path):
     assert pixels.std() > 10 and len(np.unique(pixels)) > 20  # not a blank page
     dom = chromium(tmp_path, "--dump-dom", page.as_uri())
     assert "Lowest loss is not best worst class." in dom
-    for name in (
-        "class_weights=none,trainer.seed=0",
-        "class_weights=median_frequency,trainer.seed=2",
-    ):
-        assert name in dom
+    body = dom.split("<h1>seglab sweep report</h1>", 1)[1]
+    assert body.startswith("\n<p><strong>The lowest val loss hides a failing class</strong>")
+    assert body.index("<figure>") < body.index("<h2>Runs</h2>")  # the key figure comes first
+    assert dom.count("<figure>") == dom.count("<figcaption>") == 4
+    assert dom.count('src="data:image/png;base64,') == 4  # the figures, embedded
+    for run in runs[:-1]:
+        info = run.info
+        page_url = f"http://ui:1/#/experiments/{info.experiment_id}/runs/{info.run_id}?"
+        assert f'<td><a href="{page_url}workflowType=machine_learning">{info.run_name}</a>' in dom
     for cls in CLASSES:
         assert f"<td>{cls}</td>" in dom
-    assert dom.count('src="data:image/png;base64,') == 3  # the figures, embedded
+    assert dom.count('<div class="table">') == dom.count("<table")
 
 
 def test_the_verdict_opens_the_report_within_one_loss_function(report):
@@ -644,7 +655,12 @@ def test_runs_of_one_name_and_runs_that_failed_before_epoch_one_are_all_reported
     assert "4 runs: 2 finished, 2 did not (listed below)." in report.text
     assert "| late | FAILED | 1 | FloatingPointError: nan |" in report.text
     assert "| FAILED | 0 | ValueError: mask m.png has ... |" in report.text
-    assert list(report.figures) == ["final_iou_heatmap", "val_loss_vs_min_iou", "class_iou_curves"]
+    assert list(report.figures) == [
+        "ce_loss_beside_rare",  # seed 0 hides rare at the same loss as seed 1, which finds it
+        "final_iou_heatmap",
+        "val_loss_vs_min_iou",
+        "class_iou_curves",
+    ]
     plt.close("all")
 
 
@@ -748,3 +764,31 @@ def test_every_accuracy_and_share_is_a_percentage_with_two_decimals(fraction, sh
     from seglab.core.formatting import percent
 
     assert percent(fraction) == shown
+
+
+def test_runs_of_two_dataset_folders_are_ranked_and_told_each_group_apart(tmp_path):
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    experiment = client.create_experiment("pooled", (tmp_path / "artifacts").as_uri())
+    runs = []
+    for root, losses in (("/a", (0.02, 0.03)), ("/b", (0.5, 0.4))):
+        for scheme, loss, rare in (("none", losses[0], 0.0), ("median_frequency", losses[1], 0.6)):
+            run = write_run(client, experiment, tmp_path, scheme, 0, loss, rare)
+            client.log_param(run.info.run_id, "data.root", root)
+            runs.append(client.get_run(run.info.run_id))
+    report = build_report(client, runs)
+    headings = [b for b in report.blocks if isinstance(b, str) and b.startswith("## Ranked")]
+    assert headings == [
+        "## Ranked by val loss within each loss, beside worst-class IoU and mIoU: data.root=/a",
+        "## Ranked by val loss within each loss, beside worst-class IoU and mIoU: data.root=/b",
+    ]
+    # /a: the lowest loss (none) hides rare; /b: the lowest loss is median_frequency's
+    assert report.verdict[0].startswith(
+        "**The lowest val loss hides a failing class in 1 of 2 loss functions** (ce, data.root=/a)"
+    )
+    assert report.verdict[2].startswith(  # (its name is shared: told apart by its id)
+        "loss=ce, data.root=/b: the lowest val loss hides no class: "
+        "class_weights=median_frequency,trainer.seed=0 ("
+    )
+    assert report.verdict[2].endswith("(val/loss 0.4000), whose worst class is rare at IoU 0.600.")
+    assert "| run_name | group | status |" in report.text
+    plt.close("all")

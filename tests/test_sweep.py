@@ -97,11 +97,19 @@ def test_parent_holds_the_sweep_table_and_figures(basic_sweep):
         "report.html",
     } <= paths
     report = client.download_artifacts(parent.info.run_id, "sweep_report.md")
-    # the description is the report without its title: the MLflow UI opens on the verdict
-    title, rest = Path(report).read_text().split("\n\n", 1)
-    assert title == "# seglab sweep report"
-    assert parent.data.tags["mlflow.note.content"] == rest
-    assert rest.startswith("The lowest val loss hides")
+    text = Path(report).read_text()  # its figures are the parent's figures/ artifacts
+    assert "![class_iou_curves](figures/class_iou_curves.png)" in text
+    # the description is the report without its title and figures: the UI opens on the verdict
+    note = parent.data.tags["mlflow.note.content"]
+    assert note.startswith("The lowest val loss hides") and "![" not in note
+    assert text.startswith("# seglab sweep report\n\n" + note.split("\n\n", 1)[0])
+    paragraphs = text.split("\n\n")[1:]
+    kept = [
+        p
+        for p, before in zip(paragraphs, ["", *paragraphs], strict=False)
+        if not p.startswith("![") and not before.startswith("![") and p != "## Figures"
+    ]
+    assert note == "\n\n".join(kept) + "\n"
 
 
 @pytest.mark.slow
@@ -257,7 +265,8 @@ def test_ctrl_c_ends_the_parent_killed_with_the_finished_jobs_reported(tmp_path)
     assert tags["seglab.failure_reason"] == "interrupted (Ctrl-C or SIGTERM) after 2 of 3 jobs"
     assert tags["seglab.jobs_run"] == "epochs=1 (FINISHED), epochs=200 (KILLED)"
     report = client.download_artifacts(parent.info.run_id, "sweep_report.md")
-    assert "| epochs=1 | FINISHED |" in Path(report).read_text()
+    # runs of different epoch counts are ranked apart: the table names each one's group
+    assert "| epochs=1 | trainer.epochs=1 | FINISHED |" in Path(report).read_text()
 
 
 def test_a_report_that_cannot_even_be_imported_still_ends_the_parent_failed(tmp_path, monkeypatch):

@@ -51,7 +51,17 @@ class Table:
         return shown.astype(object).where(shown.notna(), "").astype(str)  # <NA> blank too
 
 
-Block = str | Table  # a paragraph (a heading when it starts with "# " or "## "), or a table
+@dataclass(frozen=True)
+class Picture:
+    """A figure's place in a report: the figure :attr:`Report.figures` holds under ``name``, and
+    its caption, which says what to see."""
+
+    name: str
+    caption: str
+
+
+# A paragraph (a heading when it starts with "# " or "## "), a table or a figure.
+Block = str | Table | Picture
 
 
 @dataclass
@@ -66,25 +76,46 @@ class Report:
     figures: dict[str, Figure]
     blocks: list[Block]
     verdict: list[str] = field(default_factory=list)  # the opening paragraphs, among blocks
+    run_pages: dict[str, str] = field(default_factory=dict)  # run name -> its MLflow page
 
     @property
     def text(self) -> str:
-        """The report as GitHub markdown."""
-        parts = [markdown_table(b) if isinstance(b, Table) else b for b in self.blocks]
-        return "\n\n".join(parts) + "\n"
+        """The report as GitHub markdown, beside its figures' PNG files (``report.md``)."""
+        return self.markdown(pictures=True)
 
     @property
     def description(self) -> str:
-        """:attr:`text` without its title, as a sweep parent's MLflow description: the UI shows
-        a description's first lines, which are then the verdict."""
-        return self.text.split("\n\n", 1)[1]
+        """The markdown without its title and figures, as a sweep parent's MLflow description:
+        the UI shows a description's first lines, which are then the verdict (the figures are
+        the parent's artifacts, under ``figures/``)."""
+        return self.markdown(pictures=False).split("\n\n", 1)[1]
+
+    def markdown(self, pictures: bool, folder: str = "") -> str:
+        """The report as GitHub markdown, the figures as images (``<folder><name>.png``) with
+        their captions, or without them."""
+        parts = []
+        for block, after in zip(self.blocks, [*self.blocks[1:], ""], strict=True):
+            if isinstance(block, Table):
+                parts.append(markdown_table(block))
+            elif not pictures and isinstance(after, Picture) and block.startswith("## "):
+                continue  # the heading of figures left out
+            elif isinstance(block, Picture):
+                if pictures:
+                    image = f"![{block.name}]({folder}{block.name}.png)"
+                    parts.append(f"{image}\n\n*{block.caption}*")
+            else:
+                parts.append(block)
+        return "\n\n".join(parts) + "\n"
 
     def terminal(self) -> str:
-        """The report for a terminal: headings underlined, tables in aligned columns."""
+        """The report for a terminal: headings underlined, tables in aligned columns, each
+        figure named by its file."""
         parts = []
         for block in self.blocks:
             if isinstance(block, Table):
                 parts.append(block.shown().to_string(index=False))
+            elif isinstance(block, Picture):
+                parts.append(f"[figure {block.name}.png] {block.caption}")
             elif block.startswith("#"):
                 title = block.lstrip("# ")
                 parts.append(f"{title}\n{('=' if block.startswith('# ') else '-') * len(title)}")
@@ -93,24 +124,26 @@ class Report:
         return "\n\n".join(parts) + "\n"
 
     def html(self) -> str:
-        """One self-contained page: the tables sortable by a click on their headers, the
-        figures embedded as PNG."""
+        """One self-contained page: the tables sortable by a click on their headers, run names
+        linking to their MLflow pages, the figures embedded as PNG with their captions."""
         body = []
         for block in self.blocks:
             if isinstance(block, Table):
-                body.append(html_table(block))
+                body.append(html_table(block, self.run_pages))
+            elif isinstance(block, Picture):
+                buffer = io.BytesIO()
+                self.figures[block.name].savefig(buffer, format="png", dpi=100, bbox_inches="tight")
+                data = base64.b64encode(buffer.getvalue()).decode()
+                body.append(
+                    f'<figure><img alt="{escape(block.name)}" src="data:image/png;base64,{data}">'
+                    f"<figcaption>{html_paragraph(block.caption)}</figcaption></figure>"
+                )
             elif block.startswith("## "):
                 body.append(f"<h2>{escape(block[3:])}</h2>")
             elif block.startswith("# "):
                 body.append(f"<h1>{escape(block[2:])}</h1>")
             else:
                 body.append(f"<p>{html_paragraph(block)}</p>")
-        for name, figure in self.figures.items():
-            buffer = io.BytesIO()
-            figure.savefig(buffer, format="png", dpi=100, bbox_inches="tight")
-            data = base64.b64encode(buffer.getvalue()).decode()
-            body.append(f"<h2>{escape(name.replace('_', ' '))}</h2>")
-            body.append(f'<img alt="{escape(name)}" src="data:image/png;base64,{data}">')
         return html_page().replace("{body}", "\n".join(body))
 
     def write(self, folder: str | Path) -> None:
@@ -143,15 +176,26 @@ def markdown_table(table: Table) -> str:
     return "\n".join([header, rule, *rows])
 
 
-def html_table(table: Table) -> str:
-    """A table block as an HTML table its page can sort."""
+def html_table(table: Table, run_pages: Mapping[str, str] | None = None) -> str:
+    """A table block as an HTML table its page can sort (wrapped so a wide one scrolls); the
+    cells of a ``run_name`` column link to the runs' pages in ``run_pages``."""
     shown = table.shown()
+    pages = run_pages or {}
+
+    def cell(column: str, value: str) -> str:
+        page = pages.get(value) if column == "run_name" else None
+        text = escape(value)
+        return f'<td><a href="{escape(page)}">{text}</a></td>' if page else f"<td>{text}</td>"
+
     head = "".join(f"<th>{escape(str(c))}</th>" for c in shown.columns)
     rows = "".join(
-        "<tr>" + "".join(f"<td>{escape(v)}</td>" for v in row) + "</tr>"
+        "<tr>" + "".join(cell(c, v) for c, v in zip(shown.columns, row, strict=True)) + "</tr>"
         for row in shown.itertuples(index=False)
     )
-    return f'<table class="sortable"><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table>'
+    return (
+        f'<div class="table"><table class="sortable"><thead><tr>{head}</tr></thead>'
+        f"<tbody>{rows}</tbody></table></div>"
+    )
 
 
 BOLD = re.compile(r"\*\*(.+?)\*\*")
@@ -304,18 +348,36 @@ def build_report(
     history = stored.history(client, runs)
     summary = stored.summary(history, runs)
     summary = summary.sort_values(["configuration", "seed"], kind="stable", ignore_index=True)
+    summary["group"] = summary.run_id.map(stored.pooling_groups(runs))
     columns = list(RUN_COLUMNS)
     if summary.test_miou.notna().any():
         columns += ["test_miou", "test_class_acc", "test_pixel_acc"]
+    if summary.group.ne("").any():
+        columns.insert(1, "group")
     done = int((summary.status == "FINISHED").sum())
     experiments = story.run_experiments(runs)
     finished = summary[summary.status == "FINISHED"]
     verdict = story.verdict(
         finished, stored.final_iou_matrix(history, runs, index="run_id"), links, experiments
     )
+    figures: dict[str, Figure] = {}
+    pictures: list[Block] = []
+    for told in (t for t in stored.loss_stories(finished) if t.hides):
+        name = (
+            f"{FILE_PART.sub('_', told.loss)}_loss_beside_{FILE_PART.sub('_', told.failing_class)}"
+        )
+        pair = [told.lowest.run_name, told.best.run_name]
+        figures[name] = sweep_figures.loss_beside_class(
+            history,
+            pair,
+            told.failing_class,
+            f"loss={told.loss}: the loss beside {told.failing_class}",
+        )
+        pictures.append(Picture(name, loss_beside_caption(told)))
     blocks: list[Block] = [
         "# seglab sweep report",
         *verdict,
+        *pictures,
         f"{len(runs)} runs: {done} finished"
         + ("." if done == len(runs) else f", {len(runs) - done} did not (listed below)."),
         "## Runs",
@@ -332,9 +394,10 @@ def build_report(
             Table(summary.loc[summary.status != "FINISHED", UNFINISHED_COLUMNS]),
         ]
     ranked = None
-    figures: dict[str, Figure] = {}
     if done:
-        ranked = rankings(summary)
+        parts = [(g, summary[summary.group == g]) for g in dict.fromkeys(summary.group)]
+        parts = [(g, part) for g, part in parts if (part.status == "FINISHED").any()]
+        ranked = rankings(parts[0][1])
         configurations = stored.configuration_summary(summary, history)
         if configurations.n.max() > 1:
             classes = stored.class_order(runs)
@@ -358,17 +421,57 @@ def build_report(
                 "## Final validation IoU per class",
                 Table(stored.final_iou_matrix(history, runs).reset_index(), "{:.3f}"),
             ]
-        blocks += [
-            "## Ranked by val loss within each loss, beside worst-class IoU and mIoU",
-            Table(with_intervals(ranked.table, RANKED_DIGITS)),
-            spearman_sentence(ranked),
-        ]
-        blocks += [found.text for found in ranked.mismatches]
-        if ranked.mismatches:
-            blocks += image_evidence(client, summary, ranked.mismatches[0])
-        figures = {
+        for group, part in parts:  # runs that are comparable, each group apart
+            ranked_part = rankings(part)
+            blocks += [
+                "## Ranked by val loss within each loss, beside worst-class IoU and mIoU"
+                + (f": {group}" if group else ""),
+                Table(with_intervals(ranked_part.table, RANKED_DIGITS)),
+                spearman_sentence(ranked_part),
+                *(found.text for found in ranked_part.mismatches),
+            ]
+            if ranked_part.mismatches:
+                blocks += image_evidence(client, part, ranked_part.mismatches[0])
+        classes = stored.class_order(runs)
+        figures |= {
             "final_iou_heatmap": sweep_figures.iou_heatmap(stored.final_iou_matrix(history, runs)),
-            "val_loss_vs_min_iou": sweep_figures.loss_vs_worst_iou(finished),
-            "class_iou_curves": sweep_figures.class_iou_curves(history, stored.class_order(runs)),
+            "val_loss_vs_min_iou": sweep_figures.loss_vs_worst_iou(finished, classes),
+            "class_iou_curves": sweep_figures.class_iou_curves(
+                history, classes, list(summary.run_name)
+            ),
         }
-    return Report(history, summary, ranked, figures, blocks, verdict)
+        blocks += ["## Figures", *(Picture(name, text) for name, text in CAPTIONS.items())]
+    pages: dict[str, str] = {}
+    if links is not None:
+        pages = {
+            str(name): links.run(experiments[str(run_id)], str(run_id))
+            for name, run_id in zip(summary.run_name, summary.run_id, strict=True)
+        }
+    return Report(history, summary, ranked, figures, blocks, verdict, pages)
+
+
+FILE_PART = re.compile(r"[^A-Za-z0-9_-]")  # what a figure's file name keeps of a name
+CAPTIONS = {
+    "final_iou_heatmap": "Final validation IoU of every run (rows) and class (columns). A "
+    "failing class is a dark column; a remedy that works lightens it without darkening the "
+    "others.",
+    "val_loss_vs_min_iou": "Each run's final val loss against its worst class's IoU, one panel "
+    "per loss function (losses of different functions are not on one scale). A point's colour "
+    "is its worst class; a cross marks a hidden failure. If a lower loss meant a better worst "
+    "class, the points would run from the top left down to the bottom right.",
+    "class_iou_curves": "Every class's validation IoU over the epochs, one panel per run in the "
+    "order of the runs table, one colour per class as in every figure; the thick line is the "
+    "run's worst class.",
+}
+
+
+def loss_beside_caption(told: stored.LossStory) -> str:
+    """What to see in :func:`seglab.figures.sweep.loss_beside_class` of a loss function's
+    story."""
+    name = markdown_text(told.failing_class)
+    return (
+        f"loss={markdown_text(told.loss)}: {schema.VAL_LOSS} (left) and the IoU of {name} "
+        f"(right) over the epochs of {markdown_text(told.lowest.run_name)}, the lowest val loss "
+        f"(grey), and {markdown_text(told.best.run_name)}, the best worst class (blue). The loss "
+        f"says which run fits the pixels best; the right panel says which one finds {name}."
+    )

@@ -219,6 +219,25 @@ POOLING = (
 )
 
 
+def pooling_groups(runs: Sequence[Run]) -> dict[str, str]:
+    """Run id -> the label of its group of comparable runs: the values it has of the
+    :data:`POOLING` keys on which ``runs`` differ (``data.root=/a, trainer.epochs=20``), ``""``
+    for every run when they differ on none. A run that does not record a key is in no group of
+    it (its label leaves the key out)."""
+    differing = []
+    for _, (kind, key) in POOLING:
+        if len({getattr(run.data, kind).get(key) for run in runs} - {None}) > 1:
+            differing.append((kind, key))
+    return {
+        run.info.run_id: ", ".join(
+            f"{key}={getattr(run.data, kind)[key]}"
+            for kind, key in differing
+            if key in getattr(run.data, kind)
+        )
+        for run in runs
+    }
+
+
 def pooling_warning(runs: Sequence[Run]) -> str | None:
     """A Markdown sentence naming what differs between ``runs`` that makes their numbers
     incomparable (their datasets, dataset folders, class sets or epoch counts), or ``None``.
@@ -232,9 +251,10 @@ def pooling_warning(runs: Sequence[Run]) -> str | None:
     if not found:
         return None
     return (
-        f"**Runs that are not comparable are pooled here**: {'; '.join(found)}. The rankings, "
-        "correlations and intervals below mix them; report on each apart (one sweep, or an "
-        "experiment per dataset)."
+        f"**Runs that are not comparable are pooled here**: {'; '.join(found)}. The verdict and "
+        "the rankings below take each group of comparable runs apart; the tables of runs and "
+        "the figures show them all (report on each apart for its own figures: one sweep, or "
+        "an experiment per dataset)."
     )
 
 
@@ -253,6 +273,7 @@ class LossStory:
     loss: str
     lowest: pd.Series
     best: pd.Series
+    group: str = ""  # the pooled group of comparable runs (:func:`pooling_groups`), if any
 
     @property
     def hides(self) -> bool:
@@ -273,14 +294,16 @@ class LossStory:
 
 def loss_stories(finished: pd.DataFrame) -> list[LossStory]:
     """:class:`LossStory` of each loss function of the ``finished`` runs' summary, in order of
-    appearance (runs with no val loss or worst-class IoU are left out)."""
+    appearance, within each ``group`` of comparable runs when the summary has that column
+    (runs with no val loss or worst-class IoU are left out)."""
+    grouped = finished.assign(group=finished.get("group", ""))
     stories = []
-    for loss, runs in finished.groupby("loss", sort=False):
+    for (group, loss), runs in grouped.groupby(["group", "loss"], sort=False):
         scored = runs.dropna(subset=["val_loss", "min_iou"])
         if len(scored):
             lowest = scored.iloc[scored.val_loss.to_numpy().argmin()]
             best = scored.iloc[scored.min_iou.to_numpy().argmax()]
-            stories.append(LossStory(str(loss), lowest, best))
+            stories.append(LossStory(str(loss), lowest, best, str(group)))
     return stories
 
 

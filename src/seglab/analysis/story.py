@@ -33,6 +33,13 @@ def chart_link(story: LossStory, links: UiLinks | None, experiments: Mapping[str
     return f" [Chart {schema.VAL_LOSS} beside {markdown_text(iou)}]({url})"
 
 
+def label(story: LossStory) -> str:
+    """``loss=ce``, and the group of comparable runs when runs are pooled
+    (``loss=ce, data.root=/a``), as Markdown."""
+    group = f", {markdown_text(story.group)}" if story.group else ""
+    return f"loss={markdown_text(story.loss)}{group}"
+
+
 def story_line(
     story: LossStory,
     ious: pd.DataFrame,
@@ -47,7 +54,7 @@ def story_line(
         for run in (low.run_id, best.run_id)
     )
     link = chart_link(story, links, experiments or {})
-    loss, val_loss = f"loss={markdown_text(story.loss)}", schema.VAL_LOSS
+    loss, val_loss = label(story), schema.VAL_LOSS
     if story.hides:
         return (
             f"**{loss}: the lowest val loss hides {markdown_text(name)}.** "
@@ -80,11 +87,11 @@ def verdict(
     stories = loss_stories(finished)
     if not stories:
         return []
-    hiding = [story.loss for story in stories if story.hides]
+    hiding = [label(story).removeprefix("loss=") for story in stories if story.hides]
     several = len(stories) > 1
     where = f" in {len(hiding)} of {len(stories)} loss functions" if several else ""
     if hiding:
-        names = f" ({', '.join(map(markdown_text, hiding))})" if several else ""
+        names = f" ({'; '.join(hiding)})" if several else ""
         opening = (
             f"**The lowest val loss hides a failing class{where}**{names}: a lower loss did not "
             "mean a better worst class."

@@ -157,7 +157,7 @@ def end_sweep(sweep_dir: Path, tracker: MlflowTracker, interrupted: bool = False
             report.write(sweep_dir / "report")
             written = sweep_dir / "report"
             print(report.terminal(), flush=True)
-            tracker.log_text(report.text, schema.SWEEP_REPORT_FILE)
+            tracker.log_text(report.markdown(True, schema.FIGURES), schema.SWEEP_REPORT_FILE)
             tracker.log_text(report.html(), schema.SWEEP_REPORT_HTML)
             tracker.log_table(report.summary, schema.SWEEP_SUMMARY_FILE)
             tracker.log_table(report.history, schema.SWEEP_HISTORY_FILE)
