@@ -97,14 +97,12 @@ class Report:
         for block, after in zip(self.blocks, [*self.blocks[1:], ""], strict=True):
             if isinstance(block, Table):
                 parts.append(markdown_table(block))
-            elif not pictures and isinstance(after, Picture) and block.startswith("## "):
-                continue  # the heading of figures left out
             elif isinstance(block, Picture):
                 if pictures:
                     image = f"![{block.name}]({folder}{block.name}.png)"
                     parts.append(f"{image}\n\n*{block.caption}*")
-            else:
-                parts.append(block)
+            elif pictures or not (isinstance(after, Picture) and block.startswith("## ")):
+                parts.append(block)  # (not the heading of figures left out)
         return "\n\n".join(parts) + "\n"
 
     def terminal(self) -> str:
