@@ -45,7 +45,7 @@ lock: ## Re-resolve requirements.lock: the newest versions pyproject.toml allows
 
 demo: install ## Sweep loss {ce,dice} x class_weights {none,median_frequency}; print the report
 	$(VENV)/bin/seglab train experiment=demo
-	@echo "Open the MLflow UI with make ui, at the runs page the sweep printed above"
+	@echo "The links above open in the MLflow UI that make ui PORT=$(PORT) serves"
 
 stats: install ## Class pixel shares and image counts: make stats ARGS="data=folder data.root=..."
 	$(VENV)/bin/seglab stats hydra.run.dir=outputs/stats $(ARGS)

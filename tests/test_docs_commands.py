@@ -42,7 +42,7 @@ def documented_commands() -> list[tuple[str, str, list[str]]]:
             line = text.count("\n", 0, match.start()) + 1
             unspaced = PLACEHOLDER.sub(lambda m: m.group().replace(" ", "_"), match.group(2))
             words = usage_free(shlex.split(unspaced))
-            if not words and match.group(1) in ("evaluate", "predict"):
+            if not words and match.group(1) in ("evaluate", "predict", "compare"):
                 continue  # the command's name in a sentence: `seglab evaluate` scores...
             where = f"{page.relative_to(ROOT)}:{line}"
             found.append((where, match.group(1), words))
