@@ -11,7 +11,7 @@ from __future__ import annotations
 import importlib
 import os
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 
 from hydra import compose, initialize_config_dir
@@ -105,6 +105,27 @@ def flags(words: Sequence[str]) -> tuple[list[str], bool, bool]:
 def print_config(config: DictConfig) -> None:
     """``--cfg``: the composed config as YAML."""
     print(OmegaConf.to_yaml(config), end="")
+
+
+def read_options(
+    config_name: str,
+    help_text: str,
+    argv: Sequence[str] | None,
+    as_options: Callable[[Sequence[str]], list[str]] = list,
+) -> DictConfig | None:
+    """A command's options: ``conf/<config_name>.yaml`` composed with its words (``argv``, else
+    ``sys.argv[1:]``), which ``as_options`` turns into ``key=value`` words. ``None`` when
+    ``--help`` or ``--cfg`` printed what they print (the command then ends with status 0).
+    Raises ``ValueError`` on a bad option."""
+    words, show_help, show_config = flags(sys.argv[1:] if argv is None else argv)
+    if show_help:
+        print(options_help(config_name, help_text))
+        return None
+    cfg = compose_options(config_name, as_options(words))
+    if show_config:
+        print_config(cfg)
+        return None
+    return cfg
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -21,7 +21,7 @@ from seglab import schema
 from seglab.analysis import runs as stored
 from seglab.analysis.links import UiLinks, ui_address
 from seglab.analysis.story import comparison_verdict, terminal_text
-from seglab.cli import bad_input, compose_options, flags, options_help, print_config
+from seglab.cli import bad_input, read_options
 from seglab.report import RUN_ID
 from seglab.tracking.store import check_existing_store, resolve_uri
 
@@ -95,14 +95,9 @@ def compare(
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Prints the comparison; returns the exit status."""
-    words, show_help, show_config = flags(sys.argv[1:] if argv is None else argv)
-    if show_help:
-        print(options_help("compare", HELP))
-        return 0
     try:
-        cfg = compose_options("compare", options(words))
-        if show_config:
-            print_config(cfg)
+        cfg = read_options("compare", HELP, argv, options)
+        if cfg is None:
             return 0
         if cfg.a is None or cfg.b is None:
             raise ValueError("give two runs: seglab compare <run id> <run id>")

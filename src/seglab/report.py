@@ -25,7 +25,7 @@ from seglab import schema
 from seglab.analysis.links import UiLinks, ui_address
 from seglab.analysis.report import build_report
 from seglab.analysis.runs import child_runs, experiment_runs, latest_sweep, read_sweep_file
-from seglab.cli import bad_input, compose_options, flags, options_help, print_config
+from seglab.cli import bad_input, read_options
 from seglab.paths import check_writable, project_root
 from seglab.tracking.store import check_existing_store, resolve_uri
 
@@ -69,14 +69,9 @@ def options(words: Sequence[str]) -> list[str]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Builds, writes and prints the report; returns the exit status."""
-    words, show_help, show_config = flags(sys.argv[1:] if argv is None else argv)
-    if show_help:
-        print(options_help("report", HELP))
-        return 0
     try:
-        cfg = compose_options("report", options(words))
-        if show_config:
-            print_config(cfg)
+        cfg = read_options("report", HELP, argv, options)
+        if cfg is None:
             return 0
         target = str(cfg.target or latest_sweep(project_root() / "outputs" / "sweeps"))
         uri = cfg.tracking_uri
