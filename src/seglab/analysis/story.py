@@ -23,8 +23,9 @@ LINK = re.compile(r"(?<!\\)\[([^\]\\]+)\]\(([^)\s]+)\)")  # [text](url), not an 
 
 
 def chart_link(story: LossStory, links: UiLinks | None, experiments: Mapping[str, str]) -> str:
-    """`` [chart them](<url>)``: the story's two runs, val/loss beside the failing class's IoU
-    against the epoch; blank without ``links``."""
+    """`` [Chart val/loss beside val/iou/<class>](<url>)``: the story's two runs (one when the
+    lowest loss is also the best worst class) on the MLflow UI's metric page, against the
+    epoch; blank without ``links``."""
     if links is None:
         return ""
     runs = list(dict.fromkeys([story.lowest.run_id, story.best.run_id]))
