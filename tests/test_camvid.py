@@ -149,6 +149,11 @@ def test_evaluate_scores_the_logged_model_like_training_scored_its_epoch(camvid_
         trained = {m.step: m.value for m in client.get_metric_history(run_id, f"val/iou/{name}")}
         assert again.step == best["epoch"]
         assert again.value == pytest.approx(trained[best["epoch"]], nan_ok=True), name
+        for kind in ("boundary_iou", "hd95", "nsd"):  # where the class's outline is, beside
+            (where,) = client.get_metric_history(run_id, f"again/{kind}/{name}")
+            assert where.step == best["epoch"], (kind, name)
+    header = next(line for line in out.splitlines() if line.lstrip().startswith("class"))
+    assert header.split()[-3:] == ["boundary_iou", "hd95", "nsd"]
     # Training already scored the test split: nothing is written over.
     assert evaluate([*args, "split=test"]) == 2
     assert "already has test/... metrics" in capsys.readouterr().err

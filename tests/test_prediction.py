@@ -40,3 +40,33 @@ def test_a_predictor_is_passed_through_and_a_model_is_wrapped():
     assert label_predictor(predict) is predict
     wrapped = label_predictor(model)
     assert isinstance(wrapped, LabelPredictor) and wrapped.model is model
+
+
+def test_the_pass_shows_each_batch_of_truths_and_labels_to_an_observer_in_order():
+    """What ``seglab evaluate`` gives the boundary scores: every image's truth beside its
+    predicted labels, once, in file order (a predictor that returns class 2 everywhere)."""
+    import tensorflow as tf
+
+    from seglab.core.boundary import SurfaceScores
+    from seglab.training.prediction import per_image_counts
+
+    masks = np.zeros((5, 16, 16), np.int32)
+    masks[:, 4:8, 4:8] = 2
+    masks[4, 0, 0] = 255  # ignored
+    stream = tf.data.Dataset.from_tensor_slices((images(5), masks))
+    seen = []
+    surface = SurfaceScores(3)
+
+    def observe(truths, labels):
+        seen.append((truths.copy(), labels.copy()))
+        surface.add(truths, labels)
+
+    def everywhere_two(batch):
+        return tf.fill(tf.shape(batch)[:3], 2)
+
+    per_image_counts(everywhere_two, stream, 3, 255, batch_size=2, observe=observe)
+    assert [len(t) for t, _ in seen] == [2, 2, 1]
+    np.testing.assert_array_equal(np.concatenate([t for t, _ in seen]), masks)
+    assert all((labels == 2).all() for _, labels in seen)
+    assert np.isnan(surface.boundary_iou()[1])  # class 1: in no truth and no prediction
+    assert surface.boundary_iou()[0] == 0.0 and surface.hd95()[0] == float("inf")

@@ -36,6 +36,7 @@ from omegaconf import DictConfig, OmegaConf
 from seglab import schema
 from seglab.cli import bad_input, compose_options, flags, options_help, print_config
 from seglab.config import build, check_required, current_target, group_options, key_paths
+from seglab.core.boundary import SurfaceScores
 from seglab.core.checks import check_choice
 from seglab.core.formatting import percent
 from seglab.core.per_image import PerImageCounts, split_metrics
@@ -169,8 +170,12 @@ def check_compatible(model_shape: tuple, num_classes: int, data: SegmentationDat
         )
 
 
-def per_class_frame(counts: PerImageCounts, class_names: Sequence[str]) -> pd.DataFrame:
-    """One row per class: pixels, IoU, recall, share of its images missed entirely."""
+def per_class_frame(
+    counts: PerImageCounts, surface: SurfaceScores, class_names: Sequence[str]
+) -> pd.DataFrame:
+    """One row per class: pixels, IoU, recall, share of its images missed entirely, and where
+    its outline is: boundary IoU, HD95 (pixels; ``inf``: missed entirely in an image) and the
+    surface Dice within 1 pixel."""
     scores = counts.scores()
     return pd.DataFrame(
         {
@@ -179,6 +184,9 @@ def per_class_frame(counts: PerImageCounts, class_names: Sequence[str]) -> pd.Da
             "iou": scores.iou.round(3),
             "recall": scores.recall.round(3),
             "missed": counts.missed().round(3),
+            "boundary_iou": surface.boundary_iou().round(3),
+            "hd95": surface.hd95().round(2),
+            "nsd": surface.nsd().round(3),
         }
     )
 
@@ -213,7 +221,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         data.stream(split)  # an unknown split is named before the model is loaded
         model, metadata = load_run_model(tracker, run_id)
         check_compatible(model.input_shape, int(model.output_shape[-1]), data)
-        counts = split_counts_per_image(model, data, split, int(cfg.batch_size))
+        surface = SurfaceScores(data.num_classes, data.ignore_index)
+        counts = split_counts_per_image(model, data, split, int(cfg.batch_size), surface.add)
     except ValueError as error:
         return bad_input("seglab evaluate", error)
     names = list(data.class_names)
@@ -226,10 +235,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             schema.TAG_CLASS_NAMES: source.data.tags.get(schema.TAG_CLASS_NAMES, ""),
         }
         with tracker.start_run(tags=tags):
-            log_scores(tracker, counts, names, prefix, epoch)
+            log_scores(tracker, counts, surface, names, prefix, epoch)
     else:
         tracker.run_id = run_id
-        log_scores(tracker, counts, names, prefix, epoch)
+        log_scores(tracker, counts, surface, names, prefix, epoch)
     scores = counts.scores()
     if note:
         print(note)
@@ -239,17 +248,23 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"pixel_acc {percent(scores.pixel_acc)}   class_acc {percent(scores.class_acc)}   "
         f"miou {scores.miou:.3f}   min_iou {scores.min_iou:.3f}"
     )
-    print(per_class_frame(counts, names).to_string(index=False))
+    print(per_class_frame(counts, surface, names).to_string(index=False))
     print(f"logged as {prefix}/... into MLflow run {tracker.run_id} at {tracker.uri}")
     return 0
 
 
 def log_scores(
-    tracker: MlflowTracker, counts: PerImageCounts, names: Sequence[str], prefix: str, epoch: int
+    tracker: MlflowTracker,
+    counts: PerImageCounts,
+    surface: SurfaceScores,
+    names: Sequence[str],
+    prefix: str,
+    epoch: int,
 ) -> None:
-    """``<prefix>/...`` at step ``epoch`` and ``per_image/<prefix>.parquet`` into the tracker's
-    run."""
-    tracker.log_metrics(split_metrics(counts, names, prefix), step=epoch)
+    """``<prefix>/...`` at step ``epoch`` (the region scores and the boundary ones) and
+    ``per_image/<prefix>.parquet`` into the tracker's run."""
+    metrics = split_metrics(counts, names, prefix) | surface.metrics(names, prefix)
+    tracker.log_metrics(metrics, step=epoch)
     tracker.log_parquet(counts.frame(names, prefix), schema.per_image_file(prefix))
 
 

@@ -15,7 +15,7 @@ The model is called directly (not through ``model.predict``): a model built unde
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -72,12 +72,15 @@ def per_image_counts(
     batch_size: int = 8,
     files: Sequence[Sequence[str]] | None = None,
     split: str = "split",
+    observe: Callable[[np.ndarray, np.ndarray], None] | None = None,
 ) -> PerImageCounts:
     """Predicts every image of an unbatched ``(image, mask)`` stream and counts per image.
 
     ``model`` may be a :class:`~seglab.prediction.LabelPredictor`, whose one trace a run
     shares between its passes; a model gets one of its own. ``files`` (each sample's image,
-    then mask) name the images by their mask files, else ``<split>[<index>]``.
+    then mask) name the images by their mask files, else ``<split>[<index>]``. ``observe``
+    gets each batch's ``(truths, predicted labels)`` as well (e.g.
+    :meth:`seglab.core.boundary.SurfaceScores.add`), once its labels are checked.
 
     Raises:
         ValueError: On a true label outside ``[0, num_classes)`` that is not ``ignore_index``,
@@ -88,9 +91,8 @@ def per_image_counts(
     rows: dict[str, list[np.ndarray]] = {k: [] for k in COUNT_COLUMNS}
     seen = 0
     for images, masks in readable_batches(stream, batch_size, files):
-        *counts, bad = count_batch(
-            masks.numpy(), np.asarray(predict(images)), num_classes, ignore_index
-        )
+        truths, labels = masks.numpy(), np.asarray(predict(images))
+        *counts, bad = count_batch(truths, labels, num_classes, ignore_index)
         if bad.any():
             index = seen + int(np.argmax(bad))
             name = names[index] if names else f"{split}[{index}]"
@@ -100,6 +102,8 @@ def per_image_counts(
             )
         for key, value in zip(COUNT_COLUMNS, counts, strict=True):
             rows[key].append(value)
+        if observe is not None:
+            observe(truths, labels)
         seen += len(bad)
     if seen == 0:
         raise ValueError(f"the {split} split is empty: nothing to evaluate")
@@ -108,7 +112,11 @@ def per_image_counts(
 
 
 def split_counts_per_image(
-    model: keras.Model | Predictor, data: SegmentationData, split: str, batch_size: int
+    model: keras.Model | Predictor,
+    data: SegmentationData,
+    split: str,
+    batch_size: int,
+    observe: Callable[[np.ndarray, np.ndarray], None] | None = None,
 ) -> PerImageCounts:
     """:func:`per_image_counts` of one of ``data``'s splits, its images named by their files."""
     return per_image_counts(
@@ -119,6 +127,7 @@ def split_counts_per_image(
         batch_size,
         data.sample_files(split),
         split,
+        observe,
     )
 
 
