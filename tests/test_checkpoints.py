@@ -162,6 +162,10 @@ def test_the_metric_names_known_before_a_run_are_the_ones_each_epoch_logs():
         ("checkpoint.tie_breaker=val/mIoU", r"'val/mIoU' is not a logged metric"),
         ("metrics.overlays=0", r"metrics.overlays must be >= 1, got 0"),
         ("metrics.gallery_pool=0", r"metrics.gallery_pool >= 1, got 4 and 0"),
+        (
+            "metrics.boundary=sometimes",
+            r"metrics.boundary='sometimes' is not one of \[true, false\]",
+        ),
     ],
 )
 def test_a_run_names_a_bad_option_before_it_starts(tmp_path, option, message):

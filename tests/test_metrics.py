@@ -277,6 +277,7 @@ def test_per_class_table_holds_each_column_in_class_order():
         "val_loss_share",
         "val_pixels",
         "hidden_failure",
+        "hidden_how",
         "val_missed",
     ]
     assert list(table["class"]) == ["bg", "a", "b"]
@@ -288,6 +289,7 @@ def test_per_class_table_holds_each_column_in_class_order():
     np.testing.assert_array_equal(table.train_pixel_share, [0.7, 0.2, 0.1])
     np.testing.assert_array_equal(table.val_loss_share, [0.5, 0.3, 0.2])
     assert list(table.hidden_failure) == [False, True, False]
+    assert list(table.hidden_how) == ["", "partly found", ""]  # class a: recall 0.5
     np.testing.assert_array_equal(table.val_missed, [0.0, 0.5, np.nan])
     plain = per_class_table(scores, ["bg", "a", "b"], np.zeros(3), np.zeros(3))
     np.testing.assert_array_equal(plain.class_weight, [1.0, 1.0, 1.0])
@@ -471,3 +473,21 @@ def test_class_histograms_count_each_image_apart(labels, keep, num_classes, expe
     counts = class_histograms(np.array(labels), np.array(keep), num_classes)
     assert counts.dtype == np.int64
     np.testing.assert_array_equal(counts, expected)
+
+
+@pytest.mark.parametrize(
+    ("recall", "predicted_share", "how"),
+    [
+        (0.0, 0.0, "never predicted"),  # missed entirely
+        (0.0, 0.01, "predicted, never on it"),  # found at the wrong place
+        (0.2, 0.01, "partly found"),
+        (float("nan"), 0.0, "never predicted"),
+    ],
+)
+def test_a_hidden_class_is_said_to_be_missed_entirely_elsewhere_or_partly_found(
+    recall, predicted_share, how
+):
+    from seglab.core.verdicts import how_hidden
+
+    assert how_hidden([0.9, recall], [0.9, predicted_share], [1]) == ["", how]
+    assert how_hidden([0.9, recall], [0.9, predicted_share], []) == ["", ""]

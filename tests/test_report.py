@@ -792,3 +792,30 @@ def test_runs_of_two_dataset_folders_are_ranked_and_told_each_group_apart(tmp_pa
     assert report.verdict[2].endswith("(val/loss 0.4000), whose worst class is rare at IoU 0.600.")
     assert "| run_name | group | status |" in report.text
     plt.close("all")
+
+
+def test_the_report_shows_where_each_class_outline_is_an_infinite_distance_as_inf(tmp_path):
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    experiment = client.create_experiment("outline", (tmp_path / "artifacts").as_uri())
+    runs = []
+    for scheme, loss, rare, outline, distance in (
+        ("none", 0.02, 0.0, 0.0, float("inf")),  # rare never predicted in some image
+        ("median_frequency", 0.03, 0.6, 0.41, 3.25),
+    ):
+        run = write_run(client, experiment, tmp_path, scheme, 0, loss, rare)
+        metrics = {
+            "val/boundary_iou/bg": 0.9,
+            "val/boundary_iou/rare": outline,
+            "val/hd95/bg": 1.0,
+            "val/hd95/rare": distance,
+        }
+        client.log_batch(run.info.run_id, metrics=[Metric(k, v, 0, 2) for k, v in metrics.items()])
+        runs.append(client.get_run(run.info.run_id))
+    assert runs[0].data.metrics["val/hd95/rare"] > 1e308  # MLflow's largest float
+    report = build_report(client, runs)
+    text = report.text
+    assert "## Where the outline is: boundary IoU and HD95" in text
+    assert "| class_weights=none,trainer.seed=0 | 0.900 | 0.000 |" in text
+    assert "| class_weights=none,trainer.seed=0 | 1.00 | inf |" in text  # read back as inf
+    assert "| class_weights=median_frequency,trainer.seed=0 | 1.00 | 3.25 |" in text
+    plt.close("all")

@@ -175,6 +175,7 @@ def test_notebook_executes_against_a_sweep_in_the_store_the_environment_names(
     assert "Configurations over seeds" not in text or "loss=ce" in text
     assert "missed entirely" in text and "np.float64" not in text
     assert "The lowest val loss hides" in text  # the verdict, as the report opens
+    assert "Where the outline is" in text  # boundary IoU and HD95 beside the region IoU
     assert sum("image/png" in o.get("data", {}) for o in outputs) == 3  # each figure once
     assert not [o for o in outputs if o.get("name") == "stderr"]  # no warnings
     assert not (tmp_path / "elsewhere.db").exists()

@@ -209,9 +209,11 @@ def test_terminal_prints_the_per_class_table_with_the_loss(smoke_run):
     assert "epoch 2/2" in out and "val/loss" in out
     assert (
         "class train_pixel_share class_weight val_iou val_dice val_recall val_predicted_share "
-        "val_loss_share "
-        "hidden_failure val_missed" in out
+        "val_loss_share hidden_failure hidden_how val_missed val_boundary_iou val_hd95" in out
     )
+    (run,) = runs
+    for kind in ("boundary_iou", "hd95", "nsd"):  # where each class's outline is, logged
+        assert {f"val/{kind}/{name}" for name in CLASSES} <= set(run.data.metrics)
     assert "val/class_acc" in out and "hidden failures:" in out
     for name in CLASSES:
         assert f"\n{name:>10} " in out

@@ -81,7 +81,9 @@ def run(cfg: DictConfig) -> EpochRecord:
             on_epoch=lambda record: log.epoch(record, model),
             resume_from=log.checkpoints if log.resumed else None,
         )
-        log.finish(history, model, data, trainer.batch_size, cfg.metrics.overlays)
+        log.finish(
+            history, model, data, trainer.batch_size, cfg.metrics.overlays, cfg.metrics.boundary
+        )
     return history[-1]
 
 
@@ -102,6 +104,8 @@ def checked_config(cfg: DictConfig) -> dict[str, Any]:
     if cfg.metrics.overlays < 1:  # figures/val_overlays.png shows at least one sample
         raise ValueError(f"metrics.overlays must be >= 1, got {cfg.metrics.overlays}")
     check_gallery(cfg.metrics.gallery, cfg.metrics.gallery_pool)
+    if not isinstance(cfg.metrics.boundary, bool):
+        raise ValueError(f"metrics.boundary={cfg.metrics.boundary!r} is not one of [true, false]")
     return config
 
 

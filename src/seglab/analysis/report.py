@@ -419,6 +419,7 @@ def build_report(
                 "## Final validation IoU per class",
                 Table(stored.final_iou_matrix(history, runs).reset_index(), "{:.3f}"),
             ]
+        blocks += outline_tables(history, runs)
         for group, part in parts:  # runs that are comparable, each group apart
             ranked_part = rankings(part)
             blocks += [
@@ -446,6 +447,24 @@ def build_report(
             for name, run_id in zip(summary.run_name, summary.run_id, strict=True)
         }
     return Report(history, summary, ranked, figures, blocks, verdict, pages)
+
+
+def outline_tables(history: pd.DataFrame, runs: Sequence[Run]) -> list[Block]:
+    """Where each class's outline is in every run's final model on val, beside its IoU: the
+    boundary IoU and HD95 tables (none for runs that did not score them)."""
+    boundary = stored.final_iou_matrix(history, runs, schema.key(schema.VAL, schema.BOUNDARY_IOU))
+    if boundary.empty:
+        return []
+    distance = stored.final_iou_matrix(history, runs, schema.key(schema.VAL, schema.HD95))
+    return [
+        "## Where the outline is: boundary IoU and HD95",
+        "Boundary IoU (the IoU of the two outlines, 2 % of the image diagonal wide) and HD95 "
+        "(pixels; inf: the class missed entirely in an image) of each run's final model on "
+        "val, per class: a class found at the wrong place has boundary IoU near 0 and a "
+        "finite HD95; a class never predicted has an infinite one.",
+        Table(boundary.reset_index(), "{:.3f}"),
+        Table(distance.reset_index(), "{:.2f}"),
+    ]
 
 
 FILE_PART = re.compile(r"[^A-Za-z0-9_-]")  # what a figure's file name keeps of a name

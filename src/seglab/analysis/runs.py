@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import ast
 import json
+import math
+import sys
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -64,6 +66,12 @@ def display_names(runs: Sequence[Run]) -> dict[str, str]:
     }
 
 
+def infinite(value: float) -> float:
+    """A logged value as it was: MLflow keeps an infinite one (an HD95 of a class missed
+    entirely) as its largest float."""
+    return math.copysign(math.inf, value) if abs(value) >= sys.float_info.max else value
+
+
 def history(client: MlflowClient, runs: Sequence[Run]) -> pd.DataFrame:
     """Tidy per-epoch history: run_id, run_name (:func:`display_names`), status, the three
     axes, epoch, metric, class, value. ``class`` is the class's name (the key part of a class
@@ -89,7 +97,7 @@ def history(client: MlflowClient, runs: Sequence[Run]) -> pd.DataFrame:
                         "epoch": point.step,
                         "metric": metric,
                         "class": cls,
-                        "value": point.value,
+                        "value": infinite(point.value),
                     }
                 )
     columns = ["run_id", "run_name", "status", *schema.AXES, "epoch", "metric", "class", "value"]

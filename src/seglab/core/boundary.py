@@ -38,6 +38,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from numpy.typing import NDArray
 from scipy import ndimage
+from scipy.spatial import cKDTree
 
 from seglab import schema
 
@@ -66,38 +67,81 @@ def edges(mask: BoolMask) -> BoolMask:
     return mask & ~eroded
 
 
-def directed_distances(source: BoolMask, target: BoolMask) -> NDArray[np.float64]:
-    """The Euclidean distance from each ``source`` pixel to the nearest ``target`` pixel (all
-    infinite when ``target`` is empty)."""
-    if not target.any():
-        return np.full(int(source.sum()), np.inf)
-    return np.asarray(ndimage.distance_transform_edt(~target))[source]
+def surface_scores(prediction: BoolMask, truth: BoolMask, tolerance: float) -> tuple[float, float]:
+    """``(HD95, NSD at tolerance)`` of two masks: HD95 the larger directed 95th percentile
+    between their edges (NaN when both are empty, infinite when one is), NSD the share of both
+    edges within ``tolerance`` of the other (NaN when both are empty)."""
+    return edge_scores(edges(prediction), edges(truth), tolerance)
+
+
+def edge_scores(
+    pred_edges: BoolMask, true_edges: BoolMask, tolerance: float
+) -> tuple[float, float]:
+    """:func:`surface_scores` from the two masks' edges."""
+    return point_scores(np.argwhere(pred_edges), np.argwhere(true_edges), tolerance)
+
+
+def point_scores(
+    pred_points: NDArray[np.intp], true_points: NDArray[np.intp], tolerance: float
+) -> tuple[float, float]:
+    """:func:`surface_scores` from the ``(row, column)`` coordinates of the two edges' pixels,
+    each edge's distances to the other's from a k-d tree, as MONAI computes them on the CPU
+    (edges are sparse: a distance transform of the whole image is not needed)."""
+    if not len(pred_points) and not len(true_points):
+        return math.nan, math.nan
+    if not len(pred_points) or not len(true_points):
+        return math.inf, 0.0
+    to_true = cKDTree(true_points).query(pred_points)[0]
+    to_pred = cKDTree(pred_points).query(true_points)[0]
+    distance = max(float(np.percentile(to_true, 95)), float(np.percentile(to_pred, 95)))
+    near = int((to_true <= tolerance).sum() + (to_pred <= tolerance).sum())
+    return distance, near / (len(to_true) + len(to_pred))
+
+
+def points_by_class(
+    edge: BoolMask, labels: NDArray[np.int64], num_classes: int
+) -> list[NDArray[np.intp]]:
+    """The coordinates of ``edge``'s pixels, split by their label (class ``c``'s edge pixels
+    at index ``c``; other labels dropped)."""
+    points = np.argwhere(edge)
+    owners = labels[edge]
+    order = np.argsort(owners, kind="stable")
+    cuts = np.searchsorted(owners[order], np.arange(num_classes + 1))
+    ordered = points[order]
+    return [ordered[cuts[c] : cuts[c + 1]] for c in range(num_classes)]
+
+
+def band(labels: NDArray[np.int64], width: int) -> BoolMask:
+    """Per pixel of ``(N, H, W)`` label maps: whether its ``(2 * width + 1)``-square window
+    holds another label or leaves the image: every class's :func:`inner_boundary` at once."""
+    size = (1, 2 * width + 1, 2 * width + 1)
+    low = ndimage.minimum_filter(labels, size=size, mode="constant", cval=-2)
+    high = ndimage.maximum_filter(labels, size=size, mode="constant", cval=-2)
+    return np.asarray((low != labels) | (high != labels))
+
+
+def band_cross(labels: NDArray[np.int64]) -> BoolMask:
+    """Per pixel of ``(N, H, W)`` label maps: whether a 4-neighbour holds another label or is
+    outside the image: every class's :func:`edges` at once."""
+    padded = np.pad(labels, ((0, 0), (1, 1), (1, 1)), constant_values=-2)
+    centre = padded[:, 1:-1, 1:-1]
+    return np.asarray(
+        (padded[:, :-2, 1:-1] != centre)
+        | (padded[:, 2:, 1:-1] != centre)
+        | (padded[:, 1:-1, :-2] != centre)
+        | (padded[:, 1:-1, 2:] != centre)
+    )
 
 
 def hd95(prediction: BoolMask, truth: BoolMask) -> float:
     """The 95th-percentile Hausdorff distance between two masks' edges (NaN when both are
     empty, infinite when one is)."""
-    pred_edges, true_edges = edges(prediction), edges(truth)
-    if not pred_edges.any() and not true_edges.any():
-        return math.nan
-    if not pred_edges.any() or not true_edges.any():
-        return math.inf
-    return max(
-        float(np.percentile(directed_distances(pred_edges, true_edges), 95)),
-        float(np.percentile(directed_distances(true_edges, pred_edges), 95)),
-    )
+    return surface_scores(prediction, truth, 0.0)[0]
 
 
 def surface_dice(prediction: BoolMask, truth: BoolMask, tolerance: float) -> float:
     """The normalized surface Dice at ``tolerance`` pixels (NaN when both masks are empty)."""
-    pred_edges, true_edges = edges(prediction), edges(truth)
-    total = int(pred_edges.sum() + true_edges.sum())
-    if total == 0:
-        return math.nan
-    near = (directed_distances(pred_edges, true_edges) <= tolerance).sum() + (
-        directed_distances(true_edges, pred_edges) <= tolerance
-    ).sum()
-    return float(near) / total
+    return surface_scores(prediction, truth, tolerance)[1]
 
 
 @dataclass
@@ -133,24 +177,39 @@ class SurfaceScores:
         self.surface = [[] for _ in range(self.num_classes)]
 
     def add(self, truths: NDArray[np.integer], predictions: NDArray[np.integer]) -> None:
-        """Adds a batch of ``(N, H, W)`` truth and predicted label maps."""
+        """Adds a batch of ``(N, H, W)`` truth and predicted label maps.
+
+        Every class at once where it can be: a pixel is in its class's boundary band when its
+        ``(2d + 1)``-square window holds another label or leaves the image (what eroding each
+        class's mask by ``d`` squares removes), and on its class's edge when a 4-neighbour
+        does; only the distances between edges go class by class."""
         if truths.shape != predictions.shape or truths.ndim != 3:
             raise ValueError(
                 f"truths {truths.shape} and predictions {predictions.shape} must both be "
                 "(images, height, width)"
             )
+        n = self.num_classes
+        truth = np.asarray(truths, dtype=np.int64)
+        valid = (truth >= 0) & (truth < n)
+        truth = np.where(valid, truth, -1)  # ignored: neither truth nor prediction
+        prediction = np.where(valid, np.asarray(predictions, dtype=np.int64), -1)
         width = boundary_width(truths.shape[1], truths.shape[2], self.ratio)
-        for truth, prediction in zip(truths, predictions, strict=True):
-            valid = (truth >= 0) & (truth < self.num_classes)
-            for c in range(self.num_classes):
-                true_mask = truth == c
-                pred_mask = (prediction == c) & valid
-                true_band = inner_boundary(true_mask, width)
-                pred_band = inner_boundary(pred_mask, width)
-                self.intersection[c] += int((true_band & pred_band).sum())
-                self.union[c] += int((true_band | pred_band).sum())
-                self.distances[c].append(hd95(pred_mask, true_mask))
-                self.surface[c].append(surface_dice(pred_mask, true_mask, self.tolerance))
+        true_band, pred_band = (band(labels, width) for labels in (truth, prediction))
+        true_edge, pred_edge = (band_cross(labels) for labels in (truth, prediction))
+        for t, p, tb, pb, te, pe in zip(
+            truth, prediction, true_band, pred_band, true_edge, pred_edge, strict=True
+        ):
+            both = tb & pb & (t == p) & (t >= 0)
+            inter = np.bincount(t[both], minlength=n)
+            true_count = np.bincount(t[tb & (t >= 0)], minlength=n)
+            pred_count = np.bincount(p[pb & (p >= 0)], minlength=n)
+            self.intersection += inter
+            self.union += true_count + pred_count - inter
+            pred_points, true_points = points_by_class(pe, p, n), points_by_class(te, t, n)
+            for c in range(n):
+                distance, near = point_scores(pred_points[c], true_points[c], self.tolerance)
+                self.distances[c].append(distance)
+                self.surface[c].append(near)
 
     def boundary_iou(self) -> NDArray[np.float64]:
         """Per class: ``sum |Gb & Pb| / sum |Gb | Pb|`` over the split (NaN for a class in no

@@ -22,6 +22,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from seglab.core.verdicts import how_hidden
+
 
 @dataclass(frozen=True)
 class Scores:
@@ -140,8 +142,8 @@ def per_class_table(
 ) -> pd.DataFrame:
     """One row per class: training pixel share, class weight, val IoU, Dice, recall, share of
     the pixels predicted as the class, loss share, pixels, whether its failure is hidden (see
-    :mod:`seglab.verdicts`) and, given per-image counts, the share of its images where it was
-    missed entirely."""
+    :mod:`seglab.verdicts`) and how (:func:`~seglab.core.verdicts.how_hidden`) and, given
+    per-image counts, the share of its images where it was missed entirely."""
     weights = np.ones(len(class_names)) if class_weights is None else class_weights
     columns = {
         "class": list(class_names),
@@ -154,6 +156,7 @@ def per_class_table(
         "val_loss_share": np.asarray(loss_share, dtype=float),
         "val_pixels": scores.support,
         "hidden_failure": [c in hidden for c in range(len(class_names))],
+        "hidden_how": how_hidden(scores.recall, scores.predicted_share, hidden),
     }
     if missed is not None:
         columns["val_missed"] = np.asarray(missed, dtype=float)

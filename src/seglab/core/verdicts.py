@@ -91,3 +91,29 @@ def hidden_classes(
         for c in range(len(iou))
         if support[c] > 0 and not np.isnan(iou[c]) and iou[c] < rule.iou_floor
     ]
+
+
+# How a hidden class fails, by what the model does with it (region scores of the split).
+NEVER_PREDICTED = "never predicted"
+PREDICTED_ELSEWHERE = "predicted, never on it"
+PARTLY_FOUND = "partly found"
+
+
+def how_hidden(
+    recall: Sequence[float] | np.ndarray,
+    predicted_share: Sequence[float] | np.ndarray,
+    hidden: Sequence[int],
+) -> list[str]:
+    """Per class, how a hidden failure fails ("" for the others): :data:`NEVER_PREDICTED` (no
+    pixel predicted as the class: missed entirely), :data:`PREDICTED_ELSEWHERE` (predicted,
+    but not on one of its pixels: found at the wrong place) or :data:`PARTLY_FOUND` (some of
+    its pixels found, too few for the IoU floor)."""
+
+    def how(c: int) -> str:
+        if c not in hidden:
+            return ""
+        if not predicted_share[c] > 0:
+            return NEVER_PREDICTED
+        return PREDICTED_ELSEWHERE if not recall[c] > 0 else PARTLY_FOUND
+
+    return [how(c) for c in range(len(recall))]

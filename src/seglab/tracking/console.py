@@ -64,6 +64,9 @@ def print_summary(
         val_loss_share=table.val_loss_share.map(percent),
         hidden_failure=table.hidden_failure.map({True: "HIDDEN", False: ""}),
     )
+    for column, digits in (("val_boundary_iou", 3), ("val_hd95", 2)):
+        if column in table:  # where the outline is: inf when the class is missed in an image
+            shown[column] = table[column].map(lambda v, d=digits: f"{v:.{d}f}")
     if "val_missed" in table:
         shown["val_missed"] = table.val_missed.map("{:.0%}".format)
     if test is not None:

@@ -35,6 +35,7 @@ RESUME_MAY_CHANGE = (
     "data.cache",
     "metrics.overlays",
     "metrics.gallery",
+    "metrics.boundary",
     "paths.",
     "tracking.",
 )

@@ -34,6 +34,7 @@ import numpy as np
 import pandas as pd
 
 from seglab import schema
+from seglab.core.boundary import SurfaceScores
 from seglab.core.class_weights import ClassCounts
 from seglab.core.per_image import PerImageCounts, split_metrics
 from seglab.core.records import EpochRecord
@@ -363,21 +364,26 @@ class RunLog:
         data: SegmentationData,
         batch_size: int,
         overlays: int = 6,
+        boundary: bool = True,
     ) -> RunSummary:
         """The end of the run: the per-image counts of the final model on the validation split,
         the figures, tables and verdict tags, the best checkpoint restored into ``model`` and
         scored on the test split, logged as the run's MLflow model; the seconds each part took.
+        ``boundary``: also where each class's outline is, on both splits
+        (:class:`~seglab.core.boundary.SurfaceScores`).
         """
         self._training_ended = time.perf_counter()
         final = history[-1]
         predict = self.predictor(model)
         # The final model: its per-image counts add up to the last epoch's confusion matrix.
-        val_counts = split_counts_per_image(predict, data, schema.VAL, batch_size)
+        surface = SurfaceScores(len(self.class_names), data.ignore_index) if boundary else None
+        observe = None if surface is None else surface.add
+        val_counts = split_counts_per_image(predict, data, schema.VAL, batch_size, observe)
         samples = predict_samples(predict, data, overlays, prefer_class=final.scores.worst_class)
-        table, tags = self.summarize(history, val_counts, samples)
+        table, tags = self.summarize(history, val_counts, samples, surface)
         # From here on the model holds the best checkpoint's weights.
         best_epoch = self.checkpoints.restore_best(model)
-        test = self._score_test_split(predict, data, batch_size, best_epoch)
+        test = self._score_test_split(predict, data, batch_size, best_epoch, boundary)
         if self.tracker.log_model_enabled:
             self._log_best_model(model, data, samples[0][:1], best_epoch)
         # Where the run's time went: checks, counting and building; the epochs; the summary,
@@ -397,16 +403,19 @@ class RunLog:
         history: Sequence[EpochRecord],
         val_counts: PerImageCounts,
         samples: tuple[np.ndarray, np.ndarray, np.ndarray],
+        surface: SurfaceScores | None = None,
     ) -> tuple[pd.DataFrame, dict[str, str]]:
         """End-of-run artifacts and tags from the run's ``history``, the last epoch's per-image
-        counts of the validation split and (image, truth, prediction) ``samples`` for the
-        overlays; returns the per-class table and the tags, which the run prints when it ends.
+        counts of the validation split, (image, truth, prediction) ``samples`` for the overlays
+        and, when given, the boundary scores of the same pass; returns the per-class table and
+        the tags, which the run prints when it ends.
 
         Artifacts: ``figures/loss_vs_class_iou.png`` (the mismatch at a glance),
         ``figures/confusion_matrix.png`` and ``confusion_matrix.csv``,
         ``figures/val_overlays.png``, ``per_class.csv``, ``per_image/val.parquet``. Metrics:
-        ``val/missed/<class>`` at the last epoch. Tags: the worst class and the hidden failures
-        of the last epoch, and the verdict line as the run's description.
+        ``val/missed/<class>`` (and ``val/boundary_iou|hd95|nsd/<class>``) at the last epoch.
+        Tags: the worst class and the hidden failures of the last epoch, and the verdict line as
+        the run's description.
         """
         tracker, names = self.tracker, self.class_names
         final = history[-1]
@@ -439,7 +448,8 @@ class RunLog:
             {
                 schema.per_class(schema.VAL, schema.MISSED, n): float(m)
                 for n, m in zip(names, missed, strict=True)
-            },
+            }
+            | ({} if surface is None else surface.metrics(names, schema.VAL)),
             step=final.epoch,
         )
         tracker.log_parquet(val_counts.frame(names, schema.VAL), schema.per_image_file(schema.VAL))
@@ -454,6 +464,8 @@ class RunLog:
             hidden,
             missed,
         )
+        if surface is not None:  # where each class's outline is, beside its IoU
+            table = table.assign(val_boundary_iou=surface.boundary_iou(), val_hd95=surface.hd95())
         tracker.log_table(table, schema.PER_CLASS_FILE)
         worst = final.scores.worst_class
         tags = {
@@ -467,14 +479,25 @@ class RunLog:
         return table, tags
 
     def _score_test_split(
-        self, predict: Predictor, data: SegmentationData, batch_size: int, epoch: int
+        self,
+        predict: Predictor,
+        data: SegmentationData,
+        batch_size: int,
+        epoch: int,
+        boundary: bool = True,
     ) -> Scores | None:
         """Scores the model (the best checkpoint) on the data's test split, when there is one,
-        and logs ``test/...`` at step ``epoch`` and ``per_image/test.parquet``."""
+        and logs ``test/...`` (the boundary scores too) at step ``epoch`` and
+        ``per_image/test.parquet``."""
         if data.test is None:
             return None
-        counts = split_counts_per_image(predict, data, schema.TEST, batch_size)
-        self.tracker.log_metrics(split_metrics(counts, self.class_names, schema.TEST), step=epoch)
+        surface = SurfaceScores(len(self.class_names), data.ignore_index) if boundary else None
+        observe = None if surface is None else surface.add
+        counts = split_counts_per_image(predict, data, schema.TEST, batch_size, observe)
+        metrics = split_metrics(counts, self.class_names, schema.TEST)
+        if surface is not None:
+            metrics |= surface.metrics(self.class_names, schema.TEST)
+        self.tracker.log_metrics(metrics, epoch)
         frame = counts.frame(self.class_names, schema.TEST)
         self.tracker.log_parquet(frame, schema.per_image_file(schema.TEST))
         return counts.scores()
