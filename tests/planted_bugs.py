@@ -309,8 +309,8 @@ BUGS = [
     ),
     Bug(
         "tracking/run_log.py",
-        "test = self._score_test_split(predict, data, batch_size, best_epoch)",
-        "test = self._score_test_split(predict, data, batch_size, final.epoch)",
+        "test = self._score_test_split(predict, data, batch_size, best_epoch, boundary)",
+        "test = self._score_test_split(predict, data, batch_size, final.epoch, boundary)",
         "test/... logged at the last epoch instead of the best checkpoint's",
         ("tests/test_camvid.py",),
     ),
