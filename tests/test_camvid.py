@@ -152,8 +152,13 @@ def test_evaluate_scores_the_logged_model_like_training_scored_its_epoch(camvid_
         for kind in ("boundary_iou", "hd95", "nsd"):  # where the class's outline is, beside
             (where,) = client.get_metric_history(run_id, f"again/{kind}/{name}")
             assert where.step == best["epoch"], (kind, name)
+        (ece,) = client.get_metric_history(run_id, f"again/ece/{name}")
+        assert 0.0 <= ece.value <= 1.0, name  # every class is in the data (no NaN)
     header = next(line for line in out.splitlines() if line.lstrip().startswith("class"))
-    assert header.split()[-3:] == ["boundary_iou", "hd95", "nsd"]
+    assert header.split()[-4:] == ["boundary_iou", "hd95", "nsd", "ece"]
+    reliability = pd.read_csv(client.download_artifacts(run_id, "calibration/again.csv"))
+    assert len(reliability) == 15 * len(names) and set(reliability["class"]) == set(names)
+    assert reliability.groupby("class").pixels.sum().nunique() == 1  # every valid pixel, once
     # Training already scored the test split: nothing is written over.
     assert evaluate([*args, "split=test"]) == 2
     assert "already has test/... metrics" in capsys.readouterr().err

@@ -37,6 +37,7 @@ from seglab import schema
 from seglab.cli import bad_input, compose_options, flags, options_help, print_config
 from seglab.config import build, check_required, current_target, group_options, key_paths
 from seglab.core.boundary import SurfaceScores
+from seglab.core.calibration import Calibration
 from seglab.core.checks import check_choice
 from seglab.core.formatting import percent
 from seglab.core.per_image import PerImageCounts, split_metrics
@@ -45,7 +46,7 @@ from seglab.paths import config_dir, register_resolvers
 from seglab.tracking.models import load_run_model
 from seglab.tracking.store import check_existing_store
 from seglab.tracking.tracker import MlflowTracker
-from seglab.training.prediction import split_counts_per_image
+from seglab.training.prediction import split_calibration, split_counts_per_image
 
 PREFIX = re.compile(r"[A-Za-z0-9_-]+(/[A-Za-z0-9_-]+)*")
 # The module docstring is the help; a terminal shows the reST literals without their backticks.
@@ -171,11 +172,14 @@ def check_compatible(model_shape: tuple, num_classes: int, data: SegmentationDat
 
 
 def per_class_frame(
-    counts: PerImageCounts, surface: SurfaceScores, class_names: Sequence[str]
+    counts: PerImageCounts,
+    surface: SurfaceScores,
+    calibration: Calibration,
+    class_names: Sequence[str],
 ) -> pd.DataFrame:
-    """One row per class: pixels, IoU, recall, share of its images missed entirely, and where
-    its outline is: boundary IoU, HD95 (pixels; ``inf``: missed entirely in an image) and the
-    surface Dice within 1 pixel."""
+    """One row per class: pixels, IoU, recall, share of its images missed entirely, where its
+    outline is: boundary IoU, HD95 (pixels; ``inf``: missed entirely in an image) and the
+    surface Dice within 1 pixel, and the expected calibration error of its probability."""
     scores = counts.scores()
     return pd.DataFrame(
         {
@@ -187,6 +191,7 @@ def per_class_frame(
             "boundary_iou": surface.boundary_iou().round(3),
             "hd95": surface.hd95().round(2),
             "nsd": surface.nsd().round(3),
+            "ece": calibration.ece().round(3),
         }
     )
 
@@ -223,6 +228,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         check_compatible(model.input_shape, int(model.output_shape[-1]), data)
         surface = SurfaceScores(data.num_classes, data.ignore_index)
         counts = split_counts_per_image(model, data, split, int(cfg.batch_size), surface.add)
+        calibration = split_calibration(model, data, split, int(cfg.batch_size))
     except ValueError as error:
         return bad_input("seglab evaluate", error)
     names = list(data.class_names)
@@ -235,10 +241,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             schema.TAG_CLASS_NAMES: source.data.tags.get(schema.TAG_CLASS_NAMES, ""),
         }
         with tracker.start_run(tags=tags):
-            log_scores(tracker, counts, surface, names, prefix, epoch)
+            log_scores(tracker, counts, surface, calibration, names, prefix, epoch)
     else:
         tracker.run_id = run_id
-        log_scores(tracker, counts, surface, names, prefix, epoch)
+        log_scores(tracker, counts, surface, calibration, names, prefix, epoch)
     scores = counts.scores()
     if note:
         print(note)
@@ -248,7 +254,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"pixel_acc {percent(scores.pixel_acc)}   class_acc {percent(scores.class_acc)}   "
         f"miou {scores.miou:.3f}   min_iou {scores.min_iou:.3f}"
     )
-    print(per_class_frame(counts, surface, names).to_string(index=False))
+    print(per_class_frame(counts, surface, calibration, names).to_string(index=False))
     print(f"logged as {prefix}/... into MLflow run {tracker.run_id} at {tracker.uri}")
     return 0
 
@@ -257,14 +263,21 @@ def log_scores(
     tracker: MlflowTracker,
     counts: PerImageCounts,
     surface: SurfaceScores,
+    calibration: Calibration,
     names: Sequence[str],
     prefix: str,
     epoch: int,
 ) -> None:
-    """``<prefix>/...`` at step ``epoch`` (the region scores and the boundary ones) and
-    ``per_image/<prefix>.parquet`` into the tracker's run."""
-    metrics = split_metrics(counts, names, prefix) | surface.metrics(names, prefix)
+    """``<prefix>/...`` at step ``epoch`` (the region scores, the boundary ones and
+    ``<prefix>/ece/<class>``), ``per_image/<prefix>.parquet`` and the reliability data
+    ``calibration/<prefix>.csv`` into the tracker's run."""
+    ece = {
+        schema.per_class(prefix, schema.ECE, n): float(e)
+        for n, e in zip(names, calibration.ece(), strict=True)
+    }
+    metrics = split_metrics(counts, names, prefix) | surface.metrics(names, prefix) | ece
     tracker.log_metrics(metrics, step=epoch)
+    tracker.log_table(calibration.reliability(list(names)), schema.reliability_file(prefix))
     tracker.log_parquet(counts.frame(names, prefix), schema.per_image_file(prefix))
 
 

@@ -40,10 +40,10 @@ EPOCH_SCORES = (MIOU, MIN_IOU, PIXEL_ACC, CLASS_ACC, HIDDEN_COUNT)
 EPOCH_KINDS = (IOU, DICE, RECALL, PREDICTED_SHARE, LOSS_SHARE, HIDDEN)
 SPLIT_SCORES = (MIOU, MIN_IOU, PIXEL_ACC, CLASS_ACC)
 SPLIT_KINDS = (IOU, RECALL, MISSED)
-# Where a class's outline is (seglab.core.boundary): seglab evaluate scores them.
-BOUNDARY_IOU, HD95, NSD = "boundary_iou", "hd95", "nsd"
+# Where a class's outline is (seglab.core.boundary), and its calibration (seglab.core.calibration).
+BOUNDARY_IOU, HD95, NSD, ECE = "boundary_iou", "hd95", "nsd", "ece"
 SURFACE_KINDS = (BOUNDARY_IOU, HD95, NSD)
-PER_CLASS_KINDS = (*EPOCH_KINDS, MISSED, *SURFACE_KINDS)
+PER_CLASS_KINDS = (*EPOCH_KINDS, MISSED, *SURFACE_KINDS, ECE)
 
 # Tags of a training run.
 TAG_PREFIX = "seglab."
@@ -189,6 +189,11 @@ def gallery_file(name: str, epoch: int) -> str:
     artifact (an image logged under a key with a step would open the MLflow UI's chart view on
     the gallery, above the metrics)."""
     return f"{GALLERY}{class_key(name)}/epoch_{epoch:03d}.png"
+
+
+def reliability_file(split: str) -> str:
+    """``calibration/<split>.csv``: a split's reliability-diagram data, class by bin."""
+    return f"calibration/{split}.csv"
 
 
 def per_image_file(split: str) -> str:

@@ -23,6 +23,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from seglab.core.calibration import Calibration
 from seglab.core.per_image import COUNT_COLUMNS, PerImageCounts, count_batch
 from seglab.data.counting import readable_batches
 from seglab.data.dataset import SegmentationData, take_samples
@@ -129,6 +130,19 @@ def split_counts_per_image(
         split,
         observe,
     )
+
+
+def split_calibration(
+    model: keras.Model, data: SegmentationData, split: str, batch_size: int
+) -> Calibration:
+    """The per-class calibration (:class:`~seglab.core.calibration.Calibration`) of ``model``'s
+    class probabilities (its softmax or sigmoid output) on one of ``data``'s splits."""
+    calibration = Calibration(data.num_classes, data.ignore_index)
+    files = data.sample_files(split)
+    for images, masks in readable_batches(data.stream(split), batch_size, files):
+        probabilities = np.asarray(model(images, training=False), dtype=np.float64)
+        calibration.add(probabilities, masks.numpy())
+    return calibration
 
 
 def predict_samples(
