@@ -42,8 +42,6 @@ from scipy.spatial import cKDTree
 
 from seglab import schema
 
-SQUARE = np.ones((3, 3), dtype=bool)  # the boundary-iou-api's erosion kernel
-CROSS = ndimage.generate_binary_structure(2, 1)  # scipy's default: MONAI's edges
 BoolMask = NDArray[np.bool_]
 
 
@@ -54,31 +52,24 @@ def boundary_width(height: int, width: int, ratio: float = 0.02) -> int:
 
 def inner_boundary(mask: BoolMask, width: int) -> BoolMask:
     """The pixels of ``mask`` within ``width`` (chessboard distance) of a background pixel or of
-    the image's border: the mask minus its erosion (boundary IoU's ``G_d & G``)."""
-    if not mask.any():
-        return mask.copy()
-    eroded: BoolMask = ndimage.binary_erosion(mask, SQUARE, iterations=width, border_value=0)
-    return mask & ~eroded
+    the image's border: the mask minus its erosion by ``width`` 3x3 squares (boundary IoU's
+    ``G_d & G``); :func:`band` of the one mask."""
+    around: BoolMask = band(mask[None].astype(np.int64), width)[0]
+    return mask & around
 
 
 def edges(mask: BoolMask) -> BoolMask:
-    """The mask's edge pixels: those with a 4-neighbour outside it (or on the image border)."""
-    eroded: BoolMask = ndimage.binary_erosion(mask, CROSS, border_value=0)
-    return mask & ~eroded
+    """The mask's edge pixels: those with a 4-neighbour outside it (or on the image border), the
+    mask minus its erosion by the cross; :func:`band_cross` of the one mask."""
+    outline: BoolMask = band_cross(mask[None].astype(np.int64))[0]
+    return mask & outline
 
 
 def surface_scores(prediction: BoolMask, truth: BoolMask, tolerance: float) -> tuple[float, float]:
     """``(HD95, NSD at tolerance)`` of two masks: HD95 the larger directed 95th percentile
     between their edges (NaN when both are empty, infinite when one is), NSD the share of both
     edges within ``tolerance`` of the other (NaN when both are empty)."""
-    return edge_scores(edges(prediction), edges(truth), tolerance)
-
-
-def edge_scores(
-    pred_edges: BoolMask, true_edges: BoolMask, tolerance: float
-) -> tuple[float, float]:
-    """:func:`surface_scores` from the two masks' edges."""
-    return point_scores(np.argwhere(pred_edges), np.argwhere(true_edges), tolerance)
+    return point_scores(np.argwhere(edges(prediction)), np.argwhere(edges(truth)), tolerance)
 
 
 def point_scores(
