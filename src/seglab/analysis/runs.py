@@ -227,19 +227,27 @@ POOLING = (
 )
 
 
+def differing_keys(runs: Sequence[Run]) -> list[tuple[str, str, str, set[str]]]:
+    """The :data:`POOLING` keys on which ``runs`` differ, as ``(name, kind, key, values)``;
+    runs that do not record a key (SeglabCallback's have no data.* params) are not counted."""
+    found = []
+    for name, (kind, key) in POOLING:
+        values = {getattr(run.data, kind).get(key) for run in runs} - {None}
+        if len(values) > 1:
+            found.append((name, kind, key, values))
+    return found
+
+
 def pooling_groups(runs: Sequence[Run]) -> dict[str, str]:
     """Run id -> the label of its group of comparable runs: the values it has of the
     :data:`POOLING` keys on which ``runs`` differ (``data.root=/a, trainer.epochs=20``), ``""``
     for every run when they differ on none. A run that does not record a key is in no group of
     it (its label leaves the key out)."""
-    differing = []
-    for _, (kind, key) in POOLING:
-        if len({getattr(run.data, kind).get(key) for run in runs} - {None}) > 1:
-            differing.append((kind, key))
+    differing = differing_keys(runs)
     return {
         run.info.run_id: ", ".join(
             f"{key}={getattr(run.data, kind)[key]}"
-            for kind, key in differing
+            for _, kind, key, _ in differing
             if key in getattr(run.data, kind)
         )
         for run in runs
@@ -250,12 +258,12 @@ def pooling_warning(runs: Sequence[Run]) -> str | None:
     """A Markdown sentence naming what differs between ``runs`` that makes their numbers
     incomparable (their datasets, dataset folders, class sets or epoch counts), or ``None``.
     Runs that do not record one (SeglabCallback's have no data.* params) are not counted."""
-    found = []
-    for name, (kind, key) in POOLING:
-        values = {getattr(run.data, kind).get(key) for run in runs} - {None}
-        if len(values) > 1:
-            shown = ", ".join(markdown_text(str(v)) for v in sorted(values, key=str)[:4])
-            found.append(f"{len(values)} {name} ({markdown_text(key)}: {shown})")
+    found = [
+        f"{len(values)} {name} ({markdown_text(key)}: "
+        + ", ".join(markdown_text(str(v)) for v in sorted(values, key=str)[:4])
+        + ")"
+        for name, _, key, values in differing_keys(runs)
+    ]
     if not found:
         return None
     return (
