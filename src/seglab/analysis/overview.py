@@ -29,13 +29,8 @@ def latest_sweep_verdict(client: MlflowClient, experiment_id: str, links: UiLink
     parent = parents[0].info
     children = stored.child_runs(client, parent.run_id)
     history = stored.history(client, children)
-    finished = stored.summary(history, children).query("status == 'FINISHED'")
-    verdict = story.verdict(
-        finished,
-        stored.final_iou_matrix(history, children, index="run_id"),
-        links,
-        story.run_experiments(children),
-    )
+    finished = stored.grouped_summary(history, children).query("status == 'FINISHED'")
+    verdict = story.runs_verdict(history, finished, children, links)
     return [
         f"  latest sweep, {parent.run_name}: {links.run(experiment_id, parent.run_id)}",
         *(f"  {story.terminal_text(paragraph)}" for paragraph in verdict),

@@ -344,9 +344,8 @@ def build_report(
     if not runs:
         return None
     history = stored.history(client, runs)
-    summary = stored.summary(history, runs)
+    summary = stored.grouped_summary(history, runs)
     summary = summary.sort_values(["configuration", "seed"], kind="stable", ignore_index=True)
-    summary["group"] = summary.run_id.map(stored.pooling_groups(runs))
     columns = list(RUN_COLUMNS)
     if summary.test_miou.notna().any():
         columns += ["test_miou", "test_class_acc", "test_pixel_acc"]
@@ -355,9 +354,7 @@ def build_report(
     done = int((summary.status == "FINISHED").sum())
     experiments = story.run_experiments(runs)
     finished = summary[summary.status == "FINISHED"]
-    verdict = story.verdict(
-        finished, stored.final_iou_matrix(history, runs, index="run_id"), links, experiments
-    )
+    verdict = story.runs_verdict(history, finished, runs, links)
     figures: dict[str, Figure] = {}
     pictures: list[Block] = []
     for told in (t for t in stored.loss_stories(finished) if t.hides):
@@ -394,11 +391,13 @@ def build_report(
     ranked = None
     if done:
         parts = [(g, summary[summary.group == g]) for g in dict.fromkeys(summary.group)]
-        parts = [(g, part) for g, part in parts if (part.status == "FINISHED").any()]
-        ranked = rankings(parts[0][1])
+        ranked_parts = [
+            (g, part, rankings(part)) for g, part in parts if (part.status == "FINISHED").any()
+        ]
+        ranked = ranked_parts[0][2]
+        classes = stored.class_order(runs)
         configurations = stored.configuration_summary(summary, history)
         if configurations.n.max() > 1:
-            classes = stored.class_order(runs)
             scalar, per_class = seed_tables(configurations, classes)
             blocks += [
                 "## Configurations over seeds",
@@ -420,8 +419,7 @@ def build_report(
                 Table(stored.final_iou_matrix(history, runs).reset_index(), "{:.3f}"),
             ]
         blocks += outline_tables(history, runs)
-        for group, part in parts:  # runs that are comparable, each group apart
-            ranked_part = rankings(part)
+        for group, part, ranked_part in ranked_parts:  # comparable runs, each group apart
             blocks += [
                 "## Ranked by val loss within each loss, beside worst-class IoU and mIoU"
                 + (f": {group}" if group else ""),
@@ -431,7 +429,6 @@ def build_report(
             ]
             if ranked_part.mismatches:
                 blocks += image_evidence(client, part, ranked_part.mismatches[0])
-        classes = stored.class_order(runs)
         figures |= {
             "final_iou_heatmap": sweep_figures.iou_heatmap(stored.final_iou_matrix(history, runs)),
             "val_loss_vs_min_iou": sweep_figures.loss_vs_worst_iou(finished, classes),

@@ -197,6 +197,13 @@ def summary(frame: pd.DataFrame, runs: Sequence[Run]) -> pd.DataFrame:
     return pd.DataFrame(rows).astype({"seed": "Int64"}) if rows else pd.DataFrame(rows)
 
 
+def grouped_summary(frame: pd.DataFrame, runs: Sequence[Run]) -> pd.DataFrame:
+    """:func:`summary` with each run's ``group`` of comparable runs (:func:`pooling_groups`;
+    ``""`` for every run when the runs are comparable)."""
+    table = summary(frame, runs)
+    return table.assign(group=table.run_id.map(pooling_groups(runs))) if len(table) else table
+
+
 def unfinished(runs_summary: pd.DataFrame) -> str:
     """The runs that did not finish, each with its status and reason, as one sentence part:
     ``exp1 FAILED (ValueError: ...); exp2 RUNNING``."""

@@ -16,7 +16,7 @@ from mlflow.entities import Run
 
 from seglab import schema
 from seglab.analysis.links import UiLinks
-from seglab.analysis.runs import LossStory, hidden_list, loss_stories
+from seglab.analysis.runs import LossStory, final_iou_matrix, hidden_list, loss_stories
 from seglab.core.formatting import markdown_text, plain_text
 
 LINK = re.compile(r"(?<!\\)\[([^\]\\]+)\]\(([^)\s]+)\)")  # [text](url), not an escaped \[
@@ -102,6 +102,18 @@ def verdict(
             f" in any of the {len(stories)} loss functions." if several else "."
         )
     return [opening, *(story_line(s, ious, links, experiments) for s in stories)]
+
+
+def runs_verdict(
+    history: pd.DataFrame,
+    finished: pd.DataFrame,
+    runs: Sequence[Run],
+    links: UiLinks | None = None,
+) -> list[str]:
+    """:func:`verdict` of MLflow ``runs`` read back: ``finished`` the finished rows of their
+    (grouped) summary, the final IoU from their ``history``, the links to their experiments."""
+    ious = final_iou_matrix(history, runs, index="run_id")
+    return verdict(finished, ious, links, run_experiments(runs))
 
 
 def terminal_text(markdown: str) -> str:
