@@ -376,9 +376,7 @@ class RunLog:
         final = history[-1]
         predict = self.predictor(model)
         # The final model: its per-image counts add up to the last epoch's confusion matrix.
-        surface = SurfaceScores(len(self.class_names), data.ignore_index) if boundary else None
-        observe = None if surface is None else surface.add
-        val_counts = split_counts_per_image(predict, data, schema.VAL, batch_size, observe)
+        val_counts, surface = self._scored_split(predict, data, schema.VAL, batch_size, boundary)
         samples = predict_samples(predict, data, overlays, prefer_class=final.scores.worst_class)
         table, tags = self.summarize(history, val_counts, samples, surface)
         # From here on the model holds the best checkpoint's weights.
@@ -478,6 +476,20 @@ class RunLog:
         self._summary = RunSummary(final, table, tags, None, self.checkpoints.best_epoch)
         return table, tags
 
+    def _scored_split(
+        self,
+        predict: Predictor,
+        data: SegmentationData,
+        split: str,
+        batch_size: int,
+        boundary: bool,
+    ) -> tuple[PerImageCounts, SurfaceScores | None]:
+        """One prediction pass over ``split``: its per-image counts and, with ``boundary``,
+        where each class's outline is."""
+        surface = SurfaceScores(len(self.class_names), data.ignore_index) if boundary else None
+        observe = None if surface is None else surface.add
+        return split_counts_per_image(predict, data, split, batch_size, observe), surface
+
     def _score_test_split(
         self,
         predict: Predictor,
@@ -491,9 +503,7 @@ class RunLog:
         ``per_image/test.parquet``."""
         if data.test is None:
             return None
-        surface = SurfaceScores(len(self.class_names), data.ignore_index) if boundary else None
-        observe = None if surface is None else surface.add
-        counts = split_counts_per_image(predict, data, schema.TEST, batch_size, observe)
+        counts, surface = self._scored_split(predict, data, schema.TEST, batch_size, boundary)
         metrics = split_metrics(counts, self.class_names, schema.TEST)
         if surface is not None:
             metrics |= surface.metrics(self.class_names, schema.TEST)
