@@ -9,6 +9,8 @@ import math
 
 import numpy as np
 import pytest
+from scipy import ndimage
+from scipy.spatial.distance import cdist
 
 from seglab.core.boundary import (
     SurfaceScores,
@@ -16,6 +18,7 @@ from seglab.core.boundary import (
     edges,
     hd95,
     inner_boundary,
+    rings,
     surface_dice,
 )
 from seglab.core.calibration import Calibration
@@ -125,6 +128,50 @@ def test_the_split_sums_boundary_pixels_and_averages_distances_over_images():
     np.testing.assert_allclose(scores.boundary_iou(), inter / sum(s.union for s in alone))
     np.testing.assert_allclose(scores.hd95(), [1.5, 1.5])  # (1 + 2) / 2 for both classes
     np.testing.assert_allclose(scores.nsd(), (np.array(first[5]) + second[5]) / 2)
+
+
+def brute_force(truth, prediction, classes, tolerance):
+    """Per image and class ``(HD95, NSD)`` from every pair of edge pixels (``cdist``) and
+    ``np.percentile``: the formula, with none of the lookups or trees."""
+    scores = []
+    for t, p in zip(truth, prediction, strict=True):
+        for c in range(classes):
+            a, b = np.argwhere(edges(p == c)), np.argwhere(edges(t == c))
+            if not len(a) or not len(b):
+                scores.append((NAN, NAN) if not len(a) and not len(b) else (INF, 0.0))
+                continue
+            pairs = cdist(a, b)
+            to_true, to_pred = pairs.min(1), pairs.min(0)
+            distance = max(np.percentile(to_true, 95), np.percentile(to_pred, 95))
+            near = (to_true <= tolerance).sum() + (to_pred <= tolerance).sum()
+            scores.append((distance, near / (len(a) + len(b))))
+    return np.array(scores).reshape(len(truth), classes, 2)
+
+
+@pytest.mark.parametrize("shift", [(0, 1), (3, 4), (9, -7)])
+def test_distances_near_and_far_equal_every_pair_of_edge_pixels(shift):
+    """Edges within 3 px are looked up, farther ones come from a k-d tree, over several images
+    and classes at once (one class missing from some predictions): both equal brute force."""
+    rng = np.random.default_rng(sum(shift) + 10)
+    smooth = ndimage.gaussian_filter(rng.normal(size=(3, 30, 36, 4)), (0, 4, 4, 0))
+    truth = smooth.argmax(-1)
+    prediction = np.roll(truth, shift, axis=(1, 2))
+    prediction[1][prediction[1] == 3] = 0
+    scores = SurfaceScores(4, tolerance=2.0)
+    scores.add(truth, prediction)
+    expected = brute_force(truth, prediction, 4, 2.0)
+    np.testing.assert_allclose(np.array(scores.distances).T, expected[..., 0], rtol=1e-12)
+    np.testing.assert_allclose(np.array(scores.surface).T, expected[..., 1], rtol=1e-12)
+    if shift == (9, -7):
+        assert np.nanmax(expected[..., 0][np.isfinite(expected[..., 0])]) > 3  # the tree's part
+
+
+def test_the_near_lookup_visits_offsets_ring_by_ring_nearest_first():
+    near = rings(3)
+    assert [length for length, _ in near] == sorted(
+        {math.hypot(y, x) for y in range(4) for x in range(4) if math.hypot(y, x) <= 3}
+    )
+    assert near[0] == (0.0, [(0, 0)]) and sum(len(o) for _, o in near) == 29
 
 
 @pytest.mark.parametrize(

@@ -189,7 +189,7 @@ def test_per_image_counts_add_up_to_the_final_confusion_matrix(smoke_run):
 
 
 @pytest.mark.slow
-def test_every_run_records_the_code_and_library_versions(smoke_run):
+def test_every_run_records_the_code_the_library_versions_and_its_timings(smoke_run):
     _, _, _, runs = smoke_run
     tags = runs[0].data.tags
     root = Path(__file__).resolve().parents[1]
@@ -200,6 +200,8 @@ def test_every_run_records_the_code_and_library_versions(smoke_run):
     assert tags["seglab.git_dirty"] in {"true", "false"}
     for package in ("seglab", "tensorflow", "keras", "mlflow", "numpy"):
         assert tags[f"version.{package}"] == version(package)
+    seconds = {k: float(tags[f"seglab.seconds.{k}"]) for k in ("end_of_run", "boundary")}
+    assert 0 <= seconds["boundary"] < seconds["end_of_run"]  # where the end of the run went
 
 
 @pytest.mark.slow

@@ -63,6 +63,7 @@ VERSION_TAG_PREFIX = "version."  # version.<package>, version.python
 SECONDS_SETUP = "seglab.seconds.setup"
 SECONDS_TRAINING = "seglab.seconds.training"
 SECONDS_END_OF_RUN = "seglab.seconds.end_of_run"
+SECONDS_BOUNDARY = "seglab.seconds.boundary"  # of the end of run: the boundary scores
 # The options a sweep varies most, as tags the MLflow UI can group by: seglab.<axis>.
 AXES = ("loss", "class_weights", "augment")
 # MLflow's own tags.

@@ -209,6 +209,7 @@ class RunLog:
         self._make_predictor = predictor
         self._predictor: Predictor | None = None
         self._training_started = self._training_ended = 0.0
+        self._boundary_seconds = 0.0  # of the end of the run, in the boundary scores
         self._summary: RunSummary | None = None
 
     @property
@@ -376,9 +377,11 @@ class RunLog:
         final = history[-1]
         predict = self.predictor(model)
         # The final model: its per-image counts add up to the last epoch's confusion matrix.
-        val_counts, surface = self._scored_split(predict, data, schema.VAL, batch_size, boundary)
+        val_counts, val_surface = self._scored_split(
+            predict, data, schema.VAL, batch_size, boundary
+        )
         samples = predict_samples(predict, data, overlays, prefer_class=final.scores.worst_class)
-        table, tags = self.summarize(history, val_counts, samples, surface)
+        table, tags = self.summarize(history, val_counts, samples, val_surface)
         # From here on the model holds the best checkpoint's weights.
         best_epoch = self.checkpoints.restore_best(model)
         test = self._score_test_split(predict, data, batch_size, best_epoch, boundary)
@@ -391,6 +394,7 @@ class RunLog:
                 schema.SECONDS_SETUP: f"{self._training_started - self.started:.2f}",
                 schema.SECONDS_TRAINING: f"{self._training_ended - self._training_started:.2f}",
                 schema.SECONDS_END_OF_RUN: f"{time.perf_counter() - self._training_ended:.2f}",
+                schema.SECONDS_BOUNDARY: f"{self._boundary_seconds:.2f}",
             }
         )
         self._summary = RunSummary(final, table, tags, test, best_epoch)
@@ -488,7 +492,9 @@ class RunLog:
         where each class's outline is."""
         surface = SurfaceScores(len(self.class_names), data.ignore_index) if boundary else None
         observe = None if surface is None else surface.add
-        return split_counts_per_image(predict, data, split, batch_size, observe), surface
+        counts = split_counts_per_image(predict, data, split, batch_size, observe)
+        self._boundary_seconds += 0.0 if surface is None else surface.seconds
+        return counts, surface
 
     def _score_test_split(
         self,
