@@ -227,3 +227,33 @@ def step_ratios(seconds: dict[str, dict[str, list[float]]], a: str, b: str) -> d
         phase: median([x / y for x, y in zip(t[a], t[b], strict=True)])
         for phase, t in seconds.items()
     }
+
+
+def write_folder(
+    root: Path,
+    classes: int,
+    images: dict[str, int],
+    size: tuple[int, int],
+    seed: int = 0,
+    fixed_colours: bool = False,
+) -> None:
+    """``<root>/<split>/{images,masks}`` with ``images[split]`` PNGs of ``size`` (height, width)
+    each, and ``classes.yaml``: 16 Voronoi regions per image, one class each, drawn in a colour
+    per class with noise. ``fixed_colours``: a class has the same colour in every image (a
+    model learns the classes), else each image draws its own (only outlines are learnable)."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0 : size[0], 0 : size[1]]
+    palette = rng.integers(0, 256, (classes, 3))
+    for split, count in images.items():
+        for i in range(count):
+            centres = rng.uniform(0, 1, size=(16, 2)) * size
+            distance = (yy[..., None] - centres[:, 0]) ** 2 + (xx[..., None] - centres[:, 1]) ** 2
+            labels = rng.integers(0, classes, 16)[np.argmin(distance, axis=-1)].astype(np.uint8)
+            colours = palette if fixed_colours else rng.integers(0, 256, (classes, 3))
+            image = np.clip(colours[labels] + rng.normal(0, 6, (*size, 3)), 0, 255)
+            for kind, array in (("images", image.astype(np.uint8)), ("masks", labels[..., None])):
+                path = root / split / kind / f"{i:04d}.png"
+                path.parent.mkdir(parents=True, exist_ok=True)
+                path.write_bytes(tf.io.encode_png(array).numpy())
+    names = ", ".join(f"c{c}" for c in range(classes))
+    (root / "classes.yaml").write_text(f"classes: [{names}]\n")

@@ -21,30 +21,9 @@ import tempfile
 from pathlib import Path
 
 import common
-import numpy as np
-import tensorflow as tf
 from mlflow.tracking import MlflowClient
 
 SIZE = 64
-
-
-def write_folder(root: Path, classes: int, images: dict[str, int], seed: int = 0) -> None:
-    """``<root>/{train,val}/{images,masks}``: smooth colour regions, one class each."""
-    rng = np.random.default_rng(seed)
-    yy, xx = np.mgrid[0:SIZE, 0:SIZE]
-    for split, count in images.items():
-        for i in range(count):
-            centres = rng.uniform(0, SIZE, size=(16, 2))
-            distance = (yy[..., None] - centres[:, 0]) ** 2 + (xx[..., None] - centres[:, 1]) ** 2
-            labels = rng.integers(0, classes, 16)[np.argmin(distance, axis=-1)].astype(np.uint8)
-            colours = rng.integers(0, 256, (classes, 3))
-            image = np.clip(colours[labels] + rng.normal(0, 6, (SIZE, SIZE, 3)), 0, 255)
-            for kind, array in (("images", image.astype(np.uint8)), ("masks", labels[..., None])):
-                path = root / split / kind / f"{i:04d}.png"
-                path.parent.mkdir(parents=True, exist_ok=True)
-                path.write_bytes(tf.io.encode_png(array).numpy())
-    names = ", ".join(f"c{c}" for c in range(classes))
-    (root / "classes.yaml").write_text(f"classes: [{names}]\n")
 
 
 def run_one(root: Path, out: Path, epochs: int) -> dict[str, float]:
@@ -89,7 +68,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         for classes in (5, 150):
             root = Path(tmp) / f"c{classes}"
-            write_folder(root, classes, {"train": args.train, "val": args.val})
+            common.write_folder(root, classes, {"train": args.train, "val": args.val}, (SIZE, SIZE))
             results[classes] = run_one(root, Path(tmp) / f"out{classes}", args.epochs)
             print(classes, json.dumps(results[classes]), flush=True)
     many, few = results[150], results[5]

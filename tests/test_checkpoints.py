@@ -186,9 +186,9 @@ def test_a_run_names_a_bad_option_before_it_starts(tmp_path, option, message):
 def test_restore_into_a_built_mixed_precision_optimizer_keeps_its_variables_once(tmp_path):
     # The trainer builds the optimizer before it restores; the loss scale optimizer of mixed
     # precision would add its step counter and scale a second time if restore built it again.
-    from seglab.training.runtime import set_precision
+    from seglab.training.runtime import FLOAT32, Precision, set_precision
 
-    set_precision(True)
+    set_precision(Precision("float16", "test"))
     try:
         model = tiny_model()
         x = np.random.default_rng(0).random((2, 16, 16, 3)).astype(np.float32)
@@ -203,4 +203,4 @@ def test_restore_into_a_built_mixed_precision_optimizer_keeps_its_variables_once
         for got, want in zip(fresh.optimizer.variables, saved, strict=True):
             np.testing.assert_array_equal(np.array(got), want)
     finally:
-        set_precision(False)
+        set_precision(FLOAT32)

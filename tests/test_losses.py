@@ -197,6 +197,24 @@ def test_loss_equals_its_numpy_formula(name, seed):
     )
 
 
+BF16_RELATIVE = 1e-2  # bfloat16 keeps 8 significant bits: each probability within 0.4 %
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_a_bfloat16_prediction_is_scored_in_float32_and_within_one_percent(name):
+    """What a model trained under ``trainer.precision=bfloat16`` hands a loss: the loss equals
+    its formula on the bfloat16 values (it computes in float32) and the float32 value within
+    :data:`BF16_RELATIVE`."""
+    labels, probs = random_case(0)
+    low = tf.cast(probs, tf.bfloat16)
+    value = make(name)(labels, low)
+    assert value.dtype == "float32"
+    rounded = tf.cast(low, tf.float32).numpy()
+    formula = LOSSES[name][1]
+    assert float(value) == pytest.approx(formula(labels, rounded), rel=1e-5, abs=1e-6)
+    assert float(value) == pytest.approx(formula(labels, probs), rel=BF16_RELATIVE, abs=1e-4)
+
+
 @pytest.mark.parametrize("name", NAMES)
 def test_ignored_pixels_count_nowhere(name):
     labels, probs = random_case(2)

@@ -15,6 +15,7 @@ from mlflow.tracking import MlflowClient
 
 from seglab.core.per_image import PerImageCounts
 from seglab.core.verdicts import HiddenFailureRule, hidden_classes
+from seglab.training.runtime import resolve_precision, usable_cores
 
 
 def train(tmp_path, *overrides: str) -> subprocess.CompletedProcess:
@@ -217,6 +218,10 @@ def test_terminal_prints_the_per_class_table_with_the_loss(smoke_run):
     for kind in ("boundary_iou", "hd95", "nsd"):  # where each class's outline is, logged
         assert {f"val/{kind}/{name}" for name in CLASSES} <= set(run.data.metrics)
     assert "val/class_acc" in out and "hidden failures:" in out
+    precision = resolve_precision("auto")  # the default, logged as what it resolved to
+    assert f"precision: {precision.name} ({precision.reason}); {usable_cores()} TensorFlow" in out
+    assert run.data.params["precision"] == precision.name
+    assert run.data.params["trainer.precision"] == "auto"
     for name in CLASSES:
         assert f"\n{name:>10} " in out
     assert f"MLflow run {runs[0].info.run_id}" in out

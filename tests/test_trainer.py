@@ -1,6 +1,9 @@
+import os
+
 import keras
 import numpy as np
 import pytest
+import tensorflow as tf
 from conftest import float16_capped_below_this_cpu
 from omegaconf import OmegaConf
 
@@ -11,9 +14,19 @@ from seglab.data.datasets.shapes import shapes
 from seglab.data.pipeline import batches
 from seglab.losses import CrossEntropy, Dice, Lovasz
 from seglab.training.callbacks import NonFiniteGuard
+from seglab.training.checkpoints import Checkpointer
 from seglab.training.model import build_unet
 from seglab.training.prediction import predict_samples
-from seglab.training.runtime import seed_everything
+from seglab.training.runtime import (
+    FLOAT32,
+    Precision,
+    cgroup_quota,
+    cpu_flags,
+    resolve_precision,
+    seed_everything,
+    set_precision,
+    usable_cores,
+)
 from seglab.training.trainer import Trainer
 
 WEIGHTS = np.array([0.5, 1.0, 2.0, 3.0, 20.0], np.float32)
@@ -202,9 +215,7 @@ def test_a_learning_rate_schedule_passes_unchanged():
     reason="ONEDNN_MAX_CPU_ISA is below float16 kernels on a CPU with AVX512-FP16",
 )
 def test_mixed_precision_trains_with_loss_scaling_and_float32_outputs():
-    from seglab.training.runtime import set_precision
-
-    set_precision(True)
+    set_precision(Precision("float16", "test"))
     try:
         _, model, records, _ = fit_small(CrossEntropy(ignore_index=255), epochs=1)
         assert model.layers[1].compute_dtype == "float16"
@@ -212,7 +223,7 @@ def test_mixed_precision_trains_with_loss_scaling_and_float32_outputs():
         assert isinstance(model.optimizer, keras.optimizers.LossScaleOptimizer)
         assert np.isfinite(records[-1].val_loss)
     finally:
-        set_precision(False)
+        set_precision(FLOAT32)
     assert keras.mixed_precision.global_policy().name == "float32"
 
 
@@ -333,3 +344,108 @@ def test_durations_read_as_a_person_would_say_them(seconds, shown):
     from seglab.training.callbacks import duration
 
     assert duration(seconds) == shown
+
+
+@pytest.mark.parametrize(
+    ("requested", "gpus", "flags", "name"),
+    [
+        ("auto", [], {"avx512f", "avx512_bf16"}, "bfloat16"),  # AMD EPYC (Zen 4), Cooper Lake
+        ("auto", [], {"avx512f", "amx_bf16", "amx_tile"}, "bfloat16"),  # Sapphire Rapids
+        ("auto", [], {"avx512f", "avx2"}, "float32"),  # Skylake, Ice Lake: no bfloat16 unit
+        ("auto", [], set(), "float32"),  # no /proc/cpuinfo
+        ("auto", [(8, 0)], set(), "bfloat16"),  # A100
+        ("auto", [(7, 5)], {"avx512_bf16"}, "float16"),  # T4: the GPU decides
+        ("auto", [(9, 0), (7, 0)], set(), "float16"),  # one GPU without bfloat16
+        ("float32", [(8, 0)], {"avx512_bf16"}, "float32"),
+        ("bfloat16", [], set(), "bfloat16"),
+        ("float16", [], set(), "float16"),
+    ],
+)
+def test_the_precision_is_the_one_asked_or_the_fastest_the_hardware_computes(
+    requested, gpus, flags, name
+):
+    precision = resolve_precision(requested, gpus, flags)
+    assert precision.name == name
+    assert precision.policy == {"float32": "float32"}.get(name, f"mixed_{name}")
+    assert precision.reason.startswith("auto: " if requested == "auto" else "trainer.precision=")
+
+
+def test_cpu_flags_are_read_from_cpuinfo(tmp_path):
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text("processor\t: 0\nflags\t\t: fpu avx512f avx512_bf16\n\nflags\t: other\n")
+    assert cpu_flags(cpuinfo) == {"fpu", "avx512f", "avx512_bf16"}
+    assert cpu_flags(tmp_path / "missing") == set()
+
+
+def test_an_unknown_precision_is_named_with_the_choices():
+    with pytest.raises(ValueError, match=r"trainer.precision='fp8'.*auto.*float32.*bfloat16"):
+        Trainer(lambda: keras.optimizers.Adam(), precision="fp8")
+
+
+def test_bfloat16_trains_checkpoints_and_reloads_predicting_float32(tmp_path):
+    """Under bfloat16 the layers compute in bfloat16 over float32 variables without loss
+    scaling; the probabilities, losses and metrics stay float32; a checkpoint restores and the
+    saved model reloads with the same float32 predictions."""
+    trainer = Trainer(lambda: keras.optimizers.Adam(3e-3), 1, 4, precision="bfloat16")
+    trainer.prepare()
+    try:
+        data = shapes(image_size=32, num_train=8, num_val=8)
+        model = build_unet(data.image_shape, data.num_classes, depth=2, base_filters=4)
+        (record,) = trainer.fit(model, CrossEntropy(ignore_index=255), data)
+        assert trainer.precision.name == "bfloat16"
+        assert model.layers[1].compute_dtype == "bfloat16"
+        assert {v.dtype for v in model.trainable_variables} == {"float32"}
+        assert not isinstance(model.optimizer, keras.optimizers.LossScaleOptimizer)
+        assert np.isfinite(record.val_loss) and record.confusion.sum() > 0
+        images = next(iter(batches(data.val, 4)))[0]
+        predicted = np.asarray(model(images, training=False))
+        assert predicted.dtype == np.float32
+        Checkpointer(tmp_path).save(model, 1, {"val/min_iou": 0.1, "val/miou": 0.2})
+        model.save(tmp_path / "model.keras")
+    finally:
+        set_precision(FLOAT32)
+    restored = build_unet(data.image_shape, data.num_classes, depth=2, base_filters=4)
+    restored.compile(optimizer=keras.optimizers.Adam())
+    Checkpointer(tmp_path).restore(restored)  # into a float32 model: the same variables
+    np.testing.assert_array_equal(
+        np.asarray(restored.trainable_variables[0]), np.asarray(model.trainable_variables[0])
+    )
+    reloaded = keras.saving.load_model(tmp_path / "model.keras", compile=False)
+    again = np.asarray(reloaded(images, training=False))
+    assert again.dtype == np.float32
+    np.testing.assert_array_equal(again, predicted)
+
+
+@pytest.mark.parametrize(
+    ("files", "quota"),
+    [
+        ({"cpu.max": "150000 100000\n"}, 1.5),  # cgroup v2: 1.5 cores
+        ({"cpu.max": "max 100000\n"}, None),  # unlimited
+        ({"cpu/cpu.cfs_quota_us": "200000\n", "cpu/cpu.cfs_period_us": "100000\n"}, 2.0),  # v1
+        ({"cpu/cpu.cfs_quota_us": "-1\n", "cpu/cpu.cfs_period_us": "100000\n"}, None),
+        ({}, None),  # no cgroup files
+        ({"cpu.max": "garbled\n"}, None),
+    ],
+)
+def test_the_cgroup_quota_is_read_in_cores(tmp_path, files, quota):
+    for name, text in files.items():
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text(text)
+    assert cgroup_quota(tmp_path) == quota
+
+
+def test_the_usable_cores_are_the_affinity_capped_by_the_quota_rounded_up(tmp_path):
+    affinity = len(os.sched_getaffinity(0))
+    assert usable_cores(tmp_path) == affinity  # no quota
+    (tmp_path / "cpu.max").write_text("50000 100000\n")
+    assert usable_cores(tmp_path) == 1  # half a core still gets a thread
+    (tmp_path / "cpu.max").write_text(f"{(affinity + 3) * 100000} 100000\n")
+    assert usable_cores(tmp_path) == affinity  # a quota above the affinity changes nothing
+
+
+def test_prepare_sizes_tensorflows_threads_to_the_usable_cores():
+    trainer = Trainer(lambda: keras.optimizers.Adam(), precision="float32")
+    trainer.prepare()
+    # the suite's process started TensorFlow long ago: the pools keep their first size
+    assert trainer.threads == tf.config.threading.get_intra_op_parallelism_threads()
+    assert trainer.threads in (0, usable_cores())

@@ -87,6 +87,7 @@ SWEEP_FILE = "sweep.json"  # what a sweep's jobs read: its parent run id and job
 
 # Params: the resolved config flattened to dotted keys, and the class weights.
 SEED_PARAM = "trainer.seed"
+PRECISION_PARAM = "precision"  # what trainer.precision resolved to: float32, bfloat16, float16
 CLASS_WEIGHT_PARAM = "class_weight/"  # class_weight/<class>
 
 # Artifacts of a training run.

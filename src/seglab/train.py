@@ -25,6 +25,7 @@ from seglab.data.dataset import take_samples
 from seglab.figures.gallery import Gallery, check_gallery
 from seglab.losses import build_loss
 from seglab.paths import check_writable, config_dir
+from seglab.tracking import console
 from seglab.tracking.run_log import RunLog
 from seglab.tracking.sweep import end_sweep, job_context, run_colour, run_name
 
@@ -39,6 +40,10 @@ def run(cfg: DictConfig) -> EpochRecord:
     config = checked_config(cfg)
     trainer = build(cfg.trainer)
     trainer.prepare()
+    console.say(
+        f"precision: {trainer.precision.name} ({trainer.precision.reason}); "
+        f"{trainer.threads} TensorFlow threads"
+    )
     data = build(cfg.data)
     counts = count_splits(data, config["data"], cfg.paths.cache_dir)  # validates every label
     scheme = build(cfg.class_weights)
@@ -69,6 +74,7 @@ def run(cfg: DictConfig) -> EpochRecord:
         OmegaConf.to_yaml(cfg),
         resume=cfg.resume,
         fingerprint=data_fingerprint(data, counts),
+        params={schema.PRECISION_PARAM: trainer.precision.name},
     ):
         if not log.resumed and not augmenter.is_identity:
             log.log_augmentation(augmenter, data, trainer.seed)

@@ -150,9 +150,9 @@ def nearest_edge(points: EdgePixels, others: EdgePixels) -> NDArray[np.float64]:
     A trained model's edges lie mostly within a few pixels of the truth's, so the offsets within
     3 pixels are looked up in the other edge map first, ring by ring of equal length, nearest
     first, for the points still unresolved (a gather per offset over all images and classes at
-    once); the rest go to one k-d tree over the other edges of their groups, the group a third
-    coordinate spaced further apart than two points of one image can be, the search bounded
-    below that spacing.
+    once); the rest go to one k-d tree over the other edges of their groups, each group's columns
+    shifted further apart than two points of one image can be, the search bounded below that
+    shift.
     """
     radius = int(NEAR[-1][0])
     padded = np.pad(others.owner, ((0, 0), (radius, radius), (radius, radius)), constant_values=-1)
@@ -176,15 +176,16 @@ def nearest_edge(points: EdgePixels, others: EdgePixels) -> NDArray[np.float64]:
     candidates = np.isin(others.groups, groups)
     if not len(pending) or not candidates.any():
         return distance
-    spacing = 4.0 * float(max(points.owner.shape[1:]) + 1)
+    spacing = 4.0 * float(sum(points.owner.shape[1:]))  # > 2 * (largest distance + width)
 
     def lifted(
         rows: NDArray[np.intp], columns: NDArray[np.intp], group: NDArray[np.int64]
     ) -> NDArray[np.float64]:
-        return np.column_stack([rows, columns, group * spacing]).astype(np.float64)
+        return np.column_stack([rows, columns + group * spacing]).astype(np.float64)
 
     tree = cKDTree(
-        lifted(others.row[candidates], others.column[candidates], others.groups[candidates])
+        lifted(others.row[candidates], others.column[candidates], others.groups[candidates]),
+        balanced_tree=False,  # built in half the time, queried as fast
     )
     query = lifted(points.row[pending], points.column[pending], groups)
     distance[pending] = tree.query(query, distance_upper_bound=spacing / 2)[0]

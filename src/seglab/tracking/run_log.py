@@ -233,16 +233,17 @@ class RunLog:
         resume: bool | str = False,
         fingerprint: Mapping[str, str] | None = None,
         attach_run_id: str | None = None,
+        params: Mapping[str, str] | None = None,
     ) -> Iterator[RunLog]:
         """Checks the store, starts the run or reopens the one ``resume`` names (see
         :func:`seglab.tracking.resume.resumable_run`), claims it for this process and ends it
         FINISHED, FAILED or KILLED with the block; prints the run's summary after it finished.
 
         A new run gets ``tags`` (plus the class names, the data's ``fingerprint`` and the
-        provenance tags), the resolved ``config`` as params and ``config.yaml``, and the class
-        weights (:meth:`log_class_weights`). ``attach_run_id`` names a run someone else opened
-        and ends (an active MLflow run): it gets the same, and a failure's reason, but keeps
-        its status.
+        provenance tags), the resolved ``config`` and ``params`` as params and ``config.yaml``,
+        and the class weights (:meth:`log_class_weights`). ``attach_run_id`` names a run
+        someone else opened and ends (an active MLflow run): it gets the same, and a failure's
+        reason, but keeps its status.
         """
         self.tracker.check()
         fingerprint = dict(fingerprint or {})
@@ -274,6 +275,7 @@ class RunLog:
                 self._checkpoints = Checkpointer(run_dir, *self.selection)
                 if resume_id is None:
                     tracker.log_config(config, config_yaml)
+                    tracker.log_params(params or {})
                     self.log_class_weights()
                 else:
                     self._reopen()

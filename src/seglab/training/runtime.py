@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
+import math
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
 import keras
 import tensorflow as tf
 from tensorflow.python.framework import config as tf_config  # disable_op_determinism: no API
@@ -22,14 +28,119 @@ def seed_everything(seed: int, deterministic: bool = False) -> None:
         tf_config.disable_op_determinism()
 
 
-def set_precision(mixed: bool) -> None:
-    """``mixed_float16`` (GPU speed-up) or ``float32`` for the models built after this call.
+PRECISIONS = ("auto", "float32", "bfloat16", "float16")
+POLICIES = {"float32": "float32", "bfloat16": "mixed_bfloat16", "float16": "mixed_float16"}
+BF16_CPU_FLAGS = ("avx512_bf16", "amx_bf16")  # /proc/cpuinfo's names
 
-    Set on every run, so one mixed-precision job of a multirun does not leak into the next.
-    Under ``mixed_float16`` Keras wraps the optimizer in a ``LossScaleOptimizer`` at compile;
-    the U-Net's output activation and seglab's losses compute in float32.
+
+@dataclass(frozen=True)
+class Precision:
+    """The precision a run computes in, and why it was chosen."""
+
+    name: str  # float32, bfloat16 or float16
+    reason: str
+
+    @property
+    def policy(self) -> str:
+        """Keras' dtype policy: ``mixed_*`` computes in ``name`` and keeps float32 variables."""
+        return POLICIES[self.name]
+
+
+def cpu_flags(cpuinfo: Path = Path("/proc/cpuinfo")) -> set[str]:
+    """The instruction-set flags of this machine's CPU (empty where ``cpuinfo`` is missing)."""
+    try:
+        text = cpuinfo.read_text()
+    except OSError:
+        return set()
+    line = next((line for line in text.splitlines() if line.startswith("flags")), "")
+    return set(line.partition(":")[2].split())
+
+
+def gpu_capabilities() -> list[tuple[int, int]]:
+    """The CUDA compute capability of each visible GPU."""
+    details = (
+        tf.config.experimental.get_device_details(gpu)
+        for gpu in tf.config.list_physical_devices("GPU")
+    )
+    return [tuple(d.get("compute_capability", (0, 0))) for d in details]
+
+
+def resolve_precision(
+    requested: str,
+    gpus: Sequence[tuple[int, int]] | None = None,
+    flags: set[str] | None = None,
+) -> Precision:
+    """``trainer.precision``: ``float32``, ``bfloat16``, ``float16`` as asked, or for ``auto``
+    bfloat16 where the hardware computes it (GPUs of compute capability 8.0 or later; CPUs with
+    AVX512-BF16 or AMX), float16 on older GPUs and float32 otherwise.
+
+    Args:
+        requested: One of :data:`PRECISIONS`.
+        gpus: The GPUs' compute capabilities (default: this machine's).
+        flags: The CPU's flags (default: this machine's).
     """
-    keras.mixed_precision.set_global_policy("mixed_float16" if mixed else "float32")
+    check_choice("trainer.precision", requested, PRECISIONS)
+    if requested != "auto":
+        return Precision(requested, f"trainer.precision={requested}")
+    gpus = gpu_capabilities() if gpus is None else gpus
+    if gpus:
+        if min(gpus) >= (8, 0):
+            return Precision("bfloat16", "auto: GPUs of compute capability >= 8.0")
+        return Precision("float16", "auto: a GPU of compute capability < 8.0 (no bfloat16)")
+    found = sorted((cpu_flags() if flags is None else flags) & set(BF16_CPU_FLAGS))
+    if found:
+        return Precision("bfloat16", f"auto: this CPU has {found[0].upper()}")
+    return Precision("float32", "auto: this CPU has no bfloat16 instructions (AVX512-BF16, AMX)")
+
+
+def set_precision(precision: Precision) -> None:
+    """Sets Keras' dtype policy for the models built after this call.
+
+    Set on every run, so one job of a multirun does not leak its precision into the next.
+    Under ``mixed_float16`` Keras wraps the optimizer in a ``LossScaleOptimizer`` at compile
+    (bfloat16 has float32's range and needs none); the U-Net's output activation, seglab's
+    losses and metrics compute in float32.
+    """
+    keras.mixed_precision.set_global_policy(precision.policy)
+
+
+FLOAT32 = Precision("float32", "trainer.precision=float32")
+
+
+def usable_cores(cgroup: Path = Path("/sys/fs/cgroup")) -> int:
+    """The cores this process may keep busy: its CPU affinity, capped by the CPU quota of its
+    cgroup (v2 ``cpu.max``, or v1 ``cpu.cfs_quota_us`` over ``cpu.cfs_period_us``), rounded up:
+    what a container or a SLURM job grants, where the host's core count would oversubscribe."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    quota = cgroup_quota(cgroup)
+    return max(1, min(cores or 1, math.ceil(quota) if quota else cores or 1))
+
+
+def cgroup_quota(cgroup: Path) -> float | None:
+    """The cgroup's CPU quota in cores, ``None`` when unlimited or unreadable."""
+    try:
+        if (cgroup / "cpu.max").exists():
+            limit, _, period = (cgroup / "cpu.max").read_text().strip().partition(" ")
+        else:
+            limit = (cgroup / "cpu" / "cpu.cfs_quota_us").read_text().strip()
+            period = (cgroup / "cpu" / "cpu.cfs_period_us").read_text().strip()
+        if limit in ("max", "-1"):
+            return None
+        return int(limit) / int(period or 100_000)
+    except (OSError, ValueError):
+        return None
+
+
+def set_threads(cores: int) -> int:
+    """TensorFlow's intra- and inter-op thread pools sized to ``cores`` (the default sizes them
+    to the host), before TensorFlow starts; a later call with other sizes keeps the first (the
+    pools cannot change once made). Returns the intra-op threads in use."""
+    try:
+        tf.config.threading.set_intra_op_parallelism_threads(cores)
+        tf.config.threading.set_inter_op_parallelism_threads(cores)
+    except RuntimeError:  # a job of a multirun after one that set other sizes
+        pass
+    return int(tf.config.threading.get_intra_op_parallelism_threads())
 
 
 STRATEGIES = ("default", "mirrored")

@@ -12,6 +12,7 @@ import keras
 import tensorflow as tf
 
 from seglab import schema, signals
+from seglab.core.checks import check_choice
 from seglab.core.class_weights import Weighting
 from seglab.core.records import EpochRecord
 from seglab.data.augment import Augmenter
@@ -29,10 +30,15 @@ from seglab.training.checkpoints import Checkpointer
 from seglab.training.encoders import frozen_epochs, unfreeze
 from seglab.training.keras_metrics import ConfusionMatrix, PerClassLoss
 from seglab.training.runtime import (
+    FLOAT32,
+    PRECISIONS,
     check_strategy,
     distribution_strategy,
+    resolve_precision,
     seed_everything,
     set_precision,
+    set_threads,
+    usable_cores,
 )
 
 
@@ -68,8 +74,9 @@ class Trainer:
         shuffle: Reshuffle the training set every epoch (``False``: file order, e.g. to compare
             strategies, since ``tf.distribute`` rebuilds the pipeline and its shuffle order).
         deterministic: Also make TensorFlow ops deterministic (see :func:`seed_everything`).
-        mixed_precision: Train under ``mixed_float16`` (see :func:`set_precision`); meant for
-            GPUs, slower on CPU.
+        precision: ``float32``, ``bfloat16``, ``float16`` (with loss scaling) or ``auto``: the
+            fastest the hardware computes (see :func:`resolve_precision`); resolved by
+            :meth:`prepare` into :attr:`precision`.
         steps_per_execution: Batches run per ``tf.function`` call (fewer Python round trips).
         jit_compile: Compile the train step with XLA (see the README's Performance section).
         strategy: ``default`` (one device) or ``mirrored`` (every GPU, or every logical CPU);
@@ -91,7 +98,7 @@ class Trainer:
         seed: int = 0,
         shuffle: bool = True,
         deterministic: bool = False,
-        mixed_precision: bool = False,
+        precision: str = "auto",
         steps_per_execution: int = 1,
         jit_compile: bool = False,
         strategy: str = "default",
@@ -119,7 +126,10 @@ class Trainer:
         self.seed = seed
         self.shuffle = shuffle
         self.deterministic = deterministic
-        self.mixed_precision = mixed_precision
+        check_choice("trainer.precision", precision, PRECISIONS)
+        self.requested_precision = precision
+        self.precision = FLOAT32  # what prepare() resolves the request to
+        self.threads = 0  # TensorFlow's threads, which prepare() sizes to the usable cores
         self.steps_per_execution = steps_per_execution
         self.jit_compile = jit_compile
         self.strategy = strategy
@@ -127,12 +137,15 @@ class Trainer:
         self._distribution: tf.distribute.Strategy | None = None
 
     def prepare(self) -> None:
-        """Starts Keras clean (the jobs of a multirun share one process), seeds Python, NumPy
-        and TensorFlow (and makes TensorFlow ops deterministic when asked) and sets the
-        precision of the models built after this call."""
+        """Sizes TensorFlow's threads to the cores this process may use, starts Keras clean (the
+        jobs of a multirun share one process), seeds Python, NumPy and TensorFlow (and makes
+        TensorFlow ops deterministic when asked) and sets the precision of the models built
+        after this call."""
+        self.threads = set_threads(usable_cores())
         keras.backend.clear_session()
         seed_everything(self.seed, self.deterministic)
-        set_precision(self.mixed_precision)
+        self.precision = resolve_precision(self.requested_precision)
+        set_precision(self.precision)
 
     @property
     def distribution(self) -> tf.distribute.Strategy:

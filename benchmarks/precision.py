@@ -1,0 +1,89 @@
+"""Precision: seglab's trainer in float32 and in bfloat16 at the CamVid experiment's shape.
+
+The CamVid experiment's U-Net (128x160, depth 4, 16 base filters, batch 8, 11 classes, Adam
+1e-3) trains on random images held in memory (speed does not depend on what the pixels show)
+through seglab's trainer, under ``trainer.precision=float32`` and ``bfloat16``, alternating in
+this one process over rounds (each round a fresh model and session; its first epoch, which
+traces, dropped). Per epoch: images per second (wall), images per CPU-second, and the cores
+kept busy (CPU-seconds per wall-second). Also what ``trainer.precision=auto`` picks here.
+Goals: every epoch keeps >= 1.8 of 2 cores busy in both precisions; bfloat16 over float32 is
+the speed-up ``auto`` brings on a CPU with bfloat16 instructions.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import common
+import keras
+
+from seglab.losses import CrossEntropy
+from seglab.training.model import build_unet
+from seglab.training.runtime import resolve_precision
+from seglab.training.trainer import Trainer
+
+SHAPE, CLASSES, BATCH = (128, 160, 3), 11, 8
+PRECISIONS = ("float32", "bfloat16")
+
+
+def timed_fit(precision: str, data: object, epochs: int) -> common.EpochTimer:
+    """``epochs`` epochs of a fresh U-Net through seglab's trainer in ``precision``."""
+    trainer = Trainer(lambda: keras.optimizers.Adam(1e-3), epochs, BATCH, precision=precision)
+    trainer.prepare()
+    model = build_unet(SHAPE, CLASSES, depth=4, base_filters=16)
+    timer = common.EpochTimer()
+    trainer.fit(model, CrossEntropy(255), data, callbacks=[timer])
+    return timer
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--images", type=int, default=96, help="training images per epoch")
+    parser.add_argument("--epochs", type=int, default=3, help="per round, the first dropped")
+    parser.add_argument("--rounds", type=int, default=3)
+    args = parser.parse_args()
+    data = common.random_segmentation_data(args.images, 16, SHAPE, CLASSES)
+    epochs: dict[str, list[dict[str, float]]] = {p: [] for p in PRECISIONS}
+    for _ in range(args.rounds):
+        for precision in PRECISIONS:  # interleaved
+            timer = timed_fit(precision, data, args.epochs)
+            for wall, cpu in list(zip(timer.seconds, timer.cpu_seconds, strict=True))[1:]:
+                epochs[precision].append(
+                    {"wall": wall, "cpu": cpu, "images_per_second": args.images / wall,
+                     "images_per_cpu_second": args.images / cpu, "cores_busy": cpu / wall}
+                )  # fmt: skip
+            print(precision, epochs[precision][-1], flush=True)
+    medians = {
+        p: {k: common.median([e[k] for e in epochs[p]]) for k in epochs[p][0]} for p in PRECISIONS
+    }
+    speedup = medians["bfloat16"]["images_per_second"] / medians["float32"]["images_per_second"]
+    least_busy = {p: min(e["cores_busy"] for e in epochs[p]) for p in PRECISIONS}
+    auto = resolve_precision("auto")
+    common.write(
+        "precision",
+        {
+            "settings": {"shape": list(SHAPE), "classes": CLASSES, "batch": BATCH, **vars(args)},
+            "auto": {"precision": auto.name, "reason": auto.reason},
+            "epochs": epochs,
+            "medians": medians,
+            "bfloat16_over_float32_images_per_second": speedup,
+            "least_cores_busy": least_busy,
+            "goals": {"least_cores_busy": ">= 1.8"},
+        },
+        [
+            f"seglab's trainer, U-Net depth 4 base 16 at {SHAPE[0]}x{SHAPE[1]}, batch {BATCH}, "
+            f"{args.images} random images per epoch, {args.rounds} interleaved rounds "
+            f"(first epoch of each dropped); `auto` here: {auto.name} ({auto.reason}):",
+            *(
+                f"- {p}: {m['images_per_second']:.1f} images/s, {m['images_per_cpu_second']:.1f} "
+                f"per CPU-second, {m['cores_busy']:.2f} cores busy (least {least_busy[p]:.2f}; "
+                "goal >= 1.8)"
+                for p, m in medians.items()
+            ),
+            f"- bfloat16 / float32: {speedup:.2f}x images/s (medians)",
+        ],
+    )
+
+
+if __name__ == "__main__":
+    main()
