@@ -30,7 +30,8 @@ def timed_fit(precision: str, data: object, epochs: int) -> common.EpochTimer:
     """``epochs`` epochs of a fresh U-Net through seglab's trainer in ``precision``."""
     trainer = Trainer(lambda: keras.optimizers.Adam(1e-3), epochs, BATCH, precision=precision)
     trainer.prepare()
-    model = build_unet(SHAPE, CLASSES, depth=4, base_filters=16)
+    with trainer.building():
+        model = build_unet(SHAPE, CLASSES, depth=4, base_filters=16)
     timer = common.EpochTimer()
     trainer.fit(model, CrossEntropy(255), data, callbacks=[timer])
     return timer

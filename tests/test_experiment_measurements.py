@@ -5,6 +5,7 @@ import importlib.util
 
 import keras
 import numpy as np
+import pandas as pd
 import pytest
 import tensorflow as tf
 
@@ -114,3 +115,21 @@ def test_segnet_weights_are_seglabs_median_frequency_with_11_and_12_classes(tmp_
 
 def read_mask(path) -> np.ndarray:
     return tf.io.decode_png(path.read_bytes()).numpy()[..., 0]
+
+
+def test_precision_pairs_runs_by_configuration_and_seed_and_spreads_seeds_apart():
+    rows = [
+        ("ce", "none", 0, "float32", "speck", 0.9, 0.0),
+        ("ce", "none", 0, "bfloat16", "speck", 0.88, 0.1),
+        ("ce", "none", 1, "float32", "", 0.8, 0.5),
+        ("ce", "none", 1, "bfloat16", "", 0.85, 0.45),
+        ("dice", "none", 0, "float32", "", 0.7, 0.6),  # no bfloat16 twin: left out of the pairs
+    ]
+    columns = ["loss", "class_weights", "seed", "precision", "hidden", "bg", "speck"]
+    found = load("precision").measure(pd.DataFrame(rows, columns=columns))
+    difference = found["difference"]
+    assert difference.index.tolist() == [("ce", "none", 0), ("ce", "none", 1)]
+    np.testing.assert_allclose(difference.to_numpy(), [[-0.02, 0.1], [0.05, -0.05]], atol=1e-12)
+    spread = found["spread"].loc[("ce", "none", "float32")]
+    np.testing.assert_allclose(spread.to_numpy(), [0.1, 0.5])
+    assert (found["verdicts"]["float32"] == found["verdicts"]["bfloat16"]).all()

@@ -70,7 +70,7 @@ def test_the_callback_logs_the_shared_trainers_numbers_for_the_same_training(tmp
     trainer = build(cfg.trainer)
     trainer.prepare()
     data = build(cfg.data)
-    with trainer.scope():
+    with trainer.building():
         model = build(cfg.model, input_shape=data.image_shape, num_classes=data.num_classes)
     model.compile(optimizer=trainer.optimizer(), loss=build_loss(build(cfg.loss), None, IGNORE))
     train, val = trainer.streams(data)

@@ -388,22 +388,21 @@ def test_bfloat16_trains_checkpoints_and_reloads_predicting_float32(tmp_path):
     saved model reloads with the same float32 predictions."""
     trainer = Trainer(lambda: keras.optimizers.Adam(3e-3), 1, 4, precision="bfloat16")
     trainer.prepare()
-    try:
-        data = shapes(image_size=32, num_train=8, num_val=8)
+    data = shapes(image_size=32, num_train=8, num_val=8)
+    with trainer.building():
         model = build_unet(data.image_shape, data.num_classes, depth=2, base_filters=4)
-        (record,) = trainer.fit(model, CrossEntropy(ignore_index=255), data)
-        assert trainer.precision.name == "bfloat16"
-        assert model.layers[1].compute_dtype == "bfloat16"
-        assert {v.dtype for v in model.trainable_variables} == {"float32"}
-        assert not isinstance(model.optimizer, keras.optimizers.LossScaleOptimizer)
-        assert np.isfinite(record.val_loss) and record.confusion.sum() > 0
-        images = next(iter(batches(data.val, 4)))[0]
-        predicted = np.asarray(model(images, training=False))
-        assert predicted.dtype == np.float32
-        Checkpointer(tmp_path).save(model, 1, {"val/min_iou": 0.1, "val/miou": 0.2})
-        model.save(tmp_path / "model.keras")
-    finally:
-        set_precision(FLOAT32)
+    assert keras.mixed_precision.global_policy().name == "float32"  # nothing else inherits it
+    (record,) = trainer.fit(model, CrossEntropy(ignore_index=255), data)
+    assert trainer.precision.name == "bfloat16"
+    assert model.layers[1].compute_dtype == "bfloat16"
+    assert {v.dtype for v in model.trainable_variables} == {"float32"}
+    assert not isinstance(model.optimizer, keras.optimizers.LossScaleOptimizer)
+    assert np.isfinite(record.val_loss) and record.confusion.sum() > 0
+    images = next(iter(batches(data.val, 4)))[0]
+    predicted = np.asarray(model(images, training=False))
+    assert predicted.dtype == np.float32
+    Checkpointer(tmp_path).save(model, 1, {"val/min_iou": 0.1, "val/miou": 0.2})
+    model.save(tmp_path / "model.keras")
     restored = build_unet(data.image_shape, data.num_classes, depth=2, base_filters=4)
     restored.compile(optimizer=keras.optimizers.Adam())
     Checkpointer(tmp_path).restore(restored)  # into a float32 model: the same variables

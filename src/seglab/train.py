@@ -49,7 +49,7 @@ def run(cfg: DictConfig) -> EpochRecord:
     scheme = build(cfg.class_weights)
     weights = scheme(counts["train"], data.class_names)
     augmenter = build(cfg.augment, ignore_index=data.ignore_index)
-    with trainer.scope():
+    with trainer.building():
         model = build(cfg.model, input_shape=data.image_shape, num_classes=data.num_classes)
     loss = build_loss(build(cfg.loss), weights, data.ignore_index)
     weighting = scheme.weighting(weights, data.class_names, loss)  # checked here, once

@@ -25,8 +25,8 @@ def build_unet(
 
     Each level has two 3x3 conv blocks (conv, optional batch norm, ReLU); the encoder halves the
     resolution and doubles the filters ``depth`` times, the decoder mirrors it with transposed
-    convolutions and skip connections. The output activation runs in float32 so the model stays
-    numerically safe under a ``mixed_float16`` policy.
+    convolutions and skip connections. The output activation runs in float32 so the probabilities
+    stay float32 under a ``mixed_bfloat16`` or ``mixed_float16`` policy.
 
     Args:
         input_shape: ``(height, width, channels)``; height and width must be multiples of
@@ -86,10 +86,6 @@ def build_unet(
         raise ValueError(f"model.base_filters must be >= 1, got {base_filters}")
     if num_classes < 2:
         raise ValueError(f"a segmentation model needs at least 2 classes, got {num_classes}")
-    if output_activation not in ("softmax", "sigmoid"):
-        raise ValueError(
-            f"model.output_activation must be 'softmax' or 'sigmoid', got {output_activation!r}"
-        )
     if not 0.0 <= dropout < 1.0:
         raise ValueError(f"model.dropout must be in [0, 1), got {dropout}")
     if batch_norm and not 0.0 <= batch_norm_momentum < 1.0:

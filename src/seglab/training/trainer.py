@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from functools import partial
 from typing import Any
 
@@ -87,7 +88,7 @@ class Trainer:
             (0: none); a terminal shows a live line (see
             :class:`~seglab.training.callbacks.Progress`).
 
-    :meth:`prepare` seeds and sets the precision before the model is built.
+    :meth:`prepare` seeds and resolves the precision; build the model inside :meth:`building`.
     """
 
     def __init__(
@@ -139,13 +140,12 @@ class Trainer:
     def prepare(self) -> None:
         """Sizes TensorFlow's threads to the cores this process may use, starts Keras clean (the
         jobs of a multirun share one process), seeds Python, NumPy and TensorFlow (and makes
-        TensorFlow ops deterministic when asked) and sets the precision of the models built
-        after this call."""
+        TensorFlow ops deterministic when asked) and resolves the precision the model is built
+        in (:meth:`building`)."""
         self.threads = set_threads(usable_cores())
         keras.backend.clear_session()
         seed_everything(self.seed, self.deterministic)
         self.precision = resolve_precision(self.requested_precision)
-        set_precision(self.precision)
 
     @property
     def distribution(self) -> tf.distribute.Strategy:
@@ -155,8 +155,24 @@ class Trainer:
         return self._distribution
 
     def scope(self) -> Any:
-        """Context in which to build the model, so its variables live on every replica."""
+        """Context in which variables live on every replica (the metrics', the optimizer's)."""
         return self.distribution.scope()
+
+    @contextmanager
+    def building(self) -> Iterator[None]:
+        """Context in which to build the model: on every replica, in the run's precision.
+
+        Keras' global dtype policy is the run's inside and set back on leaving: the layers keep
+        the policy they were built with, and nothing built later in the process (another run,
+        a notebook's model) inherits this run's.
+        """
+        previous = keras.mixed_precision.global_policy()
+        set_precision(self.precision)
+        try:
+            with self.scope():
+                yield
+        finally:
+            keras.mixed_precision.set_global_policy(previous)
 
     def streams(
         self,
