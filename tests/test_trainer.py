@@ -448,3 +448,11 @@ def test_prepare_sizes_tensorflows_threads_to_the_usable_cores():
     # the suite's process started TensorFlow long ago: the pools keep their first size
     assert trainer.threads == tf.config.threading.get_intra_op_parallelism_threads()
     assert trainer.threads in (0, usable_cores())
+
+
+@pytest.mark.parametrize("threads", [0, -2, "many", 1.5])
+def test_a_bad_thread_count_is_named(threads):
+    with pytest.raises(
+        ValueError, match=rf"trainer.threads must be 'auto' or an integer >= 1, got {threads!r}"
+    ):
+        Trainer(lambda: keras.optimizers.Adam(), threads=threads)

@@ -31,6 +31,8 @@ RESUME_MAY_CHANGE = (
     "trainer.strategy",
     "trainer.jit_compile",
     "trainer.steps_per_execution",
+    "trainer.precision",  # checkpoints hold float32 variables in every precision
+    "trainer.threads",
     "trainer.progress_seconds",
     "data.cache",
     "metrics.overlays",

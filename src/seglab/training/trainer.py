@@ -78,6 +78,9 @@ class Trainer:
         precision: ``float32``, ``bfloat16``, ``float16`` (with loss scaling) or ``auto``: the
             fastest the hardware computes (see :func:`resolve_precision`); resolved by
             :meth:`prepare` into :attr:`precision`.
+        threads: TensorFlow's intra- and inter-op threads: ``auto`` (the cores this process may
+            use, see :func:`usable_cores`) or a count (1 for each of several sweep jobs
+            sharing a machine, e.g. with the joblib launcher).
         steps_per_execution: Batches run per ``tf.function`` call (fewer Python round trips).
         jit_compile: Compile the train step with XLA (see the README's Performance section).
         strategy: ``default`` (one device) or ``mirrored`` (every GPU, or every logical CPU);
@@ -100,6 +103,7 @@ class Trainer:
         shuffle: bool = True,
         deterministic: bool = False,
         precision: str = "auto",
+        threads: int | str = "auto",
         steps_per_execution: int = 1,
         jit_compile: bool = False,
         strategy: str = "default",
@@ -128,6 +132,9 @@ class Trainer:
         self.shuffle = shuffle
         self.deterministic = deterministic
         check_choice("trainer.precision", precision, PRECISIONS)
+        if threads != "auto" and not (isinstance(threads, int) and threads >= 1):
+            raise ValueError(f"trainer.threads must be 'auto' or an integer >= 1, got {threads!r}")
+        self.requested_threads = threads
         self.requested_precision = precision
         self.precision = FLOAT32  # what prepare() resolves the request to
         self.threads = 0  # TensorFlow's threads, which prepare() sizes to the usable cores
@@ -142,7 +149,8 @@ class Trainer:
         jobs of a multirun share one process), seeds Python, NumPy and TensorFlow (and makes
         TensorFlow ops deterministic when asked) and resolves the precision the model is built
         in (:meth:`building`)."""
-        self.threads = set_threads(usable_cores())
+        cores = usable_cores() if self.requested_threads == "auto" else self.requested_threads
+        self.threads = set_threads(int(cores))
         keras.backend.clear_session()
         seed_everything(self.seed, self.deterministic)
         self.precision = resolve_precision(self.requested_precision)
