@@ -1,13 +1,14 @@
-"""Precision: seglab's trainer in float32 and in bfloat16 at the CamVid experiment's shape.
+"""Precision: seglab's trainer in float32, in what ``trainer.precision=auto`` picks, and that
+with XLA, at the CamVid experiment's shape.
 
 The CamVid experiment's U-Net (128x160, depth 4, 16 base filters, batch 8, 11 classes, Adam
 1e-3) trains on random images held in memory (speed does not depend on what the pixels show)
-through seglab's trainer, under ``trainer.precision=float32`` and ``bfloat16``, alternating in
-this one process over rounds (each round a fresh model and session; its first epoch, which
-traces, dropped). Per epoch: images per second (wall), images per CPU-second, and the cores
-kept busy (CPU-seconds per wall-second). Also what ``trainer.precision=auto`` picks here.
-Goals: every epoch keeps >= 1.8 of 2 cores busy in both precisions; bfloat16 over float32 is
-the speed-up ``auto`` brings on a CPU with bfloat16 instructions.
+through seglab's trainer, the variants alternating in this one process over rounds (each round
+a fresh model and session; its first epoch, which traces and compiles, dropped). Per epoch:
+images per second (wall), images per CPU-second, and the cores kept busy (CPU-seconds per
+wall-second). ``auto`` is bfloat16 on a CPU with AVX512-BF16 or AMX and on GPUs of compute
+capability >= 8.0, float16 on older GPUs, float32 otherwise: on a GPU machine the same command
+measures the GPU path. Goals: on CPU every epoch keeps >= 1.8 of 2 cores busy.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import argparse
 
 import common
 import keras
+import tensorflow as tf
 
 from seglab.losses import CrossEntropy
 from seglab.training.model import build_unet
@@ -23,12 +25,14 @@ from seglab.training.runtime import resolve_precision
 from seglab.training.trainer import Trainer
 
 SHAPE, CLASSES, BATCH = (128, 160, 3), 11, 8
-PRECISIONS = ("float32", "bfloat16")
+VARIANTS = {"float32": ("float32", False), "auto": ("auto", False), "auto_xla": ("auto", True)}
 
 
-def timed_fit(precision: str, data: object, epochs: int) -> common.EpochTimer:
+def timed_fit(precision: str, xla: bool, data: object, epochs: int) -> common.EpochTimer:
     """``epochs`` epochs of a fresh U-Net through seglab's trainer in ``precision``."""
-    trainer = Trainer(lambda: keras.optimizers.Adam(1e-3), epochs, BATCH, precision=precision)
+    trainer = Trainer(
+        lambda: keras.optimizers.Adam(1e-3), epochs, BATCH, jit_compile=xla, precision=precision
+    )
     trainer.prepare()
     with trainer.building():
         model = build_unet(SHAPE, CLASSES, depth=4, base_filters=16)
@@ -44,10 +48,10 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
     data = common.random_segmentation_data(args.images, 16, SHAPE, CLASSES)
-    epochs: dict[str, list[dict[str, float]]] = {p: [] for p in PRECISIONS}
+    epochs: dict[str, list[dict[str, float]]] = {p: [] for p in VARIANTS}
     for _ in range(args.rounds):
-        for precision in PRECISIONS:  # interleaved
-            timer = timed_fit(precision, data, args.epochs)
+        for precision, (requested, xla) in VARIANTS.items():  # interleaved
+            timer = timed_fit(requested, xla, data, args.epochs)
             for wall, cpu in list(zip(timer.seconds, timer.cpu_seconds, strict=True))[1:]:
                 epochs[precision].append(
                     {"wall": wall, "cpu": cpu, "images_per_second": args.images / wall,
@@ -55,25 +59,27 @@ def main() -> None:
                 )  # fmt: skip
             print(precision, epochs[precision][-1], flush=True)
     medians = {
-        p: {k: common.median([e[k] for e in epochs[p]]) for k in epochs[p][0]} for p in PRECISIONS
+        p: {k: common.median([e[k] for e in epochs[p]]) for k in epochs[p][0]} for p in VARIANTS
     }
-    speedup = medians["bfloat16"]["images_per_second"] / medians["float32"]["images_per_second"]
-    least_busy = {p: min(e["cores_busy"] for e in epochs[p]) for p in PRECISIONS}
+    speedup = medians["auto"]["images_per_second"] / medians["float32"]["images_per_second"]
+    least_busy = {p: min(e["cores_busy"] for e in epochs[p]) for p in VARIANTS}
     auto = resolve_precision("auto")
+    device = "GPU" if tf.config.list_physical_devices("GPU") else "CPU"
     common.write(
         "precision",
         {
             "settings": {"shape": list(SHAPE), "classes": CLASSES, "batch": BATCH, **vars(args)},
+            "device": device,
             "auto": {"precision": auto.name, "reason": auto.reason},
             "epochs": epochs,
             "medians": medians,
-            "bfloat16_over_float32_images_per_second": speedup,
+            "auto_over_float32_images_per_second": speedup,
             "least_cores_busy": least_busy,
             "goals": {"least_cores_busy": ">= 1.8"},
         },
         [
-            f"seglab's trainer, U-Net depth 4 base 16 at {SHAPE[0]}x{SHAPE[1]}, batch {BATCH}, "
-            f"{args.images} random images per epoch, {args.rounds} interleaved rounds "
+            f"seglab's trainer on {device}, U-Net depth 4 base 16 at {SHAPE[0]}x{SHAPE[1]}, batch "
+            f"{BATCH}, {args.images} random images per epoch, {args.rounds} interleaved rounds "
             f"(first epoch of each dropped); `auto` here: {auto.name} ({auto.reason}):",
             *(
                 f"- {p}: {m['images_per_second']:.1f} images/s, {m['images_per_cpu_second']:.1f} "
@@ -81,7 +87,7 @@ def main() -> None:
                 "goal >= 1.8)"
                 for p, m in medians.items()
             ),
-            f"- bfloat16 / float32: {speedup:.2f}x images/s (medians)",
+            f"- auto / float32: {speedup:.2f}x images/s (medians)",
         ],
     )
 
