@@ -22,6 +22,7 @@ from seglab.predict import load_run_model, predict_folder
 from seglab.tracking.tracker import MlflowTracker
 from seglab.train import run
 from seglab.training.model import build_unet
+from seglab.training.runtime import built_in, resolve_precision
 
 pytestmark = pytest.mark.slow
 SIZES = {"wide.png": (40, 48), "square.png": (32, 32), "small.jpg": (24, 20)}  # (height, width)
@@ -50,9 +51,12 @@ def trained(tmp_path_factory):
     return out, uri, client, logged
 
 
-def best_checkpoint_model(out: Path, run_id: str):
-    """The best checkpoint's weights in a U-Net built like the smoke config's."""
-    model = build_unet((32, 32, 3), len(CLASSES), depth=2, base_filters=4)
+def best_checkpoint_model(out: Path, run):
+    """The best checkpoint's weights in a U-Net built like the smoke config's, in the precision
+    the run trained in (its param ``precision``: bfloat16 where ``auto`` finds it)."""
+    with built_in(resolve_precision(run.data.params["precision"])):
+        model = build_unet((32, 32, 3), len(CLASSES), depth=2, base_filters=4)
+    run_id = run.info.run_id
     model.load_weights(out / "checkpoints" / run_id / "best" / "model.weights.h5")
     return model
 
@@ -109,7 +113,7 @@ print(type(model.loss).__name__, model.loss.get_config()["class_weights"])
     assert name == "CEDice"
     want = [float(logged.data.params[f"class_weight/{c}"]) for c in CLASSES]
     np.testing.assert_allclose(json.loads(weights), want, rtol=1e-5)
-    expected = best_checkpoint_model(out, run_id).predict(images, verbose=0)
+    expected = best_checkpoint_model(out, logged).predict(images, verbose=0)
     np.testing.assert_allclose(np.load(out / "predicted.npy"), expected, atol=1e-6)
 
 
@@ -183,7 +187,7 @@ def test_predict_writes_index_masks_at_each_images_size_and_overlays(trained, tm
     stems = [Path(n).stem for n in SIZES]
     folders = ("masks", "overlays")
     assert written == {*folders, *(f"{d}/{s}.png" for d in folders for s in stems)}
-    model = best_checkpoint_model(out, run_id)
+    model = best_checkpoint_model(out, logged)
     colors = np.array(logged_model(client, run_id)[3]["metadata"]["colors"], np.float64)
     for name, image in images.items():
         mask = np.asarray(Image.open(tmp_path / "pred" / "masks" / f"{Path(name).stem}.png"))

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -94,9 +95,9 @@ def resolve_precision(
 
 
 def set_precision(precision: Precision) -> None:
-    """Sets Keras' dtype policy for the models built after this call.
+    """Sets Keras' global dtype policy for the models built after this call (a run sets it only
+    while it builds its model: :meth:`seglab.training.trainer.Trainer.building`).
 
-    Set on every run, so one job of a multirun does not leak its precision into the next.
     Under ``mixed_float16`` Keras wraps the optimizer in a ``LossScaleOptimizer`` at compile
     (bfloat16 has float32's range and needs none); the U-Net's output activation, seglab's
     losses and metrics compute in float32.
@@ -105,6 +106,18 @@ def set_precision(precision: Precision) -> None:
 
 
 FLOAT32 = Precision("float32", "trainer.precision=float32")
+
+
+@contextmanager
+def built_in(precision: Precision) -> Iterator[None]:
+    """Context in which the models built compute in ``precision``; Keras' global dtype policy
+    is set back on leaving (the layers keep theirs, so nothing built later inherits it)."""
+    previous = keras.mixed_precision.global_policy()
+    set_precision(precision)
+    try:
+        yield
+    finally:
+        keras.mixed_precision.set_global_policy(previous)
 
 
 def usable_cores(cgroup: Path = Path("/sys/fs/cgroup")) -> int:

@@ -33,11 +33,11 @@ from seglab.training.keras_metrics import ConfusionMatrix, PerClassLoss
 from seglab.training.runtime import (
     FLOAT32,
     PRECISIONS,
+    built_in,
     check_strategy,
     distribution_strategy,
     resolve_precision,
     seed_everything,
-    set_precision,
     set_threads,
     usable_cores,
 )
@@ -168,19 +168,11 @@ class Trainer:
 
     @contextmanager
     def building(self) -> Iterator[None]:
-        """Context in which to build the model: on every replica, in the run's precision.
-
-        Keras' global dtype policy is the run's inside and set back on leaving: the layers keep
-        the policy they were built with, and nothing built later in the process (another run,
-        a notebook's model) inherits this run's.
-        """
-        previous = keras.mixed_precision.global_policy()
-        set_precision(self.precision)
-        try:
-            with self.scope():
-                yield
-        finally:
-            keras.mixed_precision.set_global_policy(previous)
+        """Context in which to build the model: on every replica, in the run's precision
+        (:func:`built_in`: nothing built later in the process, another run or a notebook's
+        model, inherits it)."""
+        with built_in(self.precision), self.scope():
+            yield
 
     def streams(
         self,
