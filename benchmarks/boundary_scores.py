@@ -49,7 +49,6 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--rounds", type=int, default=2)
     args = parser.parse_args()
-    runs: dict[str, list[dict[str, float]]] = {"with_boundary": [], "without": []}
     with tempfile.TemporaryDirectory() as tmp:
         if args.camvid:
             data, name = ["data=camvid", f"data.root={args.camvid}"], "boundary_scores_camvid"
@@ -58,11 +57,11 @@ def main() -> None:
             splits = {"train": 64, "val": 101, "test": 233}
             common.write_folder(root, CLASSES, splits, SHAPE, fixed_colours=True)
             data, name = ["data=folder", f"data.root={root}"], "boundary_scores"
-        for r in range(args.rounds):
-            for variant in runs:  # interleaved
-                out = Path(tmp) / f"{variant}{r}"
-                runs[variant].append(run_one(data, out, args.epochs, variant == "with_boundary"))
-                print(variant, runs[variant][-1], flush=True)
+        runs = common.interleaved(
+            {"with_boundary": True, "without": False},
+            args.rounds,
+            lambda variant, on, r: run_one(data, Path(tmp) / f"{variant}{r}", args.epochs, on),
+        )
     ends = {v: common.median([run["end_of_run"] for run in runs[v]]) for v in runs}
     shares = [run["boundary"] / run["end_of_run"] for run in runs["with_boundary"]]
     scoring = common.median([run["boundary"] for run in runs["with_boundary"]])

@@ -257,3 +257,17 @@ def write_folder(
                 path.write_bytes(tf.io.encode_png(array).numpy())
     names = ", ".join(f"c{c}" for c in range(classes))
     (root / "classes.yaml").write_text(f"classes: [{names}]\n")
+
+
+def interleaved(
+    variants: dict[str, Any], rounds: int, measure: Callable[[str, Any, int], Any]
+) -> dict[str, list[Any]]:
+    """``measure(name, variant, round)`` of every variant, alternating over ``rounds`` (each
+    round measures every variant once: a machine's slow spell falls on all of them alike),
+    printing each result; the results by variant, in round order."""
+    results: dict[str, list[Any]] = {name: [] for name in variants}
+    for round_index in range(rounds):
+        for name, variant in variants.items():
+            results[name].append(measure(name, variant, round_index))
+            print(name, results[name][-1], flush=True)
+    return results

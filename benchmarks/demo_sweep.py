@@ -47,11 +47,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--rounds", type=int, default=2)
     args = parser.parse_args()
-    runs: dict[str, list[dict[str, float]]] = {name: [] for name in VARIANTS}
-    for _ in range(args.rounds):
-        for name, options in VARIANTS.items():  # interleaved
-            runs[name].append(sweep_seconds(options))
-            print(name, runs[name][-1], flush=True)
+    runs = common.interleaved(VARIANTS, args.rounds, lambda _, options, __: sweep_seconds(options))
     wall = {name: common.median([r["wall"] for r in runs[name]]) for name in runs}
     faster = min(wall, key=wall.get)
     common.write(

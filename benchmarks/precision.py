@@ -48,16 +48,17 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
     data = common.random_segmentation_data(args.images, 16, SHAPE, CLASSES)
-    epochs: dict[str, list[dict[str, float]]] = {p: [] for p in VARIANTS}
-    for _ in range(args.rounds):
-        for precision, (requested, xla) in VARIANTS.items():  # interleaved
-            timer = timed_fit(requested, xla, data, args.epochs)
-            for wall, cpu in list(zip(timer.seconds, timer.cpu_seconds, strict=True))[1:]:
-                epochs[precision].append(
-                    {"wall": wall, "cpu": cpu, "images_per_second": args.images / wall,
-                     "images_per_cpu_second": args.images / cpu, "cores_busy": cpu / wall}
-                )  # fmt: skip
-            print(precision, epochs[precision][-1], flush=True)
+
+    def measure(_: str, variant: tuple[str, bool], __: int) -> list[dict[str, float]]:
+        timer = timed_fit(*variant, data, args.epochs)
+        return [
+            {"wall": wall, "cpu": cpu, "images_per_second": args.images / wall,
+             "images_per_cpu_second": args.images / cpu, "cores_busy": cpu / wall}
+            for wall, cpu in list(zip(timer.seconds, timer.cpu_seconds, strict=True))[1:]
+        ]  # fmt: skip
+
+    rounds = common.interleaved(VARIANTS, args.rounds, measure)
+    epochs = {name: [e for found in rounds[name] for e in found] for name in rounds}
     medians = {
         p: {k: common.median([e[k] for e in epochs[p]]) for k in epochs[p][0]} for p in VARIANTS
     }

@@ -77,11 +77,7 @@ def main() -> None:
         "pytorch_float32": [args.torch_python, str(PEER), "--precision", "float32"],
         "pytorch_bfloat16": [args.torch_python, str(PEER), "--precision", "bfloat16"],
     }
-    runs: dict[str, list[dict[str, float]]] = {name: [] for name in variants}
-    for _ in range(args.rounds):
-        for name, command in variants.items():  # interleaved
-            runs[name].append(measured(command))
-            print(name, runs[name][-1], flush=True)
+    runs = common.interleaved(variants, args.rounds, lambda _, command, __: measured(command))
     rate = {n: common.median([r["images_per_second"] for r in runs[n]]) for n in runs}
     per_cpu = {n: common.median([r["images_per_cpu_second"] for r in runs[n]]) for n in runs}
     ratios = {
