@@ -9,6 +9,19 @@ import tensorflow as tf
 from seglab.data.augment import Augmenter
 
 
+def steady_epochs() -> tf.data.Options:
+    """Options that keep tf.data's autotuner off the batches a model trains and predicts on.
+
+    With it on (TensorFlow 2.21, 2 cores), Keras' ``fit`` waited 4-5 s, idle, before the first
+    batch of about a third of its epochs, even over ``from_tensor_slices`` and ``batch`` alone;
+    with it off, no epoch did (``docs/guide/performance.md``). Parallel maps then run on every
+    core and prefetching keeps its default buffer: the model, not the input, is the slower side.
+    """
+    options = tf.data.Options()
+    options.autotune.enabled = False
+    return options
+
+
 def pixel_weight_map(mask: tf.Tensor, class_weights: tf.Tensor, ignore_index: int) -> tf.Tensor:
     """``w[mask]`` with ignored pixels weighted 0 (the TF segmentation tutorial's map)."""
     ignored = tf.equal(mask, ignore_index)
@@ -105,4 +118,4 @@ def batches(
         dataset = dataset.take(size // batch_size)
     if batch_weights:
         dataset = dataset.map(lambda x, y: (x, y, batch_weight_map(y, classes, ignore_index)))
-    return dataset.prefetch(tf.data.AUTOTUNE)
+    return dataset.prefetch(tf.data.AUTOTUNE).with_options(steady_epochs())
