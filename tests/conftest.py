@@ -4,7 +4,6 @@ files for whole texts (``SEGLAB_UPDATE_GOLDEN=1 pytest ...`` rewrites them: revi
 from __future__ import annotations
 
 import os
-import re
 import shutil
 import socket
 import subprocess
@@ -235,7 +234,7 @@ def float16_capped_below_this_cpu() -> bool:
     in for older CPUs, oneDNN finds no kernel ("could not create a primitive descriptor"): a
     combination no real machine has, where an older CPU's TensorFlow takes its own kernels.
     """
+    from seglab.training.runtime import cpu_flags  # TensorFlow: only for the tests that train
+
     cap = os.environ.get("ONEDNN_MAX_CPU_ISA", "").upper()
-    cpuinfo = Path("/proc/cpuinfo")
-    flags = cpuinfo.read_text() if cpuinfo.exists() else ""
-    return cap in ONEDNN_ISAS_WITHOUT_FLOAT16 and re.search(r"\bavx512_fp16\b", flags) is not None
+    return cap in ONEDNN_ISAS_WITHOUT_FLOAT16 and "avx512_fp16" in cpu_flags()

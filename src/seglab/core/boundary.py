@@ -172,9 +172,11 @@ def nearest_edge(points: EdgePixels, others: EdgePixels) -> NDArray[np.float64]:
             hit |= flat[where + (dy * stride + dx)] == label
         distance[pending[hit]] = length
         pending, where, label = pending[~hit], where[~hit], label[~hit]
+    if not len(pending):
+        return distance
     groups = points.groups[pending]
     candidates = np.isin(others.groups, groups)
-    if not len(pending) or not candidates.any():
+    if not candidates.any():
         return distance
     spacing = 4.0 * float(sum(points.owner.shape[1:]))  # > 2 * (largest distance + width)
 
