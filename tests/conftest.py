@@ -169,6 +169,27 @@ def compose_train(*overrides: str, hydra_config: bool = False):
         return compose("train", overrides=list(overrides), return_hydra_config=hydra_config)
 
 
+def empty_postgres() -> str:
+    """``$SEGLAB_TEST_POSTGRES_URI`` with its public schema (MLflow's tables) and the schema
+    ``optuna`` (a search's study) wiped; skips when it is not set. ``.ci/run`` starts Debian's
+    PostgreSQL and sets it; locally, point it at an empty database the test may wipe, e.g.
+    ``postgresql://seglab_ci:seglab_ci@127.0.0.1:5432/seglab_ci``."""
+    uri = os.environ.get("SEGLAB_TEST_POSTGRES_URI")
+    if not uri:
+        pytest.skip(
+            "no PostgreSQL: SEGLAB_TEST_POSTGRES_URI is not set (.ci/run sets it after starting "
+            "Debian's PostgreSQL; it printed why it could not)"
+        )
+    import sqlalchemy
+
+    engine = sqlalchemy.create_engine(uri)
+    with engine.begin() as connection:  # a previous run's tables would mix into this one's
+        connection.execute(sqlalchemy.text("DROP SCHEMA public CASCADE; CREATE SCHEMA public"))
+        connection.execute(sqlalchemy.text("DROP SCHEMA IF EXISTS optuna CASCADE"))
+    engine.dispose()
+    return uri
+
+
 def run_sweep(tmp_path, *overrides: str, check: bool = True, tracking_uri: str | None = None):
     """``python -m seglab.train -m debug=smoke ...`` in a subprocess (tests/ importable).
 

@@ -75,6 +75,32 @@ def test_no_normalisation_keeps_the_paper_values():
     )
 
 
+@pytest.mark.parametrize(
+    ("power", "expected"),
+    [
+        (1.0, [100 / 180, 100 / 90, 100 / 30]),  # the scheme's own weights
+        (0.5, [(100 / 180) ** 0.5, (100 / 90) ** 0.5, (100 / 30) ** 0.5]),  # = 0.745, 1.054, 1.826
+        (2.0, [(100 / 180) ** 2, (100 / 90) ** 2, (100 / 30) ** 2]),
+        (0.0, [1.0, 1.0, 1.0]),  # no weighting
+    ],
+)
+def test_power_raises_the_weights_before_normalisation(power, expected):
+    weights = WeightScheme("inverse_frequency", normalize="none", power=power)(COUNTS, NAMES)
+    np.testing.assert_allclose(weights, expected, rtol=1e-12)
+
+
+def test_power_zero_weights_like_no_scheme_after_pixel_normalisation():
+    for scheme in ("median_frequency", "enet", "inverse_sqrt"):
+        weights = WeightScheme(scheme, power=0.0)(COUNTS, NAMES)
+        np.testing.assert_allclose(weights, [1.0, 1.0, 1.0], rtol=1e-12)
+
+
+@pytest.mark.parametrize("power", [-0.5, "half", True, float("nan")])
+def test_power_must_be_a_number_at_least_zero(power):
+    with pytest.raises(ValueError, match=r"class_weights.power must be a number >= 0, got"):
+        WeightScheme("median_frequency", power=power)
+
+
 def test_clip_max_bounds_the_weights_after_normalisation():
     weights = WeightScheme("inverse_frequency", normalize="none", clip_max=2.0)(COUNTS, NAMES)
     np.testing.assert_allclose(weights, [100 / 180, 100 / 90, 2.0])

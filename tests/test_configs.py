@@ -11,14 +11,34 @@ from omegaconf import OmegaConf
 from seglab.config import check_overrides
 from seglab.losses import build_loss
 from seglab.paths import config_dir
+from seglab.search.space import overrides
+from seglab.search.sweeper import SearchSweep
 
-# experiment and debug files are @package _global_: tests/test_experiments.py and the debug
-# tests below cover them
+# experiment, debug and search files are @package _global_: tests/test_experiments.py, the debug
+# and the search tests below cover them
 GROUPS = sorted(
     p.name
     for p in config_dir().iterdir()
-    if p.is_dir() and p.name not in ("hydra", "experiment", "debug")
+    if p.is_dir() and p.name not in ("hydra", "experiment", "debug", "search")
 )
+SEARCHES = [p.stem for p in sorted((config_dir() / "search").glob("*.yaml"))]
+
+
+@pytest.mark.parametrize("search", SEARCHES)
+def test_every_search_composes_with_a_valid_space_and_objectives(search):
+    cfg = compose_train(f"search={search}", hydra_config=True)
+    sweeper = OmegaConf.to_container(cfg.hydra.sweeper, resolve=True)
+    assert (
+        sweeper.pop("_target_")
+        == "hydra_plugins.seglab_optuna_sweeper.optuna_sweeper.OptunaSweeper"
+    )
+    assert callable(get_object(cfg.hydra.sweeper._target_))
+    built = SearchSweep(**sweeper)  # space, objectives, sampler and pruner checked
+    assert built.space.keys and built.objectives
+    for probe in built.space.probes():  # every key composes where it applies
+        compose_train(f"search={search}", *overrides(probe))
+
+
 OPTIONS = [(g, p.stem) for g in GROUPS for p in sorted((config_dir() / g).glob("*.yaml"))]
 
 

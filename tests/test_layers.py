@@ -31,6 +31,7 @@ ALLOWED = {
         "signals",
         "config",
     },
+    "search": {"core", "schema", "tracking", "config"},
 }
 
 

@@ -10,24 +10,7 @@ it at an empty database the test may wipe, e.g.
 import os
 
 import pytest
-from conftest import assert_children_complete, mlflow_serving, run_sweep
-
-
-def empty_postgres() -> str:
-    """``$SEGLAB_TEST_POSTGRES_URI`` with its public schema wiped; skips when it is not set."""
-    uri = os.environ.get("SEGLAB_TEST_POSTGRES_URI")
-    if not uri:
-        pytest.skip(
-            "no PostgreSQL: SEGLAB_TEST_POSTGRES_URI is not set (.ci/run sets it after starting "
-            "Debian's PostgreSQL; it printed why it could not)"
-        )
-    import sqlalchemy
-
-    engine = sqlalchemy.create_engine(uri)
-    with engine.begin() as connection:  # a previous run's tables would mix into this one's
-        connection.execute(sqlalchemy.text("DROP SCHEMA public CASCADE; CREATE SCHEMA public"))
-    engine.dispose()
-    return uri
+from conftest import assert_children_complete, empty_postgres, mlflow_serving, run_sweep
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

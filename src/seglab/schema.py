@@ -83,6 +83,16 @@ TAG_JOBS = "seglab.jobs"
 TAG_FAILED_JOBS = "seglab.failed_jobs"
 TAG_JOBS_RUN = "seglab.jobs_run"
 TAG_REPORT_ERROR = "seglab.report_error"
+# A search's trials (hydra/sweeper=optuna): the trial a run is, and on an unfinished run, the
+# trial that reran it.
+TAG_TRIAL = "seglab.trial"
+TAG_RETRIED_AS = "seglab.retried_as_trial"
+TAG_PRUNED = "seglab.pruned_at_epoch"  # a trial the search's pruner stopped (FINISHED early)
+TRIAL_PARAM = "trial"
+# A search's Optuna study: its sweep's MLflow parent run (a study attribute), and on a trial
+# that reruns an interrupted one, that trial's number (a trial attribute).
+STUDY_PARENT = "seglab.parent_run_id"
+TRIAL_RETRY_OF = "seglab.retry_of"
 SWEEP_FILE = "sweep.json"  # what a sweep's jobs read: its parent run id and job count
 
 # Params: the resolved config flattened to dotted keys, and the class weights.
@@ -179,6 +189,33 @@ def split_key(metric_key: str) -> tuple[str, str]:
     if len(parts) >= 3 and parts[-2] in PER_CLASS_KINDS:
         return key(*parts[:-1]), parts[-1]
     return metric_key, ""
+
+
+# What a search may name as an objective, for its one-line error.
+METRIC_FAMILIES = (
+    f"{TRAIN_LOSS}, {VAL_LOSS}, {VAL_CE}",
+    f"{VAL}/<{'|'.join(EPOCH_SCORES)}>",
+    f"{TEST}/<{'|'.join(SPLIT_SCORES)}>",
+    f"{VAL}|{TEST}/<{'|'.join(PER_CLASS_KINDS)}>/<class>",
+)
+
+
+def is_metric_key(metric_key: str) -> bool:
+    """Whether runs log ``metric_key`` (:data:`METRIC_FAMILIES`; a per-class key for some
+    class: the class itself is known only once the data is)."""
+    parts = metric_key.split("/")
+    if len(parts) == 2:
+        return (
+            metric_key in (TRAIN_LOSS, VAL_LOSS, VAL_CE)
+            or (parts[0] == VAL and parts[1] in EPOCH_SCORES)
+            or (parts[0] == TEST and parts[1] in SPLIT_SCORES)
+        )
+    return (
+        len(parts) == 3
+        and parts[0] in (VAL, TEST)
+        and parts[1] in PER_CLASS_KINDS
+        and bool(parts[2])
+    )
 
 
 def axis_tag(axis: str) -> str:

@@ -25,6 +25,7 @@ from seglab.data.dataset import take_samples
 from seglab.figures.gallery import Gallery, check_gallery
 from seglab.losses import build_loss
 from seglab.paths import check_writable, config_dir
+from seglab.search.trial import TrialReporter
 from seglab.tracking import console
 from seglab.tracking.run_log import RunLog
 from seglab.tracking.sweep import end_sweep, job_context, run_colour, run_name
@@ -54,6 +55,7 @@ def run(cfg: DictConfig) -> EpochRecord:
     loss = build_loss(build(cfg.loss), weights, data.ignore_index)
     weighting = scheme.weighting(weights, data.class_names, loss)  # checked here, once
     tracker = build(cfg.tracking)
+    trial = search_trial(cfg.trial, data.class_names)
     log = RunLog(  # every option is checked here: the store is next, when the run opens
         tracker,
         data.class_names,
@@ -78,19 +80,33 @@ def run(cfg: DictConfig) -> EpochRecord:
     ):
         if not log.resumed and not augmenter.is_identity:
             log.log_augmentation(augmenter, data, trainer.seed)
+
+        def on_epoch(record: EpochRecord) -> None:
+            metrics = log.epoch(record, model)
+            if trial is not None and trial.should_stop(record.epoch, metrics):
+                console.say(f"the search's pruner stops trial {cfg.trial} after this epoch")
+                log.tracker.set_tags({schema.TAG_PRUNED: record.epoch})
+                model.stop_training = True
+
         history = trainer.fit(
             model,
             loss,
             data,
             weighting=weighting,
             augment=augmenter,
-            on_epoch=lambda record: log.epoch(record, model),
+            on_epoch=on_epoch,
             resume_from=log.checkpoints if log.resumed else None,
         )
         log.finish(
             history, model, data, trainer.batch_size, cfg.metrics.overlays, cfg.metrics.boundary
         )
     return history[-1]
+
+
+def search_trial(number: int | None, class_names: list[str]) -> TrialReporter | None:
+    """The search trial this job is (``trial=<number>``, set by ``hydra/sweeper=optuna``)."""
+    sweeper = HydraConfig.get().sweeper if HydraConfig.initialized() else {}
+    return TrialReporter.of_job(number, sweeper, job_context(), class_names)
 
 
 def job_log() -> Path | None:
@@ -133,12 +149,15 @@ def run_tags(cfg: DictConfig, tracker: Any) -> dict[str, str]:
     for axis in schema.AXES:
         fallback = str(cfg[axis].get("scheme") or cfg[axis]._target_.rsplit(".", 1)[-1])
         tags[schema.axis_tag(axis)] = str(choices.get(axis) or fallback)
+    if cfg.trial is not None:
+        tags[schema.TAG_TRIAL] = str(cfg.trial)
     sweep = job_context()
     if sweep is not None:
         tags[schema.TAG_PARENT] = sweep["parent_run_id"]
         tags[schema.RUN_COLOR] = run_colour(sweep["job_num"])
         if tracker.run_name is None:
-            tracker.run_name = run_name(sweep["overrides"], sweep["swept_keys"])
+            name = run_name(sweep["overrides"], sweep["swept_keys"])
+            tracker.run_name = name if cfg.trial is None else f"#{cfg.trial} {name}"
     return tags
 
 

@@ -223,6 +223,9 @@ class WeightScheme:
             only; pixelwise losses), as the image-weights question boosts the images that
             contain the object.
         image_boost: That image-level weight (multiplies the image's pixel weights).
+        power: How hard the weights push: ``w <- w ** power`` before normalization; 1 keeps
+            the scheme's weights, 0 makes them uniform (no weighting), values between soften
+            them (a temperature a search can sample).
 
     Classes absent from the training set get the largest finite weight (their weight only
     matters to region losses, where it scales the penalty for predicting them), with a warning.
@@ -238,6 +241,7 @@ class WeightScheme:
         beta: float = 0.9999,
         image_boost_class: str | None = None,
         image_boost: float = 1.0,
+        power: float = 1.0,
     ) -> None:
         check_choice("class_weights.scheme", scheme, SCHEMES)
         check_choice("class_weights.normalize", normalize, NORMALIZATIONS)
@@ -245,6 +249,8 @@ class WeightScheme:
             raise ValueError(f"class_weights.clip_max must be > 0, got {clip_max}")
         if not image_boost > 0:
             raise ValueError(f"class_weights.image_boost must be > 0, got {image_boost}")
+        if isinstance(power, bool) or not isinstance(power, int | float) or not power >= 0:
+            raise ValueError(f"class_weights.power must be a number >= 0, got {power!r}")
         if scheme == "manual" and weights is None:
             raise ValueError("class_weights=manual needs class_weights.weights (list or mapping)")
         self.scheme = scheme
@@ -255,6 +261,7 @@ class WeightScheme:
         self.beta = beta
         self.image_boost_class = image_boost_class
         self.image_boost = image_boost
+        self.power = float(power)
 
     @property
     def per_batch(self) -> bool:
@@ -300,7 +307,7 @@ class WeightScheme:
                 f"class_weights={self.scheme}: weights must be finite, >= 0 and not all 0, "
                 f"got {shown}"
             )
-        weights = normalize(weights, self.normalization, counts.pixel_share)
+        weights = normalize(weights**self.power, self.normalization, counts.pixel_share)
         if self.clip_max is not None:
             weights = np.minimum(weights, self.clip_max)
         return weights

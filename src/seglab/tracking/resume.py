@@ -28,6 +28,7 @@ from seglab.tracking.tracker import MAX_PARAM_LENGTH
 RESUME_MAY_CHANGE = (
     "trainer.epochs",
     "resume",
+    "trial",  # a search reruns an interrupted trial as a new one, resuming its run
     "trainer.strategy",
     "trainer.jit_compile",
     "trainer.steps_per_execution",

@@ -335,10 +335,10 @@ class RunLog:
         """The classes whose failure the loss hides, by the run's losses up to ``record``."""
         return hidden_classes(self.val_losses, record.scores.iou, record.scores.support, self.rule)
 
-    def epoch(self, record: EpochRecord, model: keras.Model) -> list[int]:
+    def epoch(self, record: EpochRecord, model: keras.Model) -> dict[str, float]:
         """Logs one epoch: its metrics and verdict, the checkpoints (saved first: a kill between
         the two leaves a checkpoint :meth:`open` logs on resume, never a logged epoch without
-        one), the failure gallery and the epoch line. Returns the hidden classes."""
+        one), the failure gallery and the epoch line. Returns the metrics logged."""
         self.val_losses.append(record.val_loss)
         hidden = self.verdict(record)
         metrics = epoch_metrics(record, self.class_names, hidden)
@@ -352,7 +352,7 @@ class RunLog:
                 name = schema.gallery_file(self.class_names[target], record.epoch)
                 self.tracker.log_image(picture, name)
         console.say(console.epoch_line(record, self.epochs, self.class_names, hidden))
-        return hidden
+        return metrics
 
     def predictor(self, model: keras.Model) -> Predictor:
         """The run's one predictor of ``model`` (one trace for every pass)."""

@@ -9,6 +9,10 @@ when any job failed or made no run; then the process exits 1, so a script or CI 
 sweep sees the failure (every other job has still run and been logged). Ctrl-C or SIGTERM during
 an in-process sweep ends the parent KILLED, with the report of the jobs that finished and the
 list of those that ran (:func:`end_sweep`, called by the interrupted job).
+
+A search (``hydra/sweeper=optuna``) opens its parent itself, once its space is checked, and a
+resumed search reopens its study's parent (:func:`start_sweep`); its report adds the study's
+Pareto front, parameter importances and best trials (:mod:`seglab.analysis.search`).
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ from omegaconf import DictConfig
 from seglab import schema
 from seglab.analysis.runs import child_runs, read_sweep_file
 from seglab.analysis.story import terminal_text
+from seglab.tracking.study import is_search, load_study
 from seglab.tracking.tracker import MlflowTracker
 
 
@@ -56,13 +61,18 @@ def count_jobs(overrides: list[str], params: dict[str, str] | None = None) -> in
 def run_name(job_overrides: list[str], swept_keys: list[str]) -> str:
     """A child run's name: the job's values of the swept keys, short enough for the MLflow
     UI's name column: ``dice,median_frequency``; a number keeps the last part of its key
-    (``dice,seed=2``), or it would say nothing."""
+    (``dice,seed=2``), or it would say nothing, and a sampled one three digits
+    (``gamma=2.41``)."""
     parts = []
     for override in job_overrides:
         key, _, value = override.partition("=")
         if key.lstrip("+~") in swept_keys:
-            number = value.replace(".", "", 1).lstrip("-").isdigit()
-            parts.append(f"{key.lstrip('+~').rsplit('.', 1)[-1]}={value}" if number else value)
+            try:
+                shown = value if value.lstrip("-").isdigit() else f"{float(value):.3g}"
+            except ValueError:
+                parts.append(value)
+                continue
+            parts.append(f"{key.lstrip('+~').rsplit('.', 1)[-1]}={shown}")
     return ",".join(parts)
 
 
@@ -90,36 +100,54 @@ def job_context() -> dict[str, Any] | None:
     return {**sweep, "job_num": hydra.job.num, "overrides": list(hydra.overrides.task)}
 
 
+def start_sweep(
+    config: DictConfig,
+    total: int,
+    swept_keys: list[str],
+    search: dict[str, str] | None = None,
+    parent_id: str | None = None,
+) -> str:
+    """Opens a sweep's parent run (or reopens ``parent_id``, a resumed search's) and writes
+    ``sweep.json`` for its jobs: the parent, ``total`` jobs, the ``swept_keys`` that name
+    them and, for a search, where its study is (``search``). Returns the parent's id."""
+    sweep_dir = Path(config.hydra.sweep.dir)
+    sweep_dir.mkdir(parents=True, exist_ok=True)
+    tracker = instantiate(config.tracking)
+    tracker.check()
+    overrides = list(config.hydra.overrides.task)
+    tags = {
+        schema.TAG_SWEEP: schema.SWEEP_PARENT,
+        schema.TAG_SWEEP_DIR: str(sweep_dir),
+        schema.TAG_SWEEP_OVERRIDES: " ".join(overrides),
+    }
+    if parent_id is None:
+        parent_id = tracker.open_run(tags, f"sweep {sweep_dir.name}")
+    else:
+        tracker.reopen(parent_id, tags)
+    info = {
+        "parent_run_id": parent_id,
+        "tracking_uri": tracker.uri,
+        "experiment_name": tracker.experiment_name,
+        "total_jobs": total,
+        "swept_keys": swept_keys,
+        "start_time": time.time(),
+        **(search or {}),
+    }
+    (sweep_dir / schema.SWEEP_FILE).write_text(json.dumps(info, indent=2))
+    print(f"[sweep] {total} jobs; parent MLflow run {parent_id}; {sweep_dir}", flush=True)
+    return parent_id
+
+
 class MlflowSweepCallback(Callback):
     """Parent/child MLflow runs and a progress line for every Hydra multirun."""
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
-        sweep_dir = Path(config.hydra.sweep.dir)
-        sweep_dir.mkdir(parents=True, exist_ok=True)
-        tracker = instantiate(config.tracking)
-        tracker.check()
-        overrides = list(config.hydra.overrides.task)
-        parent_id = tracker.open_run(
-            {
-                schema.TAG_SWEEP: schema.SWEEP_PARENT,
-                schema.TAG_SWEEP_DIR: str(sweep_dir),
-                schema.TAG_SWEEP_OVERRIDES: " ".join(overrides),
-            },
-            f"sweep {sweep_dir.name}",
-        )
+        if is_search(config.hydra.sweeper):
+            return  # the search opens its parent once its space is checked (seglab.search)
         params = config.hydra.sweeper.get("params") or {}
+        overrides = list(config.hydra.overrides.task)
         axes = swept(overrides, {str(k): str(v) for k, v in params.items()})
-        total = math.prod(axes.values())
-        info = {
-            "parent_run_id": parent_id,
-            "tracking_uri": tracker.uri,
-            "experiment_name": tracker.experiment_name,
-            "total_jobs": total,
-            "swept_keys": list(axes),
-            "start_time": time.time(),
-        }
-        (sweep_dir / schema.SWEEP_FILE).write_text(json.dumps(info, indent=2))
-        print(f"[sweep] {total} jobs; parent MLflow run {parent_id}; {sweep_dir}", flush=True)
+        start_sweep(config, math.prod(axes.values()), list(axes))
 
     def on_job_start(self, config: DictConfig, **kwargs: Any) -> None:
         context = job_context()
@@ -146,13 +174,21 @@ def end_sweep(sweep_dir: Path, tracker: MlflowTracker, interrupted: bool = False
     FINISHED."""
     info = read_sweep_file(sweep_dir)
     tracker.run_id = info["parent_run_id"]
-    children = child_runs(tracker.client, tracker.run_id)
+    children = [  # an interrupted search trial's run counts as the trial that reran it
+        r
+        for r in child_runs(tracker.client, tracker.run_id)
+        if r.info.status == "FINISHED" or schema.TAG_RETRIED_AS not in r.data.tags
+    ]
     failed = [r.info.run_name for r in children if r.info.status != "FINISHED"]
     report_error, report, written = None, None, None
     try:
         from seglab.analysis.report import build_report  # matplotlib, pandas: at the end only
 
         report = build_report(tracker.client, children, tracker.links)
+        if report is not None and "study" in info:
+            from seglab.analysis.search import add_search
+
+            add_search(report, load_study(info["study"], info["storage"]), children)
         if report is not None:
             report.write(sweep_dir / "report")
             written = sweep_dir / "report"

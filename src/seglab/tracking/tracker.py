@@ -129,10 +129,7 @@ class MlflowTracker(TrackingStore):
             run = self.client.create_run(self.experiment_id(), run_name=name, tags=tags)
             self.run_id = run.info.run_id
         else:
-            self.run_id = resume_run_id
-            self.client.update_run(resume_run_id, status="RUNNING")
-            if schema.TAG_FAILURE_REASON in self.client.get_run(resume_run_id).data.tags:
-                self.client.delete_tag(resume_run_id, schema.TAG_FAILURE_REASON)
+            self.reopen(resume_run_id, tags or {})
         log.info(
             "MLflow run %s in experiment %r at %s", self.run_id, self.experiment_name, self.uri
         )
@@ -151,6 +148,15 @@ class MlflowTracker(TrackingStore):
             raise
         else:
             self.end(RunStatus.FINISHED)
+
+    def reopen(self, run_id: str, tags: Mapping[str, str]) -> None:
+        """Makes ``run_id`` this tracker's run again, RUNNING, with ``tags`` (this job's: its
+        sweep's parent, its trial) and without the reason it ended."""
+        self.run_id = run_id
+        self.client.update_run(run_id, status="RUNNING")
+        if schema.TAG_FAILURE_REASON in self.client.get_run(run_id).data.tags:
+            self.client.delete_tag(run_id, schema.TAG_FAILURE_REASON)
+        self.set_tags(tags)
 
     def end(self, status: int, reason: str | None = None) -> None:
         """Ends this tracker's run with ``status`` (a ``RunStatus``), tagging ``reason``."""

@@ -1,0 +1,1 @@
+"""seglab's Optuna sweeper for Hydra (``hydra/sweeper=optuna``); Hydra finds plugins here."""
