@@ -278,11 +278,12 @@ def test_a_search_killed_in_its_third_trial_resumes_in_the_same_parent(tmp_path)
     steps = [m.step for m in client.get_metric_history(rerun.info.run_id, schema.VAL_LOSS)]
     assert steps == [1, 2]
     for child in children:
-        assert child.info.run_name.startswith(f"#{child.data.params[schema.TRIAL_PARAM]} ")
+        assert child.info.run_name.startswith(f"#{child.data.tags[schema.TAG_TRIAL]} ")
         assert child.data.tags[schema.axis_tag("loss")] in ("ce", "focal", "ce_dice", "dice")
         assert {"class_weights.power", "augment.strength"} <= set(child.data.params)
 
     study = optuna.load_study(study_name="seglab.pareto", storage=f"sqlite:///{tmp_path}/search.db")
+    assert "5 trials (4 COMPLETE, 1 RERUN)" in output
     states = [t.state.name for t in study.trials]
     assert states == ["COMPLETE", "COMPLETE", "FAIL", "COMPLETE", "COMPLETE"]
     assert study.trials[3].params == study.trials[2].params

@@ -30,16 +30,18 @@ FANOVA_SEED = 0  # the importances' random forest: the same study gives the same
 
 
 def trials_frame(study: optuna.Study, runs: Sequence[Run]) -> pd.DataFrame:
-    """One row per trial: number, state, its run's name, each objective and each parameter."""
+    """One row per trial: number, state (``RERUN``: interrupted, then run again as a later
+    trial), its run's name, each objective and each parameter."""
     names = objective_names(study)
     run_names = {r.data.tags.get(schema.TAG_TRIAL): r.info.run_name for r in runs}
+    rerun = {t.user_attrs.get(schema.TRIAL_RETRY_OF) for t in study.trials}
     rows = []
     for trial in study.trials:
         values = trial.values or [np.nan] * len(names)
         rows.append(
             {
                 "trial": trial.number,
-                "state": trial.state.name,
+                "state": "RERUN" if trial.number in rerun else trial.state.name,
                 "run": run_names.get(str(trial.number), ""),
                 **dict(zip(names, values, strict=True)),
                 **trial.params,

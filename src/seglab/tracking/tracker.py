@@ -151,9 +151,10 @@ class MlflowTracker(TrackingStore):
 
     def reopen(self, run_id: str, tags: Mapping[str, str]) -> None:
         """Makes ``run_id`` this tracker's run again, RUNNING, with ``tags`` (this job's: its
-        sweep's parent, its trial) and without the reason it ended."""
+        sweep's parent, its trial), renamed when :attr:`run_name` is set (a search's rerun of a
+        trial is named by its own number), and without the reason it ended."""
         self.run_id = run_id
-        self.client.update_run(run_id, status="RUNNING")
+        self.client.update_run(run_id, status="RUNNING", name=self.run_name)
         if schema.TAG_FAILURE_REASON in self.client.get_run(run_id).data.tags:
             self.client.delete_tag(run_id, schema.TAG_FAILURE_REASON)
         self.set_tags(tags)
