@@ -5,6 +5,7 @@ import os
 import signal
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -235,8 +236,8 @@ def search(tmp_path: Path, sweep_dir: str, *overrides: str, kill_in_job: int | N
     command = [
         sys.executable, "-m", "seglab.train", "-m", "search=pareto", "debug=smoke",
         "trainer.epochs=2", "hydra.sweeper.n_trials=4", "metrics.boundary=false",
-        "metrics.gallery=0", f"paths.output_dir={tmp_path}", f"hydra.sweep.dir={sweep_dir}",
-        *overrides,
+        "metrics.gallery=0", "tracking.log_model=false", f"paths.output_dir={tmp_path}",
+        f"hydra.sweep.dir={sweep_dir}", *overrides,
     ]  # fmt: skip
     process = subprocess.Popen(
         command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env
@@ -321,7 +322,8 @@ def test_on_postgresql_the_study_keeps_its_tables_beside_mlflows_in_schema_optun
 def finished_study(rows, names=("val/loss", "val/min_iou"), directions=("minimize", "maximize")):
     """An in-memory study of complete trials: ``rows`` of (loss function, value, value)."""
     study = optuna.create_study(study_name="demo.pareto", directions=list(directions))
-    study.set_metric_names(list(names))
+    with warnings.catch_warnings(category=optuna.exceptions.ExperimentalWarning, action="ignore"):
+        study.set_metric_names(list(names))
     choice = optuna.distributions.CategoricalDistribution(["ce", "dice"])
     for loss, *values in rows:
         study.add_trial(
