@@ -137,14 +137,19 @@ class SearchSweep:
         try:
             while (todo := self.n_trials - started_count(study)) > 0:
                 trials = [study.ask() for _ in range(min(self.n_jobs, todo))]
+                # Optuna's storage keys heartbeats by trial id, which Trial keeps private.
                 beating.update({t.number: t._trial_id for t in trials})
                 batch = [self.trial_overrides(t, fixed) for t in trials]
                 try:
                     returns = self.launcher.launch(batch, initial_job_idx=trials[0].number)
-                except BaseException:  # Ctrl-C, SIGTERM: these trials run again next time
+                except BaseException:  # Ctrl-C, SIGTERM: the unfinished trials run again
                     for trial in trials:
-                        study.tell(trial, state=_state("FAIL"))
-                        studies.retry(study, study.trials[trial.number])
+                        run = trial_run(tracker, parent, trial.number)
+                        if run is not None and run.info.status == "FINISHED":
+                            self.tell(study, trial, tracker, parent, None)
+                        else:
+                            study.tell(trial, state=_state("FAIL"))
+                            studies.retry(study, study.trials[trial.number])
                     mark_retried(study, tracker, parent)
                     raise
                 for trial, job in zip(trials, returns, strict=True):
@@ -229,7 +234,7 @@ class SearchSweep:
         run = trial_run(tracker, parent, trial.number)
         reason = None
         if run is None:
-            reason = f"no MLflow run ({job.status})"
+            reason = "no MLflow run" + ("" if job is None else f" ({job.status})")
         elif run.info.status != "FINISHED":
             reason = f"{run.info.status}: {run.data.tags.get(schema.TAG_FAILURE_REASON, '')}"
         elif missing := [m for m in self.objectives if m not in run.data.metrics]:
