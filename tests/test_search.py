@@ -17,8 +17,10 @@ from mlflow.tracking import MlflowClient
 
 from seglab import schema
 from seglab.analysis.report import Report, Table
+from seglab.analysis.runs import child_runs
 from seglab.analysis.search import add_search, front_groups, trials_frame, with_front
 from seglab.core.pareto import pareto_front
+from seglab.report import main as report_main
 from seglab.search import options
 from seglab.search.space import SearchSpace, override_value, overrides
 from seglab.search.sweeper import SearchSweep, fixed_overrides
@@ -256,7 +258,7 @@ def search(tmp_path: Path, sweep_dir: str, *overrides: str, kill_in_job: int | N
 
 
 @pytest.mark.slow
-def test_a_search_killed_in_its_third_trial_resumes_in_the_same_parent(tmp_path):
+def test_a_search_killed_in_its_third_trial_resumes_in_the_same_parent(tmp_path, capsys):
     code, output = search(tmp_path, f"{tmp_path}/first", kill_in_job=3)
     assert code != 0, output[-3000:]
     # the two trials left run at once, in two joblib worker processes
@@ -298,6 +300,10 @@ def test_a_search_killed_in_its_third_trial_resumes_in_the_same_parent(tmp_path)
     note = parent.data.tags[schema.NOTE]
     assert "## Search: seglab.pareto" in note and "Pareto front" in note
     assert "Best trial by each objective" in output
+    # seglab report re-renders the sweep with its search
+    assert report_main([f"{tmp_path}/second", f"out={tmp_path}/again"]) == 0
+    printed = capsys.readouterr().out
+    assert "Search: seglab.pareto" in printed and "4 runs: 4 finished." in printed
 
 
 def test_on_postgresql_the_study_keeps_its_tables_beside_mlflows_in_schema_optuna():
@@ -415,3 +421,25 @@ def test_each_trial_is_told_what_its_run_logged(sqlite_uri, status, tags, metric
     sweep.tell(study, trial, tracker, parent, job=None)
     assert study.trials[0].state.name == state
     assert study.trials[0].values == ([0.4] if state == "COMPLETE" else None)
+
+
+def test_a_sweeps_runs_leave_out_an_interrupted_trials_run_another_trial_started_over(sqlite_uri):
+    tracker = MlflowTracker(tracking_uri=sqlite_uri)
+    parent = tracker.open_run({}, "parent")
+    made = {}
+    for name, status, tags in [
+        ("#2 killed before its first checkpoint", "KILLED", {"seglab.retried_as_trial": "3"}),
+        ("#3 the rerun, from scratch", "FINISHED", {}),
+        ("#4 killed, resumed by its rerun", "FINISHED", {"seglab.retried_as_trial": "5"}),
+        ("#6 failed", "FAILED", {}),
+    ]:
+        run = tracker.client.create_run(
+            tracker.experiment_id(), run_name=name, tags={"mlflow.parentRunId": parent, **tags}
+        )
+        tracker.client.set_terminated(run.info.run_id, status)
+        made[name] = run.info.run_id
+    names = [r.info.run_name for r in child_runs(tracker.client, parent)]
+    assert names == [
+        "#3 the rerun, from scratch", "#4 killed, resumed by its rerun", "#6 failed"
+    ]  # fmt: skip
+    assert tracker.client.get_run(made["#2 killed before its first checkpoint"])  # kept in MLflow

@@ -14,6 +14,7 @@ import re
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 os.environ.setdefault("MPLBACKEND", "Agg")  # figures go to files, never a window
 
@@ -28,6 +29,7 @@ from seglab.analysis.runs import child_runs, experiment_runs, latest_sweep, read
 from seglab.cli import bad_input, read_options
 from seglab.paths import check_writable, project_root
 from seglab.tracking.store import check_existing_store, resolve_uri
+from seglab.tracking.sweep import add_study
 
 RUN_ID = re.compile(r"^[0-9a-f]{32}$")
 HELP = f"""seglab report [target=]<sweep dir | parent run id | experiment name> [key=value ...]
@@ -45,15 +47,16 @@ FORMER_FLAGS = {
 }
 
 
-def resolve(target: str, client: MlflowClient) -> tuple[list[Run], Path]:
-    """Runs and default output folder for a sweep dir, a parent run id or an experiment."""
+def resolve(target: str, client: MlflowClient) -> tuple[list[Run], Path, dict[str, Any]]:
+    """Runs, default output folder and ``sweep.json`` (empty but for a sweep dir) for a sweep
+    dir, a parent run id or an experiment."""
     path = Path(target)
     if path.is_dir():
         info = read_sweep_file(path)
-        return child_runs(client, info["parent_run_id"]), path / "report"
+        return child_runs(client, info["parent_run_id"]), path / "report", info
     if RUN_ID.match(target):
-        return child_runs(client, target), project_root() / "outputs/reports" / target
-    return experiment_runs(client, target), project_root() / "outputs/reports" / target
+        return child_runs(client, target), project_root() / "outputs/reports" / target, {}
+    return experiment_runs(client, target), project_root() / "outputs/reports" / target, {}
 
 
 def options(words: Sequence[str]) -> list[str]:
@@ -81,7 +84,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         explicit = "tracking_uri" if cfg.tracking_uri else f"tracking_uri in {schema.SWEEP_FILE}"
         check_existing_store(uri, explicit if source == "tracking.tracking_uri" else source)
         client = MlflowClient(uri)  # after the check: opening a sqlite path creates a store
-        runs, default_out = resolve(target, client)
+        runs, default_out, info = resolve(target, client)
         out = Path(cfg.out) if cfg.out else default_out
         check_writable(out, f"out={str(out)!r}")
         report = build_report(client, runs, UiLinks(ui_address(uri)))
@@ -90,6 +93,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 f"no runs found for {target!r} at {uri}: give a sweep directory, a sweep's "
                 "parent run id or an experiment name"
             )
+        add_study(report, info, runs)
     except ValueError as error:
         return bad_input("seglab report", error)
     report.write(out)

@@ -36,13 +36,18 @@ SUMMARY_METRICS = ("val_loss", "val_ce", "miou", "min_iou", "pixel_acc", "class_
 
 
 def child_runs(client: MlflowClient, parent_run_id: str) -> list[Run]:
-    """The runs nested under a sweep's parent run, oldest first."""
+    """The runs nested under a sweep's parent run, oldest first: all but the unfinished run of
+    a search trial that a later trial reran from scratch (it stays in MLflow, tagged
+    ``seglab.retried_as_trial``; a rerun that resumed it made it FINISHED)."""
     parent = client.get_run(parent_run_id)
-    return client.search_runs(
+    runs = client.search_runs(
         [parent.info.experiment_id],
         filter_string=f"tags.`{schema.TAG_PARENT}` = '{parent_run_id}'",
         order_by=["attributes.start_time ASC"],
     )
+    return [
+        r for r in runs if r.info.status == "FINISHED" or schema.TAG_RETRIED_AS not in r.data.tags
+    ]
 
 
 def experiment_runs(client: MlflowClient, experiment_name: str) -> list[Run]:

@@ -22,7 +22,7 @@ import math
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from hydra.core.hydra_config import HydraConfig
 from hydra.core.override_parser.overrides_parser import OverridesParser
@@ -37,6 +37,11 @@ from seglab.analysis.runs import child_runs, read_sweep_file
 from seglab.analysis.story import terminal_text
 from seglab.tracking.study import is_search, load_study
 from seglab.tracking.tracker import MlflowTracker
+
+if TYPE_CHECKING:
+    from mlflow.entities import Run
+
+    from seglab.analysis.report import Report  # matplotlib, pandas: at the end only
 
 
 def swept(overrides: list[str], params: dict[str, str] | None = None) -> dict[str, int]:
@@ -166,6 +171,15 @@ class MlflowSweepCallback(Callback):
             raise SystemExit(1)
 
 
+def add_study(report: Report, info: dict[str, Any], runs: list[Run]) -> None:
+    """A search's section in the report of its sweep (``info``: its ``sweep.json``), if it is
+    one."""
+    if "study" in info:
+        from seglab.analysis.search import add_search  # optuna: only for a search
+
+        add_search(report, load_study(info["study"], info["storage"]), runs)
+
+
 def end_sweep(sweep_dir: Path, tracker: MlflowTracker, interrupted: bool = False) -> bool:
     """Ends a sweep's parent run: the report of its finished jobs, tags ``seglab.jobs``,
     ``seglab.failed_jobs`` and ``seglab.jobs_run`` (the names of the jobs that made a run),
@@ -174,22 +188,15 @@ def end_sweep(sweep_dir: Path, tracker: MlflowTracker, interrupted: bool = False
     FINISHED."""
     info = read_sweep_file(sweep_dir)
     tracker.run_id = info["parent_run_id"]
-    children = [  # an interrupted search trial's run counts as the trial that reran it
-        r
-        for r in child_runs(tracker.client, tracker.run_id)
-        if r.info.status == "FINISHED" or schema.TAG_RETRIED_AS not in r.data.tags
-    ]
+    children = child_runs(tracker.client, tracker.run_id)
     failed = [r.info.run_name for r in children if r.info.status != "FINISHED"]
     report_error, report, written = None, None, None
     try:
         from seglab.analysis.report import build_report  # matplotlib, pandas: at the end only
 
         report = build_report(tracker.client, children, tracker.links)
-        if report is not None and "study" in info:
-            from seglab.analysis.search import add_search
-
-            add_search(report, load_study(info["study"], info["storage"]), children)
         if report is not None:
+            add_study(report, info, children)
             report.write(sweep_dir / "report")
             written = sweep_dir / "report"
             print(report.terminal(), flush=True)
