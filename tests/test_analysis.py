@@ -748,3 +748,40 @@ def test_the_ui_address_is_a_servers_own_or_the_local_ui_port(monkeypatch):
     monkeypatch.setenv("SEGLAB_UI_PORT", "ui")
     with pytest.raises(ValueError, match=r"SEGLAB_UI_PORT='ui' is no port: give a number"):
         ui_address("sqlite:///x/mlflow.db")
+
+
+def test_history_from_the_artifact_equals_the_metric_history_and_takes_no_per_key_call(
+    sqlite_uri, monkeypatch
+):
+    from mlflow.entities import Metric
+
+    from seglab.analysis.runs import history
+    from seglab.tracking.tracker import MlflowTracker
+
+    tracker = MlflowTracker(tracking_uri=sqlite_uri)
+    with tracker.start_run({}):  # a run of 2 epochs, then one more after a resume
+        for epoch in (1, 2):
+            tracker.log_metrics({"val/loss": 1 / epoch, "val/iou/sky": 0.3 * epoch}, epoch)
+    first = tracker.run_id
+    with tracker.start_run({}, resume_run_id=first):
+        tracker.log_metrics({"val/loss": 0.25, "val/iou/sky": float("nan")}, 3)
+        tracker.log_metrics({"test/iou/sky": float("inf")}, 2)
+    with tracker.start_run({}):  # a run whose owner also logged a key of its own, afterwards
+        tracker.log_metrics({"val/loss": 0.5}, 1)
+        tracker.client.log_batch(tracker.run_id, metrics=[Metric("mine", 7.0, 0, 1)])
+        tracker.client.log_batch(tracker.run_id, metrics=[Metric("val/loss", 0.4, 0, 2)])
+    runs = [tracker.client.get_run(r) for r in (first, tracker.run_id)]
+    calls = []
+    original = tracker.client.get_metric_history
+    monkeypatch.setattr(
+        MlflowClient,
+        "get_metric_history",
+        lambda self, run, key: calls.append(key) or original(run, key),
+    )
+    from_store = history(tracker.client, runs, from_artifact=False)
+    assert len(calls) == 5  # one call per run and key
+    calls.clear()
+    fast = history(tracker.client, runs)
+    assert sorted(calls) == ["mine", "val/loss"]  # only the second run's keys it did not write
+    pd.testing.assert_frame_equal(fast, from_store)
+    assert len(fast[fast.run_id == first]) == 7

@@ -1,7 +1,8 @@
 """MLflow -> tidy pandas frames: the one place that reads seglab's runs back.
 
 ``history(client, runs)`` gives one row per run x epoch x metric x class (class empty for
-whole-split metrics such as ``val/loss``); ``summary`` one row per run, with its configuration
+whole-split metrics such as ``val/loss``), read from each run's ``history.parquet`` in one
+download where it is current; ``summary`` one row per run, with its configuration
 (the runs that differ only in ``trainer.seed`` share one) and seed; ``configuration_summary``
 the mean and 95 % interval of each configuration over its seeds; ``compare_runs`` two runs
 class by class with a paired bootstrap over images. :mod:`seglab.analysis.rankings` ranks the
@@ -14,6 +15,7 @@ import ast
 import json
 import math
 import sys
+import tempfile
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -22,6 +24,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 from mlflow.entities import Run
+from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from seglab import schema
@@ -77,10 +80,48 @@ def infinite(value: float) -> float:
     return math.copysign(math.inf, value) if abs(value) >= sys.float_info.max else value
 
 
-def history(client: MlflowClient, runs: Sequence[Run]) -> pd.DataFrame:
+def metric_points(
+    client: MlflowClient, run: Run, from_artifact: bool = True
+) -> list[tuple[str, int, float]]:
+    """Every ``(key, step, value)`` a run logged: from its ``history.parquet`` for the keys
+    whose last point there is the run's latest value, from the metric history (one call per
+    key) for the others, or for all when it has no such artifact or ``from_artifact`` is off."""
+    latest = run.data.metrics
+    stored = stored_history(client, run.info.run_id) if from_artifact else None
+    points: list[tuple[str, int, float]] = []
+    current: set[str] = set()
+    if stored is not None:
+        last = stored.groupby("key", sort=False).tail(1).set_index("key").value  # by step
+        current = {k for k, v in last.items() if k in latest and same_value(v, latest[k])}
+        kept = stored[stored.key.isin(current)]
+        points = list(zip(kept.key, kept.step.astype(int), kept.value.astype(float), strict=True))
+    for key in latest.keys() - current:
+        points += [(key, p.step, p.value) for p in client.get_metric_history(run.info.run_id, key)]
+    return points
+
+
+def stored_history(client: MlflowClient, run_id: str) -> pd.DataFrame | None:
+    """A run's ``history.parquet`` sorted by step (stable), or ``None`` when it has none."""
+    with tempfile.TemporaryDirectory() as folder:
+        try:
+            path = client.download_artifacts(run_id, schema.HISTORY_FILE, folder)
+        except (MlflowException, OSError):  # a run from before it, or another writer's
+            return None
+        frame = pd.read_parquet(path)
+    return frame.sort_values("step", kind="stable", ignore_index=True)
+
+
+def same_value(a: float, b: float) -> bool:
+    """Equal as MLflow keeps them: NaN equal to NaN, an infinity equal to the largest float a
+    store may keep in its place (:func:`infinite`)."""
+    a, b = infinite(a), infinite(b)
+    return bool(a == b or (math.isnan(a) and math.isnan(b)))
+
+
+def history(client: MlflowClient, runs: Sequence[Run], from_artifact: bool = True) -> pd.DataFrame:
     """Tidy per-epoch history: run_id, run_name (:func:`display_names`), status, the three
     axes, epoch, metric, class, value. ``class`` is the class's name (the key part of a class
-    whose name the run did not log)."""
+    whose name the run did not log). Each run's points come from :func:`metric_points`."""
     rows = []
     shown = display_names(runs)
     for run in runs:
@@ -92,19 +133,17 @@ def history(client: MlflowClient, runs: Sequence[Run]) -> pd.DataFrame:
             **{axis: tags.get(schema.axis_tag(axis), "") for axis in schema.AXES},
         }
         names = {schema.class_key(name): name for name in class_order([run])}
-        for key in run.data.metrics:
+        for key, step, value in metric_points(client, run, from_artifact):
             metric, part = schema.split_key(key)
-            cls = names.get(part, part)
-            for point in client.get_metric_history(run.info.run_id, key):
-                rows.append(
-                    {
-                        **base,
-                        "epoch": point.step,
-                        "metric": metric,
-                        "class": cls,
-                        "value": infinite(point.value),
-                    }
-                )
+            rows.append(
+                {
+                    **base,
+                    "epoch": step,
+                    "metric": metric,
+                    "class": names.get(part, part),
+                    "value": infinite(value),
+                }
+            )
     columns = ["run_id", "run_name", "status", *schema.AXES, "epoch", "metric", "class", "value"]
     frame = pd.DataFrame(rows, columns=columns)
     return frame.sort_values(["run_id", "metric", "class", "epoch"], ignore_index=True)

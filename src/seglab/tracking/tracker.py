@@ -89,6 +89,8 @@ class MlflowTracker(TrackingStore):
         self.log_model_enabled = log_model
         self.run_name = run_name
         self._run_id: str | None = None
+        self._history: list[tuple[str, int, float]] = []  # every point of _history_run
+        self._history_run: str | None = None
 
     @property
     def run_id(self) -> str:
@@ -175,10 +177,24 @@ class MlflowTracker(TrackingStore):
         return [m.value for m in sorted(history, key=lambda m: m.step)]
 
     def log_metrics(self, metrics: Mapping[str, float], step: int) -> None:
-        """All metrics of one step in one batched call."""
+        """All metrics of one step in one batched call, then the run's whole metric history as
+        the artifact ``history.parquet`` (:data:`seglab.schema.HISTORY_FILE`): a reader gets
+        every point in one download instead of one call per metric key."""
         now = int(time.time() * 1000)
         batch = [Metric(key, float(value), now, step) for key, value in metrics.items()]
         self.client.log_batch(self.run_id, metrics=batch)
+        if self._history_run != self.run_id:  # a run reopened or attached: its points so far
+            logged = {(m.key, m.step) for m in batch}
+            self._history = [
+                (key, point.step, point.value)
+                for key in self.client.get_run(self.run_id).data.metrics
+                for point in self.client.get_metric_history(self.run_id, key)
+                if (key, point.step) not in logged
+            ]
+            self._history_run = self.run_id
+        self._history += [(m.key, step, m.value) for m in batch]
+        frame = pd.DataFrame(self._history, columns=list(schema.HISTORY_COLUMNS))
+        self.log_parquet(frame, schema.HISTORY_FILE)
 
     def log_params(self, params: Mapping[str, Any]) -> None:
         items = [Param(k, str(v)[:MAX_PARAM_LENGTH]) for k, v in params.items()]
