@@ -1,10 +1,11 @@
 """Reading a team's runs back: how long do the report and ``seglab compare`` take on 100 runs x
-150 classes through an MLflow server, and what does the run's ``history.parquet`` cost to write?
+150 classes through an MLflow server, and what does each run's ``metric_history.parquet`` cost
+to write?
 
 A fresh ``mlflow server`` (sqlite backend, artifacts proxied, one worker, on 127.0.0.1) receives
 100 synthetic runs of the keys seglab logs per epoch at 150 classes (``val/iou|recall|
 loss_share/<class>`` and five whole-split keys; 20 epochs, 455 keys, 9,100 points a run), each
-with its ``history.parquet`` as the tracker writes it. Then, through the server:
+with its ``metric_history.parquet`` as the tracker writes it. Then, through the server:
 
 - ``analysis.runs.history`` of every run from the artifacts (one download a run), and of three
   runs from the metric history (one call per run and key, as before the artifact): the 100-run
@@ -116,7 +117,7 @@ def writer_cost(uri: str, classes: list[str], epochs: int, rounds: int) -> dict[
     (the metrics' ``log_batch`` alone), alternating per round."""
     tracker = MlflowTracker("read_history_writer", tracking_uri=uri)
     rng = np.random.default_rng(1)
-    seconds: dict[str, list[float]] = {"with history.parquet": [], "metrics only": []}
+    seconds: dict[str, list[float]] = {"with metric_history.parquet": [], "metrics only": []}
     for round_ in range(rounds):
         order = list(seconds) if round_ % 2 == 0 else list(reversed(seconds))
         for variant in order:
@@ -165,7 +166,10 @@ def main() -> None:
     keys = len(WHOLE) + 3 * args.classes
     per_run_slow, per_run_cpu = slow[0] / args.slow_runs, slow[1] / args.slow_runs
     ratios = [
-        w / m for w, m in zip(writing["with history.parquet"], writing["metrics only"], strict=True)
+        w / m
+        for w, m in zip(
+            writing["with metric_history.parquet"], writing["metrics only"], strict=True
+        )
     ]
     payload = {
         "runs": args.runs, "classes": args.classes, "epochs": args.epochs, "keys_per_run": keys,
@@ -185,7 +189,7 @@ def main() -> None:
             "",
             "| what | wall s | CPU s |",
             "|---|---|---|",
-            f"| history of {args.runs} runs from `history.parquet` (one download a run) | "
+            f"| history of {args.runs} runs from `metric_history.parquet` (one download a run) | "
             f"{fast[0]:.1f} | {fast[1]:.1f} |",
             f"| history from the metric history, one call per key: {args.slow_runs} runs "
             f"measured, {per_run_slow:.1f} s a run, so {args.runs} runs projected | "
@@ -196,9 +200,9 @@ def main() -> None:
             f"| `seglab compare`'s history of 2 runs | {compare[0]:.2f} | {compare[1]:.2f} |",
             "",
             f"Writing: {args.epochs} epochs of one {args.classes}-class run, with "
-            f"`history.parquet` after each epoch / metrics only, 3 rounds interleaved: "
+            f"`metric_history.parquet` after each epoch / metrics only, 3 rounds interleaved: "
             + ", ".join(f"{r:.2f}" for r in ratios)
-            + f" (seconds {', '.join(f'{s:.1f}' for s in writing['with history.parquet'])} "
+            + f" (seconds {', '.join(f'{s:.1f}' for s in writing['with metric_history.parquet'])} "
             f"against {', '.join(f'{s:.1f}' for s in writing['metrics only'])}). "
             f"Goal: the report in <= 30 s.",
         ],

@@ -385,9 +385,10 @@ def test_each_target_has_its_default_report_folder(store, tmp_path, monkeypatch)
     sweep.mkdir()
     parent = runs[0].info.run_id  # any run id: it has no children here
     (sweep / "sweep.json").write_text(json.dumps({"parent_run_id": parent}))
-    assert report_module.resolve(str(sweep), client) == ([], sweep / "report")
-    assert report_module.resolve(parent, client) == ([], tmp_path / "outputs/reports" / parent)
-    found, folder = report_module.resolve("hand", client)
+    info = {"parent_run_id": parent}
+    assert report_module.resolve(str(sweep), client) == ([], sweep / "report", info)
+    assert report_module.resolve(parent, client) == ([], tmp_path / "outputs/reports" / parent, {})
+    found, folder, _ = report_module.resolve("hand", client)
     assert len(found) == 7 and folder == tmp_path / "outputs/reports/hand"
 
 

@@ -107,7 +107,7 @@ PER_CLASS_FILE = "per_class.csv"
 CONFUSION_FILE = "confusion_matrix.csv"
 # Every metric point of the run (key, step, value), rewritten after each logging step: one
 # download instead of one metric-history call per key (seglab.analysis.runs.history).
-HISTORY_FILE = "history.parquet"
+HISTORY_FILE = "metric_history.parquet"
 HISTORY_COLUMNS = ("key", "step", "value")
 FIGURE_LOSS_VS_IOU = "figures/loss_vs_class_iou.png"
 FIGURE_CONFUSION = "figures/confusion_matrix.png"

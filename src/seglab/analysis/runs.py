@@ -1,7 +1,7 @@
 """MLflow -> tidy pandas frames: the one place that reads seglab's runs back.
 
 ``history(client, runs)`` gives one row per run x epoch x metric x class (class empty for
-whole-split metrics such as ``val/loss``), read from each run's ``history.parquet`` in one
+whole-split metrics such as ``val/loss``), read from each run's ``metric_history.parquet`` in one
 download where it is current; ``summary`` one row per run, with its configuration
 (the runs that differ only in ``trainer.seed`` share one) and seed; ``configuration_summary``
 the mean and 95 % interval of each configuration over its seeds; ``compare_runs`` two runs
@@ -83,7 +83,7 @@ def infinite(value: float) -> float:
 def metric_points(
     client: MlflowClient, run: Run, from_artifact: bool = True
 ) -> list[tuple[str, int, float]]:
-    """Every ``(key, step, value)`` a run logged: from its ``history.parquet`` for the keys
+    """Every ``(key, step, value)`` a run logged: from its ``metric_history.parquet`` for the keys
     whose last point there is the run's latest value, from the metric history (one call per
     key) for the others, or for all when it has no such artifact or ``from_artifact`` is off."""
     latest = run.data.metrics
@@ -101,7 +101,7 @@ def metric_points(
 
 
 def stored_history(client: MlflowClient, run_id: str) -> pd.DataFrame | None:
-    """A run's ``history.parquet`` sorted by step (stable), or ``None`` when it has none."""
+    """A run's ``metric_history.parquet`` sorted by step (stable), or ``None`` when it has none."""
     with tempfile.TemporaryDirectory() as folder:
         try:
             path = client.download_artifacts(run_id, schema.HISTORY_FILE, folder)

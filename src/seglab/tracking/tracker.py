@@ -178,7 +178,7 @@ class MlflowTracker(TrackingStore):
 
     def log_metrics(self, metrics: Mapping[str, float], step: int) -> None:
         """All metrics of one step in one batched call, then the run's whole metric history as
-        the artifact ``history.parquet`` (:data:`seglab.schema.HISTORY_FILE`): a reader gets
+        the artifact ``metric_history.parquet`` (:data:`seglab.schema.HISTORY_FILE`): a reader gets
         every point in one download instead of one call per metric key."""
         now = int(time.time() * 1000)
         batch = [Metric(key, float(value), now, step) for key, value in metrics.items()]
