@@ -443,3 +443,37 @@ def test_a_sweeps_runs_leave_out_an_interrupted_trials_run_another_trial_started
         "#3 the rerun, from scratch", "#4 killed, resumed by its rerun", "#6 failed"
     ]  # fmt: skip
     assert tracker.client.get_run(made["#2 killed before its first checkpoint"])  # kept in MLflow
+
+
+class StopsAfter:
+    """A trial whose pruner stops it after ``epoch``; records what the run reported."""
+
+    def __init__(self, epoch: int) -> None:
+        self.epoch = epoch
+        self.reported: list[int] = []
+
+    def should_stop(self, epoch: int, metrics) -> bool:
+        assert schema.VAL_MIN_IOU in metrics
+        self.reported.append(epoch)
+        return epoch >= self.epoch
+
+
+@pytest.mark.slow
+def test_a_pruned_trial_stops_after_that_epoch_and_finishes_tagged_not_failed(
+    tmp_path, monkeypatch
+):
+    from seglab import train
+
+    trial = StopsAfter(1)
+    monkeypatch.setattr(train, "search_trial", lambda number, classes: trial)
+    cfg = compose_train(
+        "debug=smoke", "trainer.epochs=3", "metrics.boundary=false", "metrics.gallery=0",
+        "tracking.log_model=false", f"paths.output_dir={tmp_path}",
+    )  # fmt: skip
+    final = train.run(cfg)
+    assert final.epoch == 1 and trial.reported == [1]
+    client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
+    (run,) = client.search_runs([client.get_experiment_by_name("seglab").experiment_id])
+    assert run.info.status == "FINISHED"
+    assert run.data.tags[schema.TAG_PRUNED] == "1"
+    assert [m.step for m in client.get_metric_history(run.info.run_id, schema.VAL_LOSS)] == [1]
