@@ -70,3 +70,36 @@ def test_the_pass_shows_each_batch_of_truths_and_labels_to_an_observer_in_order(
     assert all((labels == 2).all() for _, labels in seen)
     assert np.isnan(surface.boundary_iou()[1])  # class 1: in no truth and no prediction
     assert surface.boundary_iou()[0] == 0.0 and surface.hd95()[0] == float("inf")
+
+
+def test_one_pass_gives_the_labels_and_the_calibration_of_a_separate_model_pass():
+    """``seglab evaluate`` predicts a split once: the probability predictor's labels are the
+    label predictor's, and the calibration it feeds equals one computed from the model's own
+    output, batch by batch, with each image predicted once."""
+    import tensorflow as tf
+
+    from seglab.core.calibration import Calibration
+    from seglab.training.prediction import ProbabilityPredictor, per_image_counts
+
+    model = build_unet((16, 16, 3), 3, depth=1, base_filters=4)
+    x = images(5, seed=3)
+    masks = np.random.default_rng(4).integers(0, 3, (5, 16, 16)).astype(np.int32)
+    masks[0, :2] = 255  # ignored pixels are in neither
+    stream = tf.data.Dataset.from_tensor_slices((x, masks))
+    predictor = ProbabilityPredictor(model)
+    one_pass = Calibration(3, 255)
+    batches = []
+
+    def observe(truths, labels):
+        batches.append(len(truths))
+        one_pass.add(predictor.probabilities, truths)
+
+    counts = per_image_counts(predictor, stream, 3, 255, batch_size=2, observe=observe)
+    expected = per_image_counts(LabelPredictor(model), stream, 3, 255, batch_size=2)
+    for part in ("tp", "fp", "fn"):
+        np.testing.assert_array_equal(getattr(counts, part), getattr(expected, part))
+    assert batches == [2, 2, 1] and predictor._both.experimental_get_tracing_count() == 1
+    separate = Calibration(3, 255)
+    separate.add(np.asarray(model(x, training=False), np.float64), masks)
+    np.testing.assert_allclose(one_pass.ece(), separate.ece(), atol=1e-6)
+    np.testing.assert_array_equal(one_pass.counts, separate.counts)

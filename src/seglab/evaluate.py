@@ -28,6 +28,7 @@ import sys
 from collections.abc import Sequence
 from typing import cast
 
+import numpy as np
 import pandas as pd
 from hydra import compose, initialize_config_dir
 from mlflow.exceptions import MlflowException
@@ -46,7 +47,7 @@ from seglab.paths import config_dir, register_resolvers
 from seglab.tracking.models import load_run_model
 from seglab.tracking.store import check_existing_store
 from seglab.tracking.tracker import MlflowTracker
-from seglab.training.prediction import split_calibration, split_counts_per_image
+from seglab.training.prediction import ProbabilityPredictor, split_counts_per_image
 
 PREFIX = re.compile(r"[A-Za-z0-9_-]+(/[A-Za-z0-9_-]+)*")
 # The module docstring is the help; a terminal shows the reST literals without their backticks.
@@ -227,8 +228,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         model, metadata = load_run_model(tracker, run_id)
         check_compatible(model.input_shape, int(model.output_shape[-1]), data)
         surface = SurfaceScores(data.num_classes, data.ignore_index)
-        counts = split_counts_per_image(model, data, split, int(cfg.batch_size), surface.add)
-        calibration = split_calibration(model, data, split, int(cfg.batch_size))
+        calibration = Calibration(data.num_classes, data.ignore_index)
+        predictor = ProbabilityPredictor(model)  # one pass: labels and probabilities
+
+        def observe(truths: np.ndarray, labels: np.ndarray) -> None:
+            surface.add(truths, labels)
+            calibration.add(predictor.probabilities, truths)
+
+        counts = split_counts_per_image(predictor, data, split, int(cfg.batch_size), observe)
     except ValueError as error:
         return bad_input("seglab evaluate", error)
     names = list(data.class_names)

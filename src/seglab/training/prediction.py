@@ -23,7 +23,6 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from seglab.core.calibration import Calibration
 from seglab.core.per_image import COUNT_COLUMNS, PerImageCounts, count_batch
 from seglab.data.counting import readable_batches
 from seglab.data.dataset import SegmentationData, take_samples
@@ -57,6 +56,27 @@ class LabelPredictor:
 
     def __call__(self, images: tf.Tensor | np.ndarray) -> tf.Tensor:
         return self._labels(tf.convert_to_tensor(images, tf.float32))
+
+
+class ProbabilityPredictor(LabelPredictor):
+    """A :class:`LabelPredictor` that keeps each batch's class probabilities
+    (:attr:`probabilities`, ``float64 (N, H, W, C)``: the model's softmax or sigmoid output), so
+    one prediction of a split gives both its labels and its calibration."""
+
+    def __init__(self, model: keras.Model) -> None:
+        self.model = model
+        spec = tf.TensorSpec((None, *model.input_shape[1:]), tf.float32)
+        self._both = tf.function(self._predict_both, input_signature=(spec,))
+        self.probabilities = np.empty((0, *model.output_shape[1:]))
+
+    def _predict_both(self, images: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        probabilities = tf.cast(self.model(images, training=False), tf.float32)
+        return tf.argmax(probabilities, axis=-1, output_type=tf.int32), probabilities
+
+    def __call__(self, images: tf.Tensor | np.ndarray) -> tf.Tensor:
+        labels, probabilities = self._both(tf.convert_to_tensor(images, tf.float32))
+        self.probabilities = np.asarray(probabilities, dtype=np.float64)
+        return labels
 
 
 def label_predictor(model: keras.Model | Predictor) -> Predictor:
@@ -130,19 +150,6 @@ def split_counts_per_image(
         split,
         observe,
     )
-
-
-def split_calibration(
-    model: keras.Model, data: SegmentationData, split: str, batch_size: int
-) -> Calibration:
-    """The per-class calibration (:class:`~seglab.core.calibration.Calibration`) of ``model``'s
-    class probabilities (its softmax or sigmoid output) on one of ``data``'s splits."""
-    calibration = Calibration(data.num_classes, data.ignore_index)
-    files = data.sample_files(split)
-    for images, masks in readable_batches(data.stream(split), batch_size, files):
-        probabilities = np.asarray(model(images, training=False), dtype=np.float64)
-        calibration.add(probabilities, masks.numpy())
-    return calibration
 
 
 def predict_samples(
