@@ -31,7 +31,7 @@ ALLOWED = {
         "signals",
         "config",
     },
-    "search": {"core", "schema", "tracking", "config"},
+    "search": {"core", "schema", "tracking", "analysis", "config"},
 }
 
 

@@ -34,9 +34,10 @@ def trials_frame(study: optuna.Study, runs: Sequence[Run]) -> pd.DataFrame:
     trial), its run's name, each objective and each parameter."""
     names = objective_names(study)
     run_names = {r.data.tags.get(schema.TAG_TRIAL): r.info.run_name for r in runs}
-    rerun = {t.user_attrs.get(schema.TRIAL_RETRY_OF) for t in study.trials}
+    trials = study.trials  # one read of the storage
+    rerun = rerun_numbers(trials)
     rows = []
-    for trial in study.trials:
+    for trial in trials:
         values = trial.values or [np.nan] * len(names)
         rows.append(
             {
@@ -48,6 +49,14 @@ def trials_frame(study: optuna.Study, runs: Sequence[Run]) -> pd.DataFrame:
             }
         )
     return pd.DataFrame(rows)
+
+
+def rerun_numbers(trials: Sequence[optuna.trial.FrozenTrial]) -> set[int]:
+    """The numbers of the trials an interrupted sweep left unfinished and a later trial ran
+    again (``seglab.schema.TRIAL_RETRY_OF``)."""
+    return {
+        t.user_attrs[schema.TRIAL_RETRY_OF] for t in trials if schema.TRIAL_RETRY_OF in t.user_attrs
+    }
 
 
 def objective_names(study: optuna.Study) -> list[str]:

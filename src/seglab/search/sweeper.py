@@ -29,6 +29,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig
 
 from seglab import schema
+from seglab.analysis.search import rerun_numbers
 from seglab.config import check_overrides
 from seglab.search import options
 from seglab.search.space import SearchSpace, Suggests, overrides
@@ -80,8 +81,7 @@ class SearchSweep:
                 raise ValueError(f"hydra.sweeper.{name}={value!r} must be an integer >= 1")
         options.check_seeds(seeds)
         self.sampler_options = dict(sampler or {})
-        self.pruner_options = dict(pruner or {})
-        self.pruner = options.pruner(self.pruner_options)
+        self.pruner = options.pruner(dict(pruner or {}))
         if self.pruner is not None:
             options.check_pruned_objective(self.objectives)
         options.sampler(self.sampler_options, False)  # checked now, made with the study
@@ -184,7 +184,7 @@ class SearchSweep:
         assert self.config is not None
         name, url = studies.study_name(self.config), studies.study_storage(self.config)
         storage = studies.open_storage(url, self.heartbeat)
-        existing = studies.find_study(name, url)
+        existing = studies.find_study(name, storage)
         directions = list(self.objectives.values())
         if existing is not None and existing_directions(existing) != directions:
             raise ValueError(
@@ -288,17 +288,16 @@ def existing_directions(study: optuna.Study) -> list[str]:
 
 def started_count(study: optuna.Study) -> int:
     """Trials that count towards ``n_trials``: all but those rerun as another trial."""
-    return sum(1 for t in study.trials if not retried(study, t.number))
+    trials = study.trials  # one read of the storage
+    rerun = rerun_numbers(trials)
+    return sum(1 for t in trials if t.number not in rerun)
 
 
 def finished_count(study: optuna.Study) -> int:
     """Trials complete, pruned or failed (not rerun)."""
-    return sum(1 for t in study.trials if t.state.is_finished() and not retried(study, t.number))
-
-
-def retried(study: optuna.Study, number: int) -> bool:
-    """Whether trial ``number`` runs again as another trial."""
-    return any(t.user_attrs.get(schema.TRIAL_RETRY_OF) == number for t in study.trials)
+    trials = study.trials
+    rerun = rerun_numbers(trials)
+    return sum(1 for t in trials if t.state.is_finished() and t.number not in rerun)
 
 
 def trial_run(tracker: Any, parent: str, number: int) -> Any:

@@ -122,11 +122,13 @@ def load_study(name: str, url: str) -> optuna.Study:
         raise ValueError(f"no study {name!r} in {safe_url(url)}") from error
 
 
-def find_study(name: str, url: str) -> optuna.Study | None:
-    """The study ``name`` at ``url``, or ``None``."""
+def find_study(name: str, storage: optuna.storages.RDBStorage) -> optuna.Study | None:
+    """The study ``name`` in an opened ``storage``, or ``None``."""
+    import optuna
+
     try:
-        return load_study(name, url)
-    except ValueError:
+        return optuna.load_study(study_name=name, storage=storage)
+    except KeyError:
         return None
 
 
