@@ -143,11 +143,15 @@ def test_bad_objectives_are_refused(given, message):
         ({"val/ce": "minimize", "val/min_iou": "maximize"}, "prunes single-objective studies"),
         ({"test/miou": "maximize"}, "'test/miou' is logged once, at the end of a run"),
         ({"val/missed/pole": "minimize"}, "logged once, at the end of a run"),
+        ({"val/boundary_iou/pole": "maximize"}, "logged once, at the end of a run"),
+        ({"val/hd95/pole": "minimize"}, "logged once, at the end of a run"),
     ],
 )
 def test_a_pruner_needs_one_objective_logged_every_epoch(given, message):
     with pytest.raises(ValueError, match=message):
         options.check_pruned_objective(given)
+    for every_epoch in ("val/min_iou", "val/iou/pole", "val/loss_share/pole", "train/loss"):
+        options.check_pruned_objective({every_epoch: "maximize"})
 
 
 def test_a_per_class_objective_must_name_a_class_of_the_data():

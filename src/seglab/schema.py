@@ -204,16 +204,24 @@ METRIC_FAMILIES = (
 )
 
 
+def is_epoch_metric_key(metric_key: str) -> bool:
+    """Whether runs log ``metric_key`` every epoch (:func:`epoch_metric_keys`, for some class)."""
+    parts = metric_key.split("/")
+    if len(parts) == 2:
+        return metric_key in (TRAIN_LOSS, VAL_LOSS, VAL_CE) or (
+            parts[0] == VAL and parts[1] in EPOCH_SCORES
+        )
+    return len(parts) == 3 and parts[0] == VAL and parts[1] in EPOCH_KINDS and bool(parts[2])
+
+
 def is_metric_key(metric_key: str) -> bool:
     """Whether runs log ``metric_key`` (:data:`METRIC_FAMILIES`; a per-class key for some
     class: the class itself is known only once the data is)."""
+    if is_epoch_metric_key(metric_key):
+        return True
     parts = metric_key.split("/")
     if len(parts) == 2:
-        return (
-            metric_key in (TRAIN_LOSS, VAL_LOSS, VAL_CE)
-            or (parts[0] == VAL and parts[1] in EPOCH_SCORES)
-            or (parts[0] == TEST and parts[1] in SPLIT_SCORES)
-        )
+        return parts[0] == TEST and parts[1] in SPLIT_SCORES
     return (
         len(parts) == 3
         and parts[0] in (VAL, TEST)

@@ -85,7 +85,7 @@ def check_pruned_objective(objectives: Mapping[str, str]) -> None:
             f"objectives are {list(objectives)} (set hydra.sweeper.pruner.name=none)"
         )
     (metric,) = objectives
-    if not metric.startswith(f"{schema.VAL}/") or metric.split("/")[1] == schema.MISSED:
+    if not schema.is_epoch_metric_key(metric):
         raise ValueError(
             f"hydra.sweeper.pruner: {metric!r} is logged once, at the end of a run; a pruner "
             f"needs an objective logged every epoch ({schema.TRAIN_LOSS}, {schema.VAL}/...)"
