@@ -58,10 +58,10 @@ class LabelPredictor:
         return self._labels(tf.convert_to_tensor(images, tf.float32))
 
 
-class ProbabilityPredictor(LabelPredictor):
-    """A :class:`LabelPredictor` that keeps each batch's class probabilities
-    (:attr:`probabilities`, ``float64 (N, H, W, C)``: the model's softmax or sigmoid output), so
-    one prediction of a split gives both its labels and its calibration."""
+class ProbabilityPredictor:
+    """A :class:`Predictor` of labels like :class:`LabelPredictor` that keeps each batch's class
+    probabilities (:attr:`probabilities`, ``float64 (N, H, W, C)``: the model's softmax or
+    sigmoid output), so one prediction of a split gives both its labels and its calibration."""
 
     def __init__(self, model: keras.Model) -> None:
         self.model = model
