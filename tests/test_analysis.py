@@ -785,3 +785,27 @@ def test_history_from_the_artifact_equals_the_metric_history_and_takes_no_per_ke
     assert sorted(calls) == ["mine", "val/loss"]  # only the second run's keys it did not write
     pd.testing.assert_frame_equal(fast, from_store)
     assert len(fast[fast.run_id == first]) == 7
+
+
+def test_the_history_artifact_reads_the_store_only_for_a_run_it_did_not_start(
+    sqlite_uri, monkeypatch
+):
+    from seglab.tracking.tracker import MlflowTracker
+
+    calls = []
+    original = MlflowClient.get_metric_history
+    monkeypatch.setattr(
+        MlflowClient,
+        "get_metric_history",
+        lambda self, run, key: calls.append(key) or original(self, run, key),
+    )
+    tracker = MlflowTracker(tracking_uri=sqlite_uri)
+    with tracker.start_run({}):
+        tracker.log_metrics({"val/loss": 0.5, "val/iou/sky": 0.1}, 1)
+        tracker.log_metrics({"val/loss": 0.4, "val/iou/sky": 0.2}, 2)
+    assert calls == []  # a run it created has no earlier points
+    resumed = MlflowTracker(tracking_uri=sqlite_uri)  # as a resume in another process
+    with resumed.start_run({}, resume_run_id=tracker.run_id):
+        resumed.log_metrics({"val/loss": 0.3}, 3)
+        resumed.log_metrics({"val/loss": 0.2}, 4)
+    assert sorted(calls) == ["val/iou/sky", "val/loss"]  # once, when the run was reopened

@@ -130,6 +130,7 @@ class MlflowTracker(TrackingStore):
             name = self.run_name or default_run_name(tags)
             run = self.client.create_run(self.experiment_id(), run_name=name, tags=tags)
             self.run_id = run.info.run_id
+            self._history, self._history_run = [], self.run_id  # a new run has no points
         else:
             self.reopen(resume_run_id, tags or {})
         log.info(
@@ -180,18 +181,16 @@ class MlflowTracker(TrackingStore):
         """All metrics of one step in one batched call, then the run's whole metric history as
         the artifact ``metric_history.parquet`` (:data:`seglab.schema.HISTORY_FILE`): a reader gets
         every point in one download instead of one call per metric key."""
-        now = int(time.time() * 1000)
-        batch = [Metric(key, float(value), now, step) for key, value in metrics.items()]
-        self.client.log_batch(self.run_id, metrics=batch)
         if self._history_run != self.run_id:  # a run reopened or attached: its points so far
-            logged = {(m.key, m.step) for m in batch}
             self._history = [
                 (key, point.step, point.value)
                 for key in self.client.get_run(self.run_id).data.metrics
                 for point in self.client.get_metric_history(self.run_id, key)
-                if (key, point.step) not in logged
             ]
             self._history_run = self.run_id
+        now = int(time.time() * 1000)
+        batch = [Metric(key, float(value), now, step) for key, value in metrics.items()]
+        self.client.log_batch(self.run_id, metrics=batch)
         self._history += [(m.key, step, m.value) for m in batch]
         frame = pd.DataFrame(self._history, columns=list(schema.HISTORY_COLUMNS))
         self.log_parquet(frame, schema.HISTORY_FILE)
