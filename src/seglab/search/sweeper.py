@@ -25,7 +25,6 @@ from typing import TYPE_CHECKING, Any, cast
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.plugins import Plugins
 from hydra.types import HydraContext, TaskFunction
-from hydra.utils import instantiate
 from omegaconf import DictConfig
 
 from seglab import schema
@@ -113,16 +112,15 @@ class SearchSweep:
         """Opens (or reopens) the sweep's parent run and runs the trials the study lacks."""
         assert self.config is not None and self.launcher is not None
         url = studies.study_storage(self.config)
-        parent = start_sweep(
+        tracker = start_sweep(
             self.config,
             self.n_trials,
             self.space.keys,
             {"study": study.study_name, "storage": url},
             study.user_attrs.get(schema.STUDY_PARENT),
         )
+        parent = tracker.run_id
         study.set_user_attr(schema.STUDY_PARENT, parent)
-        tracker = instantiate(self.config.tracking)
-        tracker.run_id = parent
         done = finished_count(study)
         print(
             f"[search] study {study.study_name!r} in {studies.safe_url(url)}: "

@@ -111,10 +111,11 @@ def start_sweep(
     swept_keys: list[str],
     search: dict[str, str] | None = None,
     parent_id: str | None = None,
-) -> str:
+) -> MlflowTracker:
     """Opens a sweep's parent run (or reopens ``parent_id``, a resumed search's) and writes
     ``sweep.json`` for its jobs: the parent, ``total`` jobs, the ``swept_keys`` that name
-    them and, for a search, where its study is (``search``). Returns the parent's id."""
+    them and, for a search, where its study is (``search``). Returns the tracker, its run the
+    parent."""
     sweep_dir = Path(config.hydra.sweep.dir)
     sweep_dir.mkdir(parents=True, exist_ok=True)
     tracker = instantiate(config.tracking)
@@ -140,7 +141,7 @@ def start_sweep(
     }
     (sweep_dir / schema.SWEEP_FILE).write_text(json.dumps(info, indent=2))
     print(f"[sweep] {total} jobs; parent MLflow run {parent_id}; {sweep_dir}", flush=True)
-    return parent_id
+    return tracker
 
 
 class MlflowSweepCallback(Callback):
