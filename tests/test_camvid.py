@@ -167,6 +167,9 @@ def test_evaluate_scores_the_logged_model_like_training_scored_its_epoch(camvid_
         [logged.info.experiment_id], filter_string=f"tags.`seglab.evaluated_run` = '{run_id}'"
     )
     assert evaluation.data.metrics["test/miou"] == pytest.approx(logged.data.metrics["test/miou"])
+    for name in names:  # training scored the test split's calibration with the same model
+        key = f"test/ece/{name}"
+        assert evaluation.data.metrics[key] == pytest.approx(logged.data.metrics[key], abs=1e-6)
 
 
 @pytest.mark.parametrize(

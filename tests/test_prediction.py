@@ -18,7 +18,7 @@ def test_labels_are_the_argmax_of_the_model_output_for_any_batch_size_with_one_t
         labels = predict(x).numpy()
         assert labels.shape == (count, 16, 16) and labels.dtype == np.int32
         np.testing.assert_array_equal(labels, np.asarray(model(x, training=False)).argmax(-1))
-    assert predict._labels.experimental_get_tracing_count() == 1
+    assert predict._both.experimental_get_tracing_count() == 1
 
 
 def test_other_weights_loaded_into_the_model_are_used_without_a_new_trace():
@@ -31,7 +31,7 @@ def test_other_weights_loaded_into_the_model_are_used_without_a_new_trace():
     model.set_weights([*rest, kernel * 0, np.array([0, 0, 1, 0], np.float32)])
     after = predict(x).numpy()
     assert (after == 2).all() and not (before == 2).all()
-    assert predict._labels.experimental_get_tracing_count() == 1
+    assert predict._both.experimental_get_tracing_count() == 1
 
 
 def test_a_predictor_is_passed_through_and_a_model_is_wrapped():
@@ -73,20 +73,20 @@ def test_the_pass_shows_each_batch_of_truths_and_labels_to_an_observer_in_order(
 
 
 def test_one_pass_gives_the_labels_and_the_calibration_of_a_separate_model_pass():
-    """``seglab evaluate`` predicts a split once: the probability predictor's labels are the
-    label predictor's, and the calibration it feeds equals one computed from the model's own
-    output, batch by batch, with each image predicted once."""
+    """A run's end and ``seglab evaluate`` predict a split once: the predictor's labels are the
+    argmax of the model's own output, and the calibration its kept probabilities feed equals
+    one computed from that output, batch by batch, with each image predicted once."""
     import tensorflow as tf
 
     from seglab.core.calibration import Calibration
-    from seglab.training.prediction import ProbabilityPredictor, per_image_counts
+    from seglab.training.prediction import per_image_counts
 
     model = build_unet((16, 16, 3), 3, depth=1, base_filters=4)
     x = images(5, seed=3)
     masks = np.random.default_rng(4).integers(0, 3, (5, 16, 16)).astype(np.int32)
     masks[0, :2] = 255  # ignored pixels are in neither
     stream = tf.data.Dataset.from_tensor_slices((x, masks))
-    predictor = ProbabilityPredictor(model)
+    predictor = LabelPredictor(model)
     one_pass = Calibration(3, 255)
     batches = []
 
@@ -95,11 +95,12 @@ def test_one_pass_gives_the_labels_and_the_calibration_of_a_separate_model_pass(
         one_pass.add(predictor.probabilities, truths)
 
     counts = per_image_counts(predictor, stream, 3, 255, batch_size=2, observe=observe)
-    expected = per_image_counts(LabelPredictor(model), stream, 3, 255, batch_size=2)
+    output = np.asarray(model(x, training=False))
+    expected = per_image_counts(lambda _: output.argmax(axis=-1), stream, 3, 255, batch_size=5)
     for part in ("tp", "fp", "fn"):
         np.testing.assert_array_equal(getattr(counts, part), getattr(expected, part))
     assert batches == [2, 2, 1] and predictor._both.experimental_get_tracing_count() == 1
     separate = Calibration(3, 255)
-    separate.add(np.asarray(model(x, training=False), np.float64), masks)
+    separate.add(output.astype(np.float64), masks)
     np.testing.assert_allclose(one_pass.ece(), separate.ece(), atol=1e-6)
     np.testing.assert_array_equal(one_pass.counts, separate.counts)

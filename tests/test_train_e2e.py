@@ -187,6 +187,15 @@ def test_per_image_counts_add_up_to_the_final_confusion_matrix(smoke_run):
     missed = [history(client, run, f"val/missed/{c}") for c in CLASSES]
     np.testing.assert_allclose([m[-1] for m in missed], counts.missed(), equal_nan=True)
     assert all(len(m) == 1 for m in missed)  # once, at the last epoch
+    # The same pass's calibration: every valid pixel once per class, its ECE from those bins.
+    reliability = artifact_frame(client, run, "calibration/val.csv")
+    pixels = reliability.groupby("class", sort=False).pixels.sum()
+    assert list(pixels.index) == CLASSES and (pixels == cm.sum()).all()
+    gaps = (reliability.mean_probability - reliability.truly_class).abs() * reliability.pixels
+    expected = gaps.groupby(reliability["class"], sort=False).sum() / cm.sum()
+    ece = [history(client, run, f"val/ece/{c}") for c in CLASSES]
+    assert all(len(e) == 1 for e in ece)
+    np.testing.assert_allclose([e[-1] for e in ece], expected.to_numpy(), rtol=1e-6)
 
 
 @pytest.mark.slow

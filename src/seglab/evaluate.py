@@ -28,7 +28,6 @@ import sys
 from collections.abc import Sequence
 from typing import cast
 
-import numpy as np
 import pandas as pd
 from hydra import compose, initialize_config_dir
 from mlflow.exceptions import MlflowException
@@ -37,17 +36,15 @@ from omegaconf import DictConfig, OmegaConf
 from seglab import schema
 from seglab.cli import bad_input, compose_options, flags, options_help, print_config
 from seglab.config import build, check_required, current_target, group_options, key_paths
-from seglab.core.boundary import SurfaceScores
-from seglab.core.calibration import Calibration
 from seglab.core.checks import check_choice
 from seglab.core.formatting import percent
-from seglab.core.per_image import PerImageCounts, split_metrics
 from seglab.data.dataset import SegmentationData
 from seglab.paths import config_dir, register_resolvers
 from seglab.tracking.models import load_run_model
+from seglab.tracking.run_log import log_split_scores
 from seglab.tracking.store import check_existing_store
 from seglab.tracking.tracker import MlflowTracker
-from seglab.training.prediction import ProbabilityPredictor, split_counts_per_image
+from seglab.training.prediction import LabelPredictor, SplitScores, score_split
 
 PREFIX = re.compile(r"[A-Za-z0-9_-]+(/[A-Za-z0-9_-]+)*")
 # The module docstring is the help; a terminal shows the reST literals without their backticks.
@@ -172,29 +169,27 @@ def check_compatible(model_shape: tuple, num_classes: int, data: SegmentationDat
         )
 
 
-def per_class_frame(
-    counts: PerImageCounts,
-    surface: SurfaceScores,
-    calibration: Calibration,
-    class_names: Sequence[str],
-) -> pd.DataFrame:
+def per_class_frame(scores: SplitScores, class_names: Sequence[str]) -> pd.DataFrame:
     """One row per class: pixels, IoU, recall, share of its images missed entirely, where its
     outline is: boundary IoU, HD95 (pixels; ``inf``: missed entirely in an image) and the
     surface Dice within 1 pixel, and the expected calibration error of its probability."""
-    scores = counts.scores()
-    return pd.DataFrame(
+    region = scores.counts.scores()
+    frame = pd.DataFrame(
         {
             "class": list(class_names),
-            "pixels": scores.support,
-            "iou": scores.iou.round(3),
-            "recall": scores.recall.round(3),
-            "missed": counts.missed().round(3),
-            "boundary_iou": surface.boundary_iou().round(3),
-            "hd95": surface.hd95().round(2),
-            "nsd": surface.nsd().round(3),
-            "ece": calibration.ece().round(3),
+            "pixels": region.support,
+            "iou": region.iou.round(3),
+            "recall": region.recall.round(3),
+            "missed": scores.counts.missed().round(3),
         }
     )
+    if scores.surface is not None:
+        frame = frame.assign(
+            boundary_iou=scores.surface.boundary_iou().round(3),
+            hd95=scores.surface.hd95().round(2),
+            nsd=scores.surface.nsd().round(3),
+        )
+    return frame.assign(ece=scores.calibration.ece().round(3))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -227,15 +222,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         data.stream(split)  # an unknown split is named before the model is loaded
         model, metadata = load_run_model(tracker, run_id)
         check_compatible(model.input_shape, int(model.output_shape[-1]), data)
-        surface = SurfaceScores(data.num_classes, data.ignore_index)
-        calibration = Calibration(data.num_classes, data.ignore_index)
-        predictor = ProbabilityPredictor(model)  # one pass: labels and probabilities
-
-        def observe(truths: np.ndarray, labels: np.ndarray) -> None:
-            surface.add(truths, labels)
-            calibration.add(predictor.probabilities, truths)
-
-        counts = split_counts_per_image(predictor, data, split, int(cfg.batch_size), observe)
+        scores = score_split(LabelPredictor(model), data, split, int(cfg.batch_size))
     except ValueError as error:
         return bad_input("seglab evaluate", error)
     names = list(data.class_names)
@@ -248,44 +235,22 @@ def main(argv: Sequence[str] | None = None) -> int:
             schema.TAG_CLASS_NAMES: source.data.tags.get(schema.TAG_CLASS_NAMES, ""),
         }
         with tracker.start_run(tags=tags):
-            log_scores(tracker, counts, surface, calibration, names, prefix, epoch)
+            log_split_scores(tracker, scores, names, prefix, epoch)
     else:
         tracker.run_id = run_id
-        log_scores(tracker, counts, surface, calibration, names, prefix, epoch)
-    scores = counts.scores()
+        log_split_scores(tracker, scores, names, prefix, epoch)
+    region = scores.counts.scores()
     if note:
         print(note)
     print(
-        f"{prefix}: {len(counts.names)} images of split {split!r} scored with the model of run "
-        f"{run_id} (checkpoint epoch {epoch})\n"
-        f"pixel_acc {percent(scores.pixel_acc)}   class_acc {percent(scores.class_acc)}   "
-        f"miou {scores.miou:.3f}   min_iou {scores.min_iou:.3f}"
+        f"{prefix}: {len(scores.counts.names)} images of split {split!r} scored with the model "
+        f"of run {run_id} (checkpoint epoch {epoch})\n"
+        f"pixel_acc {percent(region.pixel_acc)}   class_acc {percent(region.class_acc)}   "
+        f"miou {region.miou:.3f}   min_iou {region.min_iou:.3f}"
     )
-    print(per_class_frame(counts, surface, calibration, names).to_string(index=False))
+    print(per_class_frame(scores, names).to_string(index=False))
     print(f"logged as {prefix}/... into MLflow run {tracker.run_id} at {tracker.uri}")
     return 0
-
-
-def log_scores(
-    tracker: MlflowTracker,
-    counts: PerImageCounts,
-    surface: SurfaceScores,
-    calibration: Calibration,
-    names: Sequence[str],
-    prefix: str,
-    epoch: int,
-) -> None:
-    """``<prefix>/...`` at step ``epoch`` (the region scores, the boundary ones and
-    ``<prefix>/ece/<class>``), ``per_image/<prefix>.parquet`` and the reliability data
-    ``calibration/<prefix>.csv`` into the tracker's run."""
-    ece = {
-        schema.per_class(prefix, schema.ECE, n): float(e)
-        for n, e in zip(names, calibration.ece(), strict=True)
-    }
-    metrics = split_metrics(counts, names, prefix) | surface.metrics(names, prefix) | ece
-    tracker.log_metrics(metrics, step=epoch)
-    tracker.log_table(calibration.reliability(list(names)), schema.reliability_file(prefix))
-    tracker.log_parquet(counts.frame(names, prefix), schema.per_image_file(prefix))
 
 
 def cli() -> None:

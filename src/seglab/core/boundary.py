@@ -35,6 +35,7 @@ import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 
 import numpy as np
 from numpy.typing import NDArray
@@ -51,18 +52,29 @@ def boundary_width(height: int, width: int, ratio: float = 0.02) -> int:
     return max(1, round(ratio * math.hypot(height, width)))  # Python's round, as the API
 
 
+def compact(labels: NDArray[np.integer], num_classes: int) -> NDArray[np.signedinteger]:
+    """``labels`` (classes ``0 .. num_classes - 1`` and -1) in the smallest signed type that
+    holds them: the filters and comparisons over whole label maps then read an eighth of the
+    bytes of int64."""
+    if num_classes < 2**7:
+        return labels.astype(np.int8)
+    if num_classes < 2**15:
+        return labels.astype(np.int16)
+    return labels.astype(np.int64)
+
+
 def inner_boundary(mask: BoolMask, width: int) -> BoolMask:
     """The pixels of ``mask`` within ``width`` (chessboard distance) of a background pixel or of
     the image's border: the mask minus its erosion by ``width`` 3x3 squares (boundary IoU's
     ``G_d & G``); :func:`band` of the one mask."""
-    around: BoolMask = band(mask[None].astype(np.int64), width)[0]
+    around: BoolMask = band(mask[None].astype(np.int8), width)[0]
     return mask & around
 
 
 def edges(mask: BoolMask) -> BoolMask:
     """The mask's edge pixels: those with a 4-neighbour outside it (or on the image border), the
     mask minus its erosion by the cross; :func:`band_cross` of the one mask."""
-    outline: BoolMask = band_cross(mask[None].astype(np.int64))[0]
+    outline: BoolMask = band_cross(mask[None].astype(np.int8))[0]
     return mask & outline
 
 
@@ -80,22 +92,22 @@ class EdgePixels:
     """Every class's edge pixels in ``(N, H, W)`` label maps (:func:`band_cross`), as a map and as
     coordinates; each ``(image, class)`` is a group, ``image * num_classes + class``."""
 
-    owner: NDArray[np.int32]  # (N, H, W): the class of a pixel on its class's edge, else -1
+    owner: NDArray[np.signedinteger]  # (N, H, W): a pixel's class on its class's edge, else -1
     image: NDArray[np.intp]
     row: NDArray[np.intp]
     column: NDArray[np.intp]
-    label: NDArray[np.int64]
+    label: NDArray[np.signedinteger]
     num_classes: int
 
     @classmethod
-    def of(cls, labels: NDArray[np.int64], num_classes: int) -> EdgePixels:
+    def of(cls, labels: NDArray[np.signedinteger], num_classes: int) -> EdgePixels:
         """The edge pixels of ``labels``' classes ``0 .. num_classes - 1`` (others dropped)."""
         edge = band_cross(labels) & (labels >= 0) & (labels < num_classes)
         image, row, column = np.nonzero(edge)
-        owner = np.where(edge, labels, -1).astype(np.int32)
+        owner = compact(np.where(edge, labels, -1), num_classes)
         return cls(owner, image, row, column, labels[edge], num_classes)
 
-    @property
+    @cached_property
     def groups(self) -> NDArray[np.int64]:
         return self.image * self.num_classes + self.label
 
@@ -148,37 +160,38 @@ def nearest_edge(points: EdgePixels, others: EdgePixels) -> NDArray[np.float64]:
     when its group has none), Euclidean and exact.
 
     A trained model's edges lie mostly within a few pixels of the truth's, so the offsets within
-    3 pixels are looked up in the other edge map first, ring by ring of equal length, nearest
-    first, for the points still unresolved (a gather per offset over all images and classes at
-    once); the rest go to one k-d tree over the other edges of their groups, each group's columns
-    shifted further apart than two points of one image can be, the search bounded below that
-    shift.
+    3 pixels are tried first, ring by ring of equal length, nearest first: per offset, the
+    points' edge map against the other edge map shifted by it, every image and class at once
+    (a comparison of two small-integer maps, cheaper than gathering the points one by one); the
+    rest go to one k-d tree over the other edges of their groups, each group's columns shifted
+    further apart than two points of one image can be, the search bounded by the image's diagonal.
     """
     radius = int(NEAR[-1][0])
+    mine = points.owner
+    height, width = mine.shape[1:]
     padded = np.pad(others.owner, ((0, 0), (radius, radius), (radius, radius)), constant_values=-1)
-    stride = padded.shape[2]
-    flat = padded.ravel()
-    where = np.ravel_multi_index(
-        (points.image, points.row + radius, points.column + radius), padded.shape
-    )
-    label = points.label.astype(padded.dtype)
-    distance = np.full(len(label), math.inf)
-    pending = np.arange(len(label))
+    found = np.full(mine.shape, math.inf)
+    unresolved = mine >= 0
     for length, offsets in NEAR:
-        if not len(pending):
-            return distance
-        hit = np.zeros(len(pending), dtype=bool)
+        hit = np.zeros(mine.shape, dtype=bool)
         for dy, dx in offsets:
-            hit |= flat[where + (dy * stride + dx)] == label
-        distance[pending[hit]] = length
-        pending, where, label = pending[~hit], where[~hit], label[~hit]
+            top, left = radius + dy, radius + dx
+            hit |= padded[:, top : top + height, left : left + width] == mine
+        hit &= unresolved
+        np.copyto(found, length, where=hit)
+        unresolved &= ~hit
+        if not unresolved.any():
+            break
+    distance = found[points.image, points.row, points.column]
+    # A point whose group has no other edge stays infinitely far: left out of the search, where
+    # it would look through its neighbours' groups up to the bound.
+    reachable = np.bincount(others.groups, minlength=points.group_count) > 0
+    pending = np.flatnonzero(np.isinf(distance) & reachable[points.groups])
     if not len(pending):
         return distance
     groups = points.groups[pending]
     candidates = np.isin(others.groups, groups)
-    if not candidates.any():
-        return distance
-    spacing = 4.0 * float(sum(points.owner.shape[1:]))  # > 2 * (largest distance + width)
+    spacing = 4.0 * float(height + width)  # > 2 * (largest distance + width)
 
     def lifted(
         rows: NDArray[np.intp], columns: NDArray[np.intp], group: NDArray[np.int64]
@@ -190,7 +203,10 @@ def nearest_edge(points: EdgePixels, others: EdgePixels) -> NDArray[np.float64]:
         balanced_tree=False,  # built in half the time, queried as fast
     )
     query = lifted(points.row[pending], points.column[pending], groups)
-    distance[pending] = tree.query(query, distance_upper_bound=spacing / 2)[0]
+    # Within an image no two pixels are further apart than its diagonal; other groups are
+    # further still.
+    bound = math.hypot(height, width) + 1.0
+    distance[pending] = tree.query(query, distance_upper_bound=bound)[0]
     return distance
 
 
@@ -215,7 +231,7 @@ def group_percentile(
     return result
 
 
-def band(labels: NDArray[np.int64], width: int) -> BoolMask:
+def band(labels: NDArray[np.signedinteger], width: int) -> BoolMask:
     """Per pixel of ``(N, H, W)`` label maps: whether its ``(2 * width + 1)``-square window
     holds another label or leaves the image: every class's :func:`inner_boundary` at once."""
     size = (1, 2 * width + 1, 2 * width + 1)
@@ -224,7 +240,7 @@ def band(labels: NDArray[np.int64], width: int) -> BoolMask:
     return np.asarray((low != labels) | (high != labels))
 
 
-def band_cross(labels: NDArray[np.int64]) -> BoolMask:
+def band_cross(labels: NDArray[np.signedinteger]) -> BoolMask:
     """Per pixel of ``(N, H, W)`` label maps: whether a 4-neighbour holds another label or is
     outside the image: every class's :func:`edges` at once."""
     padded = np.pad(labels, ((0, 0), (1, 1), (1, 1)), constant_values=-2)
@@ -295,10 +311,9 @@ class SurfaceScores:
             )
         started = time.perf_counter()
         n = self.num_classes
-        truth = np.asarray(truths, dtype=np.int64)
-        valid = (truth >= 0) & (truth < n)
-        truth = np.where(valid, truth, -1)  # ignored: neither truth nor prediction
-        prediction = np.where(valid, np.asarray(predictions, dtype=np.int64), -1)
+        valid = (truths >= 0) & (truths < n)
+        truth = compact(np.where(valid, truths, -1), n)  # ignored: neither truth nor prediction
+        prediction = compact(np.where(valid, predictions, -1), n)
         width = boundary_width(truths.shape[1], truths.shape[2], self.ratio)
         true_band, pred_band = (band(labels, width) for labels in (truth, prediction))
         for t, p, tb, pb in zip(truth, prediction, true_band, pred_band, strict=True):

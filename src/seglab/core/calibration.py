@@ -13,11 +13,14 @@ Calibration of Modern Neural Networks", ICML 2017), as MONAI's ``CalibrationErro
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
 from numpy.typing import NDArray
+
+from seglab import schema
 
 
 @dataclass
@@ -56,16 +59,17 @@ class Calibration:
                 f"and {self.num_classes} classes"
             )
         valid = (truths >= 0) & (truths < self.num_classes)
-        p = probabilities[valid].astype(np.float64)  # (pixels, classes)
+        p = probabilities[valid]  # (pixels, classes)
         y = truths[valid]
         inner = np.linspace(0.0, 1.0, self.bins + 1)[1:-1]
-        for c in range(self.num_classes):
-            index = np.searchsorted(inner, p[:, c], side="left")
-            self.counts[c] += np.bincount(index, minlength=self.bins)
-            self.confidence[c] += np.bincount(index, weights=p[:, c], minlength=self.bins)
-            self.positives[c] += np.bincount(index, weights=y == c, minlength=self.bins).astype(
-                np.int64
-            )
+        # Every (class, bin) at once: bin ``b`` of class ``c`` is cell ``c * bins + b``.
+        cell = np.searchsorted(inner, p, side="left") + np.arange(self.num_classes) * self.bins
+        size = self.num_classes * self.bins
+        shape = (self.num_classes, self.bins)
+        self.counts += np.bincount(cell.ravel(), minlength=size).reshape(shape)
+        self.confidence += np.bincount(cell.ravel(), p.ravel(), size).reshape(shape)
+        truly = cell[np.arange(len(y)), y]  # the cell of each pixel's true class
+        self.positives += np.bincount(truly, minlength=size).reshape(shape)
 
     def ece(self) -> NDArray[np.float64]:
         """Per class, the expected calibration error (NaN without a valid pixel)."""
@@ -73,6 +77,13 @@ class Calibration:
         gap = np.abs(self.confidence - self.positives).sum(axis=1)
         with np.errstate(invalid="ignore", divide="ignore"):
             return np.where(total > 0, gap / total, np.nan)
+
+    def metrics(self, class_names: Sequence[str], prefix: str) -> dict[str, float]:
+        """``<prefix>/ece/<class>`` of every class."""
+        return {
+            schema.per_class(prefix, schema.ECE, name): float(ece)
+            for name, ece in zip(class_names, self.ece(), strict=True)
+        }
 
     def reliability(self, class_names: list[str]) -> pd.DataFrame:
         """The reliability diagram's data: per class and bin, its edges, pixels, mean

@@ -39,20 +39,32 @@ BEST_WEIGHTS_FILE = "best_model/model.weights.h5"  # save_best: the best epoch's
 
 class NumpyPredictor:
     """``predictor(images)``: a model's most probable class per pixel, ``int64 (N, H, W)``, by
-    its own predict function (any Keras backend), in batches."""
+    its own predict function (any Keras backend), in batches; the class probabilities of the
+    last call are kept."""
 
     def __init__(self, model: keras.Model, head: OutputHead, batch_size: int) -> None:
         self.model = model
         self.head = head
         self.batch_size = batch_size
+        self._probabilities: np.ndarray | None = None
 
     def __call__(self, images: np.ndarray) -> np.ndarray:
-        return np.concatenate(
+        self._probabilities = np.concatenate(
             [
-                self.head.labels(self.model.predict_on_batch(images[i : i + self.batch_size]))
+                self.head.probabilities(
+                    self.model.predict_on_batch(images[i : i + self.batch_size])
+                )
                 for i in range(0, len(images), self.batch_size)
             ]
         )
+        return self._probabilities.argmax(axis=-1)
+
+    @property
+    def probabilities(self) -> np.ndarray:
+        """The last call's ``float32 (N, H, W, C)`` class probabilities."""
+        if self._probabilities is None:
+            raise RuntimeError("no batch predicted yet: call the predictor first")
+        return self._probabilities
 
 
 class SeglabCallback(keras.callbacks.Callback):

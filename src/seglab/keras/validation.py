@@ -211,10 +211,6 @@ class OutputHead:
         p = np.float32(1.0) / (1.0 + np.exp(-y)) if self.from_logits else y
         return np.concatenate([1.0 - p, p], axis=-1) if p.shape[-1] == 1 else p
 
-    def labels(self, outputs: np.ndarray) -> np.ndarray:
-        """``int64 (B, H, W)``: the most probable class of every pixel."""
-        return self.probabilities(outputs).argmax(axis=-1)
-
 
 def cross_entropy_terms(
     labels: np.ndarray, probabilities: np.ndarray, ignore_value: int

@@ -34,7 +34,6 @@ import numpy as np
 import pandas as pd
 
 from seglab import schema
-from seglab.core.boundary import SurfaceScores
 from seglab.core.class_weights import ClassCounts
 from seglab.core.per_image import PerImageCounts, split_metrics
 from seglab.core.records import EpochRecord
@@ -53,9 +52,10 @@ from seglab.tracking.tracker import MlflowTracker, flatten
 from seglab.training.checkpoints import Checkpointer, check_metric_names, check_selection
 from seglab.training.prediction import (
     Predictor,
+    SplitScores,
     label_predictor,
     predict_samples,
-    split_counts_per_image,
+    score_split,
 )
 
 if TYPE_CHECKING:
@@ -379,11 +379,9 @@ class RunLog:
         final = history[-1]
         predict = self.predictor(model)
         # The final model: its per-image counts add up to the last epoch's confusion matrix.
-        val_counts, val_surface = self._scored_split(
-            predict, data, schema.VAL, batch_size, boundary
-        )
+        val = self._scored_split(predict, data, schema.VAL, batch_size, boundary)
         samples = predict_samples(predict, data, overlays, prefer_class=final.scores.worst_class)
-        table, tags = self.summarize(history, val_counts, samples, val_surface)
+        table, tags = self.summarize(history, val.counts, samples, val)
         # From here on the model holds the best checkpoint's weights.
         best_epoch = self.checkpoints.restore_best(model)
         test = self._score_test_split(predict, data, batch_size, best_epoch, boundary)
@@ -407,17 +405,18 @@ class RunLog:
         history: Sequence[EpochRecord],
         val_counts: PerImageCounts,
         samples: tuple[np.ndarray, np.ndarray, np.ndarray],
-        surface: SurfaceScores | None = None,
+        val: SplitScores | None = None,
     ) -> tuple[pd.DataFrame, dict[str, str]]:
         """End-of-run artifacts and tags from the run's ``history``, the last epoch's per-image
         counts of the validation split, (image, truth, prediction) ``samples`` for the overlays
-        and, when given, the boundary scores of the same pass; returns the per-class table and
-        the tags, which the run prints when it ends.
+        and, when given, the rest of the same pass (its calibration and boundary scores);
+        returns the per-class table and the tags, which the run prints when it ends.
 
         Artifacts: ``figures/loss_vs_class_iou.png`` (the mismatch at a glance),
         ``figures/confusion_matrix.png`` and ``confusion_matrix.csv``,
-        ``figures/val_overlays.png``, ``per_class.csv``, ``per_image/val.parquet``. Metrics:
-        ``val/missed/<class>`` (and ``val/boundary_iou|hd95|nsd/<class>``) at the last epoch.
+        ``figures/val_overlays.png``, ``per_class.csv``, ``per_image/val.parquet`` (and
+        ``calibration/val.csv``). Metrics: ``val/missed/<class>`` (and
+        ``val/boundary_iou|hd95|nsd|ece/<class>``) at the last epoch.
         Tags: the worst class and the hidden failures of the last epoch, and the verdict line as
         the run's description.
         """
@@ -453,10 +452,15 @@ class RunLog:
                 schema.per_class(schema.VAL, schema.MISSED, n): float(m)
                 for n, m in zip(names, missed, strict=True)
             }
-            | ({} if surface is None else surface.metrics(names, schema.VAL)),
+            | ({} if val is None else val.beyond_region(names, schema.VAL)),
             step=final.epoch,
         )
-        tracker.log_parquet(val_counts.frame(names, schema.VAL), schema.per_image_file(schema.VAL))
+        if val is None:
+            tracker.log_parquet(
+                val_counts.frame(names, schema.VAL), schema.per_image_file(schema.VAL)
+            )
+        else:
+            log_split_tables(tracker, val, names, schema.VAL)
         counts = self.train_counts
         share = np.full(len(names), np.nan) if counts is None else counts.pixel_share
         table = per_class_table(
@@ -468,6 +472,7 @@ class RunLog:
             hidden,
             missed,
         )
+        surface = None if val is None else val.surface
         if surface is not None:  # where each class's outline is, beside its IoU
             table = table.assign(val_boundary_iou=surface.boundary_iou(), val_hd95=surface.hd95())
         tracker.log_table(table, schema.PER_CLASS_FILE)
@@ -489,14 +494,12 @@ class RunLog:
         split: str,
         batch_size: int,
         boundary: bool,
-    ) -> tuple[PerImageCounts, SurfaceScores | None]:
-        """One prediction pass over ``split``: its per-image counts and, with ``boundary``,
-        where each class's outline is."""
-        surface = SurfaceScores(len(self.class_names), data.ignore_index) if boundary else None
-        observe = None if surface is None else surface.add
-        counts = split_counts_per_image(predict, data, split, batch_size, observe)
-        self._boundary_seconds += 0.0 if surface is None else surface.seconds
-        return counts, surface
+    ) -> SplitScores:
+        """One prediction pass over ``split``: its per-image counts, its calibration and, with
+        ``boundary``, where each class's outline is."""
+        scores = score_split(predict, data, split, batch_size, boundary)
+        self._boundary_seconds += 0.0 if scores.surface is None else scores.surface.seconds
+        return scores
 
     def _score_test_split(
         self,
@@ -507,18 +510,12 @@ class RunLog:
         boundary: bool = True,
     ) -> Scores | None:
         """Scores the model (the best checkpoint) on the data's test split, when there is one,
-        and logs ``test/...`` (the boundary scores too) at step ``epoch`` and
-        ``per_image/test.parquet``."""
+        and logs it at step ``epoch`` (:func:`log_split_scores`)."""
         if data.test is None:
             return None
-        counts, surface = self._scored_split(predict, data, schema.TEST, batch_size, boundary)
-        metrics = split_metrics(counts, self.class_names, schema.TEST)
-        if surface is not None:
-            metrics |= surface.metrics(self.class_names, schema.TEST)
-        self.tracker.log_metrics(metrics, epoch)
-        frame = counts.frame(self.class_names, schema.TEST)
-        self.tracker.log_parquet(frame, schema.per_image_file(schema.TEST))
-        return counts.scores()
+        scores = self._scored_split(predict, data, schema.TEST, batch_size, boundary)
+        log_split_scores(self.tracker, scores, self.class_names, schema.TEST, epoch)
+        return scores.counts.scores()
 
     def _log_best_model(
         self, model: keras.Model, data: SegmentationData, example: np.ndarray, epoch: int
@@ -552,3 +549,27 @@ class RunLog:
             console.say(f"checkpoints: {self.checkpoints.folder}")
         page = tracker.links.run(tracker.experiment_id(), tracker.run_id)
         console.say(f"in the MLflow UI (make ui): {page}")
+
+
+def log_split_scores(
+    tracker: MlflowTracker,
+    scores: SplitScores,
+    class_names: Sequence[str],
+    prefix: str,
+    epoch: int,
+) -> None:
+    """A split's scores into the tracker's run: ``<prefix>/...`` at step ``epoch`` (the region
+    scores, the boundary ones when scored and ``<prefix>/ece/<class>``),
+    ``per_image/<prefix>.parquet`` and the reliability data ``calibration/<prefix>.csv``."""
+    metrics = split_metrics(scores.counts, class_names, prefix)
+    tracker.log_metrics(metrics | scores.beyond_region(class_names, prefix), step=epoch)
+    log_split_tables(tracker, scores, class_names, prefix)
+
+
+def log_split_tables(
+    tracker: MlflowTracker, scores: SplitScores, class_names: Sequence[str], prefix: str
+) -> None:
+    """A split's ``per_image/<prefix>.parquet`` and ``calibration/<prefix>.csv``."""
+    tracker.log_parquet(scores.counts.frame(class_names, prefix), schema.per_image_file(prefix))
+    reliability = scores.calibration.reliability(list(class_names))
+    tracker.log_table(reliability, schema.reliability_file(prefix))

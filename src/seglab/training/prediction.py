@@ -16,6 +16,7 @@ The model is called directly (not through ``model.predict``): a model built unde
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -23,6 +24,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from seglab.core.boundary import SurfaceScores
+from seglab.core.calibration import Calibration
 from seglab.core.per_image import COUNT_COLUMNS, PerImageCounts, count_batch
 from seglab.data.counting import readable_batches
 from seglab.data.dataset import SegmentationData, take_samples
@@ -30,17 +33,24 @@ from seglab.data.decode import image_array, scale_image
 
 
 class Predictor(Protocol):
-    """What maps a batch of images to their ``(N, H, W)`` class labels for a run's passes:
-    a :class:`LabelPredictor`, or :class:`seglab.keras.callback.NumpyPredictor` on any
-    Keras backend."""
+    """What maps a batch of images to their ``(N, H, W)`` class labels for a run's passes, and
+    keeps that batch's class probabilities: a :class:`LabelPredictor`, or
+    :class:`seglab.keras.callback.NumpyPredictor` on any Keras backend."""
 
     model: keras.Model
 
     def __call__(self, images: np.ndarray) -> Any: ...
 
+    @property
+    def probabilities(self) -> np.ndarray:
+        """The last call's ``float32 (N, H, W, C)`` class probabilities."""
+        ...
+
 
 class LabelPredictor:
-    """``predictor(images)``: the argmax class of every pixel, ``int32 (N, H, W)``.
+    """``predictor(images)``: the argmax class of every pixel, ``int32 (N, H, W)``; the
+    batch's class probabilities (the model's softmax or sigmoid output) are kept, so one
+    prediction of a split gives both its labels and its calibration.
 
     Args:
         model: A segmentation model whose output's last axis holds one score per class.
@@ -49,34 +59,23 @@ class LabelPredictor:
     def __init__(self, model: keras.Model) -> None:
         self.model = model
         spec = tf.TensorSpec((None, *model.input_shape[1:]), tf.float32)
-        self._labels = tf.function(self._predict, input_signature=(spec,))
+        self._both = tf.function(self._predict, input_signature=(spec,))
+        self._probabilities: tf.Tensor | None = None
 
-    def _predict(self, images: tf.Tensor) -> tf.Tensor:
-        return tf.argmax(self.model(images, training=False), axis=-1, output_type=tf.int32)
-
-    def __call__(self, images: tf.Tensor | np.ndarray) -> tf.Tensor:
-        return self._labels(tf.convert_to_tensor(images, tf.float32))
-
-
-class ProbabilityPredictor:
-    """A :class:`Predictor` of labels like :class:`LabelPredictor` that keeps each batch's class
-    probabilities (:attr:`probabilities`, ``float64 (N, H, W, C)``: the model's softmax or
-    sigmoid output), so one prediction of a split gives both its labels and its calibration."""
-
-    def __init__(self, model: keras.Model) -> None:
-        self.model = model
-        spec = tf.TensorSpec((None, *model.input_shape[1:]), tf.float32)
-        self._both = tf.function(self._predict_both, input_signature=(spec,))
-        self.probabilities = np.empty((0, *model.output_shape[1:]))
-
-    def _predict_both(self, images: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+    def _predict(self, images: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
         probabilities = tf.cast(self.model(images, training=False), tf.float32)
         return tf.argmax(probabilities, axis=-1, output_type=tf.int32), probabilities
 
     def __call__(self, images: tf.Tensor | np.ndarray) -> tf.Tensor:
-        labels, probabilities = self._both(tf.convert_to_tensor(images, tf.float32))
-        self.probabilities = np.asarray(probabilities, dtype=np.float64)
+        labels, self._probabilities = self._both(tf.convert_to_tensor(images, tf.float32))
         return labels
+
+    @property
+    def probabilities(self) -> np.ndarray:
+        """The last call's ``float32 (N, H, W, C)`` class probabilities."""
+        if self._probabilities is None:
+            raise RuntimeError("no batch predicted yet: call the predictor first")
+        return np.asarray(self._probabilities)
 
 
 def label_predictor(model: keras.Model | Predictor) -> Predictor:
@@ -150,6 +149,43 @@ def split_counts_per_image(
         split,
         observe,
     )
+
+
+@dataclass
+class SplitScores:
+    """What one prediction pass over a split gives: its per-image counts, where each class's
+    outline is (``None`` when not asked for) and the calibration of its probabilities."""
+
+    counts: PerImageCounts
+    surface: SurfaceScores | None
+    calibration: Calibration
+
+    def beyond_region(self, class_names: Sequence[str], prefix: str) -> dict[str, float]:
+        """``<prefix>/boundary_iou|hd95|nsd/<class>`` (when scored) and
+        ``<prefix>/ece/<class>``."""
+        outline = {} if self.surface is None else self.surface.metrics(class_names, prefix)
+        return outline | self.calibration.metrics(class_names, prefix)
+
+
+def score_split(
+    predict: Predictor,
+    data: SegmentationData,
+    split: str,
+    batch_size: int,
+    boundary: bool = True,
+) -> SplitScores:
+    """Predicts ``split`` of ``data`` once: its per-image counts, the calibration of the kept
+    probabilities and, with ``boundary``, where each class's outline is."""
+    surface = SurfaceScores(data.num_classes, data.ignore_index) if boundary else None
+    calibration = Calibration(data.num_classes, data.ignore_index)
+
+    def observe(truths: np.ndarray, labels: np.ndarray) -> None:
+        if surface is not None:
+            surface.add(truths, labels)
+        calibration.add(predict.probabilities, truths)
+
+    counts = split_counts_per_image(predict, data, split, batch_size, observe)
+    return SplitScores(counts, surface, calibration)
 
 
 def predict_samples(
