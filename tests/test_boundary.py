@@ -166,6 +166,38 @@ def test_distances_near_and_far_equal_every_pair_of_edge_pixels(shift):
         assert np.nanmax(expected[..., 0][np.isfinite(expected[..., 0])]) > 3  # the tree's part
 
 
+def eroded_boundary_iou(truth, prediction, classes, width):
+    """Boundary IoU from the paper's definition, class by class: a mask minus its erosion by
+    ``width`` 3x3 squares, outside the image counting as background (``border_value=0``, as
+    OpenCV's ``erode`` over the zero-padded mask in ``boundary-iou-api``)."""
+    square = np.ones((3, 3), bool)
+    inter, union = np.zeros(classes), np.zeros(classes)
+    for t, p in zip(truth, prediction, strict=True):
+        for c in range(classes):
+            bands = []
+            for mask in (t == c, p == c):
+                eroded = ndimage.binary_erosion(mask, square, iterations=width, border_value=0)
+                bands.append(mask & ~eroded)
+            inter[c] += (bands[0] & bands[1]).sum()
+            union[c] += (bands[0] | bands[1]).sum()
+    return inter / union
+
+
+@pytest.mark.parametrize(("ratio", "width"), [(0.02, 3), (0.04, 6), (0.1, 15)])
+def test_wide_boundary_bands_equal_the_erosion_of_each_class(ratio, width):
+    """Every class's band at once (the 8-neighbour band grown by ``width - 1`` squares) equals
+    eroding each class's mask ``width`` times, on several images of a smooth random map."""
+    rng = np.random.default_rng(width)
+    smooth = ndimage.gaussian_filter(rng.normal(size=(3, 96, 120, 5)), (0, 6, 6, 0))
+    truth = smooth.argmax(-1)
+    prediction = np.roll(truth, (2, -3), axis=(1, 2))
+    assert boundary_width(96, 120, ratio) == width
+    scores = SurfaceScores(5, ratio=ratio)
+    scores.add(truth, prediction)
+    expected = eroded_boundary_iou(truth, prediction, 5, width)
+    np.testing.assert_allclose(scores.boundary_iou(), expected, rtol=1e-12)
+
+
 def test_the_near_lookup_visits_offsets_ring_by_ring_nearest_first():
     near = rings(3)
     assert [length for length, _ in near] == sorted(

@@ -32,14 +32,16 @@ Conventions (tested against the references in ``tests/test_boundary.py``):
 from __future__ import annotations
 
 import math
+import os
 import time
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import cached_property
+from typing import NamedTuple
 
 import numpy as np
 from numpy.typing import NDArray
-from scipy import ndimage
 from scipy.spatial import cKDTree
 
 from seglab import schema
@@ -215,7 +217,11 @@ def group_percentile(
 ) -> NDArray[np.float64]:
     """The ``q``-th percentile of each group's values (linear interpolation, as
     ``np.percentile``; NaN for an empty group), every group in one sort."""
-    order = np.lexsort((values, groups))
+    # One sort of a single key (twice as fast as sorting by two): the group, scaled above every
+    # finite value, plus the value; an infinite value sorts last in its group.
+    finite = np.isfinite(values)
+    top = float(values[finite].max(initial=0.0)) + 1.0
+    order = np.argsort(groups * (top + 1.0) + np.where(finite, values, top), kind="stable")
     ordered = values[order]
     sizes = np.bincount(groups, minlength=count)
     starts = np.cumsum(sizes) - sizes
@@ -231,26 +237,59 @@ def group_percentile(
     return result
 
 
+CROSS = ((-1, 0), (1, 0), (0, -1), (0, 1))  # the 4-neighbours
+SQUARE = (*CROSS, (-1, -1), (-1, 1), (1, -1), (1, 1))  # the 8-neighbours
+
+
+def differs_around(
+    labels: NDArray[np.signedinteger], neighbours: Sequence[tuple[int, int]]
+) -> BoolMask:
+    """Per pixel of ``(N, H, W)`` label maps: whether one of its ``neighbours`` (offsets of at
+    most one pixel) holds another label or is outside the image."""
+    height, width = labels.shape[1:]
+    padded = np.pad(labels, ((0, 0), (1, 1), (1, 1)), constant_values=-2)
+    centre = padded[:, 1:-1, 1:-1]
+    found = np.zeros(labels.shape, dtype=bool)
+    for dy, dx in neighbours:
+        found |= padded[:, 1 + dy : 1 + dy + height, 1 + dx : 1 + dx + width] != centre
+    return found
+
+
 def band(labels: NDArray[np.signedinteger], width: int) -> BoolMask:
     """Per pixel of ``(N, H, W)`` label maps: whether its ``(2 * width + 1)``-square window
-    holds another label or leaves the image: every class's :func:`inner_boundary` at once."""
-    size = (1, 2 * width + 1, 2 * width + 1)
-    low = ndimage.minimum_filter(labels, size=size, mode="constant", cval=-2)
-    high = ndimage.maximum_filter(labels, size=size, mode="constant", cval=-2)
-    return np.asarray((low != labels) | (high != labels))
+    holds another label or leaves the image: every class's :func:`inner_boundary` at once.
+
+    Such a window holds another label exactly when the pixel is within ``width - 1`` (chessboard
+    distance) of a pixel whose 8-neighbours do (on the straight way there, the last pixel before
+    the other label; and a pixel within ``width - 1`` whose own label differs has that 8-neighbour
+    itself), so the 8-neighbour band grown by one ``(2 * width - 1)``-square maximum: one filter
+    over booleans instead of a minimum and a maximum over labels.
+    """
+    return square_dilation(differs_around(labels, SQUARE), width - 1)
+
+
+def square_dilation(mask: BoolMask, radius: int) -> BoolMask:
+    """``(N, H, W)`` masks grown by ``radius`` pixels in chessboard distance (a
+    ``(2 * radius + 1)``-square maximum, outside the image counting as False): along the rows,
+    then the columns, each an OR of shifted views (ten times faster than
+    ``ndimage.maximum_filter`` at these sizes)."""
+    grown = mask
+    for axis in (2, 1):
+        pad = [(0, 0)] * 3
+        pad[axis] = (radius, radius)
+        padded = np.pad(grown, pad)
+        grown = np.zeros(mask.shape, dtype=bool)
+        window: list[slice] = [slice(None)] * 3
+        for shift in range(2 * radius + 1):
+            window[axis] = slice(shift, shift + mask.shape[axis])
+            grown |= padded[tuple(window)]
+    return grown
 
 
 def band_cross(labels: NDArray[np.signedinteger]) -> BoolMask:
     """Per pixel of ``(N, H, W)`` label maps: whether a 4-neighbour holds another label or is
     outside the image: every class's :func:`edges` at once."""
-    padded = np.pad(labels, ((0, 0), (1, 1), (1, 1)), constant_values=-2)
-    centre = padded[:, 1:-1, 1:-1]
-    return np.asarray(
-        (padded[:, :-2, 1:-1] != centre)
-        | (padded[:, 2:, 1:-1] != centre)
-        | (padded[:, 1:-1, :-2] != centre)
-        | (padded[:, 1:-1, 2:] != centre)
-    )
+    return differs_around(labels, CROSS)
 
 
 def hd95(prediction: BoolMask, truth: BoolMask) -> float:
@@ -262,6 +301,44 @@ def hd95(prediction: BoolMask, truth: BoolMask) -> float:
 def surface_dice(prediction: BoolMask, truth: BoolMask, tolerance: float) -> float:
     """The normalized surface Dice at ``tolerance`` pixels (NaN when both masks are empty)."""
     return surface_scores(prediction, truth, tolerance)[1]
+
+
+class OutlineCounts(NamedTuple):
+    """A block of images' outline scores: per class, the boundary bands' intersection and union
+    summed over the images; per image and class, HD95 and NSD."""
+
+    intersection: NDArray[np.int64]
+    union: NDArray[np.int64]
+    distance: NDArray[np.float64]  # (images, classes)
+    near: NDArray[np.float64]  # (images, classes)
+
+
+def outline_counts(
+    truths: NDArray[np.integer],
+    predictions: NDArray[np.integer],
+    num_classes: int,
+    width: int,
+    tolerance: float,
+) -> OutlineCounts:
+    """The outline scores of ``(N, H, W)`` truth and predicted label maps, every class at once
+    where it can be: a pixel is in its class's boundary band when its ``(2 * width + 1)``-square
+    window holds another label or leaves the image (what eroding each class's mask by ``width``
+    squares removes), and on its class's edge when a 4-neighbour does; only the distances
+    between edges go class by class."""
+    n = num_classes
+    valid = (truths >= 0) & (truths < n)
+    truth = compact(np.where(valid, truths, -1), n)  # ignored: neither truth nor prediction
+    prediction = compact(np.where(valid, predictions, -1), n)
+    true_band = band(truth, width) & (truth >= 0)
+    pred_band = band(prediction, width) & (prediction >= 0)
+    inter = np.bincount(truth[true_band & pred_band & (truth == prediction)], minlength=n)
+    union = np.bincount(truth[true_band], minlength=n) + np.bincount(
+        prediction[pred_band], minlength=n
+    )
+    distance, near = grouped_surface_scores(
+        EdgePixels.of(prediction, n), EdgePixels.of(truth, n), tolerance
+    )
+    return OutlineCounts(inter, union - inter, distance.reshape(-1, n), near.reshape(-1, n))
 
 
 @dataclass
@@ -298,12 +375,8 @@ class SurfaceScores:
         self.surface = [[] for _ in range(self.num_classes)]
 
     def add(self, truths: NDArray[np.integer], predictions: NDArray[np.integer]) -> None:
-        """Adds a batch of ``(N, H, W)`` truth and predicted label maps.
-
-        Every class at once where it can be: a pixel is in its class's boundary band when its
-        ``(2d + 1)``-square window holds another label or leaves the image (what eroding each
-        class's mask by ``d`` squares removes), and on its class's edge when a 4-neighbour
-        does; only the distances between edges go class by class."""
+        """Adds a batch of ``(N, H, W)`` truth and predicted label maps
+        (:func:`outline_counts`)."""
         if truths.shape != predictions.shape or truths.ndim != 3:
             raise ValueError(
                 f"truths {truths.shape} and predictions {predictions.shape} must both be "
@@ -311,24 +384,29 @@ class SurfaceScores:
             )
         started = time.perf_counter()
         n = self.num_classes
-        valid = (truths >= 0) & (truths < n)
-        truth = compact(np.where(valid, truths, -1), n)  # ignored: neither truth nor prediction
-        prediction = compact(np.where(valid, predictions, -1), n)
         width = boundary_width(truths.shape[1], truths.shape[2], self.ratio)
-        true_band, pred_band = (band(labels, width) for labels in (truth, prediction))
-        for t, p, tb, pb in zip(truth, prediction, true_band, pred_band, strict=True):
-            both = tb & pb & (t == p) & (t >= 0)
-            inter = np.bincount(t[both], minlength=n)
-            true_count = np.bincount(t[tb & (t >= 0)], minlength=n)
-            pred_count = np.bincount(p[pb & (p >= 0)], minlength=n)
-            self.intersection += inter
-            self.union += true_count + pred_count - inter
-        distance, near = grouped_surface_scores(
-            EdgePixels.of(prediction, n), EdgePixels.of(truth, n), self.tolerance
-        )
-        for c in range(n):
-            self.distances[c].extend(distance[c::n].tolist())
-            self.surface[c].extend(near[c::n].tolist())
+
+        def score(images: slice) -> OutlineCounts:
+            return outline_counts(truths[images], predictions[images], n, width, self.tolerance)
+
+        # NumPy and the k-d tree let go of the GIL in their loops: two halves of a batch in two
+        # threads take about three quarters of the time of one.
+        threads = min(len(os.sched_getaffinity(0)), len(truths), 2)
+        halves = [
+            slice(i * len(truths) // threads, (i + 1) * len(truths) // threads)
+            for i in range(threads)
+        ]
+        if threads > 1:
+            with ThreadPoolExecutor(threads) as pool:
+                parts = list(pool.map(score, halves))
+        else:
+            parts = [score(halves[0])]
+        for part in parts:
+            self.intersection += part.intersection
+            self.union += part.union
+            for c in range(n):
+                self.distances[c].extend(part.distance[:, c].tolist())
+                self.surface[c].extend(part.near[:, c].tolist())
         self.seconds += time.perf_counter() - started
 
     def boundary_iou(self) -> NDArray[np.float64]:
