@@ -184,9 +184,12 @@ def run_job(cfg: DictConfig) -> float:
     except Exception as error:  # the run is already FAILED in MLflow, with this reason
         print(f"[sweep] job failed: {type(error).__name__}: {error}", file=sys.stderr)
         return float("nan")
-    except KeyboardInterrupt:  # the sweep stops here: its parent must not stay RUNNING
+    except KeyboardInterrupt:
         signals.acknowledge()
-        with signals.deferred():
+        if os.environ.get("SLURM_JOB_ID"):  # scancel stopped this job alone: the sweep goes on
+            print("[sweep] job stopped by SLURM (scancel): its run ended KILLED", file=sys.stderr)
+            return float("nan")
+        with signals.deferred():  # the sweep stops here: its parent must not stay RUNNING
             end_sweep(Path(HydraConfig.get().sweep.dir), build(cfg.tracking), interrupted=True)
         raise
 
