@@ -19,7 +19,7 @@ LINT_PATHS := $(wildcard src tests benchmarks)
 
 .DEFAULT_GOAL := help
 .PHONY: help install lock demo report stats notebook test test-cpu-paths lint docs mutate planted \
-	format ui bench clean
+	format ui bench clean test-cluster
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  make %-15s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -58,7 +58,10 @@ notebook: install ## Open the per-class IoU notebook in JupyterLab (installs the
 	$(VENV)/bin/jupyter lab $(JUPYTER_ROOT) notebooks/per_class_iou_analysis.ipynb
 
 test: install lint docs ## Lint, build the docs strictly, run the whole test suite (what CI runs)
-	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile
+	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile -m "not cluster"
+
+test-cluster: install ## The sweeps on a real SLURM cluster (SLURM_CONF, SEGLAB_TEST_SLURM_PARTITION)
+	$(PY) -m pytest -m cluster
 
 # oneDNN picks its kernels by instruction set, so other CPUs round differently: cap it to the
 # paths of other machines (a cap above this CPU's own set changes nothing), then TF's own kernels.

@@ -3,9 +3,10 @@ for the partition, CPUs, memory and GPUs) submits every job with ``sbatch``; the
 ``mlflow server`` on PostgreSQL, as a team's would. Preemption and cancellation are SLURM's own:
 ``scancel --signal=USR2`` (what SLURM sends before a preemption or a time limit) and ``scancel``.
 
-``.ci/run`` installs and starts a one-node cluster of this machine (Debian's munge, slurmctld and
-slurmd) and sets ``SLURM_CONF`` and ``SEGLAB_TEST_SLURM_PARTITION``; without them these tests
-skip, saying so.
+``make test-cluster`` runs them (``make test`` leaves them out: its jobs share the machine's two
+cores with the suite). ``.ci/run`` installs and starts a one-node cluster of this machine
+(Debian's munge, slurmctld and slurmd), sets ``SLURM_CONF`` and ``SEGLAB_TEST_SLURM_PARTITION``
+and runs them after ``make test``; without a cluster they skip, saying so.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import pytest
 from conftest import EPOCH_KEYS, empty_postgres, mlflow_serving
 from mlflow.tracking import MlflowClient
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.cluster]
 EPOCHS = 20  # smoke epochs (0.1-0.3 s each): a signal lands mid-run
 
 

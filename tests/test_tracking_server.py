@@ -20,14 +20,7 @@ def mlflow_server(request, tmp_path):
     if request.param == "sqlite" and os.environ.get("SEGLAB_TEST_POSTGRES_URI"):
         # The quick local variant; where PostgreSQL runs (CI) the same test runs on it instead,
         # and tests/test_sweep.py covers many writers on one sqlite file.
-        pytest.skip(
-            "sqlite backend: jobs log to a server on PostgreSQL instead (SEGLAB_TEST_POSTGRES_URI "
-            "set): in the variant below, or on SLURM in tests/test_slurm.py"
-        )
-    if request.param == "postgresql" and os.environ.get("SEGLAB_TEST_SLURM_PARTITION"):
-        # tests/test_slurm.py runs jobs as processes of their own, logging to a server on
-        # PostgreSQL, on a real SLURM cluster: this local variant would repeat it.
-        pytest.skip("submitit_local on PostgreSQL: the SLURM variant runs (tests/test_slurm.py)")
+        pytest.skip("sqlite backend: the PostgreSQL variant runs (SEGLAB_TEST_POSTGRES_URI set)")
     backend = f"sqlite:///{tmp_path}/server.db" if request.param == "sqlite" else empty_postgres()
     with mlflow_serving(backend, tmp_path) as uri:
         yield uri
