@@ -148,8 +148,9 @@ def brute_force(truth, prediction, classes, tolerance):
     return np.array(scores).reshape(len(truth), classes, 2)
 
 
+@pytest.mark.parametrize("threads", [1, 2])
 @pytest.mark.parametrize("shift", [(0, 1), (3, 4), (9, -7)])
-def test_distances_near_and_far_equal_every_pair_of_edge_pixels(shift):
+def test_distances_near_and_far_equal_every_pair_of_edge_pixels(shift, threads):
     """Edges within 3 px are looked up, farther ones come from a k-d tree, over several images
     and classes at once (one class missing from some predictions): both equal brute force."""
     rng = np.random.default_rng(sum(shift) + 10)
@@ -157,7 +158,7 @@ def test_distances_near_and_far_equal_every_pair_of_edge_pixels(shift):
     truth = smooth.argmax(-1)
     prediction = np.roll(truth, shift, axis=(1, 2))
     prediction[1][prediction[1] == 3] = 0
-    scores = SurfaceScores(4, tolerance=2.0)
+    scores = SurfaceScores(4, tolerance=2.0, threads=threads)  # 2: the halves of the batch
     scores.add(truth, prediction)
     expected = brute_force(truth, prediction, 4, 2.0)
     np.testing.assert_allclose(np.array(scores.distances).T, expected[..., 0], rtol=1e-12)
@@ -227,6 +228,7 @@ def test_the_boundary_is_the_border_band_and_edges_the_outline():
         ({"num_classes": 0}, "num_classes must be >= 1, got 0"),
         ({"num_classes": 2, "ratio": 0}, "the boundary width ratio must be > 0, got 0"),
         ({"num_classes": 2, "tolerance": -1}, "the surface Dice tolerance must be >= 0, got -1"),
+        ({"num_classes": 2, "threads": 0}, "threads must be >= 1, got 0"),
     ],
 )
 def test_bad_options_are_named(kwargs, message):

@@ -32,7 +32,6 @@ Conventions (tested against the references in ``tests/test_boundary.py``):
 from __future__ import annotations
 
 import math
-import os
 import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -350,12 +349,14 @@ class SurfaceScores:
         ignore_index: The truth's label of pixels that are neither truth nor prediction.
         ratio: Boundary IoU's width as a share of the image diagonal.
         tolerance: NSD's tolerance in pixels.
+        threads: How many parts of a batch are scored at once (the cores the caller may use).
     """
 
     num_classes: int
     ignore_index: int = 255
     ratio: float = 0.02
     tolerance: float = 1.0
+    threads: int = 1
     intersection: NDArray[np.int64] = field(init=False)
     union: NDArray[np.int64] = field(init=False)
     distances: list[list[float]] = field(init=False)  # per class, HD95 of each image
@@ -369,6 +370,8 @@ class SurfaceScores:
             raise ValueError(f"the boundary width ratio must be > 0, got {self.ratio}")
         if not self.tolerance >= 0:
             raise ValueError(f"the surface Dice tolerance must be >= 0, got {self.tolerance}")
+        if self.threads < 1:
+            raise ValueError(f"threads must be >= 1, got {self.threads}")
         self.intersection = np.zeros(self.num_classes, dtype=np.int64)
         self.union = np.zeros(self.num_classes, dtype=np.int64)
         self.distances = [[] for _ in range(self.num_classes)]
@@ -391,7 +394,7 @@ class SurfaceScores:
 
         # NumPy and the k-d tree let go of the GIL in their loops: two halves of a batch in two
         # threads take about three quarters of the time of one.
-        threads = min(len(os.sched_getaffinity(0)), len(truths), 2)
+        threads = min(self.threads, len(truths))
         halves = [
             slice(i * len(truths) // threads, (i + 1) * len(truths) // threads)
             for i in range(threads)

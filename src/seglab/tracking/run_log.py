@@ -455,12 +455,9 @@ class RunLog:
             | ({} if val is None else val.beyond_region(names, schema.VAL)),
             step=final.epoch,
         )
-        if val is None:
-            tracker.log_parquet(
-                val_counts.frame(names, schema.VAL), schema.per_image_file(schema.VAL)
-            )
-        else:
-            log_split_tables(tracker, val, names, schema.VAL)
+        tracker.log_parquet(val_counts.frame(names, schema.VAL), schema.per_image_file(schema.VAL))
+        if val is not None:
+            log_reliability(tracker, val, names, schema.VAL)
         counts = self.train_counts
         share = np.full(len(names), np.nan) if counts is None else counts.pixel_share
         table = per_class_table(
@@ -563,13 +560,13 @@ def log_split_scores(
     ``per_image/<prefix>.parquet`` and the reliability data ``calibration/<prefix>.csv``."""
     metrics = split_metrics(scores.counts, class_names, prefix)
     tracker.log_metrics(metrics | scores.beyond_region(class_names, prefix), step=epoch)
-    log_split_tables(tracker, scores, class_names, prefix)
+    tracker.log_parquet(scores.counts.frame(class_names, prefix), schema.per_image_file(prefix))
+    log_reliability(tracker, scores, class_names, prefix)
 
 
-def log_split_tables(
+def log_reliability(
     tracker: MlflowTracker, scores: SplitScores, class_names: Sequence[str], prefix: str
 ) -> None:
-    """A split's ``per_image/<prefix>.parquet`` and ``calibration/<prefix>.csv``."""
-    tracker.log_parquet(scores.counts.frame(class_names, prefix), schema.per_image_file(prefix))
+    """A split's reliability-diagram data, ``calibration/<prefix>.csv``."""
     reliability = scores.calibration.reliability(list(class_names))
     tracker.log_table(reliability, schema.reliability_file(prefix))

@@ -30,6 +30,7 @@ from seglab.core.per_image import COUNT_COLUMNS, PerImageCounts, count_batch
 from seglab.data.counting import readable_batches
 from seglab.data.dataset import SegmentationData, take_samples
 from seglab.data.decode import image_array, scale_image
+from seglab.training.runtime import usable_cores
 
 
 class Predictor(Protocol):
@@ -175,8 +176,12 @@ def score_split(
     boundary: bool = True,
 ) -> SplitScores:
     """Predicts ``split`` of ``data`` once: its per-image counts, the calibration of the kept
-    probabilities and, with ``boundary``, where each class's outline is."""
-    surface = SurfaceScores(data.num_classes, data.ignore_index) if boundary else None
+    probabilities and, with ``boundary``, where each class's outline is (two parts of a batch
+    at once where two cores are usable)."""
+    threads = min(2, usable_cores())
+    surface = (
+        SurfaceScores(data.num_classes, data.ignore_index, threads=threads) if boundary else None
+    )
     calibration = Calibration(data.num_classes, data.ignore_index)
 
     def observe(truths: np.ndarray, labels: np.ndarray) -> None:
