@@ -40,6 +40,34 @@ EPOCH_KEYS = [  # every metric logged once per epoch
 ]
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _migrated_sqlite_stores(tmp_path_factory) -> Iterator[None]:
+    """A new sqlite store in this process starts as a copy of one store migrated once per worker:
+    MLflow runs its ~60 schema migrations (~1 s) for every new file, and the suite makes hundreds.
+    The copy holds the tables only; MLflow adds its Default experiment, at the new store's own
+    artifact root, as it does for any store without one."""
+    import sqlite3
+
+    from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
+
+    template = tmp_path_factory.mktemp("migrated") / "mlflow.db"
+    SqlAlchemyStore(f"sqlite:///{template}", str(template.parent)).engine.dispose()
+    with sqlite3.connect(template) as db:
+        db.execute("DELETE FROM experiments")
+    db.close()
+    migrate = SqlAlchemyStore.__init__
+
+    def copy_then_migrate(self, db_uri, default_artifact_root, *args, **kwargs):
+        path = Path(db_uri.removeprefix("sqlite:///")) if db_uri.startswith("sqlite:///") else None
+        if path is not None and path.is_absolute() and path.parent.is_dir() and not path.exists():
+            shutil.copyfile(template, path)
+        migrate(self, db_uri, default_artifact_root, *args, **kwargs)
+
+    SqlAlchemyStore.__init__ = copy_then_migrate
+    yield
+    SqlAlchemyStore.__init__ = migrate
+
+
 @pytest.fixture(autouse=True)
 def _no_external_tracking(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
