@@ -60,7 +60,7 @@ notebook: install ## Open the per-class IoU notebook in JupyterLab (installs the
 test: install lint docs ## Lint, build the docs strictly, run the whole test suite (what CI runs)
 	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile -m "not cluster"
 
-test-cluster: install ## The sweeps on a real SLURM cluster (SLURM_CONF, SEGLAB_TEST_SLURM_PARTITION)
+test-cluster: install ## The sweeps on real SLURM (SLURM_CONF, SEGLAB_TEST_SLURM_PARTITION) and Ray clusters
 	$(PY) -m pytest -m cluster
 
 # oneDNN picks its kernels by instruction set, so other CPUs round differently: cap it to the

@@ -129,6 +129,8 @@ def mlflow_serving(backend: str, folder: Path) -> Iterator[str]:
         ],
         stdout=log,
         stderr=subprocess.STDOUT,
+        # no job runner: its store is a folder in /dev/shm that outlives the server
+        env={**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"},
     )
     uri = f"http://127.0.0.1:{port}"
     try:

@@ -1,4 +1,5 @@
-"""Hydra's cluster launchers: the SLURM config (a submitit_local sweep over HTTP runs in
+"""Hydra's cluster launchers: the SLURM and Ray presets (sweeps on real clusters run in
+tests/test_slurm.py and tests/test_ray.py, a submitit_local one over HTTP in
 tests/test_tracking_server.py)."""
 
 from conftest import compose_train
@@ -15,3 +16,13 @@ def test_slurm_launcher_config_takes_a_partition_and_asks_for_one_gpu_per_task()
     assert launcher.submitit_folder == f"{hydra.sweep.dir}/.submitit/%j"  # logs beside the sweep
     default = compose_train("hydra/launcher=slurm", hydra_config=True).hydra.launcher
     assert default.partition is None  # the cluster's default partition
+
+
+def test_ray_cluster_launcher_joins_a_running_cluster_without_sizing_its_object_store():
+    launcher = compose_train("hydra/launcher=ray_cluster", hydra_config=True).hydra.launcher
+    assert launcher._target_ == "hydra_plugins.hydra_ray_launcher.ray_launcher.RayLauncher"
+    assert launcher.ray.init.address == "auto"
+    # present and null: the plugin's setdefault leaves it, and Ray reads None as not given
+    assert "object_store_memory" in launcher.ray.init
+    assert launcher.ray.init.object_store_memory is None
+    assert launcher.ray.remote.num_cpus == 1

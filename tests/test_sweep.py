@@ -14,7 +14,8 @@ from seglab.analysis import runs as stored
 from seglab.core.statistics import t_interval
 from seglab.paths import project_root
 from seglab.report import main as report_main
-from seglab.tracking.sweep import RUN_COLOURS, count_jobs, run_name
+from seglab.tracking import sweep as sweeps
+from seglab.tracking.sweep import RUN_COLOURS, count_jobs, job_store, run_name
 
 SEEDS = (0, 1, 2)
 
@@ -328,3 +329,21 @@ def test_a_sweep_whose_every_job_failed_ends_failed_saying_no_run_finished(tmp_p
     assert "| FAILED | 0 | ValueError: the val split has no labelled pixel |" in text
     assert "[sweep] no run finished; 2 of 2 jobs FAILED: ['exp1', 'exp1']" in err
     assert "[sweep]   exp1: ValueError: the val split has no labelled pixel\n" in err
+
+
+@pytest.mark.parametrize(
+    ("explicit", "sweep_file", "expected"),
+    [
+        (None, None, None),  # a single run: MLFLOW_TRACKING_URI, then the project's store
+        (None, "http://team:5000", "http://team:5000"),  # a job: its parent's store
+        ("sqlite:////own.db", "http://team:5000", "sqlite:////own.db"),  # tracking.tracking_uri
+        ("sqlite:////own.db", None, "sqlite:////own.db"),
+    ],
+)
+def test_a_sweep_job_logs_to_its_sweeps_store_unless_told_otherwise(
+    explicit, sweep_file, expected, monkeypatch
+):
+    context = None if sweep_file is None else {"tracking_uri": sweep_file, "parent_run_id": "p"}
+    monkeypatch.setattr(sweeps, "job_context", lambda: context)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://workers-own:5000")  # not the sweep's
+    assert job_store(explicit) == expected

@@ -28,7 +28,7 @@ from seglab.paths import check_writable, config_dir
 from seglab.search.trial import TrialReporter
 from seglab.tracking import console
 from seglab.tracking.run_log import RunLog
-from seglab.tracking.sweep import end_sweep, job_context, run_colour, run_name
+from seglab.tracking.sweep import end_sweep, job_context, job_store, run_colour, run_name
 
 
 def run(cfg: DictConfig) -> EpochRecord:
@@ -54,7 +54,7 @@ def run(cfg: DictConfig) -> EpochRecord:
         model = build(cfg.model, input_shape=data.image_shape, num_classes=data.num_classes)
     loss = build_loss(build(cfg.loss), weights, data.ignore_index)
     weighting = scheme.weighting(weights, data.class_names, loss)  # checked here, once
-    tracker = build(cfg.tracking)
+    tracker = build(cfg.tracking, tracking_uri=job_store(cfg.tracking.tracking_uri))
     trial = search_trial(cfg.trial, data.class_names)
     log = RunLog(  # every option is checked here: the store is next, when the run opens
         tracker,

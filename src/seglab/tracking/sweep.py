@@ -105,6 +105,14 @@ def job_context() -> dict[str, Any] | None:
     return {**sweep, "job_num": hydra.job.num, "overrides": list(hydra.overrides.task)}
 
 
+def job_store(explicit: str | None) -> str | None:
+    """The store a run logs to: ``explicit`` (``tracking.tracking_uri``), else in a sweep job its
+    sweep's, where the parent run is, whatever the job's environment says (a Ray worker does not
+    inherit the submitting shell's ``MLFLOW_TRACKING_URI``); else ``None`` (the usual order)."""
+    sweep = None if explicit else job_context()
+    return sweep["tracking_uri"] if sweep is not None else explicit
+
+
 def start_sweep(
     config: DictConfig,
     total: int,

@@ -1,0 +1,99 @@
+"""A sweep on a real Ray cluster: ``hydra/launcher=ray_cluster`` (the documented preset over
+Hydra's Ray launcher, changed only for the head's address) runs every job as a Ray task on a
+head this test starts, the jobs logging to an ``mlflow server`` on PostgreSQL, as a team's would.
+
+The head is started without ``MLFLOW_TRACKING_URI`` (a cluster's workers do not inherit the
+submitting shell's): the jobs find the server through their sweep. ``make test-cluster`` runs it
+(a cluster's jobs share the machine's two cores, as SLURM's do); without Ray it skips, saying so.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from conftest import EPOCH_KEYS, empty_postgres, free_port, mlflow_serving, run_sweep
+
+pytestmark = [pytest.mark.slow, pytest.mark.cluster]
+
+
+@pytest.fixture(scope="module")
+def ray_head() -> Iterator[str]:
+    """A one-node Ray cluster of this machine (two CPUs, its own port and folder); its address.
+    Stopped at the end through its process group: ``ray stop`` would stop every Ray on the
+    machine."""
+    try:
+        import ray  # noqa: F401
+    except ImportError:
+        pytest.skip("no Ray: pip install -e '.[ray]' (the locked dev environment has it)")
+    port = free_port()  # an ephemeral port, outside the range Ray keeps for its workers
+    assert not 10002 <= port <= 19999, port
+    folder = tempfile.mkdtemp(prefix="ray", dir="/tmp")  # Ray's socket paths must stay short
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    command = [
+        str(Path(sys.executable).parent / "ray"), "start", "--head", "--block",
+        f"--port={port}", "--num-cpus=2", "--include-dashboard=false",
+        "--disable-usage-stats", f"--temp-dir={folder}",
+    ]  # fmt: skip
+    log = Path(folder, "head.log")
+    with log.open("w") as out:
+        head = subprocess.Popen(
+            command, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+        )
+    try:
+        deadline = time.monotonic() + 120
+        while "Ray runtime started" not in log.read_text():
+            assert head.poll() is None, log.read_text()[-3000:]
+            assert time.monotonic() < deadline, "the Ray head did not start in 120 s"
+            time.sleep(0.5)
+        yield f"127.0.0.1:{port}"
+    finally:
+        # Every process of the head is in its group; Ray's own shutdown takes ~30 s.
+        os.killpg(head.pid, signal.SIGKILL)
+        head.wait()
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+@pytest.fixture
+def server(tmp_path):
+    """``mlflow server`` on PostgreSQL (skips without it)."""
+    with mlflow_serving(empty_postgres(), tmp_path) as uri:
+        yield uri
+
+
+def test_four_ray_tasks_nest_under_one_parent_in_the_server(tmp_path, ray_head, server):
+    result, client, parents, children = run_sweep(
+        tmp_path,
+        "hydra/launcher=ray_cluster",
+        f"hydra.launcher.ray.init.address={ray_head}",
+        "loss=ce,dice",
+        "trainer.seed=0,1",
+        "trainer.threads=1",  # each task reserves one of the head's two CPUs
+        tracking_uri=server,
+        check=False,
+    )
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output[-3000:]
+    assert "Connecting to existing Ray cluster" in output
+    assert output.count("(_run_job pid=") >= 4  # Ray's workers ran the jobs and sent their lines
+    assert not (tmp_path / "mlflow.db").exists()  # nothing fell back to a local store
+    (parent,) = parents
+    assert parent.info.status == "FINISHED" and parent.data.tags["seglab.jobs"] == "4"
+    runs = {r.info.run_name: r for r in children}
+    assert sorted(runs) == ["ce,seed=0", "ce,seed=1", "dice,seed=0", "dice,seed=1"]
+    for name, run in runs.items():
+        assert run.data.tags["mlflow.parentRunId"] == parent.info.run_id, name
+        assert run.info.status == "FINISHED", name
+        for key in EPOCH_KEYS:  # every point of every epoch arrived in the server
+            steps = sorted(m.step for m in client.get_metric_history(run.info.run_id, key))
+            assert steps == [1, 2], (name, key)
+    report = Path(client.download_artifacts(parent.info.run_id, "sweep_report.md")).read_text()
+    assert all(name in report for name in runs)
