@@ -2,6 +2,7 @@
 for the partition, CPUs, memory and GPUs) submits every job with ``sbatch``; the jobs log to an
 ``mlflow server`` on PostgreSQL, as a team's would. Preemption and cancellation are SLURM's own:
 ``scancel --signal=USR2`` (what SLURM sends before a preemption or a time limit) and ``scancel``.
+A search's trials run as SLURM jobs that report to one Optuna study on the same PostgreSQL.
 
 ``make test-cluster`` runs them (``make test`` leaves them out: its jobs share the machine's two
 cores with the suite). ``.ci/run`` installs and starts a one-node cluster of this machine
@@ -21,6 +22,8 @@ from pathlib import Path
 import pytest
 from conftest import EPOCH_KEYS, empty_postgres, mlflow_serving
 from mlflow.tracking import MlflowClient
+
+from seglab.tracking.study import load_study
 
 pytestmark = [pytest.mark.slow, pytest.mark.cluster]
 EPOCHS = 20  # smoke epochs (0.1-0.3 s each): a signal lands mid-run
@@ -182,3 +185,33 @@ def test_four_slurm_jobs_nest_under_one_parent_and_a_cancelled_one_ends_killed(
     assert parent.data.tags["seglab.failed_jobs"] == "1"
     report = Path(client.download_artifacts(parent.info.run_id, "sweep_report.md")).read_text()
     assert all(name in report for name in ("ce,seed=0", "ce,seed=1", "dice,seed=0"))
+
+
+def test_a_search_runs_its_trials_as_slurm_jobs_sharing_one_study(
+    tmp_path, partition, server, background
+):
+    # The study beside the server's tables (both emptied by the server fixture), schema optuna.
+    storage = os.environ["SEGLAB_TEST_POSTGRES_URI"]
+    sweep = background(
+        *on_slurm(partition), "search=worst_class", "hydra.sweeper.n_trials=4",
+        "hydra.sweeper.n_jobs=2", f"hydra.sweeper.storage={storage}", "trainer.epochs=3",
+        "metrics.boundary=false", "metrics.gallery=0", "tracking.log_model=false",
+    )  # fmt: skip
+    output = finished(sweep)
+    assert sweep.returncode == 0, output[-3000:]
+    # Two trials at a time: two SLURM job arrays of two jobs each.
+    logs = sorted((tmp_path / "sweep" / ".submitit").glob("*_*/*_log.out"))
+    assert len(logs) == 4 and len({log.parent.name.split("_")[0] for log in logs}) == 2
+    client = MlflowClient(server)
+    runs = {int(r.data.tags["seglab.trial"]): r for r in job_runs(client)}
+    study = load_study("seglab.worst_class", storage)
+    assert [t.state.name for t in study.trials] == ["COMPLETE"] * 4
+    assert sorted(runs) == [0, 1, 2, 3]
+    for trial in study.trials:
+        run = runs[trial.number]
+        assert run.info.status == "FINISHED"
+        assert run.data.tags["mlflow.parentRunId"] == study.user_attrs["seglab.parent_run_id"]
+        # each job reported its epochs to the shared study from its SLURM node
+        history = client.get_metric_history(run.info.run_id, "val/min_iou")
+        assert trial.intermediate_values == {m.step: m.value for m in history}
+        assert trial.value == run.data.metrics["val/min_iou"]
