@@ -54,7 +54,7 @@ def run(cfg: DictConfig) -> EpochRecord:
         model = build(cfg.model, input_shape=data.image_shape, num_classes=data.num_classes)
     loss = build_loss(build(cfg.loss), weights, data.ignore_index)
     weighting = scheme.weighting(weights, data.class_names, loss)  # checked here, once
-    tracker = build(cfg.tracking, tracking_uri=job_store(cfg.tracking.tracking_uri))
+    tracker = run_tracker(cfg)
     trial = search_trial(cfg.trial, data.class_names)
     log = RunLog(  # every option is checked here: the store is next, when the run opens
         tracker,
@@ -131,6 +131,11 @@ def checked_config(cfg: DictConfig) -> dict[str, Any]:
     return config
 
 
+def run_tracker(cfg: DictConfig) -> Any:
+    """The run's tracker: in a sweep job on its sweep's store (:func:`job_store`)."""
+    return build(cfg.tracking, tracking_uri=job_store(cfg.tracking.tracking_uri))
+
+
 def gallery(cfg: DictConfig, data: Any) -> Gallery | None:
     """The run's failure gallery: ``metrics.gallery`` images per class, chosen among the first
     ``metrics.gallery_pool`` validation images (``None`` when ``metrics.gallery=0``)."""
@@ -190,7 +195,7 @@ def run_job(cfg: DictConfig) -> float:
             print("[sweep] job stopped by SLURM (scancel): its run ended KILLED", file=sys.stderr)
             return float("nan")
         with signals.deferred():  # the sweep stops here: its parent must not stay RUNNING
-            end_sweep(Path(HydraConfig.get().sweep.dir), build(cfg.tracking), interrupted=True)
+            end_sweep(Path(HydraConfig.get().sweep.dir), run_tracker(cfg), interrupted=True)
         raise
 
 
