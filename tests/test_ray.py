@@ -3,13 +3,16 @@ Hydra's Ray launcher, changed only for the head's address) runs every job as a R
 head this test starts, the jobs logging to an ``mlflow server`` on PostgreSQL, as a team's would.
 
 The head is started without ``MLFLOW_TRACKING_URI`` (a cluster's workers do not inherit the
-submitting shell's): the jobs find the server through their sweep. ``make test-cluster`` runs it
+submitting shell's): the jobs find the server through their sweep. A worker killed outright (what
+a lost node does to its tasks) is Ray's preemption: Ray runs the task again and ``resume=auto``
+continues the same run. ``make test-cluster`` runs it
 (a cluster's jobs share the machine's two cores, as SLURM's do); without Ray it skips, saying so.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -21,8 +24,10 @@ from pathlib import Path
 
 import pytest
 from conftest import EPOCH_KEYS, empty_postgres, free_port, mlflow_serving, run_sweep
+from mlflow.tracking import MlflowClient
 
 pytestmark = [pytest.mark.slow, pytest.mark.cluster]
+EPOCHS = 20  # smoke epochs (0.1-0.3 s each): the worker is lost mid-run
 
 
 @pytest.fixture(scope="module")
@@ -97,3 +102,41 @@ def test_four_ray_tasks_nest_under_one_parent_in_the_server(tmp_path, ray_head, 
             assert steps == [1, 2], (name, key)
     report = Path(client.download_artifacts(parent.info.run_id, "sweep_report.md")).read_text()
     assert all(name in report for name in runs)
+
+
+def test_a_lost_ray_worker_is_retried_and_resume_continues_its_run(tmp_path, ray_head):
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    env["RAY_DEDUP_LOGS"] = "0"  # every epoch line of the worker, with its pid
+    command = [
+        sys.executable, "-m", "seglab.train", "-m", "debug=smoke", "hydra/launcher=ray_cluster",
+        f"hydra.launcher.ray.init.address={ray_head}", "loss=ce", f"trainer.epochs={EPOCHS}",
+        "trainer.threads=1", "resume=auto", f"paths.output_dir={tmp_path}",
+        f"hydra.sweep.dir={tmp_path}/sweep",
+    ]  # fmt: skip
+    sweep = subprocess.Popen(
+        command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    lines: list[str] = []
+    worker = None
+    try:
+        assert sweep.stdout is not None
+        for line in sweep.stdout:
+            lines.append(line)
+            worker = re.search(r"\(_run_job pid=(\d+)\).*epoch 2/", line)
+            if worker:  # what a lost node does to its tasks: no signal, no goodbye
+                os.kill(int(worker.group(1)), signal.SIGKILL)
+                break
+        output = "".join(lines) + sweep.communicate(timeout=600)[0]
+    finally:
+        sweep.kill()
+    assert worker is not None and sweep.returncode == 0, output[-3000:]
+    assert "the task will be retried" in output  # Ray ran it again, in another worker
+    client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
+    runs = client.search_runs([client.get_experiment_by_name("seglab").experiment_id])
+    (parent,) = [r for r in runs if r.data.tags.get("seglab.sweep") == "parent"]
+    (run,) = [r for r in runs if r.data.tags.get("seglab.sweep") != "parent"]
+    assert parent.info.status == "FINISHED" and run.info.status == "FINISHED", output[-3000:]
+    assert 2 <= int(run.data.tags["seglab.resumed_at_epoch"]) < EPOCHS  # the same run went on
+    for key in EPOCH_KEYS:  # one point per epoch: none lost, none twice
+        steps = sorted(m.step for m in client.get_metric_history(run.info.run_id, key))
+        assert steps == list(range(1, EPOCHS + 1)), key
