@@ -1,5 +1,5 @@
 """Precision: seglab's trainer in float32, in what ``trainer.precision=auto`` picks, and that
-with XLA, at the CamVid experiment's shape.
+with XLA, at the CamVid experiment's shape; and ``auto`` through a bare ``model.fit``.
 
 The CamVid experiment's U-Net (128x160, depth 4, 16 base filters, batch 8, 11 classes, Adam
 1e-3) trains on random images held in memory (speed does not depend on what the pixels show)
@@ -14,6 +14,7 @@ measures the GPU path. Goals: on CPU every epoch keeps >= 1.8 of 2 cores busy.
 from __future__ import annotations
 
 import argparse
+from functools import partial
 
 import common
 import keras
@@ -25,7 +26,6 @@ from seglab.training.runtime import resolve_precision
 from seglab.training.trainer import Trainer
 
 SHAPE, CLASSES, BATCH = (128, 160, 3), 11, 8
-VARIANTS = {"float32": ("float32", False), "auto": ("auto", False), "auto_xla": ("auto", True)}
 
 
 def timed_fit(precision: str, xla: bool, data: object, epochs: int) -> common.EpochTimer:
@@ -41,6 +41,29 @@ def timed_fit(precision: str, xla: bool, data: object, epochs: int) -> common.Ep
     return timer
 
 
+def bare_fit(precision: str, data: object, epochs: int) -> common.EpochTimer:
+    """The same U-Net on the same batches in ``precision`` through a bare ``model.fit``
+    (Keras' own loss; none of seglab's metrics or callbacks): what seglab's loop adds."""
+    trainer = Trainer(lambda: keras.optimizers.Adam(1e-3), epochs, BATCH, precision=precision)
+    trainer.prepare()
+    with trainer.building():
+        model = build_unet(SHAPE, CLASSES, depth=4, base_filters=16)
+    loss = keras.losses.SparseCategoricalCrossentropy(ignore_class=255)
+    model.compile(keras.optimizers.Adam(1e-3), loss)
+    train, val = trainer.streams(data)  # type: ignore[arg-type]
+    timer = common.EpochTimer()
+    model.fit(train, validation_data=val, epochs=epochs, callbacks=[timer], verbose=0)
+    return timer
+
+
+VARIANTS = {
+    "float32": partial(timed_fit, "float32", False),
+    "auto": partial(timed_fit, "auto", False),
+    "auto_xla": partial(timed_fit, "auto", True),
+    "keras_auto": partial(bare_fit, "auto"),
+}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--images", type=int, default=96, help="training images per epoch")
@@ -49,8 +72,8 @@ def main() -> None:
     args = parser.parse_args()
     data = common.random_segmentation_data(args.images, 16, SHAPE, CLASSES)
 
-    def measure(_: str, variant: tuple[str, bool], __: int) -> list[dict[str, float]]:
-        timer = timed_fit(*variant, data, args.epochs)
+    def measure(_: str, variant: partial[common.EpochTimer], __: int) -> list[dict[str, float]]:
+        timer = variant(data, args.epochs)
         return [
             {"wall": wall, "cpu": cpu, "images_per_second": args.images / wall,
              "images_per_cpu_second": args.images / cpu, "cores_busy": cpu / wall}
@@ -89,6 +112,8 @@ def main() -> None:
                 for p, m in medians.items()
             ),
             f"- auto / float32: {speedup:.2f}x images/s (medians)",
+            "- keras_auto: the same U-Net and batches in `auto` through a bare `model.fit` "
+            "(Keras' loss, no seglab metrics or callbacks)",
         ],
     )
 
