@@ -50,7 +50,7 @@ def bare_fit(precision: str, data: object, epochs: int) -> common.EpochTimer:
         model = build_unet(SHAPE, CLASSES, depth=4, base_filters=16)
     loss = keras.losses.SparseCategoricalCrossentropy(ignore_class=255)
     model.compile(keras.optimizers.Adam(1e-3), loss)
-    train, val = trainer.streams(data)  # type: ignore[arg-type]
+    train, val = trainer.streams(data)
     timer = common.EpochTimer()
     model.fit(train, validation_data=val, epochs=epochs, callbacks=[timer], verbose=0)
     return timer
