@@ -257,6 +257,21 @@ def run_sweep(tmp_path, *overrides: str, check: bool = True, tracking_uri: str |
     return result, client, parents, children
 
 
+@pytest.fixture
+def postgres_server(tmp_path) -> Iterator[str]:
+    """``mlflow server`` on PostgreSQL, as a team's (skips without it); its address."""
+    with mlflow_serving(empty_postgres(), tmp_path) as uri:
+        yield uri
+
+
+def assert_every_epoch_once(client, run, epochs: int) -> None:
+    """``run`` logged every per-epoch metric once for each of ``epochs`` epochs: no point lost,
+    none twice (in any order: a resumed run writes its points from two processes)."""
+    for key in EPOCH_KEYS:
+        steps = sorted(m.step for m in client.get_metric_history(run.info.run_id, key))
+        assert steps == list(range(1, epochs + 1)), (run.info.run_name, key)
+
+
 def assert_children_complete(client, parent, children) -> None:
     """Every child of a 2-epoch smoke sweep FINISHED under ``parent`` with every metric point
     of every epoch and its run artifacts: nothing lost between the jobs and the store."""

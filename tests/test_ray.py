@@ -23,7 +23,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import EPOCH_KEYS, empty_postgres, free_port, mlflow_serving, run_sweep
+from conftest import assert_children_complete, assert_every_epoch_once, free_port, run_sweep
 from mlflow.tracking import MlflowClient
 
 pytestmark = [pytest.mark.slow, pytest.mark.cluster]
@@ -67,14 +67,7 @@ def ray_head() -> Iterator[str]:
         shutil.rmtree(folder, ignore_errors=True)
 
 
-@pytest.fixture
-def server(tmp_path):
-    """``mlflow server`` on PostgreSQL (skips without it)."""
-    with mlflow_serving(empty_postgres(), tmp_path) as uri:
-        yield uri
-
-
-def test_four_ray_tasks_nest_under_one_parent_in_the_server(tmp_path, ray_head, server):
+def test_four_ray_tasks_nest_under_one_parent_in_the_server(tmp_path, ray_head, postgres_server):
     result, client, parents, children = run_sweep(
         tmp_path,
         "hydra/launcher=ray_cluster",
@@ -82,7 +75,7 @@ def test_four_ray_tasks_nest_under_one_parent_in_the_server(tmp_path, ray_head, 
         "loss=ce,dice",
         "trainer.seed=0,1",
         "trainer.threads=1",  # each task reserves one of the head's two CPUs
-        tracking_uri=server,
+        tracking_uri=postgres_server,
         check=False,
     )
     output = result.stdout + result.stderr
@@ -92,16 +85,11 @@ def test_four_ray_tasks_nest_under_one_parent_in_the_server(tmp_path, ray_head, 
     assert not (tmp_path / "mlflow.db").exists()  # nothing fell back to a local store
     (parent,) = parents
     assert parent.info.status == "FINISHED" and parent.data.tags["seglab.jobs"] == "4"
-    runs = {r.info.run_name: r for r in children}
-    assert sorted(runs) == ["ce,seed=0", "ce,seed=1", "dice,seed=0", "dice,seed=1"]
-    for name, run in runs.items():
-        assert run.data.tags["mlflow.parentRunId"] == parent.info.run_id, name
-        assert run.info.status == "FINISHED", name
-        for key in EPOCH_KEYS:  # every point of every epoch arrived in the server
-            steps = sorted(m.step for m in client.get_metric_history(run.info.run_id, key))
-            assert steps == [1, 2], (name, key)
+    names = sorted(r.info.run_name for r in children)
+    assert names == ["ce,seed=0", "ce,seed=1", "dice,seed=0", "dice,seed=1"]
+    assert_children_complete(client, parent, children)  # every point of every epoch arrived
     report = Path(client.download_artifacts(parent.info.run_id, "sweep_report.md")).read_text()
-    assert all(name in report for name in runs)
+    assert all(name in report for name in names)
 
 
 def test_a_lost_ray_worker_is_retried_and_resume_continues_its_run(tmp_path, ray_head):
@@ -137,6 +125,4 @@ def test_a_lost_ray_worker_is_retried_and_resume_continues_its_run(tmp_path, ray
     (run,) = [r for r in runs if r.data.tags.get("seglab.sweep") != "parent"]
     assert parent.info.status == "FINISHED" and run.info.status == "FINISHED", output[-3000:]
     assert 2 <= int(run.data.tags["seglab.resumed_at_epoch"]) < EPOCHS  # the same run went on
-    for key in EPOCH_KEYS:  # one point per epoch: none lost, none twice
-        steps = sorted(m.step for m in client.get_metric_history(run.info.run_id, key))
-        assert steps == list(range(1, EPOCHS + 1)), key
+    assert_every_epoch_once(client, run, EPOCHS)

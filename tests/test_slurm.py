@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import EPOCH_KEYS, empty_postgres, mlflow_serving
+from conftest import assert_every_epoch_once
 from mlflow.tracking import MlflowClient
 
 from seglab.tracking.study import load_study
@@ -39,13 +39,6 @@ def partition() -> str:
             "starting a one-node SLURM cluster; it printed why it could not)"
         )
     return name
-
-
-@pytest.fixture
-def server(tmp_path):
-    """``mlflow server`` on PostgreSQL (skips without it)."""
-    with mlflow_serving(empty_postgres(), tmp_path) as uri:
-        yield uri
 
 
 def on_slurm(partition: str) -> list[str]:
@@ -67,14 +60,14 @@ def job_ids(sweep_dir: Path) -> list[str]:
 
 
 @pytest.fixture
-def background(tmp_path, server):
+def background(tmp_path, postgres_server):
     """Starts ``seglab train -m`` in the background, as ``conftest.run_sweep`` runs it; at
     the end, whatever the test's outcome, the sweep is stopped and its SLURM jobs cancelled (a
     job left behind would hold the cluster's CPUs for the next test)."""
     started: list[subprocess.Popen[str]] = []
 
     def start(*overrides: str) -> subprocess.Popen[str]:
-        env = {**os.environ, "MLFLOW_TRACKING_URI": server}
+        env = {**os.environ, "MLFLOW_TRACKING_URI": postgres_server}
         env["PYTHONPATH"] = os.pathsep.join([str(Path(__file__).parent), env.get("PYTHONPATH", "")])
         command = [
             sys.executable, "-m", "seglab.train", "-m", "debug=smoke",
@@ -132,10 +125,10 @@ def finished(sweep: subprocess.Popen[str]) -> str:
 
 
 def test_a_preempted_slurm_job_is_requeued_and_continues_its_run_to_the_end(
-    tmp_path, partition, server, background
+    tmp_path, partition, postgres_server, background
 ):
     sweep = background(*on_slurm(partition), "loss=ce", f"trainer.epochs={EPOCHS}", "resume=auto")
-    client = MlflowClient(server)
+    client = MlflowClient(postgres_server)
     running = wait_for_epoch(client, 2, sweep)
     (job,) = job_ids(tmp_path / "sweep")
     # What SLURM sends before it preempts a job: the run ends KILLED with its checkpoint,
@@ -147,19 +140,17 @@ def test_a_preempted_slurm_job_is_requeued_and_continues_its_run_to_the_end(
     assert run.info.run_id == running.info.run_id and run.info.status == "FINISHED", output[-3000:]
     resumed_at = int(run.data.tags["seglab.resumed_at_epoch"])
     assert 2 <= resumed_at < EPOCHS
-    for key in EPOCH_KEYS:  # one point per epoch: none lost, none twice
-        steps = sorted(m.step for m in client.get_metric_history(run.info.run_id, key))
-        assert steps == list(range(1, EPOCHS + 1)), key
+    assert_every_epoch_once(client, run, EPOCHS)
     assert "Restarts=1" in scontrol_job(job)  # SLURM requeued it once
 
 
 def test_four_slurm_jobs_nest_under_one_parent_and_a_cancelled_one_ends_killed(
-    tmp_path, partition, server, background
+    tmp_path, partition, postgres_server, background
 ):
     sweep = background(
         *on_slurm(partition), "loss=ce,dice", "trainer.seed=0,1", f"trainer.epochs={EPOCHS}"
     )
-    client = MlflowClient(server)
+    client = MlflowClient(postgres_server)
     cancelled = wait_for_epoch(client, 1, sweep, name="dice,seed=1")
     jobs = job_ids(tmp_path / "sweep")  # <array>_<job number>: dice,seed=1 is the last
     subprocess.run(["scancel", jobs[-1]], check=True)
@@ -177,9 +168,7 @@ def test_four_slurm_jobs_nest_under_one_parent_and_a_cancelled_one_ends_killed(
             assert run.info.status == "KILLED", output[-3000:]
             continue
         assert run.info.status == "FINISHED", (name, output[-3000:])
-        for key in EPOCH_KEYS:  # every point of every epoch arrived in the server
-            steps = sorted(m.step for m in client.get_metric_history(run.info.run_id, key))
-            assert steps == list(range(1, EPOCHS + 1)), (name, key)
+        assert_every_epoch_once(client, run, EPOCHS)  # every point arrived in the server
     # The parent lists the cancelled job; its report covers the three that finished.
     assert parent.info.status == "FAILED"
     assert parent.data.tags["seglab.failed_jobs"] == "1"
@@ -188,9 +177,9 @@ def test_four_slurm_jobs_nest_under_one_parent_and_a_cancelled_one_ends_killed(
 
 
 def test_a_search_runs_its_trials_as_slurm_jobs_sharing_one_study(
-    tmp_path, partition, server, background
+    tmp_path, partition, postgres_server, background
 ):
-    # The study beside the server's tables (both emptied by the server fixture), schema optuna.
+    # The study beside the server's tables (both emptied by postgres_server), schema optuna.
     storage = os.environ["SEGLAB_TEST_POSTGRES_URI"]
     sweep = background(
         *on_slurm(partition), "search=worst_class", "hydra.sweeper.n_trials=4",
@@ -202,7 +191,7 @@ def test_a_search_runs_its_trials_as_slurm_jobs_sharing_one_study(
     # Two trials at a time: two SLURM job arrays of two jobs each.
     logs = sorted((tmp_path / "sweep" / ".submitit").glob("*_*/*_log.out"))
     assert len(logs) == 4 and len({log.parent.name.split("_")[0] for log in logs}) == 2
-    client = MlflowClient(server)
+    client = MlflowClient(postgres_server)
     runs = {int(r.data.tags["seglab.trial"]): r for r in job_runs(client)}
     study = load_study("seglab.worst_class", storage)
     assert [t.state.name for t in study.trials] == ["COMPLETE"] * 4
