@@ -128,7 +128,8 @@ def load_model_folder(folder: Path, run_id: str) -> keras.Model:
     # (seglab>CEDice, ...), and safe-mode loading finds classes by those names only.
     import seglab.losses
     import seglab.training.encoders
-    import seglab.training.keras_metrics  # noqa: F401
+    import seglab.training.keras_metrics
+    import seglab.training.normalization  # noqa: F401
 
     if pickled := pickle_files(folder):
         raise ValueError(

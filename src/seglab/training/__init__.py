@@ -2,6 +2,7 @@
 checkpoints, prediction passes and where a run computes (seeds, precision, devices).
 
 - :mod:`seglab.training.model`: the U-Net;
+- :mod:`seglab.training.normalization`: its batch normalization on TensorFlow's fused kernel;
 - :mod:`seglab.training.trainer`: compile, fit, one record per epoch;
 - :mod:`seglab.training.keras_metrics`: the streamed confusion matrix and loss shares;
 - :mod:`seglab.training.callbacks`: the record of each epoch, stops on NaN or a signal;

@@ -32,6 +32,7 @@ import numpy as np
 from keras import layers, ops
 
 from seglab.core.checks import check_choice
+from seglab.training.normalization import BatchNormalization
 
 STRIDE = 32  # every backbone here halves the resolution five times
 SKIP_STRIDES = (16, 8, 4, 2)  # decoder order: deepest skip first
@@ -251,7 +252,7 @@ def decoder_block(
         x = layers.Concatenate()([x, skip])
     for _ in range(2):
         x = layers.Conv2D(filters, 3, padding="same", use_bias=False)(x)
-        x = layers.BatchNormalization(momentum=momentum)(x)
+        x = BatchNormalization(momentum=momentum)(x)
         x = layers.Activation("relu")(x)
     return x
 

@@ -6,6 +6,7 @@ import keras
 from keras import layers
 
 from seglab.training.encoders import ENCODER_CHOICES, build_encoder_unet, check_encoder
+from seglab.training.normalization import BatchNormalization
 
 
 def build_unet(
@@ -103,7 +104,7 @@ def build_unet(
         for _ in range(2):
             x = layers.Conv2D(filters, 3, padding="same", use_bias=not batch_norm)(x)
             if batch_norm:
-                x = layers.BatchNormalization(momentum=batch_norm_momentum)(x)
+                x = BatchNormalization(momentum=batch_norm_momentum)(x)
             x = layers.Activation("relu")(x)
         return x
 
