@@ -1,5 +1,6 @@
 """Precision: seglab's trainer in float32, in what ``trainer.precision=auto`` picks, and that
-with XLA, at the CamVid experiment's shape; and ``auto`` through a bare ``model.fit``.
+with XLA, at the CamVid experiment's shape; ``auto`` through a bare ``model.fit``; and both
+precisions with Keras' own batch normalization in place of seglab's fused one.
 
 The CamVid experiment's U-Net (128x160, depth 4, 16 base filters, batch 8, 11 classes, Adam
 1e-3) trains on random images held in memory (speed does not depend on what the pixels show)
@@ -15,11 +16,13 @@ from __future__ import annotations
 
 import argparse
 from functools import partial
+from unittest import mock
 
 import common
 import keras
 import tensorflow as tf
 
+import seglab.training.model as model_module
 from seglab.losses import CrossEntropy
 from seglab.training.model import build_unet
 from seglab.training.runtime import resolve_precision
@@ -28,13 +31,18 @@ from seglab.training.trainer import Trainer
 SHAPE, CLASSES, BATCH = (128, 160, 3), 11, 8
 
 
-def timed_fit(precision: str, xla: bool, data: object, epochs: int) -> common.EpochTimer:
-    """``epochs`` epochs of a fresh U-Net through seglab's trainer in ``precision``."""
+def timed_fit(
+    precision: str, xla: bool, data: object, epochs: int, keras_norm: bool = False
+) -> common.EpochTimer:
+    """``epochs`` epochs of a fresh U-Net through seglab's trainer in ``precision``; with
+    ``keras_norm``, its batch normalization is ``keras.layers.BatchNormalization`` (element-wise
+    ops, float32 casts under a mixed policy) instead of seglab's fused kernel."""
     trainer = Trainer(
         lambda: keras.optimizers.Adam(1e-3), epochs, BATCH, jit_compile=xla, precision=precision
     )
     trainer.prepare()
-    with trainer.building():
+    norm = keras.layers.BatchNormalization if keras_norm else model_module.BatchNormalization
+    with trainer.building(), mock.patch.object(model_module, "BatchNormalization", norm):
         model = build_unet(SHAPE, CLASSES, depth=4, base_filters=16)
     timer = common.EpochTimer()
     trainer.fit(model, CrossEntropy(255), data, callbacks=[timer])
@@ -61,6 +69,8 @@ VARIANTS = {
     "auto": partial(timed_fit, "auto", False),
     "auto_xla": partial(timed_fit, "auto", True),
     "keras_auto": partial(bare_fit, "auto"),
+    "float32_keras_norm": partial(timed_fit, "float32", False, keras_norm=True),
+    "auto_keras_norm": partial(timed_fit, "auto", False, keras_norm=True),
 }
 
 
@@ -85,7 +95,9 @@ def main() -> None:
     medians = {
         p: {k: common.median([e[k] for e in epochs[p]]) for k in epochs[p][0]} for p in VARIANTS
     }
-    speedup = medians["auto"]["images_per_second"] / medians["float32"]["images_per_second"]
+    rate = {p: m["images_per_second"] for p, m in medians.items()}
+    speedup = rate["auto"] / rate["float32"]
+    fused = {p: rate[p] / rate[f"{p}_keras_norm"] for p in ("float32", "auto")}
     least_busy = {p: min(e["cores_busy"] for e in epochs[p]) for p in VARIANTS}
     auto = resolve_precision("auto")
     device = "GPU" if tf.config.list_physical_devices("GPU") else "CPU"
@@ -98,6 +110,7 @@ def main() -> None:
             "epochs": epochs,
             "medians": medians,
             "auto_over_float32_images_per_second": speedup,
+            "fused_over_keras_norm_images_per_second": fused,
             "least_cores_busy": least_busy,
             "goals": {"least_cores_busy": ">= 1.8"},
         },
@@ -114,6 +127,8 @@ def main() -> None:
             f"- auto / float32: {speedup:.2f}x images/s (medians)",
             "- keras_auto: the same U-Net and batches in `auto` through a bare `model.fit` "
             "(Keras' loss, no seglab metrics or callbacks)",
+            f"- seglab's fused batch norm / Keras' `BatchNormalization`: {fused['float32']:.2f}x "
+            f"in float32, {fused['auto']:.2f}x in auto (images/s, medians)",
         ],
     )
 

@@ -9,7 +9,7 @@ from seglab.training.model import build_unet
 from seglab.training.normalization import BatchNormalization
 
 RNG = np.random.default_rng(0)
-IMAGES = RNG.normal(2.0, 3.0, (2, 5, 6, 4)).astype("float32")
+IMAGES = RNG.normal(2.0, 3.0, (2, 5, 6, 16)).astype("float32")
 
 
 def pair(**kwargs):
@@ -66,12 +66,14 @@ def test_fused_batch_norm_computes_what_keras_batch_norm_computes(
 
 
 def test_fused_batch_norm_follows_the_formula_with_the_biased_variance():
-    # one channel holding 1 and 3: mean 2, biased variance 1 (the unbiased one would be 2)
+    # 8 channels each holding 1 and 3: mean 2, biased variance 1 (the unbiased one would be 2)
     layer = BatchNormalization(momentum=0.9, epsilon=1e-3)
-    outputs = layer(np.array([1.0, 3.0], "float32").reshape(1, 1, 2, 1), training=True)
-    np.testing.assert_allclose(np.ravel(outputs), [-0.9995003747, 0.9995003747], rtol=1e-6)
-    np.testing.assert_allclose(layer.moving_mean.numpy(), [0.2], rtol=1e-6)  # 0.9*0 + 0.1*2
-    np.testing.assert_allclose(layer.moving_variance.numpy(), [1.0], rtol=1e-6)  # 0.9*1 + 0.1*1
+    images = np.repeat(np.array([1.0, 3.0], "float32").reshape(1, 1, 2, 1), 8, axis=-1)
+    assert fused_ops(layer, images) == ["FusedBatchNormV3"]
+    outputs = layer(images, training=True).numpy()
+    np.testing.assert_allclose(outputs[0, 0, :, 0], [-0.9995003747, 0.9995003747], rtol=1e-6)
+    np.testing.assert_allclose(layer.moving_mean.numpy(), [0.2] * 8, rtol=1e-6)  # 0.9*0 + 0.1*2
+    np.testing.assert_allclose(layer.moving_variance.numpy(), [1.0] * 8, rtol=1e-6)  # 0.9 + 0.1
 
 
 def test_a_frozen_fused_batch_norm_normalizes_with_its_moving_statistics():
@@ -97,23 +99,28 @@ def fused_ops(layer, images, training=True, **call):
         ({"epsilon": 1e-6}, IMAGES, {}),  # below the fused kernel's 1.001e-5
         ({}, IMAGES[0], {}),  # 3-D
         ({}, IMAGES, {"mask": np.ones(IMAGES.shape[:-1], bool)}),
+        ({}, IMAGES[..., :12], {}),  # float32: channels not a multiple of 8
+        ({"dtype": "mixed_bfloat16"}, IMAGES[..., :8], {}),  # bfloat16: not of 16
+        ({"dtype": "float64"}, IMAGES.astype("float64"), {}),
     ],
 )
 def test_what_the_fused_kernel_cannot_do_falls_back_to_keras(kwargs, images, call):
     reference, fused = keras.layers.BatchNormalization(**kwargs), BatchNormalization(**kwargs)
     assert fused_ops(fused, images, **call) == []
-    np.testing.assert_allclose(
-        fused(images, training=True, **call), reference(images, training=True, **call), atol=1e-6
+    np.testing.assert_array_equal(
+        fused(images, training=True, **call), reference(images, training=True, **call)
     )
 
 
 def test_the_unet_trains_and_predicts_through_the_fused_kernel():
-    model = build_unet((16, 16, 3), 3, depth=2, base_filters=4)
+    model = build_unet((16, 16, 3), 3, depth=2, base_filters=8)
     norms = [layer for layer in model.layers if isinstance(layer, BatchNormalization)]
     assert len(norms) == 10  # two per block: two levels down, the bottleneck, two up
-    activations = RNG.random((2, 16, 16, 4), "float32")
+    activations = RNG.random((2, 16, 16, 8), "float32")
     for training in (True, False):
         assert fused_ops(norms[0], activations, training) == ["FusedBatchNormV3"]
+    bfloat16 = BatchNormalization(dtype="mixed_bfloat16")
+    assert fused_ops(bfloat16, RNG.random((2, 16, 16, 32), "float32")) == ["FusedBatchNormV3"]
 
 
 def test_weights_of_keras_batch_norm_and_the_fused_one_load_into_each_other(tmp_path):
