@@ -24,6 +24,7 @@ from seglab.training.encoders import (
     keras_cache,
 )
 from seglab.training.model import build_unet
+from seglab.training.normalization import BatchNormalization
 
 
 @pytest.mark.parametrize("encoder", list(ENCODERS))
@@ -90,6 +91,19 @@ def test_a_local_weights_file_loads_into_the_encoder(tmp_path):
     assert len(loaded) == len(backbone.get_weights())
     for mine, theirs in zip(loaded, backbone.get_weights(), strict=True):
         np.testing.assert_array_equal(mine, theirs)
+
+
+def test_the_encoder_normalizes_with_seglabs_fused_layer_as_keras_backbone_does(tmp_path):
+    backbone, path = backbone_file(tmp_path)
+    model = build_unet((32, 32, 3), 3, encoder="mobilenetv3small", encoder_weights=str(path))
+    encoder = model.get_layer("encoder")
+    norms = [
+        layer for layer in encoder.layers if isinstance(layer, keras.layers.BatchNormalization)
+    ]
+    assert len(norms) == 34 and all(isinstance(layer, BatchNormalization) for layer in norms)
+    images = np.random.default_rng(0).uniform(0, 255, (2, 32, 32, 3)).astype("float32")
+    bottleneck = encoder(images, training=False)[0]
+    np.testing.assert_allclose(bottleneck, backbone(images, training=False), rtol=1e-4, atol=1e-4)
 
 
 def test_imagenet_weights_come_from_keras_cache(tmp_path, monkeypatch):

@@ -174,6 +174,17 @@ def pyramid(backbone: keras.Model, height: int, width: int) -> dict[int, keras.K
     return {s: found[s] for s in (*SKIP_STRIDES, STRIDE) if s in found}
 
 
+def with_fused_norms(backbone: keras.Model) -> keras.Model:
+    """``backbone`` rebuilt with seglab's fused batch normalization in place of Keras' (the same
+    layer names, configs and variables, so the backbone's weights files load alike)."""
+
+    def clone(layer: layers.Layer) -> layers.Layer:
+        kind = BatchNormalization if type(layer) is layers.BatchNormalization else type(layer)
+        return kind.from_config(layer.get_config())
+
+    return keras.models.clone_model(backbone, clone_function=clone)
+
+
 def kerashub_backbone(
     preset: str, input_shape: tuple[int, int, int], weights: str | None
 ) -> tuple[keras.Model, dict[int, keras.KerasTensor], EncoderInput]:
@@ -232,6 +243,7 @@ def build_encoder(
         path = weights_path(encoder, weights)
         build = getattr(keras.applications, spec.constructor)
         backbone = build(include_top=False, weights=None, input_shape=input_shape, **spec.options)
+        backbone = with_fused_norms(backbone)
         if path is not None:
             backbone.load_weights(path)
         features = pyramid(backbone, input_shape[0], input_shape[1])
