@@ -5,7 +5,9 @@ The decoder follows segmentation_models' ``Unet``: the backbone's last feature m
 stride 2, 4, 8 and 16 is a skip connection, the stride-32 output is the bottleneck, and five
 decoder blocks (upsampling by 2, the skip concatenated when the backbone has one at that
 stride, two 3x3 conv + batch norm + ReLU) return to the input's resolution. The skips are found
-by their output stride, not by layer names, so every backbone is wired the same way.
+by their output stride, not by layer names, so every backbone is wired the same way. The
+backbone's batch normalization layers, and the decoder's, are seglab's fused ones
+(:mod:`seglab.training.normalization`); KerasHub backbones keep their own.
 
 Weights (``model.encoder_weights``): ``imagenet`` loads the backbone's no-top ImageNet file
 from Keras' cache (``$KERAS_HOME/models``, default ``~/.keras/models``), where Keras keeps what
