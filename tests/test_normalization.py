@@ -84,6 +84,15 @@ def test_a_frozen_fused_batch_norm_normalizes_with_its_moving_statistics():
     np.testing.assert_array_equal(ours[1], expected[1])  # not updated
 
 
+def test_under_op_determinism_the_moving_statistics_normalize_with_keras_ops(monkeypatch):
+    from tensorflow.python.framework import config as tf_config
+
+    monkeypatch.setattr(tf_config, "is_op_determinism_enabled", lambda: True)
+    layer = BatchNormalization()
+    assert fused_ops(layer, IMAGES, training=False) == []
+    assert fused_ops(layer, IMAGES, training=True) == ["FusedBatchNormV3"]
+
+
 def fused_ops(layer, images, training=True, **call):
     """Names of the fused kernels in the graph of one call of ``layer``."""
     graph = tf.function(lambda x: layer(x, training=training, **call))

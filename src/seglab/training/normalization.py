@@ -6,6 +6,7 @@ from typing import Any
 
 import keras
 import tensorflow as tf
+from tensorflow.python.framework import config as tf_config  # is_op_determinism_enabled
 
 # FusedBatchNormV3 refuses a smaller epsilon (cuDNN's limit); Keras' default is 1e-3.
 FUSED_MIN_EPSILON = 1.001e-5
@@ -35,18 +36,19 @@ class BatchNormalization(keras.layers.BatchNormalization):
     name, variables and ``get_config`` are Keras' (weights files address layers by class
     name), so checkpoints of either layer load into the other. What the fused kernel cannot
     do — an axis other than the last of a 4-D input, a mask, batch renormalization,
-    synchronized statistics, ``epsilon < 1.001e-5``, float64 — and channel counts on which it is
-    slower (not a multiple of 8 in float32, of 16 in bfloat16 and float16) fall back to Keras'
-    own computation.
+    synchronized statistics, ``epsilon < 1.001e-5``, float64 — channel counts on which it is
+    slower (not a multiple of 8 in float32, of 16 in bfloat16 and float16), and normalizing
+    with the moving statistics under op determinism fall back to Keras' own computation.
     """
 
     def call(self, inputs: Any, training: bool | None = None, mask: Any = None) -> Any:
-        if not self._fused(inputs, mask):
+        batch_statistics = bool(training and self.trainable)
+        if not self._fused(inputs, mask, batch_statistics):
             return super().call(inputs, training=training, mask=mask)
         channels = inputs.shape[-1]
         scale = self.gamma if self.scale else tf.ones([channels], "float32")
         offset = self.beta if self.center else tf.zeros([channels], "float32")
-        if not (training and self.trainable):
+        if not batch_statistics:
             outputs, *_ = tf.raw_ops.FusedBatchNormV3(
                 x=inputs, scale=scale, offset=offset, mean=self.moving_mean,
                 variance=self.moving_variance, epsilon=self.epsilon, is_training=False,
@@ -64,8 +66,10 @@ class BatchNormalization(keras.layers.BatchNormalization):
         self.moving_variance.assign(self.moving_variance * keep + variance * (1.0 - keep))
         return outputs
 
-    def _fused(self, inputs: Any, mask: Any) -> bool:
-        """Whether the fused kernel computes what Keras' layer would, and faster."""
+    def _fused(self, inputs: Any, mask: Any, batch_statistics: bool) -> bool:
+        """Whether the fused kernel computes what Keras' layer would, and faster (and, with op
+        determinism on, deterministically: TensorFlow's GPU gradient of the kernel normalizing
+        with the moving statistics has no deterministic version and raises)."""
         multiple = FUSED_CHANNEL_MULTIPLE.get(keras.backend.standardize_dtype(inputs.dtype))
         channels = inputs.shape[-1]
         return (
@@ -80,4 +84,5 @@ class BatchNormalization(keras.layers.BatchNormalization):
             and channels is not None
             and channels % multiple == 0
             and self.moving_mean.dtype == "float32"
+            and (batch_statistics or not tf_config.is_op_determinism_enabled())
         )
