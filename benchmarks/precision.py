@@ -1,6 +1,7 @@
 """Precision: seglab's trainer in float32, in what ``trainer.precision=auto`` picks, and that
-with XLA, at the CamVid experiment's shape; ``auto`` through a bare ``model.fit``; and both
-precisions with Keras' own batch normalization in place of seglab's fused one.
+with XLA, at the CamVid experiment's shape; ``auto`` through a bare ``model.fit``; both
+precisions with Keras' own batch normalization in place of seglab's fused one, and with four
+batches per call of the compiled step (``trainer.steps_per_execution=4``).
 
 The CamVid experiment's U-Net (128x160, depth 4, 16 base filters, batch 8, 11 classes, Adam
 1e-3) trains on random images held in memory (speed does not depend on what the pixels show)
@@ -32,13 +33,24 @@ SHAPE, CLASSES, BATCH = (128, 160, 3), 11, 8
 
 
 def timed_fit(
-    precision: str, xla: bool, data: object, epochs: int, keras_norm: bool = False
+    precision: str,
+    xla: bool,
+    data: object,
+    epochs: int,
+    keras_norm: bool = False,
+    steps_per_execution: int = 1,
 ) -> common.EpochTimer:
     """``epochs`` epochs of a fresh U-Net through seglab's trainer in ``precision``; with
     ``keras_norm``, its batch normalization is ``keras.layers.BatchNormalization`` (element-wise
-    ops, float32 casts under a mixed policy) instead of seglab's fused kernel."""
+    ops, float32 casts under a mixed policy) instead of seglab's fused kernel;
+    ``steps_per_execution`` batches per call of the compiled step."""
     trainer = Trainer(
-        lambda: keras.optimizers.Adam(1e-3), epochs, BATCH, jit_compile=xla, precision=precision
+        lambda: keras.optimizers.Adam(1e-3),
+        epochs,
+        BATCH,
+        jit_compile=xla,
+        precision=precision,
+        steps_per_execution=steps_per_execution,
     )
     trainer.prepare()
     norm = keras.layers.BatchNormalization if keras_norm else model_module.BatchNormalization
@@ -71,6 +83,8 @@ VARIANTS = {
     "keras_auto": partial(bare_fit, "auto"),
     "float32_keras_norm": partial(timed_fit, "float32", False, keras_norm=True),
     "auto_keras_norm": partial(timed_fit, "auto", False, keras_norm=True),
+    "float32_steps4": partial(timed_fit, "float32", False, steps_per_execution=4),
+    "auto_steps4": partial(timed_fit, "auto", False, steps_per_execution=4),
 }
 
 
@@ -98,6 +112,7 @@ def main() -> None:
     rate = {p: m["images_per_second"] for p, m in medians.items()}
     speedup = rate["auto"] / rate["float32"]
     fused = {p: rate[p] / rate[f"{p}_keras_norm"] for p in ("float32", "auto")}
+    steps4 = {p: rate[f"{p}_steps4"] / rate[p] for p in ("float32", "auto")}
     least_busy = {p: min(e["cores_busy"] for e in epochs[p]) for p in VARIANTS}
     auto = resolve_precision("auto")
     device = "GPU" if tf.config.list_physical_devices("GPU") else "CPU"
@@ -111,6 +126,7 @@ def main() -> None:
             "medians": medians,
             "auto_over_float32_images_per_second": speedup,
             "fused_over_keras_norm_images_per_second": fused,
+            "steps4_over_steps1_images_per_second": steps4,
             "least_cores_busy": least_busy,
             "goals": {"least_cores_busy": ">= 1.8"},
         },
@@ -129,6 +145,8 @@ def main() -> None:
             "(Keras' loss, no seglab metrics or callbacks)",
             f"- seglab's fused batch norm / Keras' `BatchNormalization`: {fused['float32']:.2f}x "
             f"in float32, {fused['auto']:.2f}x in auto (images/s, medians)",
+            f"- `trainer.steps_per_execution=4` / 1: {steps4['float32']:.2f}x in float32, "
+            f"{steps4['auto']:.2f}x in auto (images/s, medians)",
         ],
     )
 
