@@ -28,7 +28,14 @@ from seglab.paths import check_writable, config_dir
 from seglab.search.trial import TrialReporter
 from seglab.tracking import console
 from seglab.tracking.run_log import RunLog
-from seglab.tracking.sweep import end_sweep, job_context, job_store, run_colour, run_name
+from seglab.tracking.sweep import (
+    end_sweep,
+    job_context,
+    job_store,
+    run_colour,
+    run_name,
+    stopped_alone,
+)
 
 
 def run(cfg: DictConfig) -> EpochRecord:
@@ -191,8 +198,8 @@ def run_job(cfg: DictConfig) -> float:
         return float("nan")
     except KeyboardInterrupt:
         signals.acknowledge()
-        if os.environ.get("SLURM_JOB_ID"):  # scancel stopped this job alone: the sweep goes on
-            print("[sweep] job stopped by SLURM (scancel): its run ended KILLED", file=sys.stderr)
+        if (how := stopped_alone()) is not None:  # the sweep's other jobs go on
+            print(f"[sweep] job stopped alone ({how}): its run ended KILLED", file=sys.stderr)
             return float("nan")
         with signals.deferred():  # the sweep stops here: its parent must not stay RUNNING
             end_sweep(Path(HydraConfig.get().sweep.dir), run_tracker(cfg), interrupted=True)

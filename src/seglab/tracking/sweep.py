@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import sys
 import time
 from pathlib import Path
@@ -103,6 +104,19 @@ def job_context() -> dict[str, Any] | None:
         return None
     sweep = read_sweep_file(hydra.sweep.dir)
     return {**sweep, "job_num": hydra.job.num, "overrides": list(hydra.overrides.task)}
+
+
+def stopped_alone() -> str | None:
+    """How the signal that stopped this sweep job reached it alone, or ``None`` when it stopped
+    the whole sweep. A SLURM job (``scancel``) and a Ray task (a signal to its worker's process)
+    run in processes of their own: the sweep's other jobs go on. An in-process job's signal is
+    the sweep's."""
+    if os.environ.get("SLURM_JOB_ID"):
+        return "scancel of its SLURM job"
+    ray = sys.modules.get("ray")  # imported by Hydra's Ray launcher, in its workers too
+    if ray is not None and ray.is_initialized() and ray.get_runtime_context().get_task_id():
+        return "a signal to its Ray worker"
+    return None
 
 
 def job_store(explicit: str | None) -> str | None:
