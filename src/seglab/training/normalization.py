@@ -25,8 +25,9 @@ class BatchNormalization(keras.layers.BatchNormalization):
     ``tf.nn.batch_normalization``) and, under a ``mixed_bfloat16`` policy, casts every
     activation to float32 and back around them; TensorFlow's fused kernel (oneDNN's on x86
     CPUs) reads the activation once in its own dtype and keeps the statistics in float32. On
-    the CamVid experiment's U-Net that made seglab's trainer 1.14x faster in float32 and 1.33x
-    in bfloat16 (``benchmarks/precision.py``); PyTorch's ``BatchNorm2d`` is fused too.
+    the CamVid experiment's U-Net that made seglab's trainer 1.14-1.15x faster in float32 and
+    1.33-1.56x in bfloat16 (two runs of ``benchmarks/precision.py``, 2026-12-07); PyTorch's
+    ``BatchNorm2d`` is fused too.
 
     The arithmetic is Keras' (Ioffe & Szegedy 2015):
     ``y = gamma * (x - mean) / sqrt(variance + epsilon) + beta`` with the batch's mean and
