@@ -272,11 +272,27 @@ def test_ctrl_c_ends_the_parent_killed_with_the_finished_jobs_reported(tmp_path)
     assert "| epochs=1 | trainer.epochs=1 | FINISHED |" in Path(report).read_text()
 
 
-def test_a_signal_stops_a_job_alone_only_in_a_process_of_its_own(monkeypatch):
+@pytest.mark.parametrize(
+    ("launcher", "slurm_job", "expected"),
+    [
+        # in the sweep's process the signal is the sweep's, inside a SLURM allocation too
+        ("hydra._internal.core_plugins.basic_launcher.BasicLauncher", None, None),
+        ("hydra._internal.core_plugins.basic_launcher.BasicLauncher", "17", None),
+        (
+            "hydra_plugins.hydra_submitit_launcher.submitit_launcher.SlurmLauncher",
+            "17",
+            "scancel of its SLURM job",
+        ),
+        ("hydra_plugins.hydra_joblib_launcher.joblib_launcher.JoblibLauncher", None, None),
+    ],
+)  # a Ray task: test_ray.py
+def test_a_signal_stops_a_job_alone_only_in_a_process_of_its_own(
+    monkeypatch, launcher, slurm_job, expected
+):
     monkeypatch.delenv("SLURM_JOB_ID", raising=False)
-    assert sweeps.stopped_alone() is None  # in the sweep's process: the signal is the sweep's
-    monkeypatch.setenv("SLURM_JOB_ID", "17")
-    assert sweeps.stopped_alone() == "scancel of its SLURM job"  # (a Ray task: test_ray.py)
+    if slurm_job is not None:
+        monkeypatch.setenv("SLURM_JOB_ID", slurm_job)
+    assert sweeps.stopped_alone(launcher) == expected
 
 
 def test_a_report_that_cannot_even_be_imported_still_ends_the_parent_failed(tmp_path, monkeypatch):

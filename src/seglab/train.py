@@ -198,7 +198,8 @@ def run_job(cfg: DictConfig) -> float:
         return float("nan")
     except KeyboardInterrupt:
         signals.acknowledge()
-        if (how := stopped_alone()) is not None:  # the sweep's other jobs go on
+        launcher = str(HydraConfig.get().launcher._target_)
+        if (how := stopped_alone(launcher)) is not None:  # the sweep's other jobs go on
             print(f"[sweep] job stopped alone ({how}): its run ended KILLED", file=sys.stderr)
             return float("nan")
         with signals.deferred():  # the sweep stops here: its parent must not stay RUNNING

@@ -106,11 +106,14 @@ def job_context() -> dict[str, Any] | None:
     return {**sweep, "job_num": hydra.job.num, "overrides": list(hydra.overrides.task)}
 
 
-def stopped_alone() -> str | None:
-    """How the signal that stopped this sweep job reached it alone, or ``None`` when it stopped
+def stopped_alone(launcher: str) -> str | None:
+    """How the signal that stopped a sweep job reached it alone, or ``None`` when it stopped
     the whole sweep. A SLURM job (``scancel``) and a Ray task (a signal to its worker's process)
-    run in processes of their own: the sweep's other jobs go on. An in-process job's signal is
-    the sweep's."""
+    run in processes of their own: the sweep's other jobs go on. A job of Hydra's basic
+    ``launcher`` (its ``_target_``) runs in the sweep's process, whose signal it is, even inside
+    a SLURM allocation (``srun --pty bash``, where ``SLURM_JOB_ID`` is set too)."""
+    if launcher.endswith(".BasicLauncher"):
+        return None
     if os.environ.get("SLURM_JOB_ID"):
         return "scancel of its SLURM job"
     ray = sys.modules.get("ray")  # imported by Hydra's Ray launcher, in its workers too
