@@ -5,7 +5,7 @@ import math
 
 import numpy as np
 import pytest
-from conftest import float16_capped_below_this_cpu
+from conftest import capped_below_this_cpu
 
 from seglab.training.checkpoints import Checkpointer
 from seglab.training.model import build_unet
@@ -180,7 +180,7 @@ def test_a_run_names_a_bad_option_before_it_starts(tmp_path, option, message):
 
 
 @pytest.mark.skipif(
-    float16_capped_below_this_cpu(),
+    capped_below_this_cpu("float16"),
     reason="ONEDNN_MAX_CPU_ISA is below float16 kernels on a CPU with AVX512-FP16",
 )
 def test_restore_into_a_built_mixed_precision_optimizer_keeps_its_variables_once(tmp_path):

@@ -4,7 +4,7 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-from conftest import float16_capped_below_this_cpu
+from conftest import capped_below_this_cpu, skip_where_capped_below
 from omegaconf import OmegaConf
 
 from seglab.config import reject_keras_class_weight
@@ -211,7 +211,7 @@ def test_a_learning_rate_schedule_passes_unchanged():
 
 
 @pytest.mark.skipif(
-    float16_capped_below_this_cpu(),
+    capped_below_this_cpu("float16"),
     reason="ONEDNN_MAX_CPU_ISA is below float16 kernels on a CPU with AVX512-FP16",
 )
 def test_mixed_precision_trains_with_loss_scaling_and_float32_outputs():
@@ -347,24 +347,32 @@ def test_durations_read_as_a_person_would_say_them(seconds, shown):
 
 
 @pytest.mark.parametrize(
-    ("requested", "gpus", "flags", "name"),
+    ("requested", "gpus", "flags", "environ", "name"),
     [
-        ("auto", [], {"avx512f", "avx512_bf16"}, "bfloat16"),  # AMD EPYC (Zen 4), Cooper Lake
-        ("auto", [], {"avx512f", "amx_bf16", "amx_tile"}, "bfloat16"),  # Sapphire Rapids
-        ("auto", [], {"avx512f", "avx2"}, "float32"),  # Skylake, Ice Lake: no bfloat16 unit
-        ("auto", [], set(), "float32"),  # no /proc/cpuinfo
-        ("auto", [(8, 0)], set(), "bfloat16"),  # A100
-        ("auto", [(7, 5)], {"avx512_bf16"}, "float16"),  # T4: the GPU decides
-        ("auto", [(9, 0), (7, 0)], set(), "float16"),  # one GPU without bfloat16
-        ("float32", [(8, 0)], {"avx512_bf16"}, "float32"),
-        ("bfloat16", [], set(), "bfloat16"),
-        ("float16", [], set(), "float16"),
+        ("auto", [], {"avx512f", "avx512_bf16"}, {}, "bfloat16"),  # AMD EPYC (Zen 4), Cooper Lake
+        ("auto", [], {"avx512f", "amx_bf16", "amx_tile"}, {}, "bfloat16"),  # Sapphire Rapids
+        ("auto", [], {"avx512f", "avx2"}, {}, "float32"),  # Skylake, Ice Lake: no bfloat16 unit
+        ("auto", [], set(), {}, "float32"),  # no /proc/cpuinfo
+        # oneDNN off or capped below its bfloat16 kernels: float32, whatever the CPU has
+        ("auto", [], {"avx512_bf16"}, {"TF_ENABLE_ONEDNN_OPTS": "0"}, "float32"),
+        ("auto", [], {"avx512_bf16"}, {"TF_ENABLE_ONEDNN_OPTS": "1"}, "bfloat16"),
+        ("auto", [], {"avx512_bf16"}, {"ONEDNN_MAX_CPU_ISA": "AVX2"}, "float32"),
+        ("auto", [], {"avx512_bf16"}, {"ONEDNN_MAX_CPU_ISA": "avx512_core"}, "float32"),
+        ("auto", [], {"avx512_bf16"}, {"ONEDNN_MAX_CPU_ISA": "AVX512_CORE_BF16"}, "bfloat16"),
+        ("auto", [], {"amx_bf16"}, {"ONEDNN_MAX_CPU_ISA": "ALL"}, "bfloat16"),
+        ("auto", [(8, 0)], set(), {}, "bfloat16"),  # A100
+        ("auto", [(8, 0)], set(), {"TF_ENABLE_ONEDNN_OPTS": "0"}, "bfloat16"),  # oneDNN: CPU only
+        ("auto", [(7, 5)], {"avx512_bf16"}, {}, "float16"),  # T4: the GPU decides
+        ("auto", [(9, 0), (7, 0)], set(), {}, "float16"),  # one GPU without bfloat16
+        ("float32", [(8, 0)], {"avx512_bf16"}, {}, "float32"),
+        ("bfloat16", [], set(), {"TF_ENABLE_ONEDNN_OPTS": "0"}, "bfloat16"),  # asked: as asked
+        ("float16", [], set(), {}, "float16"),
     ],
 )
 def test_the_precision_is_the_one_asked_or_the_fastest_the_hardware_computes(
-    requested, gpus, flags, name
+    requested, gpus, flags, environ, name
 ):
-    precision = resolve_precision(requested, gpus, flags)
+    precision = resolve_precision(requested, gpus, flags, environ)
     assert precision.name == name
     assert precision.policy == {"float32": "float32"}.get(name, f"mixed_{name}")
     assert precision.reason.startswith("auto: " if requested == "auto" else "trainer.precision=")
@@ -386,6 +394,7 @@ def test_bfloat16_trains_checkpoints_and_reloads_predicting_float32(tmp_path):
     """Under bfloat16 the layers compute in bfloat16 over float32 variables without loss
     scaling; the probabilities, losses and metrics stay float32; a checkpoint restores and the
     saved model reloads with the same float32 predictions."""
+    skip_where_capped_below("bfloat16")
     trainer = Trainer(lambda: keras.optimizers.Adam(3e-3), 1, 4, precision="bfloat16")
     trainer.prepare()
     data = shapes(image_size=32, num_train=8, num_val=8)

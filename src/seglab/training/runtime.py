@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,6 +32,10 @@ def seed_everything(seed: int, deterministic: bool = False) -> None:
 PRECISIONS = ("auto", "float32", "bfloat16", "float16")
 POLICIES = {"float32": "float32", "bfloat16": "mixed_bfloat16", "float16": "mixed_float16"}
 BF16_CPU_FLAGS = ("avx512_bf16", "amx_bf16")  # /proc/cpuinfo's names
+# oneDNN's instruction-set caps (ONEDNN_MAX_CPU_ISA) below its first with bfloat16 arithmetic.
+ONEDNN_ISAS_WITHOUT_BF16 = (
+    "SSE41", "AVX", "AVX2", "AVX2_VNNI", "AVX2_VNNI_2", "AVX512_CORE", "AVX512_CORE_VNNI",
+)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -70,15 +74,23 @@ def resolve_precision(
     requested: str,
     gpus: Sequence[tuple[int, int]] | None = None,
     flags: set[str] | None = None,
+    environ: Mapping[str, str] | None = None,
 ) -> Precision:
     """``trainer.precision``: ``float32``, ``bfloat16``, ``float16`` as asked, or for ``auto``
     bfloat16 where the hardware computes it (GPUs of compute capability 8.0 or later; CPUs with
-    AVX512-BF16 or AMX), float16 on older GPUs and float32 otherwise.
+    AVX512-BF16 or AMX, through oneDNN), float16 on older GPUs and float32 otherwise.
+
+    On a CPU, bfloat16 is fast only through oneDNN's kernels: with oneDNN off
+    (``TF_ENABLE_ONEDNN_OPTS=0``) TensorFlow's own took 8.5x float32's time per step of the
+    CamVid experiment's U-Net, and with oneDNN capped below its bfloat16 instructions
+    (``ONEDNN_MAX_CPU_ISA``) TensorFlow still sends bfloat16 to oneDNN, which then has no kernel
+    for it. ``auto`` is float32 in both cases.
 
     Args:
         requested: One of :data:`PRECISIONS`.
         gpus: The GPUs' compute capabilities (default: this machine's).
         flags: The CPU's flags (default: this machine's).
+        environ: The environment oneDNN reads (default: this process's).
     """
     check_choice("trainer.precision", requested, PRECISIONS)
     if requested != "auto":
@@ -89,9 +101,19 @@ def resolve_precision(
             return Precision("bfloat16", "auto: GPUs of compute capability >= 8.0")
         return Precision("float16", "auto: a GPU of compute capability < 8.0 (no bfloat16)")
     found = sorted((cpu_flags() if flags is None else flags) & set(BF16_CPU_FLAGS))
-    if found:
-        return Precision("bfloat16", f"auto: this CPU has {found[0].upper()}")
-    return Precision("float32", "auto: this CPU has no bfloat16 instructions (AVX512-BF16, AMX)")
+    if not found:
+        return Precision(
+            "float32", "auto: this CPU has no bfloat16 instructions (AVX512-BF16, AMX)"
+        )
+    environ = os.environ if environ is None else environ
+    if environ.get("TF_ENABLE_ONEDNN_OPTS") == "0":
+        return Precision("float32", "auto: oneDNN is off (TF_ENABLE_ONEDNN_OPTS=0)")
+    cap = environ.get("ONEDNN_MAX_CPU_ISA", "").upper()
+    if cap in ONEDNN_ISAS_WITHOUT_BF16:
+        return Precision(
+            "float32", f"auto: oneDNN is capped below bfloat16 (ONEDNN_MAX_CPU_ISA={cap})"
+        )
+    return Precision("bfloat16", f"auto: this CPU has {found[0].upper()}")
 
 
 def set_precision(precision: Precision) -> None:
