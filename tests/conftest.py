@@ -285,36 +285,28 @@ def assert_children_complete(client, parent, children) -> None:
         assert {"config.yaml", "per_class.csv", "class_weights.csv"} <= artifacts
 
 
-# Per half-precision type: oneDNN's ISA caps (ONEDNN_MAX_CPU_ISA) below its first kernels of
-# that type, and the CPU flag with which TensorFlow sends the type to oneDNN whatever the cap.
-ONEDNN_ISAS_WITHOUT = {
-    "float16": (
-        {"SSE41", "AVX", "AVX2", "AVX2_VNNI", "AVX2_VNNI_2",
-         "AVX512_CORE", "AVX512_CORE_VNNI", "AVX512_CORE_BF16"},
-        "avx512_fp16",
-    ),
-    "bfloat16": ({"SSE41", "AVX", "AVX2", "AVX2_VNNI", "AVX2_VNNI_2"}, "avx512f"),
-}  # fmt: skip
+# Per half-precision type: oneDNN's first instruction set with kernels of that type, and the
+# CPU flag with which TensorFlow sends the type to oneDNN whatever the cap.
+ONEDNN_FIRST_ISA_WITH = {
+    "float16": ("AVX512_CORE_FP16", "avx512_fp16"),
+    "bfloat16": ("AVX512_CORE", "avx512f"),
+}
 
 
-def capped_below_this_cpu(dtype: str) -> bool:
-    """Whether oneDNN is capped below its ``dtype`` (float16, bfloat16) kernels on a CPU whose
-    flags make TensorFlow send ``dtype`` to oneDNN.
+def skip_where_capped_below(dtype: str) -> None:
+    """Skips the calling test where oneDNN is capped below its ``dtype`` (float16, bfloat16)
+    kernels on a CPU whose flags make TensorFlow send ``dtype`` to oneDNN, saying why.
 
     TensorFlow reads the CPU, not oneDNN's cap, so under such a cap, which ``make
     test-cpu-paths`` sets to stand in for older CPUs, oneDNN finds no kernel ("could not create
     a primitive descriptor"): a combination no real machine has, where an older CPU's
     TensorFlow takes its own kernels. (``trainer.precision=auto`` is float32 under such a cap.)
     """
-    from seglab.training.runtime import cpu_flags  # TensorFlow: only for the tests that train
+    # TensorFlow: only for the tests that train
+    from seglab.training.runtime import cpu_flags, onednn_capped_below
 
-    caps, flag = ONEDNN_ISAS_WITHOUT[dtype]
-    return os.environ.get("ONEDNN_MAX_CPU_ISA", "").upper() in caps and flag in cpu_flags()
-
-
-def skip_where_capped_below(dtype: str) -> None:
-    """Skips the calling test where :func:`capped_below_this_cpu` (``dtype``), saying why."""
-    if capped_below_this_cpu(dtype):
+    isa, flag = ONEDNN_FIRST_ISA_WITH[dtype]
+    if onednn_capped_below(isa) and flag in cpu_flags():
         pytest.skip(
             f"ONEDNN_MAX_CPU_ISA is below oneDNN's {dtype} kernels on a CPU TensorFlow "
             f"sends {dtype} to oneDNN on"

@@ -5,7 +5,7 @@ import math
 
 import numpy as np
 import pytest
-from conftest import capped_below_this_cpu
+from conftest import skip_where_capped_below
 
 from seglab.training.checkpoints import Checkpointer
 from seglab.training.model import build_unet
@@ -179,11 +179,8 @@ def test_a_run_names_a_bad_option_before_it_starts(tmp_path, option, message):
     assert not (tmp_path / "mlflow.db").exists()  # no MLflow run for a bad option
 
 
-@pytest.mark.skipif(
-    capped_below_this_cpu("float16"),
-    reason="ONEDNN_MAX_CPU_ISA is below float16 kernels on a CPU with AVX512-FP16",
-)
 def test_restore_into_a_built_mixed_precision_optimizer_keeps_its_variables_once(tmp_path):
+    skip_where_capped_below("float16")
     # The trainer builds the optimizer before it restores; the loss scale optimizer of mixed
     # precision would add its step counter and scale a second time if restore built it again.
     from seglab.training.runtime import FLOAT32, Precision, set_precision

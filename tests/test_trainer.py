@@ -4,7 +4,7 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-from conftest import capped_below_this_cpu, skip_where_capped_below
+from conftest import skip_where_capped_below
 from omegaconf import OmegaConf
 
 from seglab.config import reject_keras_class_weight
@@ -210,11 +210,8 @@ def test_a_learning_rate_schedule_passes_unchanged():
     assert Trainer(factory).optimizer is factory
 
 
-@pytest.mark.skipif(
-    capped_below_this_cpu("float16"),
-    reason="ONEDNN_MAX_CPU_ISA is below float16 kernels on a CPU with AVX512-FP16",
-)
 def test_mixed_precision_trains_with_loss_scaling_and_float32_outputs():
+    skip_where_capped_below("float16")
     set_precision(Precision("float16", "test"))
     try:
         _, model, records, _ = fit_small(CrossEntropy(ignore_index=255), epochs=1)

@@ -32,10 +32,18 @@ def seed_everything(seed: int, deterministic: bool = False) -> None:
 PRECISIONS = ("auto", "float32", "bfloat16", "float16")
 POLICIES = {"float32": "float32", "bfloat16": "mixed_bfloat16", "float16": "mixed_float16"}
 BF16_CPU_FLAGS = ("avx512_bf16", "amx_bf16")  # /proc/cpuinfo's names
-# oneDNN's instruction-set caps (ONEDNN_MAX_CPU_ISA) below its first with bfloat16 arithmetic.
-ONEDNN_ISAS_WITHOUT_BF16 = (
-    "SSE41", "AVX", "AVX2", "AVX2_VNNI", "AVX2_VNNI_2", "AVX512_CORE", "AVX512_CORE_VNNI",
+# oneDNN's instruction-set caps (ONEDNN_MAX_CPU_ISA), oldest first, up to its float16 kernels.
+ONEDNN_ISAS = (
+    "SSE41", "AVX", "AVX2", "AVX2_VNNI", "AVX2_VNNI_2",
+    "AVX512_CORE", "AVX512_CORE_VNNI", "AVX512_CORE_BF16", "AVX512_CORE_FP16",
 )  # fmt: skip
+
+
+def onednn_capped_below(isa: str, environ: Mapping[str, str] | None = None) -> bool:
+    """Whether ``ONEDNN_MAX_CPU_ISA`` (in ``environ``, default this process's) caps oneDNN
+    below ``isa``, one of :data:`ONEDNN_ISAS` (a cap it does not list, or none, does not)."""
+    cap = (os.environ if environ is None else environ).get("ONEDNN_MAX_CPU_ISA", "").upper()
+    return cap in ONEDNN_ISAS[: ONEDNN_ISAS.index(isa)]
 
 
 @dataclass(frozen=True)
@@ -108,8 +116,8 @@ def resolve_precision(
     environ = os.environ if environ is None else environ
     if environ.get("TF_ENABLE_ONEDNN_OPTS") == "0":
         return Precision("float32", "auto: oneDNN is off (TF_ENABLE_ONEDNN_OPTS=0)")
-    cap = environ.get("ONEDNN_MAX_CPU_ISA", "").upper()
-    if cap in ONEDNN_ISAS_WITHOUT_BF16:
+    if onednn_capped_below("AVX512_CORE_BF16", environ):
+        cap = environ["ONEDNN_MAX_CPU_ISA"].upper()
         return Precision(
             "float32", f"auto: oneDNN is capped below bfloat16 (ONEDNN_MAX_CPU_ISA={cap})"
         )
